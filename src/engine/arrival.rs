@@ -1,0 +1,165 @@
+//! Arrival: a ping from vehicle V at time t, inside an appointment's fence,
+//! with t in `[window_start − h, window_end + h]`, where the driver paired
+//! with V at t is a technician on the appointment who (by default) has an
+//! open En Route clock-in at t, clocks that one technician En Route out and
+//! On Site in, both at t.
+//!
+//! Invariants:
+//! - At most one arrival per (appointment, technician), ever: once
+//!   `Assignment::arrival` is set nothing here emits arrival clocks again,
+//!   and the commands' ids name only (appointment, technician, activity,
+//!   action), so even a replay yields the same ids.
+//! - Decisions use the ping's time only. Pings are kept as samples (sorted,
+//!   distinct times) until they decide, so a late ping, a late En Route
+//!   clock-in or a dwell completed out of order all decide at the earliest
+//!   qualifying time known; a duplicate ping is a no-op.
+//! - The hot path (a ping outside every fence of its vehicle, dwell off)
+//!   touches only the vehicle's watch list: no allocation, no lookup beyond
+//!   one hash probe.
+
+use super::command::{command_id, Action, ClockCause, ClockChange, Command};
+use super::state::{keep_earliest, Assignment, Evidence, Sample, State, Watch};
+use super::{Ctx, EngineError};
+use crate::geo::LatLon;
+use crate::model::{Activity, ClockAction, Id, Ping};
+
+pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> Result<(), EngineError> {
+    let point = LatLon::new(p.lat, p.lon).validate().map_err(EngineError::InvalidPing)?;
+    if let (Some(max), Some(acc)) = (ctx.settings.max_accuracy_m, p.accuracy_m) {
+        if acc.is_nan() || acc > max {
+            return Ok(());
+        }
+    }
+    let State { watches, assignments, .. } = st;
+    let Some(list) = watches.get_mut(&p.vehicle) else { return Ok(()) };
+    let wants_outside = ctx.settings.min_dwell_s > 0 || ctx.settings.auto_clock_out_on_exit;
+    for w in list.iter_mut() {
+        if w.done || !w.paired_at(p.time) {
+            continue;
+        }
+        let inside = w.fence.contains(point);
+        if !inside && !wants_outside {
+            continue;
+        }
+        let a = &mut assignments[w.slot];
+        observe(ctx, w, a, p, point, inside, out);
+        w.done = ctx.is_done(a);
+    }
+    Ok(())
+}
+
+fn evidence(w: &Watch, p: &Ping, point: LatLon) -> Evidence {
+    Evidence {
+        time: p.time,
+        vehicle: p.vehicle.clone(),
+        lat: p.lat,
+        lon: p.lon,
+        distance_m: (w.fence.distance_to_center_m(point) * 10.0).round() / 10.0,
+    }
+}
+
+fn observe(ctx: &Ctx, w: &Watch, a: &mut Assignment, p: &Ping, point: LatLon, inside: bool, out: &mut Vec<Command>) {
+    let in_window = w.earliest <= p.time && p.time <= w.latest;
+    if inside {
+        let ev = evidence(w, p, point);
+        if !in_window {
+            keep_earliest(&mut a.inside_outside_window, &ev);
+            return;
+        }
+        keep_earliest(&mut a.inside_in_window, &ev);
+        if a.arrival.is_none() && a.insert_sample(Sample { inside: true, evidence: ev }) {
+            try_arrive(ctx, &w.appointment, &w.user, a, out);
+        }
+        return;
+    }
+    if a.arrival.is_none() {
+        if in_window && ctx.settings.min_dwell_s > 0 {
+            a.insert_sample(Sample { inside: false, evidence: evidence(w, p, point) });
+        }
+        return;
+    }
+    if ctx.settings.auto_clock_out_on_exit
+        && a.exited.is_none()
+        && a.onsite.open_at(p.time)
+        && !w.fence.within_buffer(point)
+    {
+        let ev = evidence(w, p, point);
+        a.onsite.insert(p.time, ClockAction::Out);
+        out.push(clock(ctx, &w.appointment, &w.user, Activity::Onsite, ClockAction::Out, &ev, ClockCause::Exit));
+        a.exited = Some(ev);
+    }
+}
+
+/// The earliest sample that decides arrival: the first of a run of inside
+/// samples spanning `min_dwell_s`, each with an open En Route clock-in when
+/// that is required, with no outside or non-qualifying sample between.
+fn decisive(ctx: &Ctx, a: &Assignment) -> Option<Evidence> {
+    let dwell = ctx.settings.min_dwell_ms();
+    let mut start: Option<&Sample> = None;
+    for s in &a.samples {
+        let qualifies = !ctx.settings.arrival_requires_enroute || a.enroute.open_at(s.evidence.time);
+        if !qualifies || !s.inside {
+            start = None;
+            continue;
+        }
+        let first = *start.get_or_insert(s);
+        if s.evidence.time.millis() - first.evidence.time.millis() >= dwell {
+            return Some(first.evidence.clone());
+        }
+    }
+    None
+}
+
+/// Decides arrival from the samples if they now suffice; emits the clock
+/// changes once. Called on new samples and on new clock events.
+pub fn try_arrive(ctx: &Ctx, appt: &Id, user: &Id, a: &mut Assignment, out: &mut Vec<Command>) {
+    if a.arrival.is_some() {
+        return;
+    }
+    let Some(ev) = decisive(ctx, a) else { return };
+    a.samples = Vec::new();
+    let t = ev.time;
+    if a.enroute.open_from(t) {
+        a.enroute.insert(t, ClockAction::Out);
+        out.push(clock(ctx, appt, user, Activity::Enroute, ClockAction::Out, &ev, ClockCause::Arrival));
+    }
+    if !a.onsite.has(ClockAction::In) {
+        a.onsite.insert(t, ClockAction::In);
+        out.push(clock(ctx, appt, user, Activity::Onsite, ClockAction::In, &ev, ClockCause::Arrival));
+    }
+    a.arrival = Some(ev);
+}
+
+fn clock(
+    ctx: &Ctx,
+    appt: &Id,
+    user: &Id,
+    activity: Activity,
+    action: ClockAction,
+    ev: &Evidence,
+    cause: ClockCause,
+) -> Command {
+    let (act, dir) = (activity_str(activity), if action == ClockAction::In { "in" } else { "out" });
+    Command {
+        id: command_id(&[ctx.tenant, "clock", appt.as_str(), user.as_str(), act, dir]),
+        appointment: appt.clone(),
+        action: Action::Clock(ClockChange {
+            user: user.clone(),
+            activity,
+            action,
+            time: ev.time,
+            lat: ev.lat,
+            lon: ev.lon,
+            vehicle: ev.vehicle.clone(),
+            cause,
+        }),
+    }
+}
+
+fn activity_str(a: Activity) -> &'static str {
+    match a {
+        Activity::Enroute => "enroute",
+        Activity::Onsite => "onsite",
+        Activity::Offsite => "offsite",
+    }
+}

@@ -1,0 +1,57 @@
+//! What the engine consumes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Appointment, ClockEvent, Driver, Id, Job, Location, Pairing, Ping, Ts, User, Vehicle};
+
+/// One input to the engine, for one tenant. Entity variants are upserts
+/// (the whole current record); `Delete` removes one; `Tick` advances event
+/// time for expiry (pings do not, so that a vehicle's buffered points never
+/// expire another appointment's fence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    User(User),
+    Location(Location),
+    Job(Job),
+    Appointment(Appointment),
+    Driver(Driver),
+    Vehicle(Vehicle),
+    Pairing(Pairing),
+    Clock(ClockEvent),
+    Ping(Ping),
+    Delete(EntityRef),
+    Tick(Ts),
+}
+
+/// Names an entity to delete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityRef {
+    User(Id),
+    Location(Id),
+    Job(Id),
+    Appointment(Id),
+    Driver(Id),
+    Vehicle(Id),
+    Pairing { driver: Id, vehicle: Id, from: Ts },
+}
+
+impl Event {
+    /// A short stable name for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::User(_) => "user",
+            Event::Location(_) => "location",
+            Event::Job(_) => "job",
+            Event::Appointment(_) => "appointment",
+            Event::Driver(_) => "driver",
+            Event::Vehicle(_) => "vehicle",
+            Event::Pairing(_) => "pairing",
+            Event::Clock(_) => "clock",
+            Event::Ping(_) => "ping",
+            Event::Delete(_) => "delete",
+            Event::Tick(_) => "tick",
+        }
+    }
+}

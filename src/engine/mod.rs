@@ -1,0 +1,174 @@
+//! The decision core: `state + event → new state + commands`, for one tenant.
+//!
+//! No Kafka, RocksDB, HTTP or wall clock: every decision is a function of
+//! the events handled so far, in order, and of their event times. The Kafka
+//! processor, replay/audit and scenario files all run this same code.
+//!
+//! Invariants (each is checked by scenario files or property tests):
+//! - Determinism: the same event sequence yields the same commands in the
+//!   same order with the same ids, byte for byte. Output never depends on
+//!   hash iteration order or on anything but the input.
+//! - Duplicate-safety: re-handling an event immediately changes nothing; a
+//!   ping or clock event re-delivered at any later point changes nothing.
+//! - Once: at most one arrival (En Route out / On Site in), one exit and one
+//!   Service Link per (appointment, technician).
+//! - Event time: expiry moves only on [`Event::Tick`]; arrivals are judged
+//!   at each ping's own time.
+//!
+//! The rules live in one module each: [`fences`] (lifecycle), [`watches`]
+//! (which vehicle's pings concern which appointment), [`arrival`] (pings),
+//! [`service_link`] (clock events). The Activity Report reads the state
+//! through [`crate::report`].
+
+pub mod arrival;
+pub mod command;
+pub mod event;
+pub mod fences;
+pub mod service_link;
+pub mod state;
+pub mod timeline;
+pub mod watches;
+
+use std::collections::BTreeSet;
+
+pub use command::{Action, ClockCause, ClockChange, Command, FenceChange, ServiceLink};
+pub use event::{EntityRef, Event};
+pub use state::{Evidence, LinkState, Reason};
+
+use crate::geo::GeoError;
+use crate::model::{AppointmentStatus, Id, Settings, SettingsError};
+use state::{Assignment, State};
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum EngineError {
+    #[error("invalid settings: {0}")]
+    Settings(#[from] SettingsError),
+    #[error("invalid ping: {0}")]
+    InvalidPing(GeoError),
+    #[error("invalid pairing for driver {driver}: `to` ({to}) is not after `from` ({from})")]
+    InvalidPairing { driver: Id, from: String, to: String },
+}
+
+/// What every rule needs besides the state.
+pub struct Ctx<'a> {
+    pub tenant: &'a str,
+    pub settings: &'a Settings,
+}
+
+impl Ctx<'_> {
+    /// Nothing left that pings could decide for this assignment.
+    pub fn is_done(&self, a: &Assignment) -> bool {
+        a.arrival.is_some() && (!self.settings.auto_clock_out_on_exit || a.exited.is_some())
+    }
+}
+
+/// One tenant's engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    tenant: String,
+    settings: Settings,
+    state: State,
+}
+
+impl Engine {
+    pub fn new(tenant: impl Into<String>, settings: Settings) -> Result<Self, EngineError> {
+        settings.validate()?;
+        Ok(Engine { tenant: tenant.into(), settings, state: State::default() })
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Applies one event, appending the commands it decides to `out`.
+    /// On error the state is unchanged and nothing is appended.
+    pub fn handle(&mut self, event: &Event, out: &mut Vec<Command>) -> Result<(), EngineError> {
+        let ctx = Ctx { tenant: &self.tenant, settings: &self.settings };
+        let st = &mut self.state;
+        let affected: BTreeSet<Id> = match event {
+            Event::Ping(p) => return arrival::on_ping(&ctx, st, p, out),
+            Event::Clock(c) => {
+                service_link::on_clock(&ctx, st, c, out);
+                return Ok(());
+            }
+            Event::User(u) => st.put_user(&u.id, Some(u.clone())),
+            Event::Location(l) => st.put_location(&l.id, Some(l.clone())),
+            Event::Job(j) => st.put_job(&j.id, Some(j.clone())),
+            Event::Appointment(a) => st.put_appointment(a.clone()),
+            Event::Driver(d) => st.put_driver(&d.id, Some(d.clone())),
+            Event::Vehicle(v) => {
+                st.vehicles.insert(v.id.clone(), v.clone());
+                BTreeSet::new()
+            }
+            Event::Pairing(p) => {
+                if p.to.is_some_and(|to| to <= p.from) {
+                    return Err(EngineError::InvalidPairing {
+                        driver: p.driver.clone(),
+                        from: p.from.to_rfc3339(),
+                        to: p.to.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    });
+                }
+                if st.pairings.upsert(p) {
+                    st.appts_of_driver(&p.driver)
+                } else {
+                    BTreeSet::new()
+                }
+            }
+            Event::Delete(r) => match r {
+                EntityRef::User(id) => st.put_user(id, None),
+                EntityRef::Location(id) => st.put_location(id, None),
+                EntityRef::Job(id) => st.put_job(id, None),
+                EntityRef::Driver(id) => st.put_driver(id, None),
+                EntityRef::Vehicle(id) => {
+                    st.vehicles.remove(id);
+                    BTreeSet::new()
+                }
+                EntityRef::Appointment(id) => match st.appointments.get(id) {
+                    Some(a) if a.status != AppointmentStatus::Deleted => {
+                        let deleted = state_deleted(a);
+                        st.put_appointment(deleted)
+                    }
+                    _ => BTreeSet::new(),
+                },
+                EntityRef::Pairing { driver, vehicle, from } => {
+                    if st.pairings.remove(driver, vehicle, *from) {
+                        st.appts_of_driver(driver)
+                    } else {
+                        BTreeSet::new()
+                    }
+                }
+            },
+            Event::Tick(t) => {
+                if st.watermark.is_some_and(|w| w >= *t) {
+                    return Ok(());
+                }
+                st.watermark = Some(*t);
+                watches::due(st, *t).into_iter().collect()
+            }
+        };
+        for appt in &affected {
+            refresh(&ctx, st, appt, out);
+        }
+        Ok(())
+    }
+}
+
+fn state_deleted(a: &crate::model::Appointment) -> crate::model::Appointment {
+    crate::model::Appointment { status: AppointmentStatus::Deleted, ..a.clone() }
+}
+
+/// Brings one appointment's derived state and commands up to date with the
+/// entities. Idempotent: a second call emits nothing.
+fn refresh(ctx: &Ctx, st: &mut State, appt: &Id, out: &mut Vec<Command>) {
+    fences::reconcile(ctx, st, appt, out);
+    watches::rebuild(ctx, st, appt);
+    service_link::retry_pending(ctx, st, appt, out);
+}

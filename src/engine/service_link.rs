@@ -1,0 +1,101 @@
+//! Clock events and the Service Link.
+//!
+//! A technician's En Route clock-in for an appointment sends the job's
+//! contact a Service Link with a TrackMe link for the vehicle the technician
+//! drives at that moment, when the tenant enabled it, the appointment is
+//! scheduled, the technician is found in Azuga and paired, and the location
+//! has a valid email. At most once per (appointment, technician); the id
+//! names only those. A failed attempt is retried when the entities it
+//! depends on change, as long as the technician is still En Route and has
+//! not arrived (topics are not ordered against each other: the driver or
+//! pairing may be mirrored after the clock event).
+//!
+//! Clock events are facts kept as a set per (appointment, technician,
+//! activity): a duplicate changes nothing. A new one can make buffered
+//! pings decisive (a late En Route clock-in), so arrival is re-tried.
+
+use super::arrival::try_arrive;
+use super::command::{command_id, Action, Command, ServiceLink};
+use super::fences::location_point;
+use super::state::{LinkState, Reason, State};
+use super::Ctx;
+use crate::model::{valid_email, Activity, AppointmentStatus, ClockAction, ClockEvent, Id, Ts};
+
+pub fn on_clock(ctx: &Ctx, st: &mut State, c: &ClockEvent, out: &mut Vec<Command>) {
+    let slot = st.slot(&c.appointment, &c.user);
+    let a = &mut st.assignments[slot];
+    let line = match c.activity {
+        Activity::Enroute => &mut a.enroute,
+        Activity::Onsite => &mut a.onsite,
+        Activity::Offsite => return,
+    };
+    if !line.insert(c.time, c.action) {
+        return;
+    }
+    if c.activity == Activity::Enroute && c.action == ClockAction::In && ctx.settings.service_link {
+        attempt(ctx, st, &c.appointment, &c.user, c.time, out);
+    }
+    try_arrive(ctx, &c.appointment, &c.user, &mut st.assignments[slot], out);
+}
+
+/// Re-tries failed links of an appointment whose entities changed.
+pub fn retry_pending(ctx: &Ctx, st: &mut State, appt: &Id, out: &mut Vec<Command>) {
+    if !ctx.settings.service_link {
+        return;
+    }
+    let Some(techs) = st.appointments.get(appt).map(|a| a.techs.clone()) else { return };
+    for tech in techs {
+        let Some(&slot) = st.slots.get(&(appt.clone(), tech.clone())) else { continue };
+        let a = &st.assignments[slot];
+        if matches!(a.link, LinkState::Failed(_)) && a.enroute.is_open() && a.arrival.is_none() {
+            if let Some(at) = a.enroute.last(ClockAction::In) {
+                attempt(ctx, st, appt, &tech, at, out);
+            }
+        }
+    }
+}
+
+fn attempt(ctx: &Ctx, st: &mut State, appt: &Id, user: &Id, at: Ts, out: &mut Vec<Command>) {
+    let slot = st.slot(appt, user);
+    if matches!(st.assignments[slot].link, LinkState::Sent { .. }) {
+        return;
+    }
+    match build(st, appt, user, at) {
+        Ok(link) => {
+            st.assignments[slot].link = LinkState::Sent { at, vehicle: link.vehicle.clone(), to: link.to.clone() };
+            out.push(Command {
+                id: command_id(&[ctx.tenant, "service_link", appt.as_str(), user.as_str()]),
+                appointment: appt.clone(),
+                action: Action::SendServiceLink(link),
+            });
+        }
+        Err(reason) => st.assignments[slot].link = LinkState::Failed(reason),
+    }
+}
+
+fn build(st: &State, appt: &Id, user: &Id, at: Ts) -> Result<ServiceLink, Reason> {
+    let a = st.appointments.get(appt).ok_or(Reason::NotScheduled)?;
+    if a.status != AppointmentStatus::Scheduled {
+        return Err(Reason::NotScheduled);
+    }
+    let driver = st.driver_of(user).ok_or(Reason::TechNotFoundInAzuga)?;
+    let vehicle = st.pairings.vehicle_at(driver, at).ok_or(Reason::TechNotPaired)?;
+    let job = a.job.as_ref().and_then(|j| st.jobs.get(j)).ok_or(Reason::NoJob)?;
+    let loc = job.location.as_ref().and_then(|l| st.locations.get(l)).ok_or(Reason::NoLocationEmail)?;
+    let to = loc.email.as_deref().filter(|e| valid_email(e)).ok_or(Reason::NoLocationEmail)?;
+    let destination = location_point(loc).ok_or(Reason::NoLocationCoordinates)?;
+    Ok(ServiceLink {
+        user: user.clone(),
+        tech_name: st.users.get(user).map(|u| u.name.clone()).unwrap_or_default(),
+        vehicle_name: st.vehicles.get(&vehicle).map(|v| v.name.clone()).unwrap_or_default(),
+        vehicle,
+        to: to.trim().to_string(),
+        location_name: loc.name.clone(),
+        job_number: job.number.clone(),
+        window_start: a.window_start,
+        window_end: a.window_end,
+        destination,
+        timezone: loc.timezone.clone(),
+        enroute_at: at,
+    })
+}

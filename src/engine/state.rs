@@ -1,0 +1,326 @@
+//! The engine's state: mirrored entities, their indexes, and what has been
+//! decided per appointment (fence) and per appointment × technician
+//! (assignment).
+//!
+//! Invariants:
+//! - Assignments are never removed: they hold the evidence the Activity
+//!   Report needs even after a technician is unassigned or the fence is gone.
+//! - `watches[v]` holds one entry per (appointment, technician) whose driver
+//!   drives vehicle `v` at some time near the appointment's window; it is
+//!   derived from the entities and rebuilt whenever they change
+//!   ([`super::watches`]), and is the only thing a ping touches.
+//! - Nothing here is iterated in hash order on a path that produces output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::command::FenceChange;
+use super::timeline::{ClockLine, Interval, PairingBook};
+use crate::geo::PreparedFence;
+use crate::model::{normalize_email, Appointment, Driver, Id, Job, Location, Ts, User, Vehicle};
+
+/// Why something did not happen, as shown in the Activity Report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    NotScheduled,
+    NoJob,
+    NoLocationCoordinates,
+    NoTechAssigned,
+    TechNotFoundInAzuga,
+    TechNotPaired,
+    NoEnrouteClockIn,
+    VehicleDidNotArrive,
+    ArrivedOutsideWindow,
+    NoLocationEmail,
+}
+
+/// A ping that decided something (or would have), for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub time: Ts,
+    pub vehicle: Id,
+    pub lat: f64,
+    pub lon: f64,
+    /// Great-circle distance to the fence centre, rounded to 0.1 m.
+    pub distance_m: f64,
+}
+
+/// A ping as kept for dwell and late-clock-event evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub inside: bool,
+    pub evidence: Evidence,
+}
+
+/// At most this many samples are kept per assignment (oldest dropped).
+pub const MAX_SAMPLES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum LinkState {
+    #[default]
+    NotAttempted,
+    Sent { at: Ts, vehicle: Id, to: String },
+    Failed(Reason),
+}
+
+/// One technician on one appointment.
+#[derive(Debug, Clone, Default)]
+pub struct Assignment {
+    pub enroute: ClockLine,
+    pub onsite: ClockLine,
+    /// In-window pings not yet decisive, sorted by time, distinct times.
+    pub samples: Vec<Sample>,
+    pub arrival: Option<Evidence>,
+    /// First inside-the-fence ping within the window, decisive or not.
+    pub inside_in_window: Option<Evidence>,
+    /// First inside-the-fence ping outside the window.
+    pub inside_outside_window: Option<Evidence>,
+    /// On Site clock-out sent on exit.
+    pub exited: Option<Evidence>,
+    pub link: LinkState,
+}
+
+impl Assignment {
+    /// Inserts a sample in time order; false for a duplicate time.
+    pub fn insert_sample(&mut self, s: Sample) -> bool {
+        match self.samples.binary_search_by_key(&s.evidence.time, |x| x.evidence.time) {
+            Ok(_) => false,
+            Err(i) => {
+                self.samples.insert(i, s);
+                if self.samples.len() > MAX_SAMPLES {
+                    self.samples.remove(0);
+                }
+                true
+            }
+        }
+    }
+}
+
+/// Remember the earliest evidence.
+pub fn keep_earliest(slot: &mut Option<Evidence>, e: &Evidence) {
+    if slot.as_ref().is_none_or(|x| e.time < x.time) {
+        *slot = Some(e.clone());
+    }
+}
+
+/// An appointment's fence: what Azuga holds (`live`), the last spec it had
+/// (kept for reporting after removal), and the hot-path geometry.
+#[derive(Debug, Clone, Default)]
+pub struct FenceRecord {
+    pub revision: u32,
+    pub live: Option<FenceChange>,
+    pub last: Option<FenceChange>,
+    pub prepared: Option<Arc<PreparedFence>>,
+    /// Why the appointment has no fence now, when it has none.
+    pub no_fence: Option<Reason>,
+}
+
+/// A (appointment, technician) the pings of one vehicle are tested for.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub appointment: Id,
+    pub user: Id,
+    pub slot: usize,
+    pub fence: Arc<PreparedFence>,
+    /// `[window_start − h, window_end + h]`
+    pub earliest: Ts,
+    pub latest: Ts,
+    /// When this technician's driver drives this vehicle.
+    pub paired: Vec<Interval>,
+    /// Nothing this watch could still decide.
+    pub done: bool,
+}
+
+impl Watch {
+    #[inline]
+    pub fn paired_at(&self, t: Ts) -> bool {
+        self.paired.iter().any(|(f, to)| *f <= t && t < *to)
+    }
+}
+
+/// Reverse indexes from an entity to the appointments it affects.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    pub jobs_by_location: FxHashMap<Id, BTreeSet<Id>>,
+    pub appts_by_job: FxHashMap<Id, BTreeSet<Id>>,
+    pub appts_by_tech: FxHashMap<Id, BTreeSet<Id>>,
+    pub users_by_email: FxHashMap<String, BTreeSet<Id>>,
+    pub drivers_by_email: FxHashMap<String, BTreeSet<Id>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub users: FxHashMap<Id, User>,
+    pub locations: FxHashMap<Id, Location>,
+    pub jobs: FxHashMap<Id, Job>,
+    pub appointments: BTreeMap<Id, Appointment>,
+    pub drivers: FxHashMap<Id, Driver>,
+    pub vehicles: FxHashMap<Id, Vehicle>,
+    pub pairings: PairingBook,
+    pub index: Index,
+    pub fences: BTreeMap<Id, FenceRecord>,
+    pub assignments: Vec<Assignment>,
+    pub slots: FxHashMap<(Id, Id), usize>,
+    pub watches: FxHashMap<Id, Vec<Watch>>,
+    /// appointment → (drop time, vehicles holding its watches)
+    pub watched: FxHashMap<Id, (Ts, Vec<Id>)>,
+    /// `(active_to, appointment)` of fences live in Azuga, for expiry.
+    pub live_until: BTreeSet<(Ts, Id)>,
+    /// `(drop time, appointment)` of appointments with watches.
+    pub watch_until: BTreeSet<(Ts, Id)>,
+    /// Event-time progress from ticks.
+    pub watermark: Option<Ts>,
+}
+
+fn add<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, BTreeSet<Id>>, key: Option<K>, id: &Id) {
+    if let Some(k) = key {
+        map.entry(k).or_default().insert(id.clone());
+    }
+}
+
+fn del<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, BTreeSet<Id>>, key: Option<K>, id: &Id) {
+    if let Some(k) = key {
+        if let Some(set) = map.get_mut(&k) {
+            set.remove(id);
+            if set.is_empty() {
+                map.remove(&k);
+            }
+        }
+    }
+}
+
+impl State {
+    /// The assignment slot for (appointment, user), created on first use.
+    pub fn slot(&mut self, appointment: &Id, user: &Id) -> usize {
+        let next = self.assignments.len();
+        let slot = *self.slots.entry((appointment.clone(), user.clone())).or_insert(next);
+        if slot == next {
+            self.assignments.push(Assignment::default());
+        }
+        slot
+    }
+
+    pub fn assignment(&self, appointment: &Id, user: &Id) -> Option<&Assignment> {
+        self.slots.get(&(appointment.clone(), user.clone())).map(|s| &self.assignments[*s])
+    }
+
+    /// The Azuga driver matched to a ServiceTrade user by email (the lowest
+    /// driver id when several share an address).
+    pub fn driver_of(&self, user: &Id) -> Option<&Id> {
+        let email = normalize_email(self.users.get(user)?.email.as_deref())?;
+        self.index.drivers_by_email.get(&email)?.iter().next()
+    }
+
+    fn appts_of_users(&self, users: Option<&BTreeSet<Id>>, out: &mut BTreeSet<Id>) {
+        for u in users.into_iter().flatten() {
+            out.extend(self.index.appts_by_tech.get(u).into_iter().flatten().cloned());
+        }
+    }
+
+    fn appts_of_email(&self, email: Option<String>, out: &mut BTreeSet<Id>) {
+        if let Some(e) = email {
+            self.appts_of_users(self.index.users_by_email.get(&e), out);
+        }
+    }
+
+    fn appts_of_jobs<'a>(&self, jobs: impl IntoIterator<Item = &'a Id>, out: &mut BTreeSet<Id>) {
+        for j in jobs {
+            out.extend(self.index.appts_by_job.get(j).into_iter().flatten().cloned());
+        }
+    }
+
+    /// Upserts or removes a user; returns the appointments to refresh.
+    pub fn put_user(&mut self, id: &Id, new: Option<User>) -> BTreeSet<Id> {
+        let old = match new {
+            Some(u) => self.users.insert(id.clone(), u),
+            None => self.users.remove(id),
+        };
+        let old_email = old.as_ref().and_then(|u| normalize_email(u.email.as_deref()));
+        let new_email = self.users.get(id).and_then(|u| normalize_email(u.email.as_deref()));
+        if old.as_ref() == self.users.get(id) {
+            return BTreeSet::new();
+        }
+        del(&mut self.index.users_by_email, old_email, id);
+        add(&mut self.index.users_by_email, new_email, id);
+        self.index.appts_by_tech.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn put_location(&mut self, id: &Id, new: Option<Location>) -> BTreeSet<Id> {
+        let old = match new {
+            Some(l) => self.locations.insert(id.clone(), l),
+            None => self.locations.remove(id),
+        };
+        let mut out = BTreeSet::new();
+        if old.as_ref() != self.locations.get(id) {
+            self.appts_of_jobs(self.index.jobs_by_location.get(id).into_iter().flatten(), &mut out);
+        }
+        out
+    }
+
+    pub fn put_job(&mut self, id: &Id, new: Option<Job>) -> BTreeSet<Id> {
+        let old = match new {
+            Some(j) => self.jobs.insert(id.clone(), j),
+            None => self.jobs.remove(id),
+        };
+        if old.as_ref() == self.jobs.get(id) {
+            return BTreeSet::new();
+        }
+        del(&mut self.index.jobs_by_location, old.and_then(|j| j.location), id);
+        add(&mut self.index.jobs_by_location, self.jobs.get(id).and_then(|j| j.location.clone()), id);
+        let mut out = BTreeSet::new();
+        self.appts_of_jobs([id], &mut out);
+        out
+    }
+
+    /// Appointments are never removed: a delete marks them `deleted`.
+    pub fn put_appointment(&mut self, a: Appointment) -> BTreeSet<Id> {
+        let id = a.id.clone();
+        let old = self.appointments.insert(id.clone(), a);
+        let new = &self.appointments[&id];
+        if old.as_ref() == Some(new) {
+            return BTreeSet::new();
+        }
+        let (new_job, new_techs) = (new.job.clone(), new.techs.clone());
+        if let Some(old) = old {
+            del(&mut self.index.appts_by_job, old.job, &id);
+            for t in old.techs {
+                del(&mut self.index.appts_by_tech, Some(t), &id);
+            }
+        }
+        add(&mut self.index.appts_by_job, new_job, &id);
+        for t in new_techs {
+            add(&mut self.index.appts_by_tech, Some(t), &id);
+        }
+        BTreeSet::from([id])
+    }
+
+    pub fn put_driver(&mut self, id: &Id, new: Option<Driver>) -> BTreeSet<Id> {
+        let old = match new {
+            Some(d) => self.drivers.insert(id.clone(), d),
+            None => self.drivers.remove(id),
+        };
+        if old.as_ref() == self.drivers.get(id) {
+            return BTreeSet::new();
+        }
+        let old_email = old.and_then(|d| normalize_email(d.email.as_deref()));
+        let new_email = self.drivers.get(id).and_then(|d| normalize_email(d.email.as_deref()));
+        del(&mut self.index.drivers_by_email, old_email.clone(), id);
+        add(&mut self.index.drivers_by_email, new_email.clone(), id);
+        let mut out = BTreeSet::new();
+        self.appts_of_email(old_email, &mut out);
+        self.appts_of_email(new_email, &mut out);
+        out
+    }
+
+    /// Appointments whose technicians match this driver's email.
+    pub fn appts_of_driver(&self, driver: &Id) -> BTreeSet<Id> {
+        let mut out = BTreeSet::new();
+        let email = self.drivers.get(driver).and_then(|d| normalize_email(d.email.as_deref()));
+        self.appts_of_email(email, &mut out);
+        out
+    }
+}

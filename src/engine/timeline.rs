@@ -1,0 +1,166 @@
+//! Time-indexed facts: a technician's clock line for one activity, and the
+//! driver ↔ vehicle pairing history.
+
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
+
+use crate::model::{ClockAction, Id, Pairing, Ts};
+
+/// The in/out events of one activity for one technician on one appointment,
+/// as a set: inserting an event twice changes nothing. At equal times `In`
+/// sorts before `Out`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClockLine {
+    events: BTreeSet<(Ts, ClockAction)>,
+}
+
+impl ClockLine {
+    /// Records an event; false when it was already known.
+    pub fn insert(&mut self, t: Ts, action: ClockAction) -> bool {
+        self.events.insert((t, action))
+    }
+
+    /// Clocked in at `t`: the latest event at or before `t` is an `In`.
+    pub fn open_at(&self, t: Ts) -> bool {
+        matches!(self.events.range(..=(t, ClockAction::Out)).next_back(), Some((_, ClockAction::In)))
+    }
+
+    /// Open at `t` and nothing has closed it since.
+    pub fn open_from(&self, t: Ts) -> bool {
+        self.open_at(t) && !self.events.range((t, ClockAction::Out)..).any(|(_, a)| *a == ClockAction::Out)
+    }
+
+    pub fn first(&self, action: ClockAction) -> Option<Ts> {
+        self.events.iter().find(|(_, a)| *a == action).map(|(t, _)| *t)
+    }
+
+    /// The first `action` at or after `t`.
+    pub fn first_from(&self, action: ClockAction, t: Ts) -> Option<Ts> {
+        self.events.range((t, ClockAction::In)..).find(|(_, a)| *a == action).map(|(t, _)| *t)
+    }
+
+    pub fn last(&self, action: ClockAction) -> Option<Ts> {
+        self.events.iter().rev().find(|(_, a)| *a == action).map(|(t, _)| *t)
+    }
+
+    pub fn has(&self, action: ClockAction) -> bool {
+        self.events.iter().any(|(_, a)| *a == action)
+    }
+
+    /// The last event is an `In`.
+    pub fn is_open(&self) -> bool {
+        matches!(self.events.iter().next_back(), Some((_, ClockAction::In)))
+    }
+}
+
+/// Half-open `[from, to)`.
+pub type Interval = (Ts, Ts);
+
+/// Pairing history by driver. A driver drives one vehicle at a time: an
+/// open-ended pairing (and any pairing overlapping the next) ends when that
+/// driver's next pairing begins. A vehicle may have several drivers at once
+/// (a shared vehicle); each is clocked for their own appointments only.
+#[derive(Debug, Clone, Default)]
+pub struct PairingBook {
+    by_driver: FxHashMap<Id, Vec<Pairing>>,
+}
+
+impl PairingBook {
+    /// Upserts by `(driver, vehicle, from)`; false when nothing changed.
+    pub fn upsert(&mut self, p: &Pairing) -> bool {
+        let list = self.by_driver.entry(p.driver.clone()).or_default();
+        match list.iter_mut().find(|q| q.vehicle == p.vehicle && q.from == p.from) {
+            Some(q) if q == p => false,
+            Some(q) => {
+                *q = p.clone();
+                true
+            }
+            None => {
+                list.push(p.clone());
+                list.sort_by(|a, b| (a.from, &a.vehicle).cmp(&(b.from, &b.vehicle)));
+                true
+            }
+        }
+    }
+
+    pub fn remove(&mut self, driver: &Id, vehicle: &Id, from: Ts) -> bool {
+        let Some(list) = self.by_driver.get_mut(driver) else { return false };
+        let before = list.len();
+        list.retain(|q| !(q.vehicle == *vehicle && q.from == from));
+        let changed = list.len() != before;
+        if list.is_empty() {
+            self.by_driver.remove(driver);
+        }
+        changed
+    }
+
+    /// The driver's pairings with their effective intervals, in order.
+    pub fn effective(&self, driver: &Id) -> Vec<(&Id, Interval)> {
+        let Some(list) = self.by_driver.get(driver) else { return Vec::new() };
+        list.iter()
+            .map(|p| {
+                let next = list.iter().map(|q| q.from).find(|f| *f > p.from).unwrap_or(Ts::MAX);
+                let to = p.to.unwrap_or(Ts::MAX).min(next);
+                (&p.vehicle, (p.from, to))
+            })
+            .filter(|(_, (f, t))| f < t)
+            .collect()
+    }
+
+    /// The vehicle the driver drives at `t` (latest-starting pairing wins).
+    pub fn vehicle_at(&self, driver: &Id, t: Ts) -> Option<Id> {
+        self.effective(driver).into_iter().rev().find(|(_, (f, to))| *f <= t && t < *to).map(|(v, _)| v.clone())
+    }
+
+    /// Vehicles the driver drives at some time in `[from, to]`, each with its
+    /// intervals, vehicles in first-use order.
+    pub fn vehicles_during(&self, driver: &Id, from: Ts, to: Ts) -> Vec<(Id, Vec<Interval>)> {
+        let mut out: Vec<(Id, Vec<Interval>)> = Vec::new();
+        for (v, (f, t)) in self.effective(driver) {
+            if f <= to && t > from {
+                match out.iter_mut().find(|(w, _)| w == v) {
+                    Some((_, iv)) => iv.push((f, t)),
+                    None => out.push((v.clone(), vec![(f, t)])),
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> Ts {
+        Ts(ms)
+    }
+
+    #[test]
+    fn clock_line_open_and_idempotent() {
+        let mut c = ClockLine::default();
+        assert!(c.insert(t(10), ClockAction::In));
+        assert!(!c.insert(t(10), ClockAction::In));
+        assert!(!c.open_at(t(9)));
+        assert!(c.open_at(t(10)));
+        c.insert(t(20), ClockAction::Out);
+        assert!(c.open_at(t(19)) && !c.open_at(t(20)));
+        assert!(!c.open_from(t(15)));
+        assert!(!c.is_open());
+    }
+
+    #[test]
+    fn driver_switching_closes_the_open_pairing() {
+        let mut b = PairingBook::default();
+        let d = Id::text("d1");
+        b.upsert(&Pairing { driver: d.clone(), vehicle: Id::text("v1"), from: t(0), to: None });
+        b.upsert(&Pairing { driver: d.clone(), vehicle: Id::text("v2"), from: t(100), to: None });
+        assert_eq!(b.vehicle_at(&d, t(50)), Some(Id::text("v1")));
+        assert_eq!(b.vehicle_at(&d, t(100)), Some(Id::text("v2")));
+        assert_eq!(b.vehicle_at(&d, t(-1)), None);
+        let during = b.vehicles_during(&d, t(50), t(150));
+        assert_eq!(during.len(), 2);
+        assert_eq!(during[0].1, vec![(t(0), t(100))]);
+    }
+}

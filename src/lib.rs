@@ -1,0 +1,11 @@
+//! geoclock: fleet GPS in, field-service events out.
+//!
+//! `engine` is the pure decision core; `geo` its geometry; `model` the
+//! shared vocabulary; `scenario` runs scenario files through the engine;
+//! `report` derives the Activity Report from engine state.
+
+pub mod engine;
+pub mod geo;
+pub mod model;
+pub mod report;
+pub mod scenario;

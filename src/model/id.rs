@@ -1,0 +1,170 @@
+//! Vendor identifiers that may arrive as numbers or strings.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An entity id. Equality, hashing and lookups use the text alone; `numeric`
+/// only remembers whether it arrived as a JSON/YAML integer so that output
+/// can echo it in the same form. Ordering is numeric between numeric ids,
+/// textual otherwise, numbers first.
+#[derive(Clone)]
+pub struct Id {
+    text: Box<str>,
+    numeric: bool,
+}
+
+impl Id {
+    /// An id given as text (its form in output is a string).
+    pub fn text(s: impl Into<String>) -> Self {
+        Id { text: s.into().into_boxed_str(), numeric: false }
+    }
+
+    /// An id given as an integer (its form in output is a number).
+    pub fn number(n: i64) -> Self {
+        Id { text: n.to_string().into_boxed_str(), numeric: true }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn is_numeric(&self) -> bool {
+        self.numeric
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        if self.numeric {
+            self.text.parse().ok()
+        } else {
+            None
+        }
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for Id {}
+
+impl Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state)
+    }
+}
+
+impl Borrow<str> for Id {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Ord for Id {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if self.text == other.text {
+            return Ordering::Equal;
+        }
+        match (self.as_i64(), other.as_i64()) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => self.text.cmp(&other.text),
+        }
+        .then_with(|| self.text.cmp(&other.text))
+    }
+}
+impl PartialOrd for Id {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.text, f)
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Self {
+        Id::text(s)
+    }
+}
+impl From<i64> for Id {
+    fn from(n: i64) -> Self {
+        Id::number(n)
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.as_i64() {
+            Some(n) => s.serialize_i64(n),
+            None => s.serialize_str(&self.text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an id (a string or an integer)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                Ok(Id::number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                i64::try_from(v).map(Id::number).map_err(|_| E::custom("id integer out of range"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom("id must not be empty"));
+                }
+                Ok(Id::text(v))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_strings_match_by_text() {
+        assert_eq!(Id::number(11), Id::text("11"));
+        let mut m = std::collections::HashMap::new();
+        m.insert(Id::number(11), 1);
+        assert_eq!(m.get("11"), Some(&1));
+    }
+
+    #[test]
+    fn numeric_order_then_text() {
+        let mut v = vec![Id::text("b"), Id::number(100), Id::number(9), Id::text("a")];
+        v.sort();
+        assert_eq!(v, vec![Id::number(9), Id::number(100), Id::text("a"), Id::text("b")]);
+    }
+
+    #[test]
+    fn serializes_in_the_form_it_arrived() {
+        let ids: Vec<Id> = serde_json::from_str(r#"[7001, "d1"]"#).unwrap();
+        assert_eq!(serde_json::to_string(&ids).unwrap(), r#"[7001,"d1"]"#);
+        assert!(serde_json::from_str::<Id>("1.5").is_err());
+        assert!(serde_json::from_str::<Id>(r#""  ""#).is_err());
+    }
+}

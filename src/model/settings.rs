@@ -1,0 +1,98 @@
+//! A tenant's engine settings, with the defaults of the integration.
+
+use serde::{Deserialize, Serialize};
+
+use crate::geo::MAX_RADIUS_M;
+
+/// Per-tenant rules. Every field has a default, so `{}` is a valid value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Arrival counts within `[windowStart − h, windowEnd + h]`; fences are
+    /// removed from Azuga once event time passes `windowEnd + h`.
+    pub window_hours: f64,
+    /// Radius of the circle fence around a location without its own polygon.
+    pub fence_radius_m: f64,
+    /// When > 0, arrival needs inside pings spanning this long with no
+    /// outside ping between them; the arrival time is the first of them.
+    pub min_dwell_s: u64,
+    /// Exit hysteresis: leaving means a ping outside the fence grown by this.
+    pub exit_buffer_m: f64,
+    /// Email the Service Link when a technician clocks En Route in.
+    pub service_link: bool,
+    /// Arrival needs an open En Route clock-in at the ping's time.
+    pub arrival_requires_enroute: bool,
+    /// Clock On Site out when the vehicle leaves the (buffered) fence.
+    pub auto_clock_out_on_exit: bool,
+    /// Ignore pings whose reported accuracy is worse than this (metres).
+    pub max_accuracy_m: Option<f64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            window_hours: 8.0,
+            fence_radius_m: 200.0,
+            min_dwell_s: 0,
+            exit_buffer_m: 50.0,
+            service_link: true,
+            arrival_requires_enroute: true,
+            auto_clock_out_on_exit: false,
+            max_accuracy_m: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum SettingsError {
+    #[error("settings.{field} = {value} is out of range ({expected})")]
+    OutOfRange { field: &'static str, value: f64, expected: &'static str },
+}
+
+impl Settings {
+    /// Checks ranges; the engine refuses settings that fail this.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let check = |field, value: f64, ok: bool, expected| {
+            if ok && value.is_finite() {
+                Ok(())
+            } else {
+                Err(SettingsError::OutOfRange { field, value, expected })
+            }
+        };
+        check("window_hours", self.window_hours, (0.0..=24.0 * 30.0).contains(&self.window_hours), "0 to 720")?;
+        check(
+            "fence_radius_m",
+            self.fence_radius_m,
+            self.fence_radius_m > 0.0 && self.fence_radius_m <= MAX_RADIUS_M,
+            "above 0, at most 16093.44 (10 miles)",
+        )?;
+        check("exit_buffer_m", self.exit_buffer_m, (0.0..=MAX_RADIUS_M).contains(&self.exit_buffer_m), "0 to 16093.44")?;
+        check("min_dwell_s", self.min_dwell_s as f64, self.min_dwell_s <= 86_400, "0 to 86400")?;
+        if let Some(a) = self.max_accuracy_m {
+            check("max_accuracy_m", a, a > 0.0, "above 0")?;
+        }
+        Ok(())
+    }
+
+    pub fn window_ms(&self) -> i64 {
+        (self.window_hours * 3_600_000.0).round() as i64
+    }
+
+    pub fn min_dwell_ms(&self) -> i64 {
+        self.min_dwell_s as i64 * 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_ranges_checked() {
+        assert!(Settings::default().validate().is_ok());
+        let bad = Settings { fence_radius_m: 20_000.0, ..Settings::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("fence_radius_m"));
+        let nan = Settings { window_hours: f64::NAN, ..Settings::default() };
+        assert!(nan.validate().is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Report rows from engine state. Pure; rows are ordered by appointment id,
+//! then by the technician's position on the appointment.
+//!
+//! `fence_result` is what the vehicle did: `arrived` means the technician's
+//! vehicle was inside the fence within the window (clocked or not; when not,
+//! `failure_reason` says why), `arrived_outside_window` that it was inside
+//! only outside the window. `failures` lists every reason found, in pipeline
+//! order (fence, Azuga match, pairing, arrival, Service Link);
+//! `failure_reason` is the first.
+
+use serde::Serialize;
+
+use crate::engine::state::{Assignment, State};
+use crate::engine::watches::dedup_in_order;
+use crate::engine::{Engine, Evidence, LinkState, Reason};
+use crate::model::{Appointment, AppointmentStatus, ClockAction, Id, Ts};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceResult {
+    Arrived,
+    ArrivedOutsideWindow,
+    NotArrived,
+    NoFence,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportRow {
+    pub appointment: Id,
+    pub job: Option<Id>,
+    pub job_number: Option<Id>,
+    pub location: Option<Id>,
+    pub location_name: Option<String>,
+    pub status: &'static str,
+    pub window_start: Option<Ts>,
+    pub window_end: Option<Ts>,
+    pub tech: Option<Id>,
+    pub tech_name: Option<String>,
+    pub tech_email: Option<String>,
+    pub tech_found_in_azuga: bool,
+    pub vehicle: Option<Id>,
+    pub fence_created: bool,
+    pub fence_name: Option<String>,
+    pub fence_result: FenceResult,
+    pub service_link_sent: Option<Ts>,
+    pub enroute_clock_in: Option<Ts>,
+    pub enroute_clock_out: Option<Ts>,
+    pub onsite_clock_in: Option<Ts>,
+    pub onsite_clock_out: Option<Ts>,
+    pub arrival: Option<Evidence>,
+    pub failure_reason: Option<Reason>,
+    pub failures: Vec<Reason>,
+}
+
+pub fn rows(engine: &Engine) -> Vec<ReportRow> {
+    let st = engine.state();
+    let w = engine.settings().window_ms();
+    let requires_enroute = engine.settings().arrival_requires_enroute;
+    let mut out = Vec::new();
+    for (id, appt) in &st.appointments {
+        let mut techs = appt.techs.clone();
+        dedup_in_order(&mut techs);
+        if techs.is_empty() {
+            let mut row = base_row(st, id, appt);
+            push(&mut row.failures, Reason::NoTechAssigned);
+            row.failure_reason = row.failures.first().copied();
+            out.push(row);
+            continue;
+        }
+        for tech in techs {
+            out.push(tech_row(st, id, appt, &tech, w, requires_enroute));
+        }
+    }
+    out
+}
+
+fn push(failures: &mut Vec<Reason>, r: Reason) {
+    if !failures.contains(&r) {
+        failures.push(r);
+    }
+}
+
+fn base_row(st: &State, id: &Id, appt: &Appointment) -> ReportRow {
+    let job = appt.job.as_ref().and_then(|j| st.jobs.get(j));
+    let location = job.and_then(|j| j.location.as_ref());
+    let rec = st.fences.get(id);
+    let fence = rec.and_then(|r| r.last.as_ref());
+    let mut failures = Vec::new();
+    let fenced = fence.is_some() || rec.is_some_and(|r| r.prepared.is_some());
+    if !fenced {
+        push(&mut failures, rec.and_then(|r| r.no_fence).unwrap_or(Reason::NotScheduled));
+    }
+    ReportRow {
+        appointment: id.clone(),
+        job: appt.job.clone(),
+        job_number: job.and_then(|j| j.number.clone()),
+        location: location.cloned(),
+        location_name: location.and_then(|l| st.locations.get(l)).map(|l| l.name.clone()),
+        status: appt.status.as_str(),
+        window_start: appt.window_start,
+        window_end: appt.window_end,
+        tech: None,
+        tech_name: None,
+        tech_email: None,
+        tech_found_in_azuga: false,
+        vehicle: None,
+        fence_created: fence.is_some(),
+        fence_name: fence.map(|f| f.name.clone()),
+        fence_result: if fenced { FenceResult::NotArrived } else { FenceResult::NoFence },
+        service_link_sent: None,
+        enroute_clock_in: None,
+        enroute_clock_out: None,
+        onsite_clock_in: None,
+        onsite_clock_out: None,
+        arrival: None,
+        failure_reason: None,
+        failures,
+    }
+}
+
+fn tech_row(st: &State, id: &Id, appt: &Appointment, tech: &Id, w: i64, requires_enroute: bool) -> ReportRow {
+    let mut row = base_row(st, id, appt);
+    let user = st.users.get(tech);
+    let driver = st.driver_of(tech);
+    let (from, to) = match appt.window() {
+        Some((s, e)) => (s.minus_millis(w), e.plus_millis(w)),
+        None => (Ts::MIN, Ts::MAX),
+    };
+    let paired = driver.map(|d| st.pairings.vehicles_during(d, from, to)).unwrap_or_default();
+    let empty = Assignment::default();
+    let a = st.assignment(id, tech).unwrap_or(&empty);
+
+    row.tech = Some(tech.clone());
+    row.tech_name = user.map(|u| u.name.clone());
+    row.tech_email = user.and_then(|u| u.email.clone());
+    row.tech_found_in_azuga = driver.is_some();
+    row.vehicle = a.arrival.as_ref().map(|e| e.vehicle.clone()).or_else(|| paired.first().map(|(v, _)| v.clone()));
+    if row.fence_result != FenceResult::NoFence {
+        row.fence_result = if a.arrival.is_some() || a.inside_in_window.is_some() {
+            FenceResult::Arrived
+        } else if a.inside_outside_window.is_some() {
+            FenceResult::ArrivedOutsideWindow
+        } else {
+            FenceResult::NotArrived
+        };
+    }
+    if let LinkState::Sent { at, .. } = a.link {
+        row.service_link_sent = Some(at);
+    }
+    row.enroute_clock_in = a.enroute.first(ClockAction::In);
+    row.enroute_clock_out = match row.enroute_clock_in {
+        Some(t) => a.enroute.first_from(ClockAction::Out, t),
+        None => a.enroute.first(ClockAction::Out),
+    };
+    row.onsite_clock_in = a.onsite.first(ClockAction::In);
+    row.onsite_clock_out = match row.onsite_clock_in {
+        Some(t) => a.onsite.first_from(ClockAction::Out, t),
+        None => a.onsite.first(ClockAction::Out),
+    };
+    row.arrival = a.arrival.clone();
+
+    let f = &mut row.failures;
+    let live_status = matches!(appt.status, AppointmentStatus::Scheduled | AppointmentStatus::Completed);
+    if row.fence_result != FenceResult::NoFence && !live_status && a.arrival.is_none() {
+        push(f, Reason::NotScheduled);
+    }
+    if driver.is_none() {
+        push(f, Reason::TechNotFoundInAzuga);
+    } else if paired.is_empty() {
+        push(f, Reason::TechNotPaired);
+    } else if live_status {
+        match row.fence_result {
+            FenceResult::Arrived if a.arrival.is_none() && requires_enroute => push(f, Reason::NoEnrouteClockIn),
+            FenceResult::ArrivedOutsideWindow => push(f, Reason::ArrivedOutsideWindow),
+            FenceResult::NotArrived => push(f, Reason::VehicleDidNotArrive),
+            _ => {}
+        }
+    }
+    if let LinkState::Failed(r) = a.link {
+        push(f, r);
+    }
+    row.failure_reason = row.failures.first().copied();
+    row
+}
