@@ -24,6 +24,8 @@ pub mod arrival;
 pub mod command;
 pub mod event;
 pub mod fences;
+#[cfg(test)]
+mod properties;
 pub mod service_link;
 pub mod state;
 pub mod timeline;

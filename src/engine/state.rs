@@ -129,6 +129,9 @@ pub struct Watch {
     /// `[window_start − h, window_end + h]`
     pub earliest: Ts,
     pub latest: Ts,
+    /// Hull of `paired`, kept inline: with one pairing (the usual case) it
+    /// is exact and `paired` is never read on the ping path.
+    pub paired_hull: Interval,
     /// When this technician's driver drives this vehicle.
     pub paired: Vec<Interval>,
     /// Nothing this watch could still decide.
@@ -138,7 +141,8 @@ pub struct Watch {
 impl Watch {
     #[inline]
     pub fn paired_at(&self, t: Ts) -> bool {
-        self.paired.iter().any(|(f, to)| *f <= t && t < *to)
+        let (from, to) = self.paired_hull;
+        from <= t && t < to && (self.paired.len() == 1 || self.paired.iter().any(|(f, to)| *f <= t && t < *to))
     }
 }
 

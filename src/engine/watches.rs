@@ -6,6 +6,7 @@
 //! the assignments, which rebuilding never touches.
 
 use super::state::{State, Watch};
+use super::timeline::Interval;
 use super::Ctx;
 use crate::model::{AppointmentStatus, Id, Ts};
 
@@ -54,6 +55,7 @@ pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
                 fence: fence.clone(),
                 earliest,
                 latest,
+                paired_hull: hull(&paired),
                 paired,
                 done,
             });
@@ -92,4 +94,10 @@ pub fn dedup_in_order(ids: &mut Vec<Id>) {
             true
         }
     });
+}
+
+fn hull(intervals: &[Interval]) -> Interval {
+    let from = intervals.iter().map(|i| i.0).min().unwrap_or(Ts::MAX);
+    let to = intervals.iter().map(|i| i.1).max().unwrap_or(Ts::MIN);
+    (from, to)
 }

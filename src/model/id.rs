@@ -5,28 +5,30 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use compact_str::CompactString;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An entity id. Equality, hashing and lookups use the text alone; `numeric`
 /// only remembers whether it arrived as a JSON/YAML integer so that output
-/// can echo it in the same form. Ordering is numeric between numeric ids,
+/// can echo it in the same form. Ids up to 24 bytes are stored inline (no
+/// heap pointer to chase when a hash map compares keys on the ping path). Ordering is numeric between numeric ids,
 /// textual otherwise, numbers first.
 #[derive(Clone)]
 pub struct Id {
-    text: Box<str>,
+    text: CompactString,
     numeric: bool,
 }
 
 impl Id {
     /// An id given as text (its form in output is a string).
     pub fn text(s: impl Into<String>) -> Self {
-        Id { text: s.into().into_boxed_str(), numeric: false }
+        Id { text: CompactString::from(s.into()), numeric: false }
     }
 
     /// An id given as an integer (its form in output is a number).
     pub fn number(n: i64) -> Self {
-        Id { text: n.to_string().into_boxed_str(), numeric: true }
+        Id { text: CompactString::from(n.to_string()), numeric: true }
     }
 
     pub fn as_str(&self) -> &str {
@@ -55,7 +57,7 @@ impl Eq for Id {}
 
 impl Hash for Id {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.text.hash(state)
+        self.text.as_str().hash(state)
     }
 }
 
@@ -92,7 +94,7 @@ impl fmt::Display for Id {
 }
 impl fmt::Debug for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.text, f)
+        fmt::Debug::fmt(self.text.as_str(), f)
     }
 }
 

@@ -1,0 +1,271 @@
+//! Property tests of the engine's invariants over random event sequences
+//! in a small world: 3 technicians (one with no Azuga match), 3 vehicles,
+//! 4 appointments at a circle and a polygon site, pings around both sites,
+//! En Route / On Site presses, reschedules, status changes, re-pairings and
+//! ticks, under random settings.
+
+use proptest::prelude::*;
+
+use super::{Action, Command, Engine, EntityRef, Event};
+use crate::model::{
+    Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Driver, Id, Job, Location, Pairing, Ping,
+    Settings, Ts, User, Vehicle,
+};
+use crate::report::rows;
+
+const BASE: i64 = 1_795_867_200_000; // 2026-11-28T06:00:00Z
+const SITES: [(f64, f64); 2] = [(35.2271, -80.8431), (35.2400, -80.8000)];
+
+fn minute(m: i64) -> Ts {
+    Ts(BASE + m * 60_000)
+}
+
+fn world() -> Vec<Event> {
+    let mut ev = Vec::new();
+    for (i, name) in ["ann", "bob", "cy"].iter().enumerate() {
+        ev.push(Event::User(User {
+            id: Id::number(11 + i as i64),
+            name: name.to_string(),
+            email: Some(format!("{name}@acme.example")),
+            tech: true,
+        }));
+    }
+    // Cy has no Azuga driver; a stranger drives v3.
+    for (d, email) in [("d1", "ANN@acme.example"), ("d2", " bob@acme.example"), ("d9", "zed@acme.example")] {
+        ev.push(Event::Driver(Driver { id: Id::text(d), name: d.into(), email: Some(email.into()) }));
+    }
+    for v in ["v1", "v2", "v3"] {
+        ev.push(Event::Vehicle(Vehicle { id: Id::text(v), name: v.to_uppercase() }));
+    }
+    let (lat, lon) = SITES[1];
+    let d = 0.0015;
+    ev.push(Event::Location(Location {
+        id: Id::number(5),
+        name: "Circle Site".into(),
+        lat: Some(SITES[0].0),
+        lon: Some(SITES[0].1),
+        email: Some("fm@site.example".into()),
+        polygon: None,
+        timezone: None,
+    }));
+    ev.push(Event::Location(Location {
+        id: Id::number(6),
+        name: "Concave Site".into(),
+        lat: Some(lat),
+        lon: Some(lon),
+        email: None,
+        // A U shape: the notch around the centre is outside.
+        polygon: Some(vec![
+            [lat - d, lon - d],
+            [lat + d, lon - d],
+            [lat + d, lon - d / 3.0],
+            [lat - d / 3.0, lon - d / 3.0],
+            [lat - d / 3.0, lon + d / 3.0],
+            [lat + d, lon + d / 3.0],
+            [lat + d, lon + d],
+            [lat - d, lon + d],
+        ]),
+        timezone: None,
+    }));
+    for (j, loc) in [(900, 5), (901, 6)] {
+        ev.push(Event::Job(Job { id: Id::number(j), number: Some(Id::text(format!("J-{j}"))), location: Some(Id::number(loc)) }));
+    }
+    for (d, v) in [("d1", "v1"), ("d2", "v2"), ("d9", "v3")] {
+        ev.push(Event::Pairing(Pairing { driver: Id::text(d), vehicle: Id::text(v), from: Ts(BASE - 86_400_000), to: None }));
+    }
+    ev
+}
+
+fn appointment(id: usize, status: AppointmentStatus, start_min: i64, techs: &[usize]) -> Appointment {
+    Appointment {
+        id: Id::number(7001 + id as i64),
+        job: Some(Id::number(900 + (id % 2) as i64)),
+        status,
+        window_start: Some(minute(start_min)),
+        window_end: Some(minute(start_min + 120)),
+        techs: techs.iter().map(|t| Id::number(11 + *t as i64)).collect(),
+    }
+}
+
+fn status() -> impl Strategy<Value = AppointmentStatus> {
+    prop_oneof![
+        6 => Just(AppointmentStatus::Scheduled),
+        1 => Just(AppointmentStatus::Completed),
+        1 => Just(AppointmentStatus::CanceledByCustomer),
+        1 => Just(AppointmentStatus::Unscheduled),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let ping = (0usize..3, 0usize..2, -400i32..400, -400i32..400, 0i64..1440).prop_map(|(v, s, dy, dx, m)| {
+        let (lat, lon) = SITES[s];
+        Event::Ping(Ping {
+            vehicle: Id::text(format!("v{}", v + 1)),
+            time: minute(m),
+            lat: lat + dy as f64 / 111_000.0,
+            lon: lon + dx as f64 / 90_800.0,
+            speed_mph: None,
+            accuracy_m: None,
+        })
+    });
+    let clock = (0usize..3, 0usize..4, any::<bool>(), any::<bool>(), 0i64..1440).prop_map(|(u, a, enroute, inn, m)| {
+        Event::Clock(ClockEvent {
+            user: Id::number(11 + u as i64),
+            appointment: Id::number(7001 + a as i64),
+            activity: if enroute { Activity::Enroute } else { Activity::Onsite },
+            action: if inn { ClockAction::In } else { ClockAction::Out },
+            time: minute(m),
+        })
+    });
+    let appt = (0usize..4, status(), 0i64..1200, prop::collection::vec(0usize..3, 0..3))
+        .prop_map(|(a, s, start, techs)| Event::Appointment(appointment(a, s, start, &techs)));
+    let pairing = (0usize..2, 0usize..3, 0i64..1440).prop_map(|(d, v, m)| {
+        Event::Pairing(Pairing {
+            driver: Id::text(format!("d{}", d + 1)),
+            vehicle: Id::text(format!("v{}", v + 1)),
+            from: minute(m),
+            to: None,
+        })
+    });
+    let tick = (0i64..2880).prop_map(|m| Event::Tick(minute(m)));
+    let delete = (0usize..4).prop_map(|a| Event::Delete(EntityRef::Appointment(Id::number(7001 + a as i64))));
+    prop_oneof![12 => ping, 5 => clock, 3 => appt, 1 => pairing, 1 => tick, 1 => delete]
+}
+
+fn settings() -> impl Strategy<Value = Settings> {
+    (prop_oneof![Just(0u64), Just(180)], any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(min_dwell_s, arrival_requires_enroute, auto_clock_out_on_exit, service_link)| Settings {
+            min_dwell_s,
+            arrival_requires_enroute,
+            auto_clock_out_on_exit,
+            service_link,
+            ..Settings::default()
+        },
+    )
+}
+
+fn scenario() -> impl Strategy<Value = (Settings, Vec<Event>)> {
+    let initial = (prop::collection::vec((status(), 0i64..1200, prop::collection::vec(0usize..3, 0..3)), 4))
+        .prop_map(|appts| {
+            appts.into_iter().enumerate().map(|(i, (s, start, techs))| Event::Appointment(appointment(i, s, start, &techs)))
+        });
+    (settings(), initial, prop::collection::vec(event(), 0..120)).prop_map(|(s, initial, events)| {
+        let mut all = world();
+        all.extend(initial);
+        all.extend(events);
+        (s, all)
+    })
+}
+
+fn run(settings: &Settings, events: &[Event]) -> (Vec<Command>, String) {
+    let mut engine = Engine::new("acme", settings.clone()).expect("valid settings");
+    let mut out = Vec::new();
+    for e in events {
+        engine.handle(e, &mut out).expect("generated events are valid");
+    }
+    let report = serde_json::to_string(&rows(&engine)).expect("serializable");
+    (out, report)
+}
+
+fn is_fact(e: &Event) -> bool {
+    matches!(e, Event::Ping(_) | Event::Clock(_) | Event::Tick(_))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn same_sequence_gives_byte_identical_output((settings, events) in scenario()) {
+        let (a, ra) = run(&settings, &events);
+        let (b, rb) = run(&settings, &events);
+        prop_assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+        prop_assert_eq!(ra, rb);
+    }
+
+    #[test]
+    fn immediate_duplicates_are_no_ops((settings, events) in scenario(), picks in prop::collection::vec(any::<prop::sample::Index>(), 1..20)) {
+        let mut dup = events.clone();
+        let mut positions: Vec<usize> = picks.iter().map(|i| i.index(events.len())).collect();
+        positions.sort_unstable();
+        positions.dedup();
+        for p in positions.into_iter().rev() {
+            dup.insert(p + 1, events[p].clone());
+        }
+        prop_assert_eq!(run(&settings, &events), run(&settings, &dup));
+    }
+
+    #[test]
+    fn facts_redelivered_later_are_no_ops((settings, events) in scenario(), picks in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..10)) {
+        // Re-deliver pings, clock events and ticks later, before the next
+        // entity change (what a consumer restarted from an older offset sees).
+        let mut dup = events.clone();
+        let mut inserts: Vec<(usize, Event)> = Vec::new();
+        for (from, gap) in picks {
+            let i = from.index(events.len());
+            if !is_fact(&events[i]) { continue; }
+            let run_end = (i + 1..events.len()).find(|j| !is_fact(&events[*j])).unwrap_or(events.len());
+            let at = i + 1 + gap.index(run_end - i);
+            inserts.push((at, events[i].clone()));
+        }
+        inserts.sort_by_key(|(at, _)| *at);
+        for (at, e) in inserts.into_iter().rev() {
+            dup.insert(at, e);
+        }
+        prop_assert_eq!(run(&settings, &events), run(&settings, &dup));
+    }
+
+    #[test]
+    fn no_technician_is_clocked_twice_and_ids_are_unique((settings, events) in scenario()) {
+        let (out, _) = run(&settings, &events);
+        let mut ids: Vec<&str> = out.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        prop_assert_eq!(ids.len(), n, "duplicate command ids");
+        let mut clocks = Vec::new();
+        let mut links = Vec::new();
+        for c in &out {
+            match &c.action {
+                Action::Clock(k) => {
+                    clocks.push((c.appointment.clone(), k.user.clone(), k.activity, k.action));
+                    // Every clock change happens at the time of a real ping of that vehicle.
+                    let from_ping = events.iter().any(|e| matches!(e, Event::Ping(p) if p.time == k.time && p.vehicle == k.vehicle));
+                    prop_assert!(from_ping, "clock at a time no ping of {} had", k.vehicle);
+                }
+                Action::SendServiceLink(l) => links.push((c.appointment.clone(), l.user.clone())),
+                _ => {}
+            }
+        }
+        let n = clocks.len();
+        clocks.sort();
+        clocks.dedup();
+        prop_assert_eq!(clocks.len(), n, "a technician was clocked twice");
+        let n = links.len();
+        links.sort();
+        links.dedup();
+        prop_assert_eq!(links.len(), n, "two Service Links for one technician");
+    }
+}
+
+/// Guards the properties above against passing vacuously: the generated
+/// sequences must actually produce arrivals, exits, links and fence changes.
+#[test]
+fn generator_exercises_every_command_kind() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for _ in 0..300 {
+        let (settings, events) = scenario().new_tree(&mut runner).expect("tree").current();
+        for c in run(&settings, &events).0 {
+            let k = match &c.action {
+                Action::Clock(k) if k.cause == super::ClockCause::Exit => "exit",
+                a => a.kind(),
+            };
+            *kinds.entry(k).or_default() += 1;
+        }
+    }
+    for k in ["create_geofence", "update_geofence", "delete_geofence", "send_service_link", "clock", "exit"] {
+        assert!(kinds.get(k).copied().unwrap_or(0) >= 5, "generator rarely produces {k}: {kinds:?}");
+    }
+}
