@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn geoclock(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_geoclock")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_geoclock"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs")
 }
 
 #[test]

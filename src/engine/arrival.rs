@@ -31,19 +31,28 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
         }
     }
     let State { watches, assignments, .. } = st;
-    let Some(list) = watches.get_mut(&p.vehicle) else { return Ok(()) };
+    let Some(vw) = watches.get_mut(&p.vehicle) else { return Ok(()) };
     let wants_outside = ctx.settings.min_dwell_s > 0 || ctx.settings.auto_clock_out_on_exit;
-    for w in list.iter_mut() {
-        if w.done || !w.paired_at(p.time) {
+    for (i, hot) in vw.hot.iter_mut().enumerate() {
+        // Hot path: most pings end here, reading only the inline bucket.
+        if hot.done || !hot.paired_may_cover(p.time) {
             continue;
         }
-        let inside = w.fence.contains(point);
+        let in_box = hot.bbox.contains(point);
+        if !in_box && !wants_outside {
+            continue;
+        }
+        let w = &vw.cold[i];
+        if !hot.single_pairing && !w.paired_at(p.time) {
+            continue;
+        }
+        let inside = in_box && w.fence.contains(point);
         if !inside && !wants_outside {
             continue;
         }
         let a = &mut assignments[w.slot];
         observe(ctx, w, a, p, point, inside, out);
-        w.done = ctx.is_done(a);
+        hot.done = ctx.is_done(a);
     }
     Ok(())
 }

@@ -110,7 +110,14 @@ pub fn command_id(parts: &[&str]) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p.as_bytes());
     }
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = h.finalize();
+    let mut id = String::with_capacity(32);
+    for b in &digest[..16] {
+        id.push(HEX[(b >> 4) as usize] as char);
+        id.push(HEX[(b & 15) as usize] as char);
+    }
+    id
 }
 
 #[cfg(test)]
@@ -122,5 +129,7 @@ mod tests {
         assert_eq!(command_id(&["acme", "x"]), command_id(&["acme", "x"]));
         assert_ne!(command_id(&["a:b", "c"]), command_id(&["a", "b:c"]));
         assert_eq!(command_id(&["acme"]).len(), 32);
+        // Pinned: ids are a contract with sinks that dedupe across versions.
+        assert_eq!(command_id(&["acme", "clock", "7001", "11", "onsite", "in"]), "fd4e3d05d73e112a5393af45c8a64c93");
     }
 }

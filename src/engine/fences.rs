@@ -50,10 +50,9 @@ pub fn desired(ctx: &Ctx, st: &State, appt: &Id) -> Result<FenceChange, Reason> 
 /// `radius_m` around its point, else nothing.
 pub fn location_shape(loc: &Location, radius_m: f64, buffer_m: f64) -> Option<Shape> {
     let valid = |s: Shape| PreparedFence::new(&s, buffer_m).ok().map(|_| s);
-    let polygon = loc
-        .polygon
-        .as_ref()
-        .and_then(|ring| valid(Shape::Polygon { ring: ring.iter().map(|[lat, lon]| LatLon::new(*lat, *lon)).collect() }));
+    let polygon = loc.polygon.as_ref().and_then(|ring| {
+        valid(Shape::Polygon { ring: ring.iter().map(|[lat, lon]| LatLon::new(*lat, *lon)).collect() })
+    });
     polygon.or_else(|| {
         let center = LatLon::new(loc.lat?, loc.lon?);
         valid(Shape::Circle { center, radius_m })

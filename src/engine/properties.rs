@@ -68,10 +68,19 @@ fn world() -> Vec<Event> {
         timezone: None,
     }));
     for (j, loc) in [(900, 5), (901, 6)] {
-        ev.push(Event::Job(Job { id: Id::number(j), number: Some(Id::text(format!("J-{j}"))), location: Some(Id::number(loc)) }));
+        ev.push(Event::Job(Job {
+            id: Id::number(j),
+            number: Some(Id::text(format!("J-{j}"))),
+            location: Some(Id::number(loc)),
+        }));
     }
     for (d, v) in [("d1", "v1"), ("d2", "v2"), ("d9", "v3")] {
-        ev.push(Event::Pairing(Pairing { driver: Id::text(d), vehicle: Id::text(v), from: Ts(BASE - 86_400_000), to: None }));
+        ev.push(Event::Pairing(Pairing {
+            driver: Id::text(d),
+            vehicle: Id::text(v),
+            from: Ts(BASE - 86_400_000),
+            to: None,
+        }));
     }
     ev
 }
@@ -145,9 +154,12 @@ fn settings() -> impl Strategy<Value = Settings> {
 }
 
 fn scenario() -> impl Strategy<Value = (Settings, Vec<Event>)> {
-    let initial = (prop::collection::vec((status(), 0i64..1200, prop::collection::vec(0usize..3, 0..3)), 4))
-        .prop_map(|appts| {
-            appts.into_iter().enumerate().map(|(i, (s, start, techs))| Event::Appointment(appointment(i, s, start, &techs)))
+    let initial =
+        (prop::collection::vec((status(), 0i64..1200, prop::collection::vec(0usize..3, 0..3)), 4)).prop_map(|appts| {
+            appts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (s, start, techs))| Event::Appointment(appointment(i, s, start, &techs)))
         });
     (settings(), initial, prop::collection::vec(event(), 0..120)).prop_map(|(s, initial, events)| {
         let mut all = world();

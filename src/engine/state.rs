@@ -16,10 +16,11 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::command::FenceChange;
 use super::timeline::{ClockLine, Interval, PairingBook};
-use crate::geo::PreparedFence;
+use crate::geo::{BBox, PreparedFence};
 use crate::model::{normalize_email, Appointment, Driver, Id, Job, Location, Ts, User, Vehicle};
 
 /// Why something did not happen, as shown in the Activity Report.
@@ -63,7 +64,11 @@ pub const MAX_SAMPLES: usize = 256;
 pub enum LinkState {
     #[default]
     NotAttempted,
-    Sent { at: Ts, vehicle: Id, to: String },
+    Sent {
+        at: Ts,
+        vehicle: Id,
+        to: String,
+    },
     Failed(Reason),
 }
 
@@ -129,20 +134,73 @@ pub struct Watch {
     /// `[window_start − h, window_end + h]`
     pub earliest: Ts,
     pub latest: Ts,
-    /// Hull of `paired`, kept inline: with one pairing (the usual case) it
-    /// is exact and `paired` is never read on the ping path.
-    pub paired_hull: Interval,
     /// When this technician's driver drives this vehicle.
     pub paired: Vec<Interval>,
+}
+
+/// The part of a [`Watch`] every ping reads, kept inline in the vehicle's
+/// hash-map bucket: a ping that every box rejects costs one cache miss.
+#[derive(Debug, Clone, Copy)]
+pub struct HotWatch {
+    /// Copy of `fence.bbox()`.
+    pub bbox: BBox,
+    /// Hull of `paired`; exact when there is one interval (the usual case).
+    pub paired_hull: Interval,
+    pub single_pairing: bool,
     /// Nothing this watch could still decide.
     pub done: bool,
 }
 
+/// One vehicle's watches: `hot[i]` and `cold[i]` describe the same watch.
+#[derive(Debug, Clone, Default)]
+pub struct VehicleWatches {
+    pub hot: SmallVec<[HotWatch; 6]>,
+    pub cold: Vec<Watch>,
+}
+
+impl VehicleWatches {
+    pub fn push(&mut self, w: Watch, done: bool) {
+        let from = w.paired.iter().map(|i| i.0).min().unwrap_or(Ts::MAX);
+        let to = w.paired.iter().map(|i| i.1).max().unwrap_or(Ts::MIN);
+        self.hot.push(HotWatch {
+            bbox: w.fence.bbox(),
+            paired_hull: (from, to),
+            single_pairing: w.paired.len() == 1,
+            done,
+        });
+        self.cold.push(w);
+    }
+
+    /// Drops the watches of one appointment.
+    pub fn remove_appointment(&mut self, appt: &Id) {
+        let mut i = 0;
+        while i < self.cold.len() {
+            if &self.cold[i].appointment == appt {
+                self.cold.remove(i);
+                self.hot.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cold.is_empty()
+    }
+}
+
+impl HotWatch {
+    /// Within the hull of the pairing intervals: exact when
+    /// `single_pairing`, otherwise the caller checks `Watch::paired_at`.
+    #[inline(always)]
+    pub fn paired_may_cover(&self, t: Ts) -> bool {
+        self.paired_hull.0 <= t && t < self.paired_hull.1
+    }
+}
+
 impl Watch {
-    #[inline]
     pub fn paired_at(&self, t: Ts) -> bool {
-        let (from, to) = self.paired_hull;
-        from <= t && t < to && (self.paired.len() == 1 || self.paired.iter().any(|(f, to)| *f <= t && t < *to))
+        self.paired.iter().any(|(f, to)| *f <= t && t < *to)
     }
 }
 
@@ -169,7 +227,7 @@ pub struct State {
     pub fences: BTreeMap<Id, FenceRecord>,
     pub assignments: Vec<Assignment>,
     pub slots: FxHashMap<(Id, Id), usize>,
-    pub watches: FxHashMap<Id, Vec<Watch>>,
+    pub watches: FxHashMap<Id, VehicleWatches>,
     /// appointment → (drop time, vehicles holding its watches)
     pub watched: FxHashMap<Id, (Ts, Vec<Id>)>,
     /// `(active_to, appointment)` of fences live in Azuga, for expiry.

@@ -6,7 +6,6 @@
 //! the assignments, which rebuilding never touches.
 
 use super::state::{State, Watch};
-use super::timeline::Interval;
 use super::Ctx;
 use crate::model::{AppointmentStatus, Id, Ts};
 
@@ -19,7 +18,7 @@ pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
         st.watch_until.remove(&(until, appt.clone()));
         for v in vehicles {
             if let Some(list) = st.watches.get_mut(&v) {
-                list.retain(|w| &w.appointment != appt);
+                list.remove_appointment(appt);
                 if list.is_empty() {
                     st.watches.remove(&v);
                 }
@@ -40,25 +39,23 @@ pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
     let mut routed: Vec<Id> = Vec::new();
     for tech in techs {
         let Some(driver) = st.driver_of(&tech).cloned() else { continue };
-        let vehicles =
-            st.pairings.vehicles_during(&driver, earliest.minus_millis(EVIDENCE_HORIZON_MS), until);
+        let vehicles = st.pairings.vehicles_during(&driver, earliest.minus_millis(EVIDENCE_HORIZON_MS), until);
         if vehicles.is_empty() {
             continue;
         }
         let slot = st.slot(appt, &tech);
         let done = ctx.is_done(&st.assignments[slot]);
         for (vehicle, paired) in vehicles {
-            st.watches.entry(vehicle.clone()).or_default().push(Watch {
+            let watch = Watch {
                 appointment: appt.clone(),
                 user: tech.clone(),
                 slot,
                 fence: fence.clone(),
                 earliest,
                 latest,
-                paired_hull: hull(&paired),
                 paired,
-                done,
-            });
+            };
+            st.watches.entry(vehicle.clone()).or_default().push(watch, done);
             if !routed.contains(&vehicle) {
                 routed.push(vehicle);
             }
@@ -94,10 +91,4 @@ pub fn dedup_in_order(ids: &mut Vec<Id>) {
             true
         }
     });
-}
-
-fn hull(intervals: &[Interval]) -> Interval {
-    let from = intervals.iter().map(|i| i.0).min().unwrap_or(Ts::MAX);
-    let to = intervals.iter().map(|i| i.1).max().unwrap_or(Ts::MIN);
-    (from, to)
 }

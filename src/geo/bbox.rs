@@ -19,7 +19,7 @@ const ABS_SLACK_DEG: f64 = 1e-9;
 const POLAR_LAT_DEG: f64 = 89.9;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct BBox {
+pub struct BBox {
     pub lat_min: f64,
     pub lat_max: f64,
     pub lon_min: f64,
@@ -30,26 +30,15 @@ pub(crate) struct BBox {
 
 impl BBox {
     /// The whole globe.
-    pub const WORLD: BBox = BBox {
-        lat_min: -90.0,
-        lat_max: 90.0,
-        lon_min: -180.0,
-        lon_max: 180.0,
-        wraps: false,
-    };
+    pub const WORLD: BBox = BBox { lat_min: -90.0, lat_max: 90.0, lon_min: -180.0, lon_max: 180.0, wraps: false };
 
     /// Planar min/max box of the points (no wrap-around: polygon edges are
     /// straight in the lon/lat plane). `None` for an empty input.
     pub fn of_points(points: impl IntoIterator<Item = LatLon>) -> Option<BBox> {
         let mut it = points.into_iter();
         let first = it.next()?;
-        let mut b = BBox {
-            lat_min: first.lat,
-            lat_max: first.lat,
-            lon_min: first.lon,
-            lon_max: first.lon,
-            wraps: false,
-        };
+        let mut b =
+            BBox { lat_min: first.lat, lat_max: first.lat, lon_min: first.lon, lon_max: first.lon, wraps: false };
         for p in it {
             b.lat_min = b.lat_min.min(p.lat);
             b.lat_max = b.lat_max.max(p.lat);
@@ -68,11 +57,7 @@ impl BBox {
         let lat_max = (center.lat + half_lat).min(90.0);
         let full_lon = lat_max >= 90.0 || lat_min <= -90.0 || half_lon >= 180.0 || half_lon.is_nan();
         if full_lon {
-            return BBox {
-                lat_min,
-                lat_max,
-                ..BBox::WORLD
-            };
+            return BBox { lat_min, lat_max, ..BBox::WORLD };
         }
         let mut lon_min = center.lon - half_lon;
         let mut lon_max = center.lon + half_lon;
@@ -82,13 +67,7 @@ impl BBox {
         } else if lon_max > 180.0 {
             lon_max -= 360.0;
         }
-        BBox {
-            lat_min,
-            lat_max,
-            lon_min,
-            lon_max,
-            wraps: lon_min > lon_max,
-        }
+        BBox { lat_min, lat_max, lon_min, lon_max, wraps: lon_min > lon_max }
     }
 
     /// Inclusive containment test. False for NaN and for out-of-range points.
@@ -98,9 +77,7 @@ impl BBox {
         if !self.wraps {
             lat_ok && p.lon >= self.lon_min && p.lon <= self.lon_max
         } else {
-            lat_ok
-                && ((p.lon >= self.lon_min && p.lon <= 180.0)
-                    || (p.lon >= -180.0 && p.lon <= self.lon_max))
+            lat_ok && ((p.lon >= self.lon_min && p.lon <= 180.0) || (p.lon >= -180.0 && p.lon <= self.lon_max))
         }
     }
 
@@ -119,25 +96,12 @@ impl BBox {
         // smallest cosine there bounds the longitude extent.
         let max_abs_lat = lat_min.abs().max(lat_max.abs());
         if max_abs_lat >= POLAR_LAT_DEG {
-            return BBox {
-                lat_min,
-                lat_max,
-                ..BBox::WORLD
-            };
+            return BBox { lat_min, lat_max, ..BBox::WORLD };
         }
-        let half_lon =
-            metres / (M_PER_DEG * max_abs_lat.to_radians().cos()) * (1.0 + REL_SLACK) + ABS_SLACK_DEG;
-        let (lo, hi) = if self.wraps {
-            (self.lon_min, self.lon_max + 360.0)
-        } else {
-            (self.lon_min, self.lon_max)
-        };
+        let half_lon = metres / (M_PER_DEG * max_abs_lat.to_radians().cos()) * (1.0 + REL_SLACK) + ABS_SLACK_DEG;
+        let (lo, hi) = if self.wraps { (self.lon_min, self.lon_max + 360.0) } else { (self.lon_min, self.lon_max) };
         if hi - lo + 2.0 * half_lon >= 360.0 {
-            return BBox {
-                lat_min,
-                lat_max,
-                ..BBox::WORLD
-            };
+            return BBox { lat_min, lat_max, ..BBox::WORLD };
         }
         let mut lon_min = lo - half_lon;
         let mut lon_max = hi + half_lon;
@@ -147,13 +111,7 @@ impl BBox {
         if lon_max > 180.0 {
             lon_max -= 360.0;
         }
-        BBox {
-            lat_min,
-            lat_max,
-            lon_min,
-            lon_max,
-            wraps: lon_min > lon_max,
-        }
+        BBox { lat_min, lat_max, lon_min, lon_max, wraps: lon_min > lon_max }
     }
 
     /// Conservative half-widths in degrees of the box around a spherical cap
@@ -167,7 +125,7 @@ impl BBox {
             return (half_lat, f64::INFINITY);
         }
         let ratio = ang_rad.sin() / lat_deg.to_radians().cos();
-        if !(ratio < 0.9) {
+        if ratio.is_nan() || ratio >= 0.9 {
             return (half_lat, f64::INFINITY);
         }
         let half_lon = ratio.asin().to_degrees() * (1.0 + REL_SLACK) + ABS_SLACK_DEG;

@@ -20,7 +20,7 @@
 //! correction of the longitude scale (`cos φ ≈ c0 (1 - t u)`):
 //!
 //! ```text
-//! F = u² + c0² v² (1 - t u)       (computed in metres: R² F = y² + x² (k1 - k2 Δlat°))
+//! F = u² + c0² v² (1 - t u)      (computed in degrees²: Δlat² + Δlon² (k1 - k2 Δlat))
 //! ```
 //!
 //! Write `c0 cos φ = c0² (cos u - t sin u)` and use, for all real `x`,
@@ -46,16 +46,23 @@
 //! * `R² F (1 + ε_hi) <= r²` ⇒ `d <= r`  (clearly inside),
 //! * `R² F (1 - ε_lo) >  r²` ⇒ `d >  r`  (clearly outside).
 //!
+//! (Both thresholds are precomputed and divided by `(R π/180)²`, so the hot
+//! path compares `F` in squared degrees: two subtractions, four
+//! multiplications, one subtraction and the comparisons.)
+//!
 //! To also cover floating-point rounding of both this computation and of
 //! [`haversine_m`] (relative ~1e-15, plus ~1e-8 m absolute from wrapping the
 //! longitude difference), the thresholds use `r ∓ 1e-6 m` and an extra
 //! relative `1e-12`. Between the thresholds the exact haversine decides, so
 //! the answer always equals `haversine_m(center, p) <= radius_m`.
 //!
-//! Magnitudes: `U <= r/R <= 2.53e-3` for `r <= MAX_RADIUS_M`. At 60° and
-//! 200 m, `ε ≈ 6e-9` (an undecided band of ~1 µm); at 80° and 16 km,
-//! `ε ≈ 2.3e-4` (a band of about ±2 m). The first-order correction removes the
-//! dominant `|t| U` term that plain `cos φ0` scaling would have (0.7 % at 80°).
+//! Magnitudes: `U <= r/R <= 2.53e-3` for `r <= MAX_RADIUS_M`. For a 200 m
+//! circle, `ε <= 1.4e-9` up to 60° and `6e-9` at 80°, so the undecided band
+//! is dominated by the 1e-6 m slack (about ±1.1 µm around the rim); for a
+//! 16 km circle, `ε_hi ≈ 8.6e-6` at 60° (band -7 cm / +5 cm) and `4.1e-5` at
+//! 80° (band -33 cm / +18 cm). The first-order correction removes the
+//! dominant `|t| U` term that plain `cos φ0` scaling would have (0.7 % of
+//! the distance at 80°, a band of about ±115 m at 16 km).
 //! Above |80°| (where `t` and `V` grow without bound near the pole) the fast
 //! path is disabled and every point inside the box goes to haversine.
 //! `circle::tests::fast_path_bound_holds` checks the bound numerically.
@@ -79,9 +86,9 @@ pub(crate) struct PreparedCircle {
     k1: f64,
     /// `cos φ0 · sin φ0 · π/180` (per degree of Δlat).
     k2: f64,
-    /// `R² F <= in_sq` ⇒ inside.
+    /// `F <= in_sq` (squared degrees) ⇒ inside.
     in_sq: f64,
-    /// `R² F > out_sq` ⇒ outside.
+    /// `F > out_sq` (squared degrees) ⇒ outside.
     out_sq: f64,
 }
 
@@ -89,7 +96,7 @@ pub(crate) struct PreparedCircle {
 /// a centre at `lat_deg` and box half-widths `u_max`, `v_max` in radians.
 /// `None` when the fast path must not be used.
 pub(crate) fn flat_error_bounds(lat_deg: f64, u_max: f64, v_max: f64) -> Option<(f64, f64)> {
-    if !(lat_deg.abs() <= FAST_PATH_MAX_LAT_DEG) || !v_max.is_finite() || !u_max.is_finite() {
+    if lat_deg.is_nan() || lat_deg.abs() > FAST_PATH_MAX_LAT_DEG || !v_max.is_finite() || !u_max.is_finite() {
         return None;
     }
     let t = lat_deg.to_radians().tan().abs();
@@ -125,37 +132,27 @@ impl PreparedCircle {
         let v_max = half_lon.to_radians() * (1.0 + 1e-6);
         let (in_sq, out_sq) = match flat_error_bounds(center.lat, u_max, v_max) {
             Some((eps_lo, eps_hi)) => {
+                // Thresholds on R² F in m², then converted to squared degrees.
+                let m2 = M_PER_DEG * M_PER_DEG;
                 let r_in = radius_m - ABS_SLACK_M;
-                let in_sq = if r_in > 0.0 {
-                    r_in * r_in * (1.0 - REL_SLACK) / (1.0 + eps_hi)
-                } else {
-                    f64::NEG_INFINITY
-                };
+                let in_sq =
+                    if r_in > 0.0 { r_in * r_in * (1.0 - REL_SLACK) / (1.0 + eps_hi) / m2 } else { f64::NEG_INFINITY };
                 let r_out = radius_m + ABS_SLACK_M;
-                let out_sq = r_out * r_out * (1.0 + REL_SLACK) / (1.0 - eps_lo);
+                let out_sq = r_out * r_out * (1.0 + REL_SLACK) / (1.0 - eps_lo) / m2;
                 (in_sq, out_sq)
             }
             None => (f64::NEG_INFINITY, f64::INFINITY),
         };
-        Self {
-            center,
-            radius_m,
-            bbox,
-            k1,
-            k2,
-            in_sq,
-            out_sq,
-        }
+        Self { center, radius_m, bbox, k1, k2, in_sq, out_sq }
     }
 
-    /// Corrected flat-earth squared distance `R² F` in m² (see module docs).
+    /// Corrected flat-earth squared distance `F` in squared degrees (see
+    /// module docs).
     #[inline(always)]
-    fn flat_sq_m2(&self, p: LatLon) -> f64 {
+    fn flat_sq_deg2(&self, p: LatLon) -> f64 {
         let dlat = p.lat - self.center.lat;
         let dlon = normalize_dlon(p.lon - self.center.lon);
-        let y = dlat * M_PER_DEG;
-        let x = dlon * M_PER_DEG;
-        y * y + x * x * (self.k1 - self.k2 * dlat)
+        dlat * dlat + dlon * dlon * (self.k1 - self.k2 * dlat)
     }
 
     /// The fast-path verdict alone: `Some(inside)` when decided, `None` when
@@ -163,7 +160,7 @@ impl PreparedCircle {
     /// the bounding box.
     #[inline(always)]
     fn fast_verdict(&self, p: LatLon) -> Option<bool> {
-        let f = self.flat_sq_m2(p);
+        let f = self.flat_sq_deg2(p);
         if f <= self.in_sq {
             Some(true)
         } else if f > self.out_sq {
@@ -175,15 +172,24 @@ impl PreparedCircle {
 
     /// `haversine_m(center, p) <= radius_m`, boundary inside; false for NaN
     /// or out-of-range points.
-    #[inline(always)]
+    #[cfg(test)]
     pub fn contains(&self, p: LatLon) -> bool {
-        if !self.bbox.contains(p) {
-            return false;
-        }
+        self.bbox.contains(p) && self.contains_in_bbox(p)
+    }
+
+    /// [`PreparedCircle::contains`] for a point already known to be in
+    /// [`PreparedCircle::bbox`].
+    #[inline(always)]
+    pub fn contains_in_bbox(&self, p: LatLon) -> bool {
         match self.fast_verdict(p) {
             Some(v) => v,
             None => self.contains_slow(p),
         }
+    }
+
+    /// The conservative degree box every contained point is in.
+    pub fn bbox(&self) -> &BBox {
+        &self.bbox
     }
 
     #[inline(never)]
@@ -328,8 +334,7 @@ mod tests {
                 let ang = r / EARTH_RADIUS_M;
                 let (hl, hn) = BBox::cap_half_widths(lat, ang);
                 let (eps_lo, eps_hi) =
-                    flat_error_bounds(lat, hl.to_radians() * (1.0 + 1e-6), hn.to_radians() * (1.0 + 1e-6))
-                        .unwrap();
+                    flat_error_bounds(lat, hl.to_radians() * (1.0 + 1e-6), hn.to_radians() * (1.0 + 1e-6)).unwrap();
                 let mut worst: f64 = 0.0;
                 let n = 40;
                 for i in 0..=n {
@@ -341,7 +346,7 @@ mod tests {
                         let dlon = hn * (2.0 * j as f64 / n as f64 - 1.0);
                         let p = ll(lat + dlat, dlon);
                         let d = haversine_m(center, p);
-                        let f = c.flat_sq_m2(p);
+                        let f = c.flat_sq_deg2(p) * M_PER_DEG * M_PER_DEG;
                         let ratio = d * d / f;
                         assert!(ratio >= 1.0 - eps_lo - 1e-12, "lat {lat} r {r}: {ratio} < 1-{eps_lo}");
                         assert!(ratio <= 1.0 + eps_hi + 1e-12, "lat {lat} r {r}: {ratio} > 1+{eps_hi}");

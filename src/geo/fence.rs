@@ -78,6 +78,8 @@ enum Kind {
 /// A fence ready for the hot path: everything per-fence precomputed.
 #[derive(Debug, Clone)]
 pub struct PreparedFence {
+    /// Inclusive degree box containing the fence: the first, cheapest reject.
+    bbox: BBox,
     kind: Kind,
     shape: Shape,
     center: LatLon,
@@ -104,12 +106,18 @@ impl PreparedFence {
                 Kind::Polygon { poly, buffer_bbox }
             }
         };
-        Ok(Self {
-            kind,
-            shape: shape.clone(),
-            center: shape.center(),
-            exit_buffer_m,
-        })
+        let bbox = match &kind {
+            Kind::Circle(c) => *c.bbox(),
+            Kind::Polygon { poly, .. } => *poly.bbox(),
+        };
+        Ok(Self { bbox, kind, shape: shape.clone(), center: shape.center(), exit_buffer_m })
+    }
+
+    /// The inclusive degree box containing the fence. Callers on a hot path
+    /// may keep a copy beside their own data and test it first, so that a
+    /// reject never touches the fence itself.
+    pub fn bbox(&self) -> BBox {
+        self.bbox
     }
 
     /// The shape this fence was prepared from.
@@ -126,11 +134,17 @@ impl PreparedFence {
     /// counts as inside. Exact: for polygons the answer of exact arithmetic
     /// on the `f64` inputs; for circles exactly `haversine_m(center, p) <=
     /// radius_m`. False for NaN or out-of-range points.
-    #[inline]
+    ///
+    /// Inlined: the box reject and the circle fast path run at the call
+    /// site; the polygon walk and the circle's haversine fallback are calls.
+    #[inline(always)]
     pub fn contains(&self, p: LatLon) -> bool {
+        if !self.bbox.contains(p) {
+            return false;
+        }
         match &self.kind {
-            Kind::Circle(c) => c.contains(p),
-            Kind::Polygon { poly, .. } => poly.contains(p),
+            Kind::Circle(c) => c.contains_in_bbox(p),
+            Kind::Polygon { poly, .. } => poly.contains_in_bbox(p),
         }
     }
 
@@ -144,10 +158,11 @@ impl PreparedFence {
             return false;
         }
         match &self.kind {
-            Kind::Circle(c) => c.within_m(p, self.exit_buffer_m),
+            // contains ⇔ d <= r ⇒ d <= r + buffer: the fast path settles the
+            // common case (still inside) without trigonometry.
+            Kind::Circle(c) => self.contains(p) || c.within_m(p, self.exit_buffer_m),
             Kind::Polygon { poly, buffer_bbox } => {
-                poly.contains(p)
-                    || (buffer_bbox.contains(p) && poly.distance_to_ring_m(p) <= self.exit_buffer_m)
+                self.contains(p) || (buffer_bbox.contains(p) && poly.distance_to_ring_m(p) <= self.exit_buffer_m)
             }
         }
     }
@@ -168,10 +183,7 @@ mod tests {
     }
 
     fn circle(lat: f64, lon: f64, r: f64) -> Shape {
-        Shape::Circle {
-            center: ll(lat, lon),
-            radius_m: r,
-        }
+        Shape::Circle { center: ll(lat, lon), radius_m: r }
     }
 
     #[test]
@@ -190,26 +202,19 @@ mod tests {
             let e = PreparedFence::new(&circle(10.0, 10.0, 100.0), b).unwrap_err();
             assert!(matches!(e, GeoError::InvalidBuffer(_)));
         }
-        let tri = Shape::Polygon {
-            ring: vec![ll(0.0, 0.0), ll(0.0, 1.0), ll(1.0, 0.0)],
-        };
+        let tri = Shape::Polygon { ring: vec![ll(0.0, 0.0), ll(0.0, 1.0), ll(1.0, 0.0)] };
         assert!(PreparedFence::new(&tri, 10.0).is_ok());
         assert!(tri.validate().is_ok());
-        let bad = Shape::Polygon {
-            ring: vec![ll(0.0, 0.0), ll(0.0, 1.0), ll(0.0, 0.0)],
-        };
+        let bad = Shape::Polygon { ring: vec![ll(0.0, 0.0), ll(0.0, 1.0), ll(0.0, 0.0)] };
         assert_eq!(PreparedFence::new(&bad, 0.0).unwrap_err(), GeoError::TooFewVertices(2));
         assert_eq!(bad.validate().unwrap_err(), GeoError::TooFewVertices(2));
     }
 
     #[test]
     fn center_of_polygon() {
-        let open = Shape::Polygon {
-            ring: vec![ll(0.0, 0.0), ll(0.0, 2.0), ll(2.0, 2.0), ll(2.0, 0.0)],
-        };
-        let closed = Shape::Polygon {
-            ring: vec![ll(0.0, 0.0), ll(0.0, 2.0), ll(2.0, 2.0), ll(2.0, 0.0), ll(0.0, 0.0)],
-        };
+        let open = Shape::Polygon { ring: vec![ll(0.0, 0.0), ll(0.0, 2.0), ll(2.0, 2.0), ll(2.0, 0.0)] };
+        let closed =
+            Shape::Polygon { ring: vec![ll(0.0, 0.0), ll(0.0, 2.0), ll(2.0, 2.0), ll(2.0, 0.0), ll(0.0, 0.0)] };
         assert_eq!(open.center(), ll(1.0, 1.0));
         assert_eq!(closed.center(), ll(1.0, 1.0));
         let empty = Shape::Polygon { ring: vec![] };
@@ -226,7 +231,10 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(json, r#"{"type":"circle","center":{"lat":1.5,"lon":-2.5},"radius_m":200.0}"#);
         assert_eq!(serde_json::from_str::<Shape>(&json).unwrap(), s);
-        let p: Shape = serde_json::from_str(r#"{"type":"polygon","ring":[{"lat":0,"lon":0},{"lat":0,"lon":1},{"lat":1,"lon":1}]}"#).unwrap();
+        let p: Shape = serde_json::from_str(
+            r#"{"type":"polygon","ring":[{"lat":0,"lon":0},{"lat":0,"lon":1},{"lat":1,"lon":1}]}"#,
+        )
+        .unwrap();
         assert!(matches!(p, Shape::Polygon { ref ring } if ring.len() == 3));
     }
 
@@ -250,9 +258,7 @@ mod tests {
     #[test]
     fn polygon_fence_buffer() {
         let d = 0.001;
-        let sq = Shape::Polygon {
-            ring: vec![ll(0.0, 0.0), ll(0.0, d), ll(d, d), ll(d, 0.0)],
-        };
+        let sq = Shape::Polygon { ring: vec![ll(0.0, 0.0), ll(0.0, d), ll(d, d), ll(d, 0.0)] };
         let f = PreparedFence::new(&sq, 50.0).unwrap();
         let m = crate::geo::M_PER_DEG;
         assert!(f.contains(ll(d / 2.0, d / 2.0)));

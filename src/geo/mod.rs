@@ -24,19 +24,23 @@
 //!
 //! Vertices are lat/lon; edges are straight lines in the lon/lat plane (the
 //! GeoJSON / PostGIS `geometry` convention, and what the `geo` crate tests).
-//! The ring may repeat its first vertex or not. Polygons are not unwrapped
+//! The ring may repeat its first vertex or not; it needs 3 distinct vertices
+//! not all on one line (checked exactly). Polygons are not unwrapped
 //! across the antimeridian: as RFC 7946 says, a polygon crossing ±180° must be
 //! cut in two. Self-intersecting rings are evaluated with the even-odd rule.
 //!
 //! Point-in-polygon is **exact**: the answer is the one exact arithmetic on the
 //! given `f64` coordinates would give. Argument: after an inclusive
-//! bounding-box reject, each edge is tested with the crossing-number rule,
+//! bounding-box reject, edges are tested with the crossing-number rule,
 //! half-open in y (an edge counts when exactly one endpoint is strictly above
-//! the point). Those comparisons are exact for floats. An edge lying entirely
-//! left or right of the point is decided by exact comparisons of x; only an
-//! edge that straddles the point's horizontal line *and* whose x-range contains
-//! the point needs the side test, and that uses `robust::orient2d`, which
-//! returns the exact sign of the orientation determinant (Shewchuk's adaptive
+//! the point). Those comparisons are exact for floats. Only the edges listed
+//! in the point's horizontal band are walked; the band function is monotone,
+//! so every edge whose y-range contains the point's y is listed (`bands.rs`),
+//! and the skipped edges are ones the test would skip anyway. A straddling
+//! edge lying entirely left or right of the point is decided by exact
+//! comparisons of x; only a straddling edge whose x-range contains the point
+//! needs the side test, and that uses `robust::orient2d`, which returns the
+//! exact sign of the orientation determinant (Shewchuk's adaptive
 //! predicate). Boundary points are detected exactly: `orient2d == 0` on a
 //! straddling edge, the point equal to a vertex, or the point on a horizontal
 //! edge between its ends. No tolerance is applied anywhere. (Caveat inherited
@@ -70,11 +74,15 @@
 //! a point with a NaN/infinite or out-of-range coordinate is never contained
 //! and never within a buffer.
 
+mod bands;
 mod bbox;
 mod circle;
 mod fence;
 mod polygon;
+#[cfg(test)]
+mod proptests;
 
+pub use bbox::BBox;
 pub use fence::{PreparedFence, Shape};
 
 use serde::{Deserialize, Serialize};
@@ -111,10 +119,7 @@ impl LatLon {
         if self.is_valid() {
             Ok(self)
         } else {
-            Err(GeoError::InvalidCoordinate {
-                lat: self.lat,
-                lon: self.lon,
-            })
+            Err(GeoError::InvalidCoordinate { lat: self.lat, lon: self.lon })
         }
     }
 
@@ -192,13 +197,9 @@ mod tests {
         assert!(LatLon::new(0.0, 0.0).validate().is_ok());
         assert!(LatLon::new(90.0, 180.0).validate().is_ok());
         assert!(LatLon::new(-90.0, -180.0).validate().is_ok());
-        for (lat, lon) in [
-            (90.000001, 0.0),
-            (0.0, -180.000001),
-            (f64::NAN, 0.0),
-            (0.0, f64::INFINITY),
-            (f64::NEG_INFINITY, 0.0),
-        ] {
+        for (lat, lon) in
+            [(90.000001, 0.0), (0.0, -180.000001), (f64::NAN, 0.0), (0.0, f64::INFINITY), (f64::NEG_INFINITY, 0.0)]
+        {
             let err = LatLon::new(lat, lon).validate().unwrap_err();
             assert!(matches!(err, GeoError::InvalidCoordinate { .. }));
             assert!(err.to_string().contains("invalid coordinate"));

@@ -222,7 +222,16 @@ mod tests {
     fn email_validity() {
         assert!(valid_email("fm@plant.example"));
         assert!(valid_email(" fm@plant.example "));
-        for bad in ["", "fm", "fm@", "@plant.example", "fm@plant", "fm@@plant.example", "f m@plant.example", "fm@plant..example"] {
+        for bad in [
+            "",
+            "fm",
+            "fm@",
+            "@plant.example",
+            "fm@plant",
+            "fm@@plant.example",
+            "f m@plant.example",
+            "fm@plant..example",
+        ] {
             assert!(!valid_email(bad), "{bad}");
         }
     }

@@ -66,7 +66,12 @@ impl Settings {
             self.fence_radius_m > 0.0 && self.fence_radius_m <= MAX_RADIUS_M,
             "above 0, at most 16093.44 (10 miles)",
         )?;
-        check("exit_buffer_m", self.exit_buffer_m, (0.0..=MAX_RADIUS_M).contains(&self.exit_buffer_m), "0 to 16093.44")?;
+        check(
+            "exit_buffer_m",
+            self.exit_buffer_m,
+            (0.0..=MAX_RADIUS_M).contains(&self.exit_buffer_m),
+            "0 to 16093.44",
+        )?;
         check("min_dwell_s", self.min_dwell_s as f64, self.min_dwell_s <= 86_400, "0 to 86400")?;
         if let Some(a) = self.max_accuracy_m {
             check("max_accuracy_m", a, a > 0.0, "above 0")?;

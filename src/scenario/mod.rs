@@ -112,9 +112,11 @@ impl Scenario {
         let mut engine = Engine::new(self.tenant.clone(), self.settings.clone()).map_err(ScenarioError::Engine)?;
         let mut commands = Vec::new();
         for (index, event) in self.all_events().iter().enumerate() {
-            engine
-                .handle(event, &mut commands)
-                .map_err(|source| ScenarioError::Event { index, kind: event.kind(), source })?;
+            engine.handle(event, &mut commands).map_err(|source| ScenarioError::Event {
+                index,
+                kind: event.kind(),
+                source,
+            })?;
         }
         Ok(Output { commands, report: rows(&engine) })
     }
