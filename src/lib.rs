@@ -2,10 +2,12 @@
 //!
 //! `engine` is the pure decision core; `geo` its geometry; `model` the
 //! shared vocabulary; `scenario` runs scenario files through the engine;
-//! `report` derives the Activity Report from engine state.
+//! `report` derives the Activity Report from engine state; `kafka` holds the
+//! topic catalogue, record codec and broker administration.
 
 pub mod engine;
 pub mod geo;
+pub mod kafka;
 pub mod model;
 pub mod report;
 pub mod scenario;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use geoclock::kafka::admin::ensure_topics;
+use geoclock::kafka::topics::Catalogue;
 use geoclock::scenario::Scenario;
 
 #[derive(Parser)]
@@ -20,6 +22,29 @@ enum Top {
     Scenario {
         #[command(subcommand)]
         command: ScenarioCmd,
+    },
+    /// Kafka topics of the catalogue.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCmd {
+    /// Create the missing topics; refuse to go on when co-partitioned topics disagree on partitions.
+    Create {
+        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
+        prefix: String,
+        #[arg(long, env = "GEOCLOCK_PARTITIONS", default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, env = "GEOCLOCK_REPLICATION", default_value_t = 1)]
+        replication: i32,
+        /// Seconds to wait for the broker.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
     },
 }
 
@@ -53,6 +78,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&output)?);
             } else {
                 println!("{}", output.to_json());
+            }
+            Ok(())
+        }
+        Top::Topics { command: TopicsCmd::Create { brokers, prefix, partitions, replication, timeout_s } } => {
+            let catalogue = Catalogue { prefix, partitions, replication };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report =
+                runtime.block_on(ensure_topics(&brokers, &catalogue, std::time::Duration::from_secs(timeout_s)))?;
+            for name in &report.created {
+                println!("created  {name} ({} partitions)", report.partitions.get(name).copied().unwrap_or(0));
+            }
+            for name in &report.existing {
+                println!("exists   {name} ({} partitions)", report.partitions.get(name).copied().unwrap_or(0));
             }
             Ok(())
         }
