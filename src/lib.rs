@@ -11,3 +11,4 @@ pub mod kafka;
 pub mod model;
 pub mod report;
 pub mod scenario;
+pub mod store;

@@ -99,7 +99,11 @@ fn cli_creates_topics_and_records_flow_through_them() {
     let mut seen = BTreeMap::<String, Vec<i32>>::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while seen.values().map(Vec::len).sum::<usize>() < 100 {
-        assert!(std::time::Instant::now() < deadline, "only {} records came back", seen.values().map(Vec::len).sum::<usize>());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} records came back",
+            seen.values().map(Vec::len).sum::<usize>()
+        );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
             let body = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();

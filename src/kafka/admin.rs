@@ -58,7 +58,11 @@ pub async fn partition_counts(
     .map_err(|e| AdminError::Join(e.to_string()))?
 }
 
-pub async fn ensure_topics(brokers: &str, catalogue: &Catalogue, timeout: Duration) -> Result<EnsureReport, AdminError> {
+pub async fn ensure_topics(
+    brokers: &str,
+    catalogue: &Catalogue,
+    timeout: Duration,
+) -> Result<EnsureReport, AdminError> {
     let admin = Arc::new(admin_client(brokers)?);
     let existing = partition_counts(&admin, timeout).await?;
     check(catalogue, &existing)?;

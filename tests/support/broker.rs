@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub struct Broker {
     child: Child,
     pub port: u16,
+    bootstrap: String,
     dir: PathBuf,
     storage: Storage,
 }
@@ -78,7 +79,7 @@ impl Broker {
             .stderr(log)
             .spawn()
             .expect("nisshi starts");
-        let broker = Broker { child, port, dir, storage };
+        let broker = Broker { child, port, bootstrap: format!("127.0.0.1:{port}"), dir, storage };
         broker.wait_listening();
         broker
     }
@@ -86,13 +87,22 @@ impl Broker {
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nisshi did not listen on {} (see {}/broker.log)", self.port, self.dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "nisshi did not listen on {} (see {}/broker.log)",
+                self.port,
+                self.dir.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.bootstrap.clone()
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.bootstrap
     }
 
     /// Kills the broker and starts it again on the same port and data.
