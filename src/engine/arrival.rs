@@ -18,10 +18,10 @@
 //!   one hash probe.
 
 use super::command::{command_id, Action, ClockCause, ClockChange, Command};
-use super::state::{keep_earliest, Assignment, Evidence, Sample, State, Watch};
+use super::state::{keep_earliest, Assignment, Crossing, Evidence, Sample, State, Watch};
 use super::{Ctx, EngineError};
 use crate::geo::LatLon;
-use crate::model::{Activity, ClockAction, Id, Ping};
+use crate::model::{Activity, ClockAction, Id, Ping, Ts};
 
 pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> Result<(), EngineError> {
     let point = LatLon::new(p.lat, p.lon).validate().map_err(EngineError::InvalidPing)?;
@@ -33,13 +33,19 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
     let State { watches, assignments, .. } = st;
     let Some(vw) = watches.get_mut(&p.vehicle) else { return Ok(()) };
     let wants_outside = ctx.settings.min_dwell_s > 0 || ctx.settings.auto_clock_out_on_exit;
+    // The previous ping in time order; a late ping is no segment's end.
+    let prev = vw.last.filter(|(t0, _)| *t0 < p.time);
+    if vw.last.is_none_or(|(t0, _)| t0 < p.time) {
+        vw.last = Some((p.time, point));
+    }
     for (i, hot) in vw.hot.iter_mut().enumerate() {
         // Hot path: most pings end here, reading only the inline bucket.
         if hot.done || !hot.paired_may_cover(p.time) {
             continue;
         }
         let in_box = hot.bbox.contains(point);
-        if !in_box && !wants_outside {
+        let segment = prev.filter(|(_, p0)| hot.bbox.meets_segment(*p0, point));
+        if !in_box && !wants_outside && segment.is_none() {
             continue;
         }
         let w = &vw.cold[i];
@@ -47,14 +53,29 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
             continue;
         }
         let inside = in_box && w.fence.contains(point);
+        let a = &mut assignments[w.slot];
+        if let (Some((t0, p0)), false) = (segment, inside) {
+            note_pass_through(w, a, p, t0, p0, point);
+        }
         if !inside && !wants_outside {
             continue;
         }
-        let a = &mut assignments[w.slot];
         observe(ctx, w, a, p, point, inside, out);
         hot.done = ctx.is_done(a);
     }
     Ok(())
+}
+
+/// Records (earliest first) that the straight path from the previous ping
+/// `(t0, p0)` to this one, both outside, crossed the fence in the window.
+fn note_pass_through(w: &Watch, a: &mut Assignment, p: &Ping, t0: Ts, p0: LatLon, point: LatLon) {
+    let overlaps_window = t0 <= w.latest && p.time >= w.earliest;
+    if a.arrival.is_some() || !overlaps_window || a.passed_through.as_ref().is_some_and(|c| c.from <= t0) {
+        return;
+    }
+    if !w.fence.contains(p0) && w.fence.segment_touches(p0, point) {
+        a.passed_through = Some(Crossing { from: t0, to: p.time, vehicle: p.vehicle.clone() });
+    }
 }
 
 fn evidence(w: &Watch, p: &Ping, point: LatLon) -> Evidence {

@@ -50,6 +50,15 @@ pub struct Evidence {
     pub distance_m: f64,
 }
 
+/// Two consecutive pings of a vehicle, both outside, whose straight path
+/// crossed the fence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crossing {
+    pub from: Ts,
+    pub to: Ts,
+    pub vehicle: Id,
+}
+
 /// A ping as kept for dwell and late-clock-event evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -86,6 +95,9 @@ pub struct Assignment {
     pub inside_outside_window: Option<Evidence>,
     /// On Site clock-out sent on exit.
     pub exited: Option<Evidence>,
+    /// First pair of consecutive outside pings whose straight path crossed
+    /// the fence within the window (sparse GPS skipping over it).
+    pub passed_through: Option<Crossing>,
     pub link: LinkState,
 }
 
@@ -156,6 +168,8 @@ pub struct HotWatch {
 pub struct VehicleWatches {
     pub hot: SmallVec<[HotWatch; 6]>,
     pub cold: Vec<Watch>,
+    /// The vehicle's latest ping by event time (for pass-through detection).
+    pub last: Option<(Ts, crate::geo::LatLon)>,
 }
 
 impl VehicleWatches {

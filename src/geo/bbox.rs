@@ -71,6 +71,14 @@ impl BBox {
     }
 
     /// Inclusive containment test. False for NaN and for out-of-range points.
+    /// Whether the box of segment `a`–`b` meets this box (conservative:
+    /// true for a box that wraps the antimeridian).
+    #[inline(always)]
+    pub fn meets_segment(&self, a: LatLon, b: LatLon) -> bool {
+        let lat_ok = a.lat.max(b.lat) >= self.lat_min && a.lat.min(b.lat) <= self.lat_max;
+        lat_ok && (self.wraps || (a.lon.max(b.lon) >= self.lon_min && a.lon.min(b.lon) <= self.lon_max))
+    }
+
     #[inline(always)]
     pub fn contains(&self, p: LatLon) -> bool {
         let lat_ok = p.lat >= self.lat_min && p.lat <= self.lat_max;

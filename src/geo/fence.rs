@@ -120,6 +120,22 @@ impl PreparedFence {
         self.bbox
     }
 
+    /// Whether the straight segment between two fixes `a`, `b` passes
+    /// through the fence (see `segment.rs` for the accuracy). False when
+    /// either point is invalid.
+    pub fn segment_touches(&self, a: LatLon, b: LatLon) -> bool {
+        if !(a.is_valid() && b.is_valid()) {
+            return false;
+        }
+        match (&self.kind, &self.shape) {
+            (Kind::Polygon { poly, .. }, _) => poly.segment_touches(a, b),
+            (Kind::Circle(_), Shape::Circle { center, radius_m }) => {
+                super::segment::distance_to_segment_m(*center, a, b) <= *radius_m
+            }
+            (Kind::Circle(_), Shape::Polygon { .. }) => false,
+        }
+    }
+
     /// The shape this fence was prepared from.
     pub fn shape(&self) -> &Shape {
         &self.shape

@@ -81,6 +81,7 @@ mod fence;
 mod polygon;
 #[cfg(test)]
 mod proptests;
+mod segment;
 
 pub use bbox::BBox;
 pub use fence::{PreparedFence, Shape};

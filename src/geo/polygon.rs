@@ -100,7 +100,6 @@ impl PreparedPolygon {
     }
 
     /// Exact point-in-polygon, boundary inside, false for NaN/out-of-range points.
-    #[cfg(test)]
     pub fn contains(&self, p: LatLon) -> bool {
         self.bbox.contains(p) && self.contains_in_bbox(p)
     }
@@ -135,6 +134,17 @@ impl PreparedPolygon {
             }
         }
         best.sqrt()
+    }
+}
+
+impl PreparedPolygon {
+    /// Exact: the segment `a`–`b` has a point inside or on the polygon.
+    pub fn segment_touches(&self, a: LatLon, b: LatLon) -> bool {
+        if self.contains(a) || self.contains(b) {
+            return true;
+        }
+        let (pa, pb) = ([a.lon, a.lat], [b.lon, b.lat]);
+        self.pts.windows(2).any(|e| super::segment::segments_intersect(pa, pb, e[0], e[1]))
     }
 }
 

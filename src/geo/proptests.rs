@@ -408,3 +408,25 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// `segment_touches` on polygons equals geo's Line ∩ Polygon, for
+    /// segments between random, grid, vertex and on-edge points.
+    #[test]
+    fn polygon_segments_match_geo(
+        c in case(star_ring(3, 16, 0.1, 600)),
+        kind2 in 0u8..4, idx2 in any::<usize>(), frac2 in 0i64..=16, u2 in -0.2f64..1.2, v2 in -0.2f64..1.2,
+    ) {
+        let pts = c.pts();
+        let a = c.point(&pts);
+        let other = Case { kind: kind2, idx: idx2, frac: frac2, u: u2, v: v2, nudge: 0, ring: c.ring.clone(), origin: c.origin };
+        let b = other.point(&pts);
+        prop_assume!(![a.0, a.1, b.0, b.1].into_iter().any(is_tiny));
+        let fence = PreparedFence::new(&polygon_shape(&pts, false), 0.0).unwrap();
+        let ours = fence.segment_touches(LatLon::new(a.1, a.0), LatLon::new(b.1, b.0));
+        let theirs = geo::Line::new(geo::coord! { x: a.0, y: a.1 }, geo::coord! { x: b.0, y: b.1 }).intersects(&geo_polygon(&pts));
+        prop_assert_eq!(ours, theirs, "segment {:?} -> {:?}", a, b);
+    }
+}

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use crate::engine::state::Crossing;
 use crate::engine::state::{Assignment, State};
 use crate::engine::watches::dedup_in_order;
 use crate::engine::{Engine, Evidence, LinkState, Reason};
@@ -48,6 +49,9 @@ pub struct ReportRow {
     pub onsite_clock_in: Option<Ts>,
     pub onsite_clock_out: Option<Ts>,
     pub arrival: Option<Evidence>,
+    /// Consecutive pings (both outside) whose path crossed the fence: the
+    /// vehicle likely drove through between two sparse fixes.
+    pub passed_through: Option<Crossing>,
     pub failure_reason: Option<Reason>,
     pub failures: Vec<Reason>,
 }
@@ -113,6 +117,7 @@ fn base_row(st: &State, id: &Id, appt: &Appointment) -> ReportRow {
         onsite_clock_in: None,
         onsite_clock_out: None,
         arrival: None,
+        passed_through: None,
         failure_reason: None,
         failures,
     }
@@ -158,6 +163,7 @@ fn tech_row(st: &State, id: &Id, appt: &Appointment, tech: &Id, w: i64, requires
         None => a.onsite.first(ClockAction::Out),
     };
     row.arrival = a.arrival.clone();
+    row.passed_through = a.passed_through.clone();
 
     let f = &mut row.failures;
     let live_status = matches!(appt.status, AppointmentStatus::Scheduled | AppointmentStatus::Completed);
