@@ -44,7 +44,9 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
             continue;
         }
         let in_box = hot.bbox.contains(point);
-        let segment = prev.filter(|(_, p0)| hot.bbox.meets_segment(*p0, point));
+        let segment = prev.filter(|(t0, p0)| {
+            p.time.millis() - t0.millis() <= MAX_SEGMENT_GAP_MS && hot.bbox.meets_segment(*p0, point)
+        });
         if !in_box && !wants_outside && segment.is_none() {
             continue;
         }
@@ -66,14 +68,18 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
     Ok(())
 }
 
+/// Fixes further apart than this are a gap in the data, not a path.
+pub const MAX_SEGMENT_GAP_MS: i64 = 15 * 60_000;
+
 /// Records (earliest first) that the straight path from the previous ping
 /// `(t0, p0)` to this one, both outside, crossed the fence in the window.
 fn note_pass_through(w: &Watch, a: &mut Assignment, p: &Ping, t0: Ts, p0: LatLon, point: LatLon) {
     let overlaps_window = t0 <= w.latest && p.time >= w.earliest;
-    if a.arrival.is_some() || !overlaps_window || a.passed_through.as_ref().is_some_and(|c| c.from <= t0) {
+    let short = p.time.millis() - t0.millis() <= MAX_SEGMENT_GAP_MS;
+    if a.arrival.is_some() || !short || !overlaps_window || a.passed_through.as_ref().is_some_and(|c| c.from <= t0) {
         return;
     }
-    if !w.fence.contains(p0) && w.fence.segment_touches(p0, point) {
+    if !w.fence.contains(p0) && w.fence.segment_crosses(p0, point) {
         a.passed_through = Some(Crossing { from: t0, to: p.time, vehicle: p.vehicle.clone() });
     }
 }

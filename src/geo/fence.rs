@@ -124,11 +124,17 @@ impl PreparedFence {
     /// through the fence (see `segment.rs` for the accuracy). False when
     /// either point is invalid.
     pub fn segment_touches(&self, a: LatLon, b: LatLon) -> bool {
-        if !(a.is_valid() && b.is_valid()) {
+        self.contains(a) || self.contains(b) || self.segment_crosses(a, b)
+    }
+
+    /// [`PreparedFence::segment_touches`] for two points already known to be
+    /// outside: only the boundary is tested.
+    pub fn segment_crosses(&self, a: LatLon, b: LatLon) -> bool {
+        if !(a.is_valid() && b.is_valid()) || !self.bbox.meets_segment(a, b) {
             return false;
         }
         match (&self.kind, &self.shape) {
-            (Kind::Polygon { poly, .. }, _) => poly.segment_touches(a, b),
+            (Kind::Polygon { poly, .. }, _) => poly.segment_meets_ring(a, b),
             (Kind::Circle(_), Shape::Circle { center, radius_m }) => {
                 super::segment::distance_to_segment_m(*center, a, b) <= *radius_m
             }

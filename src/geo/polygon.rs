@@ -100,6 +100,7 @@ impl PreparedPolygon {
     }
 
     /// Exact point-in-polygon, boundary inside, false for NaN/out-of-range points.
+    #[cfg(test)]
     pub fn contains(&self, p: LatLon) -> bool {
         self.bbox.contains(p) && self.contains_in_bbox(p)
     }
@@ -138,14 +139,57 @@ impl PreparedPolygon {
 }
 
 impl PreparedPolygon {
-    /// Exact: the segment `a`–`b` has a point inside or on the polygon.
-    pub fn segment_touches(&self, a: LatLon, b: LatLon) -> bool {
-        if self.contains(a) || self.contains(b) {
-            return true;
-        }
+    /// Exact: the segment `a`–`b` meets an edge of the ring. The segment is
+    /// first clipped to the polygon's box (every intersection lies in it);
+    /// edges whose box misses the clipped part, widened by a margin far above
+    /// rounding error, are skipped before any exact orientation test.
+    pub fn segment_meets_ring(&self, a: LatLon, b: LatLon) -> bool {
+        let Some((x0, x1, y0, y1)) = clip_to_box(&self.bbox, a, b) else { return false };
         let (pa, pb) = ([a.lon, a.lat], [b.lon, b.lat]);
-        self.pts.windows(2).any(|e| super::segment::segments_intersect(pa, pb, e[0], e[1]))
+        self.pts.windows(2).any(|e| {
+            let (p, q) = (e[0], e[1]);
+            p[0].max(q[0]) >= x0
+                && p[0].min(q[0]) <= x1
+                && p[1].max(q[1]) >= y0
+                && p[1].min(q[1]) <= y1
+                && super::segment::segments_intersect(pa, pb, p, q)
+        })
     }
+}
+
+/// The box `(x0, x1, y0, y1)` of the part of segment `a`–`b` inside `bbox`
+/// (Liang–Barsky), widened by 1e-9 of the coordinates' scale; `None` when
+/// the segment clearly misses the box.
+fn clip_to_box(bbox: &BBox, a: LatLon, b: LatLon) -> Option<(f64, f64, f64, f64)> {
+    let eps = 1e-9 * (1.0 + a.lon.abs().max(a.lat.abs()).max(b.lon.abs()).max(b.lat.abs()));
+    let (dx, dy) = (b.lon - a.lon, b.lat - a.lat);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    let sides = [
+        (-dx, a.lon - (bbox.lon_min - eps)),
+        (dx, (bbox.lon_max + eps) - a.lon),
+        (-dy, a.lat - (bbox.lat_min - eps)),
+        (dy, (bbox.lat_max + eps) - a.lat),
+    ];
+    for (p, q) in sides {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+        } else {
+            let r = q / p;
+            if p < 0.0 {
+                t0 = t0.max(r);
+            } else {
+                t1 = t1.min(r);
+            }
+        }
+    }
+    if t0 > t1 {
+        return None;
+    }
+    let (xa, xb) = (a.lon + t0 * dx, a.lon + t1 * dx);
+    let (ya, yb) = (a.lat + t0 * dy, a.lat + t1 * dy);
+    Some((xa.min(xb) - eps, xa.max(xb) + eps, ya.min(yb) - eps, ya.max(yb) + eps))
 }
 
 /// True unless every vertex of the (closed) ring lies on one line. Exact.

