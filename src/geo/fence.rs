@@ -130,7 +130,7 @@ impl PreparedFence {
     /// [`PreparedFence::segment_touches`] for two points already known to be
     /// outside: only the boundary is tested.
     pub fn segment_crosses(&self, a: LatLon, b: LatLon) -> bool {
-        if !(a.is_valid() && b.is_valid()) || !self.bbox.meets_segment(a, b) {
+        if !(a.is_valid() && b.is_valid() && self.bbox.meets_segment(a, b)) {
             return false;
         }
         match (&self.kind, &self.shape) {
