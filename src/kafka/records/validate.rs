@@ -1,0 +1,100 @@
+//! Validation: the range checks every record passes on the way in and out.
+//!
+//! Invariants:
+//! - Ids travel as strings. Decoded ids are text ids ([`Id::text`]); the
+//!   "arrived as a number" flag of [`Id`] is not carried, which changes
+//!   nothing the engine sees: [`Id`] equality, hashing and lookups are by
+//!   text. Ids and the tenant must not be blank; the tenant must be a valid
+//!   tenant name ([`topics::valid_tenant`]).
+//! - Times are `timestamp-millis` and must lie in `[0, MAX_TIME_MS]`
+//!   (1970 to the end of year 9999); coordinates must be finite with
+//!   `lat ∈ [-90, 90]`, `lon ∈ [-180, 180]`; speeds, accuracies and radii
+//!   must be finite and `>= 0` (radii as
+//!   [`Shape::validate`](crate::geo::Shape::validate) says). Any violation
+//!   is [`CodecError::InvalidValue`].
+
+use crate::geo::LatLon;
+use crate::kafka::codec::CodecError;
+use crate::kafka::topics;
+use crate::model::{Id, Ts};
+
+/// Latest accepted time: 9999-12-31T23:59:59.999Z.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+pub(super) fn invalid(rec: &str, field: &str, what: impl std::fmt::Display) -> CodecError {
+    CodecError::InvalidValue(format!("{rec}.{field}: {what}"))
+}
+
+pub(super) fn check_tenant(rec: &str, tenant: &str) -> Result<(), CodecError> {
+    if topics::valid_tenant(tenant) {
+        Ok(())
+    } else {
+        Err(invalid(rec, "tenant", format_args!("{tenant:?} is not a tenant name (letters, digits, '_', '.', '-')")))
+    }
+}
+
+pub(super) fn check_id_str(rec: &str, field: &str, id: &str) -> Result<(), CodecError> {
+    if id.trim().is_empty() {
+        Err(invalid(rec, field, "id must not be blank"))
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn check_id(rec: &str, field: &str, id: &Id) -> Result<(), CodecError> {
+    check_id_str(rec, field, id.as_str())
+}
+
+pub(super) fn check_ts(rec: &str, field: &str, ms: i64) -> Result<Ts, CodecError> {
+    if (0..=MAX_TIME_MS).contains(&ms) {
+        Ok(Ts(ms))
+    } else {
+        Err(invalid(rec, field, format_args!("time {ms} ms is outside 1970..=9999")))
+    }
+}
+
+pub(super) fn check_lat(rec: &str, field: &str, lat: f64) -> Result<f64, CodecError> {
+    if (-90.0..=90.0).contains(&lat) {
+        Ok(lat)
+    } else {
+        Err(invalid(rec, field, format_args!("latitude {lat} is not finite in [-90, 90]")))
+    }
+}
+
+pub(super) fn check_lon(rec: &str, field: &str, lon: f64) -> Result<f64, CodecError> {
+    if (-180.0..=180.0).contains(&lon) {
+        Ok(lon)
+    } else {
+        Err(invalid(rec, field, format_args!("longitude {lon} is not finite in [-180, 180]")))
+    }
+}
+
+pub(super) fn check_nonneg(rec: &str, field: &str, v: f64) -> Result<f64, CodecError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(rec, field, format_args!("{v} is not finite and >= 0")))
+    }
+}
+
+pub(super) fn check_latlon(rec: &str, field: &str, p: LatLon) -> Result<LatLon, CodecError> {
+    check_lat(rec, field, p.lat)?;
+    check_lon(rec, field, p.lon)?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_tenant_is_the_topics_rule() {
+        assert!(check_tenant("R", "").is_err());
+        for b in 0..=255u8 {
+            let t = String::from_utf8_lossy(&[b]).into_owned();
+            assert_eq!(check_tenant("R", &t).is_ok(), topics::valid_tenant(&t), "byte {b}");
+            let t = format!("acme{t}x");
+            assert_eq!(check_tenant("R", &t).is_ok(), topics::valid_tenant(&t), "byte {b}");
+        }
+    }
+}
