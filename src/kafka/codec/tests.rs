@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::{Action, EntityRef};
+use crate::kafka::records::tests_support::ping;
 use crate::kafka::registry::FileRegistry;
 use crate::model::{AppointmentStatus, Id, Ts};
 
@@ -9,17 +10,6 @@ fn codec() -> (Arc<FileRegistry>, Codec) {
     let reg = Arc::new(FileRegistry::in_memory());
     let codec = Codec::new(reg.clone(), &Catalogue::default()).unwrap();
     (reg, codec)
-}
-
-fn ping() -> Ping {
-    Ping {
-        vehicle: Id::text("veh-000123"),
-        time: Ts(1_764_336_000_000),
-        lat: 40.7128,
-        lon: -74.006,
-        speed_mph: Some(31.5),
-        accuracy_m: Some(4.0),
-    }
 }
 
 /// A framed ping whose datum apache-avro wrote for `value` with `schema_json`.

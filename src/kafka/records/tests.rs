@@ -3,7 +3,7 @@
 use apache_avro::Schema;
 
 use super::*;
-use crate::model::{Activity, ClockAction, ClockEvent, Driver, Id, Job, Location, Pairing, Ping, Ts, User, Vehicle};
+use crate::model::{Activity, ClockAction, ClockEvent, Driver, Id, Job, Location, Pairing, Ts, User, Vehicle};
 
 pub(super) fn schema(rt: RecordType) -> Schema {
     Schema::parse_str(rt.schema_json()).unwrap()
@@ -18,16 +18,7 @@ fn apache_round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(tenant: &str, 
     T::from_value(back).unwrap()
 }
 
-pub(super) fn ping() -> Ping {
-    Ping {
-        vehicle: Id::text("veh-000123"),
-        time: Ts(1_764_336_000_000),
-        lat: 40.7128,
-        lon: -74.006,
-        speed_mph: Some(31.5),
-        accuracy_m: Some(4.0),
-    }
-}
+pub(super) use super::tests_support::ping;
 
 #[test]
 fn every_record_type_round_trips_through_apache_avro() {

@@ -5,6 +5,18 @@ use crate::engine::{Action, ClockCause, ClockChange, Command, FenceChange, Servi
 use crate::geo::{LatLon, Shape};
 use crate::model::{Activity, Appointment, AppointmentStatus, ClockAction, Id, Location, Ping, Ts};
 
+/// A fixed, realistic ping (the codec bench uses the same values).
+pub(crate) fn ping() -> Ping {
+    Ping {
+        vehicle: Id::text("veh-000123"),
+        time: Ts(1_764_336_000_000),
+        lat: 40.7128,
+        lon: -74.006,
+        speed_mph: Some(31.5),
+        accuracy_m: Some(4.0),
+    }
+}
+
 // -- property tests ------------------------------------------------------
 
 pub(crate) fn id() -> impl Strategy<Value = Id> {
