@@ -74,9 +74,9 @@ pub const MAX_SEGMENT_GAP_MS: i64 = 15 * 60_000;
 /// Records (earliest first) that the straight path from the previous ping
 /// `(t0, p0)` to this one, both outside, crossed the fence in the window.
 fn note_pass_through(w: &Watch, a: &mut Assignment, p: &Ping, t0: Ts, p0: LatLon, point: LatLon) {
+    // The caller only passes segments at most MAX_SEGMENT_GAP_MS long.
     let overlaps_window = t0 <= w.latest && p.time >= w.earliest;
-    let short = p.time.millis() - t0.millis() <= MAX_SEGMENT_GAP_MS;
-    if a.arrival.is_some() || !short || !overlaps_window || a.passed_through.as_ref().is_some_and(|c| c.from <= t0) {
+    if a.arrival.is_some() || !overlaps_window || a.passed_through.as_ref().is_some_and(|c| c.from <= t0) {
         return;
     }
     if !w.fence.contains(p0) && w.fence.segment_crosses(p0, point) {

@@ -29,8 +29,7 @@ pub fn desired(ctx: &Ctx, st: &State, appt: &Id) -> Result<FenceChange, Reason> 
     let job = st.jobs.get(job_id).ok_or(Reason::NoJob)?;
     let loc_id = job.location.as_ref().ok_or(Reason::NoLocationCoordinates)?;
     let loc = st.locations.get(loc_id).ok_or(Reason::NoLocationCoordinates)?;
-    let shape = location_shape(loc, ctx.settings.fence_radius_m, ctx.settings.exit_buffer_m)
-        .ok_or(Reason::NoLocationCoordinates)?;
+    let shape = location_shape(loc, ctx.settings.fence_radius_m).ok_or(Reason::NoLocationCoordinates)?;
     let number = job.number.as_ref().unwrap_or(job_id);
     let w = ctx.settings.window_ms();
     Ok(FenceChange {
@@ -48,8 +47,8 @@ pub fn desired(ctx: &Ctx, st: &State, appt: &Id) -> Result<FenceChange, Reason> 
 
 /// The location's own polygon when it is a valid one, else a circle of
 /// `radius_m` around its point, else nothing.
-pub fn location_shape(loc: &Location, radius_m: f64, buffer_m: f64) -> Option<Shape> {
-    let valid = |s: Shape| PreparedFence::new(&s, buffer_m).ok().map(|_| s);
+pub fn location_shape(loc: &Location, radius_m: f64) -> Option<Shape> {
+    let valid = |s: Shape| s.validate().ok().map(|_| s);
     let polygon = loc.polygon.as_ref().and_then(|ring| {
         valid(Shape::Polygon { ring: ring.iter().map(|[lat, lon]| LatLon::new(*lat, *lon)).collect() })
     });
@@ -61,7 +60,7 @@ pub fn location_shape(loc: &Location, radius_m: f64, buffer_m: f64) -> Option<Sh
 
 /// The point a TrackMe link should lead to.
 pub fn location_point(loc: &Location) -> Option<LatLon> {
-    location_shape(loc, 1.0, 0.0).map(|s| s.center())
+    location_shape(loc, 1.0).map(|s| s.center())
 }
 
 pub fn reconcile(ctx: &Ctx, st: &mut State, appt: &Id, out: &mut Vec<Command>) {
@@ -71,7 +70,8 @@ pub fn reconcile(ctx: &Ctx, st: &mut State, appt: &Id, out: &mut Vec<Command>) {
     rec.no_fence = want.as_ref().err().copied();
     match &want {
         Ok(spec) if rec.prepared.as_ref().is_none_or(|p| p.shape() != &spec.shape) => {
-            // desired() only returns shapes PreparedFence accepted.
+            // desired() only returns validated shapes; the exit buffer was
+            // checked with the settings.
             rec.prepared = PreparedFence::new(&spec.shape, ctx.settings.exit_buffer_m).ok().map(Arc::new);
         }
         Ok(_) => {}
