@@ -18,6 +18,7 @@
 //!   one hash probe.
 
 use super::command::{command_id, Action, ClockCause, ClockChange, Command};
+use super::persist::RowKey;
 use super::state::{keep_earliest, Assignment, Crossing, Evidence, Sample, State, Watch};
 use super::{Ctx, EngineError};
 use crate::geo::LatLon;
@@ -30,13 +31,17 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
             return Ok(());
         }
     }
-    let State { watches, assignments, .. } = st;
+    let State { watches, assignments, dirty, .. } = st;
     let Some(vw) = watches.get_mut(&p.vehicle) else { return Ok(()) };
     let wants_outside = ctx.settings.min_dwell_s > 0 || ctx.settings.auto_clock_out_on_exit;
     // The previous ping in time order; a late ping is no segment's end.
     let prev = vw.last.filter(|(t0, _)| *t0 < p.time);
     if vw.last.is_none_or(|(t0, _)| t0 < p.time) {
         vw.last = Some((p.time, point));
+        if dirty.tracking && !vw.last_dirty {
+            vw.last_dirty = true;
+            dirty.vehicles.push(p.vehicle.clone());
+        }
     }
     for (i, hot) in vw.hot.iter_mut().enumerate() {
         // Hot path: most pings end here, reading only the inline bucket.
@@ -56,6 +61,7 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
         }
         let inside = in_box && w.fence.contains(point);
         let a = &mut assignments[w.slot];
+        dirty.mark(|| RowKey::Appointment(w.appointment.clone()));
         if let (Some((t0, p0)), false) = (segment, inside) {
             note_pass_through(w, a, p, t0, p0, point);
         }

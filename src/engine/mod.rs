@@ -24,6 +24,7 @@ pub mod arrival;
 pub mod command;
 pub mod event;
 pub mod fences;
+pub mod persist;
 #[cfg(test)]
 mod properties;
 pub mod service_link;
@@ -39,6 +40,7 @@ pub use state::{Evidence, LinkState, Reason};
 
 use crate::geo::GeoError;
 use crate::model::{AppointmentStatus, Id, Settings, SettingsError};
+use persist::RowKey;
 use state::{Assignment, State};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -95,9 +97,11 @@ impl Engine {
     pub fn handle(&mut self, event: &Event, out: &mut Vec<Command>) -> Result<(), EngineError> {
         let ctx = Ctx { tenant: &self.tenant, settings: &self.settings };
         let st = &mut self.state;
+        mark_entity(st, event);
         let affected: BTreeSet<Id> = match event {
             Event::Ping(p) => return arrival::on_ping(&ctx, st, p, out),
             Event::Clock(c) => {
+                st.dirty.mark(|| RowKey::Appointment(c.appointment.clone()));
                 service_link::on_clock(&ctx, st, c, out);
                 return Ok(());
             }
@@ -153,14 +157,42 @@ impl Engine {
                     return Ok(());
                 }
                 st.watermark = Some(*t);
+                st.dirty.mark(|| RowKey::Meta);
                 watches::due(st, *t).into_iter().collect()
             }
         };
         for appt in &affected {
+            st.dirty.mark(|| RowKey::Appointment(appt.clone()));
             refresh(&ctx, st, appt, out);
         }
         Ok(())
     }
+}
+
+/// Marks the entity row an event writes (a no-op unless tracking).
+fn mark_entity(st: &mut State, event: &Event) {
+    if !st.dirty.tracking {
+        return;
+    }
+    let key = match event {
+        Event::User(u) => RowKey::User(u.id.clone()),
+        Event::Location(l) => RowKey::Location(l.id.clone()),
+        Event::Job(j) => RowKey::Job(j.id.clone()),
+        Event::Driver(d) => RowKey::Driver(d.id.clone()),
+        Event::Vehicle(v) => RowKey::Vehicle(v.id.clone()),
+        Event::Pairing(p) => RowKey::Pairings(p.driver.clone()),
+        Event::Delete(r) => match r {
+            EntityRef::User(id) => RowKey::User(id.clone()),
+            EntityRef::Location(id) => RowKey::Location(id.clone()),
+            EntityRef::Job(id) => RowKey::Job(id.clone()),
+            EntityRef::Driver(id) => RowKey::Driver(id.clone()),
+            EntityRef::Vehicle(id) => RowKey::Vehicle(id.clone()),
+            EntityRef::Pairing { driver, .. } => RowKey::Pairings(driver.clone()),
+            EntityRef::Appointment(_) => return,
+        },
+        Event::Appointment(_) | Event::Clock(_) | Event::Ping(_) | Event::Tick(_) => return,
+    };
+    st.dirty.rows.insert(key);
 }
 
 fn state_deleted(a: &crate::model::Appointment) -> crate::model::Appointment {

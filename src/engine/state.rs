@@ -60,7 +60,7 @@ pub struct Crossing {
 }
 
 /// A ping as kept for dwell and late-clock-event evaluation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub inside: bool,
     pub evidence: Evidence,
@@ -69,7 +69,7 @@ pub struct Sample {
 /// At most this many samples are kept per assignment (oldest dropped).
 pub const MAX_SAMPLES: usize = 256;
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub enum LinkState {
     #[default]
     NotAttempted,
@@ -82,7 +82,7 @@ pub enum LinkState {
 }
 
 /// One technician on one appointment.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub enroute: ClockLine,
     pub onsite: ClockLine,
@@ -170,6 +170,8 @@ pub struct VehicleWatches {
     pub cold: Vec<Watch>,
     /// The vehicle's latest ping by event time (for pass-through detection).
     pub last: Option<(Ts, crate::geo::LatLon)>,
+    /// `last` changed since the last [`super::persist`] drain.
+    pub last_dirty: bool,
 }
 
 impl VehicleWatches {
@@ -241,6 +243,8 @@ pub struct State {
     pub fences: BTreeMap<Id, FenceRecord>,
     pub assignments: Vec<Assignment>,
     pub slots: FxHashMap<(Id, Id), usize>,
+    /// appointment → its assignment slots, by technician, in creation order.
+    pub slots_of: FxHashMap<Id, SmallVec<[(Id, usize); 2]>>,
     pub watches: FxHashMap<Id, VehicleWatches>,
     /// appointment → (drop time, vehicles holding its watches)
     pub watched: FxHashMap<Id, (Ts, Vec<Id>)>,
@@ -250,6 +254,27 @@ pub struct State {
     pub watch_until: BTreeSet<(Ts, Id)>,
     /// Event-time progress from ticks.
     pub watermark: Option<Ts>,
+    /// What changed since the last drain, when tracking (see [`super::persist`]).
+    pub dirty: Dirty,
+}
+
+/// Rows of the state changed since the last drain. Off (and free) unless
+/// `tracking`: pure runs never pay for it.
+#[derive(Debug, Clone, Default)]
+pub struct Dirty {
+    pub tracking: bool,
+    pub rows: BTreeSet<super::persist::RowKey>,
+    /// Vehicles whose `last` changed (each once; see `VehicleWatches::last_dirty`).
+    pub vehicles: Vec<Id>,
+}
+
+impl Dirty {
+    #[inline]
+    pub fn mark(&mut self, key: impl FnOnce() -> super::persist::RowKey) {
+        if self.tracking {
+            self.rows.insert(key());
+        }
+    }
 }
 
 fn add<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, BTreeSet<Id>>, key: Option<K>, id: &Id) {
@@ -276,6 +301,7 @@ impl State {
         let slot = *self.slots.entry((appointment.clone(), user.clone())).or_insert(next);
         if slot == next {
             self.assignments.push(Assignment::default());
+            self.slots_of.entry(appointment.clone()).or_default().push((user.clone(), slot));
         }
         slot
     }

@@ -10,7 +10,7 @@ use crate::model::{ClockAction, Id, Pairing, Ts};
 /// The in/out events of one activity for one technician on one appointment,
 /// as a set: inserting an event twice changes nothing. At equal times `In`
 /// sorts before `Out`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClockLine {
     events: BTreeSet<(Ts, ClockAction)>,
 }
@@ -106,6 +106,11 @@ impl PairingBook {
             })
             .filter(|(_, (f, t))| f < t)
             .collect()
+    }
+
+    /// The driver's pairings as stored (sorted by start, then vehicle).
+    pub fn of_driver(&self, driver: &Id) -> &[Pairing] {
+        self.by_driver.get(driver).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The vehicle the driver drives at `t` (latest-starting pairing wins).

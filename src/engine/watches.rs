@@ -20,6 +20,9 @@ pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
             if let Some(list) = st.watches.get_mut(&v) {
                 list.remove_appointment(appt);
                 if list.is_empty() {
+                    if list.last.is_some() && st.dirty.tracking {
+                        st.dirty.vehicles.push(v.clone());
+                    }
                     st.watches.remove(&v);
                 }
             }
