@@ -9,6 +9,7 @@ pub mod engine;
 pub mod geo;
 pub mod kafka;
 pub mod model;
+pub mod processor;
 pub mod report;
 pub mod scenario;
 pub mod store;

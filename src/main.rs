@@ -5,8 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use geoclock::kafka::admin::ensure_topics;
+use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::Catalogue;
+use geoclock::processor::{Config, Processor, Tenants};
+use geoclock::scenario::kafka::ViaKafka;
 use geoclock::scenario::Scenario;
 
 #[derive(Parser)]
@@ -22,6 +28,33 @@ enum Top {
     Scenario {
         #[command(subcommand)]
         command: ScenarioCmd,
+    },
+    /// Run the stream processor: join the consumer group and process until SIGINT/SIGTERM.
+    Process {
+        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
+        prefix: String,
+        /// Partitions for topics it has to create.
+        #[arg(long, env = "GEOCLOCK_PARTITIONS", default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, env = "GEOCLOCK_GROUP", default_value = "geoclock-processor")]
+        group: String,
+        /// RocksDB directory (one per process).
+        #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "./geoclock-state")]
+        state_dir: PathBuf,
+        /// Tenants file (YAML): `default:` settings and `tenants: {name: settings}`.
+        #[arg(long, env = "GEOCLOCK_TENANTS")]
+        tenants: Option<PathBuf>,
+        /// Serve Prometheus metrics on this address (`127.0.0.1:9464`).
+        #[arg(long, env = "GEOCLOCK_METRICS")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Records per batch (commit at most this many at once).
+        #[arg(long, default_value_t = 20_000)]
+        batch: usize,
+        /// Commit at least this often while input keeps coming.
+        #[arg(long, default_value_t = 200)]
+        commit_ms: u64,
     },
     /// Kafka topics of the catalogue.
     Topics {
@@ -56,10 +89,29 @@ enum ScenarioCmd {
         /// One line of JSON instead of pretty-printed.
         #[arg(long)]
         compact: bool,
+        /// `engine` (in memory) or `kafka` (real topics and the real processor).
+        #[arg(long, value_enum, default_value_t = Via::Engine)]
+        via: Via,
+        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Partitions of the run's fresh topics (`--via kafka`).
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Seconds the whole `--via kafka` run may take.
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    Engine,
+    Kafka,
+}
+
 fn main() -> ExitCode {
+    let level = std::env::var("GEOCLOCK_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,13 +124,42 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Top::Scenario { command: ScenarioCmd::Run { file, compact } } => {
-            let output = Scenario::load(&file)?.run()?;
+        Top::Scenario { command: ScenarioCmd::Run { file, compact, via, brokers, partitions, timeout_s } } => {
+            let scenario = Scenario::load(&file)?;
+            let output = match via {
+                Via::Engine => scenario.run()?,
+                Via::Kafka => {
+                    let opts =
+                        ViaKafka { brokers, partitions, timeout: Duration::from_secs(timeout_s), state_dir: None };
+                    scenario.run_via_kafka(&opts)?
+                }
+            };
             if compact {
                 println!("{}", serde_json::to_string(&output)?);
             } else {
                 println!("{}", output.to_json());
             }
+            Ok(())
+        }
+        Top::Process { brokers, prefix, partitions, group, state_dir, tenants, metrics, batch, commit_ms } => {
+            let catalogue = Catalogue { prefix, partitions, replication: 1 };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(ensure_topics(&brokers, &catalogue, Duration::from_secs(30)))?;
+            let mut config = Config::new(&brokers, catalogue, state_dir, Arc::new(FileRegistry::in_memory()));
+            config.group_id = group;
+            config.metrics_addr = metrics;
+            config.limits.batch_records = batch;
+            config.limits.commit_interval = Duration::from_millis(commit_ms);
+            if let Some(path) = tenants {
+                config.tenants = Tenants::load(&path)?;
+            }
+            let processor = Processor::start(config, runtime.handle().clone())?;
+            if let Some(addr) = processor.metrics_addr {
+                tracing::info!(%addr, "metrics at /metrics");
+            }
+            runtime.block_on(shutdown_signal());
+            tracing::info!("stopping: committing every task");
+            processor.stop()?;
             Ok(())
         }
         Top::Topics { command: TopicsCmd::Create { brokers, prefix, partitions, replication, timeout_s } } => {
@@ -95,4 +176,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::topics::{Catalogue, Topic};
-use geoclock::store::changelog::{produce, records, restore, Restore};
+use geoclock::store::changelog::{begin_record, produce, records, restore, Restore};
 use geoclock::store::rocks::{RocksConfig, RocksStore};
 use geoclock::store::{Batch, StateStore};
 use rdkafka::config::ClientConfig;
@@ -118,4 +118,34 @@ fn changelog_survives_a_broker_restart() {
     restore(&opts(&broker, &changelog, 1, 1000), &b, |_, _| {}).expect("restore after restart");
     assert_eq!(all(&a), all(&b));
     assert_eq!(b.offset("geoclock.azuga.pings", 1).unwrap(), Some(500));
+}
+
+#[test]
+fn a_batch_cut_short_is_not_applied_and_its_plan_is_returned() {
+    let broker = Broker::start(Storage::Memory);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let catalogue = Catalogue { prefix: "st3".into(), partitions: 2, replication: 1 };
+    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
+    let changelog = catalogue.name(Topic::VehicleStateChangelog);
+    let a = RocksStore::open(&dir("e"), &[STORE], &RocksConfig::default()).unwrap();
+    let p = producer(&broker.bootstrap());
+    // Batch 0 complete; batch 1 begun, some writes, then the "crash".
+    rt.block_on(produce(&p, &changelog, 1, &[begin_record(b"plan 0".to_vec())], T)).unwrap();
+    apply(&rt, &p, &changelog, &a, &batch(0));
+    rt.block_on(produce(&p, &changelog, 1, &[begin_record(b"plan 1".to_vec())], T)).unwrap();
+    let cut: Vec<_> = records(STORE, &batch(1)).into_iter().take(5).collect();
+    rt.block_on(produce(&p, &changelog, 1, &cut, T)).unwrap();
+    let b = RocksStore::open(&dir("f"), &[STORE], &RocksConfig::default()).unwrap();
+    let stats = restore(&opts(&broker, &changelog, 1, 1000), &b, |_, _| {}).unwrap();
+    assert_eq!(all(&a), all(&b), "only the complete batch is applied");
+    assert_eq!(stats.incomplete.as_deref(), Some(&b"plan 1"[..]));
+    assert_eq!(b.offset("geoclock.azuga.pings", 1).unwrap(), Some(100));
+    // The cut batch re-done completely: the next restore applies it and
+    // reports nothing incomplete.
+    rt.block_on(produce(&p, &changelog, 1, &[begin_record(b"plan 1".to_vec())], T)).unwrap();
+    apply(&rt, &p, &changelog, &a, &batch(1));
+    let stats = restore(&opts(&broker, &changelog, 1, 1000), &b, |_, _| {}).unwrap();
+    assert_eq!(stats.incomplete, None);
+    assert_eq!(all(&a), all(&b));
+    assert_eq!(b.offset("geoclock.azuga.pings", 1).unwrap(), Some(200));
 }

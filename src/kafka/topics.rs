@@ -28,6 +28,7 @@ pub enum Topic {
     Pairings,
     ClockEvents,
     Pings,
+    Ticks,
     FenceRoutes,
     Commands,
     Results,
@@ -46,7 +47,7 @@ pub enum CoPartition {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 15] = [
+    pub const ALL: [Topic; 16] = [
         Topic::Users,
         Topic::Locations,
         Topic::Jobs,
@@ -56,6 +57,7 @@ impl Topic {
         Topic::Pairings,
         Topic::ClockEvents,
         Topic::Pings,
+        Topic::Ticks,
         Topic::FenceRoutes,
         Topic::Commands,
         Topic::Results,
@@ -76,6 +78,7 @@ impl Topic {
             Topic::Vehicles => "azuga.vehicles",
             Topic::Pairings => "azuga.pairings",
             Topic::Pings => "azuga.pings",
+            Topic::Ticks => "processor.ticks",
             Topic::FenceRoutes => "processor.fence-routes",
             Topic::Commands => "commands",
             Topic::Results => "results",

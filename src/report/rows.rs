@@ -56,6 +56,34 @@ pub struct ReportRow {
     pub failures: Vec<Reason>,
 }
 
+impl ReportRow {
+    /// How much the row learned from pings, for merging the rows of
+    /// processor tasks that each saw some vehicles' pings: a stronger fence
+    /// result first, then an earlier arrival, then more ping-derived facts.
+    pub fn ping_rank(&self) -> (u8, Option<std::cmp::Reverse<Ts>>, usize) {
+        let result = match self.fence_result {
+            FenceResult::Arrived => 3,
+            FenceResult::ArrivedOutsideWindow => 2,
+            FenceResult::NotArrived => 1,
+            FenceResult::NoFence => 0,
+        };
+        (result, self.arrival.as_ref().map(|e| std::cmp::Reverse(e.time)), self.evidence_count())
+    }
+
+    fn evidence_count(&self) -> usize {
+        [
+            self.arrival.is_some(),
+            self.passed_through.is_some(),
+            self.enroute_clock_out.is_some(),
+            self.onsite_clock_in.is_some(),
+            self.onsite_clock_out.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
+    }
+}
+
 pub fn rows(engine: &Engine) -> Vec<ReportRow> {
     let st = engine.state();
     let w = engine.settings().window_ms();

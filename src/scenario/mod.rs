@@ -7,6 +7,8 @@
 //! `events` in the order written. Unknown keys are errors, so a typo never
 //! silently changes a scenario.
 
+pub mod kafka;
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,8 @@ pub enum ScenarioError {
     Parse { path: String, error: serde_yaml::Error },
     #[error(transparent)]
     Engine(EngineError),
+    #[error("via kafka: {0}")]
+    Kafka(String),
     #[error("event #{index} ({kind}) rejected: {source}")]
     Event { index: usize, kind: &'static str, source: EngineError },
 }

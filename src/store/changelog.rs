@@ -1,7 +1,14 @@
 //! Changelog topics: the durable copy of each store.
 //!
 //! Record format, on a compacted topic, partition = the input partition
-//! the state belongs to (changelogs are co-partitioned with their input):
+//! the state belongs to (changelogs are co-partitioned with their input).
+//! One batch is: a begin marker (produced and acknowledged before anything
+//! else of the batch, commands included), its writes, then its offsets
+//! markers.
+//! - a begin marker: key = `0x00` + `begin`, value = the batch's replay plan
+//!   (opaque here: the processor records which input records the batch
+//!   holds, in order, so that a batch cut short by a crash is re-processed
+//!   in exactly the same order, giving the same commands and writes);
 //! - a state write: key = the store key (never starts with 0x00), value =
 //!   the stored bytes, or null for a delete (a tombstone);
 //! - an offsets marker, produced after a batch's writes: key = `0x00` +
@@ -10,9 +17,17 @@
 //!
 //! Restoring replays a changelog partition in order from the position
 //! stored locally (the changelog's own offset, kept beside the state) to the
-//! high watermark seen at the start, committing every `chunk` records as one
-//! [`Batch`] that also advances that position, so an interrupted restore
-//! resumes where it stopped and never applies a record twice.
+//! high watermark seen at the start. Writes are applied when an offsets
+//! marker follows them, about `chunk` records at a time, as one [`Batch`]
+//! that also advances the stored position to just after the last marker
+//! applied, so an interrupted restore resumes where it stopped and never
+//! applies a record twice. Writes after the last marker (a batch cut short)
+//! are not applied; the plan of that batch is returned
+//! ([`RestoreStats::incomplete`]) so that the processor re-processes it
+//! exactly. This stays right under compaction, which keeps the latest record
+//! per key (so the latest begin and offsets markers, and each row's latest
+//! value) and never reorders: writes of a batch cut short earlier in the log
+//! were re-produced, with the same values, by its exact re-processing.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +46,18 @@ pub fn marker_key(topic: &str, partition: i32) -> Vec<u8> {
     let mut k = vec![MARKER];
     k.extend_from_slice(format!("offset/{topic}/{partition}").as_bytes());
     k
+}
+
+/// The changelog key that starts a batch.
+pub fn begin_key() -> Vec<u8> {
+    let mut k = vec![MARKER];
+    k.extend_from_slice(b"begin");
+    k
+}
+
+/// The begin marker of a batch, carrying its replay plan.
+pub fn begin_record(plan: Vec<u8>) -> (Vec<u8>, Option<Vec<u8>>) {
+    (begin_key(), Some(plan))
 }
 
 fn parse_marker(key: &[u8], value: Option<&[u8]>) -> Result<(String, i32, i64), StoreError> {
@@ -89,6 +116,8 @@ pub struct RestoreStats {
     pub records: u64,
     pub from: i64,
     pub to: i64,
+    /// The plan of a batch begun but not finished at the end of the log.
+    pub incomplete: Option<Vec<u8>>,
 }
 
 /// Which changelog partition to restore into which store.
@@ -124,7 +153,7 @@ pub fn restore(
         .map_err(kafka)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
     let from = state.offset(topic, partition)?.unwrap_or(low).max(low);
-    let mut stats = RestoreStats { records: 0, from, to: from };
+    let mut stats = RestoreStats { records: 0, from, to: from, incomplete: None };
     if from >= high {
         return Ok(stats);
     }
@@ -132,8 +161,14 @@ pub fn restore(
     tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(kafka)?;
     consumer.assign(&tpl).map_err(kafka)?;
     let total = (high - from) as u64;
+    let begin = begin_key();
+    // `batch`: writes followed by a marker, not yet committed; `held`:
+    // writes not (yet) followed by one; `plan`: the latest begin marker's
+    // plan when no marker followed it.
     let mut batch = Batch::default();
+    let mut held: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut next = from;
+    let mut applied = from;
     let mut last_progress = Instant::now();
     while next < high {
         let Some(msg) = consumer.poll(timeout) else {
@@ -143,21 +178,25 @@ pub fn restore(
         };
         let msg = msg.map_err(kafka)?;
         let key = msg.key().unwrap_or_default();
-        if key.first() == Some(&MARKER) {
-            let (t, p, n) = parse_marker(key, msg.payload())?;
-            batch.offset(&t, p, n);
-        } else {
-            match msg.payload() {
-                Some(v) => batch.put(store, key.to_vec(), v.to_vec()),
-                None => batch.delete(store, key.to_vec()),
-            }
-        }
         next = msg.offset() + 1;
         stats.records += 1;
-        if batch.writes.len() + batch.offsets.len() >= chunk || next >= high {
-            batch.offset(topic, partition, next);
-            state.commit(&batch)?;
-            batch = Batch::default();
+        if key == begin.as_slice() {
+            stats.incomplete = Some(msg.payload().unwrap_or_default().to_vec());
+            continue;
+        }
+        if key.first() != Some(&MARKER) {
+            held.push((key.to_vec(), msg.payload().map(<[u8]>::to_vec)));
+            continue;
+        }
+        let (t, p, n) = parse_marker(key, msg.payload())?;
+        stats.incomplete = None;
+        for (k, v) in held.drain(..) {
+            batch.writes.push((store, k, v));
+        }
+        batch.offset(&t, p, n);
+        applied = next;
+        if batch.writes.len() + batch.offsets.len() >= chunk {
+            commit_restored(state, &mut batch, topic, partition, applied)?;
             progress((next - from) as u64, total);
             if last_progress.elapsed() > Duration::from_secs(5) {
                 tracing::info!(topic, partition, done = next - from, total, "restoring changelog");
@@ -165,9 +204,29 @@ pub fn restore(
             }
         }
     }
-    stats.to = next;
-    tracing::info!(topic, partition, records = stats.records, from, to = next, "changelog restored");
+    if !batch.is_empty() {
+        commit_restored(state, &mut batch, topic, partition, applied)?;
+    }
+    progress(total, total);
+    if !held.is_empty() {
+        tracing::warn!(topic, partition, writes = held.len(), "changelog ends inside a batch: not applied");
+    }
+    stats.to = applied;
+    tracing::info!(topic, partition, records = stats.records, from, to = applied, "changelog restored");
     Ok(stats)
+}
+
+fn commit_restored(
+    state: &dyn StateStore,
+    batch: &mut Batch,
+    topic: &str,
+    partition: i32,
+    applied: i64,
+) -> Result<(), StoreError> {
+    batch.offset(topic, partition, applied);
+    state.commit(batch)?;
+    *batch = Batch::default();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,5 +247,6 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].0, b"acme/1");
         assert_eq!(r[1].0[0], MARKER);
+        assert_eq!(begin_record(b"plan".to_vec()).0[0], MARKER);
     }
 }

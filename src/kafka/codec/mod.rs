@@ -132,10 +132,11 @@ pub enum RecordType {
     Ping,
     Command,
     DeadLetter,
+    Tick,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 11] = [
+    pub const ALL: [RecordType; 12] = [
         RecordType::User,
         RecordType::Location,
         RecordType::Job,
@@ -147,6 +148,7 @@ impl RecordType {
         RecordType::Ping,
         RecordType::Command,
         RecordType::DeadLetter,
+        RecordType::Tick,
     ];
 
     fn index(self) -> usize {
@@ -167,6 +169,7 @@ impl RecordType {
             RecordType::Ping => Topic::Pings,
             RecordType::Command => Topic::Commands,
             RecordType::DeadLetter => Topic::DeadLetters,
+            RecordType::Tick => Topic::Ticks,
         }
     }
 
@@ -189,6 +192,7 @@ impl RecordType {
             RecordType::Ping => include_str!("../../../schemas/ping.avsc"),
             RecordType::Command => include_str!("../../../schemas/command.avsc"),
             RecordType::DeadLetter => include_str!("../../../schemas/dead_letter.avsc"),
+            RecordType::Tick => include_str!("../../../schemas/tick.avsc"),
         }
     }
 
@@ -206,6 +210,7 @@ impl RecordType {
             RecordType::Ping => "io.geoclock.v1.Ping",
             RecordType::Command => "io.geoclock.v1.Command",
             RecordType::DeadLetter => "io.geoclock.v1.DeadLetter",
+            RecordType::Tick => "io.geoclock.v1.Tick",
         }
     }
 }
@@ -367,8 +372,8 @@ impl Codec {
 
     /// Encodes an engine event as the record for its topic: the key
     /// `tenant/{records::key_id}`, and the framed value, or `None` (a
-    /// tombstone) for [`Event::Delete`]. [`Event::Tick`] is not published:
-    /// [`CodecError::Encode`].
+    /// tombstone) for [`Event::Delete`]. A [`Event::Tick`] goes on the ticks
+    /// topic, keyed `tenant/tick`.
     pub fn encode_event(&self, tenant: &str, event: &Event) -> Result<EncodedRecord, CodecError> {
         let (Some(topic), Some(id)) = (records::topic_of(event), records::key_id(event)) else {
             return Err(CodecError::Encode(format!("{} events are not published", event.kind())));
@@ -385,7 +390,7 @@ impl Codec {
             Event::Clock(v) => Some(self.encode(tenant, v)?),
             Event::Ping(v) => Some(self.encode(tenant, v)?),
             Event::Delete(_) => None,
-            Event::Tick(_) => None,
+            Event::Tick(t) => Some(self.encode(tenant, &records::Tick(*t))?),
         };
         Ok(EncodedRecord { topic, key, value })
     }
@@ -413,6 +418,7 @@ impl Codec {
             Some(RecordType::Vehicle) => self.decode::<Vehicle>(value).map(|(t, v)| (t, Event::Vehicle(v)))?,
             Some(RecordType::Pairing) => self.decode::<Pairing>(value).map(|(t, v)| (t, Event::Pairing(v)))?,
             Some(RecordType::Ping) => self.decode::<Ping>(value).map(|(t, v)| (t, Event::Ping(v)))?,
+            Some(RecordType::Tick) => self.decode::<records::Tick>(value).map(|(t, v)| (t, Event::Tick(v.0)))?,
             _ => return Err(CodecError::InvalidValue(format!("topic {topic:?} does not carry engine events"))),
         };
         if tenant != key_tenant {

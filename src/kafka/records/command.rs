@@ -82,8 +82,8 @@ fn fence_from(mut r: Rec) -> Result<FenceChange, CodecError> {
         window_end: r.ts("window_end")?,
         active_from: r.ts("active_from")?,
         active_to: r.ts("active_to")?,
-        job: r.id("job")?,
-        location: r.id("location")?,
+        job: r.st_id("job")?,
+        location: r.st_id("location")?,
     })
 }
 
@@ -119,13 +119,13 @@ fn link_value(l: &ServiceLink) -> Result<Value, CodecError> {
 
 fn link_from(mut r: Rec) -> Result<ServiceLink, CodecError> {
     Ok(ServiceLink {
-        user: r.id("user")?,
+        user: r.st_id("user")?,
         tech_name: r.string("tech_name")?,
         vehicle: r.id("vehicle")?,
         vehicle_name: r.string("vehicle_name")?,
         to: r.string("to")?,
         location_name: r.string("location_name")?,
-        job_number: r.opt_id("job_number")?,
+        job_number: r.opt_st_id("job_number")?,
         window_start: r.opt_ts("window_start")?,
         window_end: r.opt_ts("window_end")?,
         destination: r.latlon("destination")?,
@@ -159,7 +159,7 @@ fn clock_value(c: &ClockChange) -> Result<Value, CodecError> {
 
 fn clock_from(mut r: Rec) -> Result<ClockChange, CodecError> {
     const R: &str = "ClockChange";
-    let user = r.id("user")?;
+    let user = r.st_id("user")?;
     let activity = r.activity("activity")?;
     let action = r.action("action")?;
     let time = r.ts("time")?;
@@ -207,7 +207,7 @@ impl AvroRecord for Command {
         let tenant = r.tenant()?;
         let id = r.string("id")?;
         check_id_str(R, "id", &id)?;
-        let appointment = r.id("appointment")?;
+        let appointment = r.st_id("appointment")?;
         let kind = r.symbol("kind")?;
         let branch = match r.fields.iter().find(|(n, _)| n == "payload").map(|(_, v)| v) {
             Some(Value::Union(i, _)) => *i,

@@ -8,7 +8,7 @@ use super::value::{action_str, activity_str, latlon, opt, record, s, symbol, ts,
 use super::AvroRecord;
 use crate::geo::LatLon;
 use crate::kafka::codec::{CodecError, RecordType};
-use crate::model::{Appointment, AppointmentStatus, ClockEvent, Driver, Id, Job, Location, Pairing, User, Vehicle};
+use crate::model::{Appointment, AppointmentStatus, ClockEvent, Driver, Job, Location, Pairing, User, Vehicle};
 
 impl AvroRecord for User {
     const TYPE: RecordType = RecordType::User;
@@ -28,8 +28,12 @@ impl AvroRecord for User {
     fn from_value(value: Value) -> Result<(String, Self), CodecError> {
         let mut r = Rec::new("User", value)?;
         let tenant = r.tenant()?;
-        let user =
-            User { id: r.id("id")?, name: r.string("name")?, email: r.opt_string("email")?, tech: r.boolean("tech")? };
+        let user = User {
+            id: r.st_id("id")?,
+            name: r.string("name")?,
+            email: r.opt_string("email")?,
+            tech: r.boolean("tech")?,
+        };
         Ok((tenant, user))
     }
 }
@@ -73,7 +77,7 @@ impl AvroRecord for Location {
         const R: &str = "Location";
         let mut r = Rec::new(R, value)?;
         let tenant = r.tenant()?;
-        let id = r.id("id")?;
+        let id = r.st_id("id")?;
         let name = r.string("name")?;
         let lat = r.opt_double("lat")?.map(|v| check_lat(R, "lat", v)).transpose()?;
         let lon = r.opt_double("lon")?.map(|v| check_lon(R, "lon", v)).transpose()?;
@@ -119,7 +123,7 @@ impl AvroRecord for Job {
     fn from_value(value: Value) -> Result<(String, Self), CodecError> {
         let mut r = Rec::new("Job", value)?;
         let tenant = r.tenant()?;
-        Ok((tenant, Job { id: r.id("id")?, number: r.opt_id("number")?, location: r.opt_id("location")? }))
+        Ok((tenant, Job { id: r.st_id("id")?, number: r.opt_st_id("number")?, location: r.opt_st_id("location")? }))
     }
 }
 
@@ -158,8 +162,8 @@ impl AvroRecord for Appointment {
         const R: &str = "Appointment";
         let mut r = Rec::new(R, value)?;
         let tenant = r.tenant()?;
-        let id = r.id("id")?;
-        let job = r.opt_id("job")?;
+        let id = r.st_id("id")?;
+        let job = r.opt_st_id("job")?;
         let sym = r.symbol("status")?;
         let status = match sym.as_str() {
             "unscheduled" => AppointmentStatus::Unscheduled,
@@ -178,7 +182,7 @@ impl AvroRecord for Appointment {
             match t {
                 Value::String(t) => {
                     check_id_str(R, "techs", &t)?;
-                    techs.push(Id::text(t));
+                    techs.push(super::validate::servicetrade_id(t));
                 }
                 other => return Err(r.shape("techs", "string items", &other)),
             }
@@ -210,8 +214,8 @@ impl AvroRecord for ClockEvent {
         let mut r = Rec::new("ClockEvent", value)?;
         let tenant = r.tenant()?;
         let ev = ClockEvent {
-            user: r.id("user")?,
-            appointment: r.id("appointment")?,
+            user: r.st_id("user")?,
+            appointment: r.st_id("appointment")?,
             activity: r.activity("activity")?,
             action: r.action("action")?,
             time: r.ts("time")?,
@@ -284,5 +288,25 @@ impl AvroRecord for Pairing {
         let p =
             Pairing { driver: r.id("driver")?, vehicle: r.id("vehicle")?, from: r.ts("from")?, to: r.opt_ts("to")? };
         Ok((tenant, p))
+    }
+}
+
+/// The tick record: event-time progress for a tenant ([`crate::engine::Event::Tick`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick(pub crate::model::Ts);
+
+impl AvroRecord for Tick {
+    const TYPE: RecordType = RecordType::Tick;
+
+    fn to_value(&self, tenant: &str) -> Result<Value, CodecError> {
+        check_tenant("Tick", tenant)?;
+        check_ts("Tick", "time", self.0 .0)?;
+        Ok(record(vec![("tenant", s(tenant)), ("time", ts(self.0))]))
+    }
+
+    fn from_value(value: Value) -> Result<(String, Self), CodecError> {
+        let mut r = Rec::new("Tick", value)?;
+        let tenant = r.tenant()?;
+        Ok((tenant, Tick(r.ts("time")?)))
     }
 }

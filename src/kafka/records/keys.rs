@@ -14,8 +14,7 @@ use crate::kafka::codec::CodecError;
 use crate::kafka::topics::Topic;
 use crate::model::{Id, Ts};
 
-/// The topic an event is published on (`None` for [`Event::Tick`], which
-/// is not published).
+/// The topic an event is published on (always `Some`).
 pub fn topic_of(event: &Event) -> Option<Topic> {
     Some(match event {
         Event::User(_) => Topic::Users,
@@ -36,13 +35,13 @@ pub fn topic_of(event: &Event) -> Option<Topic> {
             EntityRef::Vehicle(_) => Topic::Vehicles,
             EntityRef::Pairing { .. } => Topic::Pairings,
         },
-        Event::Tick(_) => return None,
+        Event::Tick(_) => Topic::Ticks,
     })
 }
 
 /// The id part of an event's record key (`tenant/{id}`): the entity's id,
 /// the vehicle for a ping, the appointment for a clock event, the
-/// [`pairing_key_id`] for a pairing. `None` for [`Event::Tick`].
+/// [`pairing_key_id`] for a pairing, `tick` for a tick.
 pub fn key_id(event: &Event) -> Option<String> {
     Some(match event {
         Event::User(u) => u.id.to_string(),
@@ -63,7 +62,7 @@ pub fn key_id(event: &Event) -> Option<String> {
             | EntityRef::Vehicle(id) => id.to_string(),
             EntityRef::Pairing { driver, vehicle, from } => pairing_key_id(driver, vehicle, *from),
         },
-        Event::Tick(_) => return None,
+        Event::Tick(_) => "tick".to_string(),
     })
 }
 
@@ -171,6 +170,6 @@ mod tests {
         assert_eq!(topic_of(&del), Some(Topic::Pairings));
         assert_eq!(delete_event(Topic::Pings, "v1").unwrap_err().kind(), "invalid_value");
         assert_eq!(delete_event(Topic::Users, " ").unwrap_err().kind(), "invalid_value");
-        assert_eq!(key_id(&Event::Tick(Ts(0))), None);
+        assert_eq!(key_id(&Event::Tick(Ts(0))).as_deref(), Some("tick"));
     }
 }

@@ -30,6 +30,7 @@ use super::codec::{CodecError, RecordType};
 use crate::engine::{Command, Event};
 use value::{opt, record, s, Rec};
 
+pub use entities::Tick;
 pub use keys::{command_key_id, delete_event, key_id, pairing_key_id, parse_pairing_key_id, topic_of};
 pub use ping::{read_ping_datum, write_ping_datum};
 pub use validate::MAX_TIME_MS;

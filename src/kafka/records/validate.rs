@@ -1,10 +1,12 @@
 //! Validation: the range checks every record passes on the way in and out.
 //!
 //! Invariants:
-//! - Ids travel as strings. Decoded ids are text ids ([`Id::text`]); the
-//!   "arrived as a number" flag of [`Id`] is not carried, which changes
-//!   nothing the engine sees: [`Id`] equality, hashing and lookups are by
-//!   text. Ids and the tenant must not be blank; the tenant must be a valid
+//! - Ids travel as strings. ServiceTrade's ids are integers in its API, so a
+//!   ServiceTrade id (users, locations, jobs, appointments, and the fields
+//!   naming them) that is a canonical integer decodes as a number
+//!   ([`servicetrade_id`]), keeping the vendor's form in output; every other
+//!   id decodes as text. [`Id`] equality, hashing and lookups are by text
+//!   either way, so the engine sees no difference. Ids and the tenant must not be blank; the tenant must be a valid
 //!   tenant name ([`topics::valid_tenant`]).
 //! - Times are `timestamp-millis` and must lie in `[0, MAX_TIME_MS]`
 //!   (1970 to the end of year 9999); coordinates must be finite with
@@ -95,6 +97,29 @@ mod tests {
             assert_eq!(check_tenant("R", &t).is_ok(), topics::valid_tenant(&t), "byte {b}");
             let t = format!("acme{t}x");
             assert_eq!(check_tenant("R", &t).is_ok(), topics::valid_tenant(&t), "byte {b}");
+        }
+    }
+}
+
+/// A ServiceTrade id as decoded: a number when the text is a canonical
+/// integer (`"42"`, `"-7"`; not `"042"` or `"+4"`), else text.
+pub fn servicetrade_id(s: String) -> Id {
+    match s.parse::<i64>() {
+        Ok(n) if n.to_string() == s => Id::number(n),
+        _ => Id::text(s),
+    }
+}
+
+#[cfg(test)]
+mod servicetrade_id_tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_integers_are_numbers() {
+        assert!(servicetrade_id("42".into()).is_numeric());
+        assert!(servicetrade_id("-7".into()).is_numeric());
+        for s in ["042", "+4", "4.0", "a1", "99999999999999999999", ""] {
+            assert!(!servicetrade_id(s.into()).is_numeric(), "{s}");
         }
     }
 }

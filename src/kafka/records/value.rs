@@ -141,6 +141,15 @@ impl Rec {
         Ok(Id::text(s))
     }
 
+    /// A ServiceTrade id field ([`super::validate::servicetrade_id`]).
+    pub(super) fn st_id(&mut self, field: &str) -> Result<Id, CodecError> {
+        Ok(super::validate::servicetrade_id(self.id(field)?.as_str().to_string()))
+    }
+
+    pub(super) fn opt_st_id(&mut self, field: &str) -> Result<Option<Id>, CodecError> {
+        Ok(self.opt_id(field)?.map(|i| super::validate::servicetrade_id(i.as_str().to_string())))
+    }
+
     pub(super) fn opt_id(&mut self, field: &str) -> Result<Option<Id>, CodecError> {
         match self.opt_string(field)? {
             None => Ok(None),

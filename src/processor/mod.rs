@@ -1,0 +1,352 @@
+//! `geoclock process`: the engine as a scalable, restartable Kafka
+//! application.
+//!
+//! Shape: one consumer group. Its members are assigned partitions of the
+//! pings topic (cooperative-sticky); each assigned partition `p` becomes a
+//! task ([`task`]) on its own OS thread that reads `pings[p]` and the global
+//! entity and clock-event topics through its own consumer, at the offsets
+//! stored with its state, merged by record time ([`merge`]). The group
+//! consumer itself reads nothing (its partitions are paused): membership only
+//! decides which tasks run here.
+//!
+//! Invariants:
+//! - Exactly-once effect without Kafka transactions: the commit protocol of
+//!   [`task`] and [`crate::store`]; commands carry deterministic ids, so a
+//!   batch re-processed after a crash re-produces the same records, which
+//!   sinks drop by id.
+//! - Rebalances: a revoked partition's task finishes and commits its batch
+//!   before the revocation returns; a lost partition's task writes nothing
+//!   more. Callbacks only signal tasks and wait for them; librdkafka's
+//!   blocking calls run on task threads and the group thread, never on an
+//!   async worker.
+//! - Malformed input goes to the dead-letter topic with the reason, topic,
+//!   partition and offset; the task goes on.
+
+pub mod merge;
+pub mod metrics;
+pub mod task;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::producer::FutureProducer;
+use rdkafka::TopicPartitionList;
+use serde::Deserialize;
+
+use crate::kafka::codec::Codec;
+use crate::kafka::registry::SchemaRegistry;
+use crate::kafka::topics::{Catalogue, Topic};
+use crate::model::{Settings, SettingsError};
+use crate::store::rocks::{RocksConfig, RocksStore};
+use crate::store::{StoreError, StoreName};
+use task::TaskEnv;
+pub use task::{Limits, TaskControl, TaskError};
+
+/// The RocksDB column family (and changelog) of task state.
+pub const STATE_STORE: StoreName = "vehicle_state";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("codec: {0}")]
+    Codec(String),
+    #[error("tenants file {path}: {error}")]
+    Tenants { path: String, error: String },
+    #[error("settings of tenant {tenant}: {error}")]
+    Settings { tenant: String, error: SettingsError },
+    #[error("metrics endpoint: {0}")]
+    Metrics(std::io::Error),
+}
+
+/// Each tenant's engine settings (`default` for tenants not listed).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenants {
+    #[serde(default)]
+    pub default: Settings,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, Settings>,
+}
+
+impl Tenants {
+    /// Reads a YAML (or JSON) tenants file and validates every tenant's settings.
+    pub fn load(path: &Path) -> Result<Tenants, ProcessorError> {
+        let bad = |error: String| ProcessorError::Tenants { path: path.display().to_string(), error };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let t: Tenants = serde_yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        let default = std::iter::once(("(default)", &self.default));
+        for (tenant, s) in default.chain(self.tenants.iter().map(|(t, s)| (t.as_str(), s))) {
+            s.validate().map_err(|error| ProcessorError::Settings { tenant: tenant.to_string(), error })?;
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self, tenant: &str) -> Settings {
+        self.tenants.get(tenant).unwrap_or(&self.default).clone()
+    }
+}
+
+/// How to run.
+#[derive(Clone)]
+pub struct Config {
+    pub brokers: String,
+    pub catalogue: Catalogue,
+    pub group_id: String,
+    pub state_dir: PathBuf,
+    pub tenants: Tenants,
+    pub limits: Limits,
+    pub rocks: RocksConfig,
+    pub registry: Arc<dyn SchemaRegistry>,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn new(brokers: &str, catalogue: Catalogue, state_dir: PathBuf, registry: Arc<dyn SchemaRegistry>) -> Config {
+        Config {
+            brokers: brokers.to_string(),
+            catalogue,
+            group_id: "geoclock-processor".into(),
+            state_dir,
+            tenants: Tenants::default(),
+            limits: Limits {
+                batch_records: 20_000,
+                commit_interval: Duration::from_millis(200),
+                timeout: Duration::from_secs(30),
+            },
+            rocks: RocksConfig::default(),
+            registry,
+            metrics_addr: None,
+        }
+    }
+}
+
+struct Running {
+    control: Arc<TaskControl>,
+    thread: JoinHandle<Result<(), TaskError>>,
+}
+
+/// The group member's view: which tasks run here.
+struct Group {
+    env: TaskEnv,
+    pings: String,
+    tasks: Mutex<BTreeMap<i32, Running>>,
+}
+
+impl Group {
+    fn start(&self, p: i32) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.contains_key(&p) {
+            return;
+        }
+        let control = Arc::new(TaskControl::default());
+        let (env, c) = (self.env.clone(), control.clone());
+        let spawned = std::thread::Builder::new().name(format!("task-{p}")).spawn(move || {
+            let r = task::run(p, env, c);
+            if let Err(e) = &r {
+                tracing::error!(partition = p, error = %e, "task failed");
+            }
+            r
+        });
+        match spawned {
+            Ok(thread) => {
+                tasks.insert(p, Running { control, thread });
+            }
+            Err(e) => tracing::error!(partition = p, error = %e, "cannot start task thread"),
+        }
+    }
+
+    /// Stops a task and waits for it: after a commit when `lost` is false,
+    /// without writing anything when it is true.
+    fn stop(&self, p: i32, lost: bool) {
+        let running = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+        if let Some(r) = running {
+            if lost {
+                r.control.lost.store(true, Ordering::SeqCst);
+            }
+            r.control.stop.store(true, Ordering::SeqCst);
+            let _ = r.thread.join();
+        }
+    }
+
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements().iter().filter(|e| e.topic() == self.pings).map(|e| e.partition()).collect()
+    }
+
+    /// Restarts tasks whose thread ended on an error (they resume from
+    /// their stored state).
+    fn restart_failed(&self) {
+        let failed: Vec<i32> = {
+            let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.iter().filter(|(_, r)| r.thread.is_finished()).map(|(p, _)| *p).collect()
+        };
+        for p in failed {
+            self.stop(p, false);
+            std::thread::sleep(Duration::from_millis(500));
+            self.start(p);
+        }
+    }
+}
+
+struct GroupContext(Arc<Group>);
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let lost = consumer.assignment_lost();
+            let event = if lost { "lost" } else { "revoked" };
+            for p in self.0.partitions(tpl) {
+                tracing::info!(partition = p, event, "partition leaving");
+                self.0.env.metrics.rebalances.add(event, 1);
+                self.0.stop(p, lost);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if let Err(e) = consumer.pause(tpl) {
+                tracing::warn!(error = %e, "cannot pause the group consumer's partitions");
+            }
+            for p in self.0.partitions(tpl) {
+                tracing::info!(partition = p, "partition assigned");
+                self.0.env.metrics.rebalances.add("assigned", 1);
+                self.0.start(p);
+            }
+        }
+    }
+}
+
+/// A running processor.
+pub struct Processor {
+    group: Arc<Group>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<Result<(), ProcessorError>>>,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// One task's progress, for tests and the scenario runner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskStatus {
+    pub partition: i32,
+    pub idle: bool,
+    pub processed: u64,
+    pub lag: i64,
+}
+
+impl Processor {
+    /// Joins the group and runs until [`Processor::stop`]. `runtime` is used
+    /// from task threads to await produce acknowledgements.
+    pub fn start(config: Config, runtime: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
+        config.tenants.validate()?;
+        let codec =
+            Codec::new(config.registry.clone(), &config.catalogue).map_err(|e| ProcessorError::Codec(e.to_string()))?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Changelog(e.to_string()))?;
+        let store = RocksStore::open(&config.state_dir, &[STATE_STORE], &config.rocks)?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", (config.limits.timeout.as_millis() as u64).to_string())
+            .create()?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let metrics_addr = match config.metrics_addr {
+            Some(a) => Some(metrics::serve(a, metrics.clone()).map_err(ProcessorError::Metrics)?),
+            None => None,
+        };
+        let env = TaskEnv {
+            brokers: config.brokers.clone(),
+            catalogue: config.catalogue.clone(),
+            codec: Arc::new(codec),
+            store: Arc::new(store),
+            producer,
+            runtime,
+            tenants: Arc::new(config.tenants.clone()),
+            limits: config.limits.clone(),
+            metrics,
+        };
+        let pings = config.catalogue.name(Topic::Pings);
+        let group = Arc::new(Group { env, pings: pings.clone(), tasks: Mutex::new(BTreeMap::new()) });
+        let consumer: BaseConsumer<GroupContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(GroupContext(group.clone()))?;
+        consumer.subscribe(&[&pings])?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, s) = (group.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("group".into())
+            .spawn(move || {
+                let mut last_check = Instant::now();
+                while !s.load(Ordering::SeqCst) {
+                    // Partitions are paused: poll serves callbacks and heartbeats only.
+                    let _ = consumer.poll(Duration::from_millis(100));
+                    if last_check.elapsed() > Duration::from_secs(1) {
+                        g.restart_failed();
+                        last_check = Instant::now();
+                    }
+                }
+                let running: Vec<i32> = g.tasks.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+                for p in running {
+                    g.stop(p, false);
+                }
+                consumer.unsubscribe();
+                Ok(())
+            })
+            .map_err(ProcessorError::Metrics)?;
+        Ok(Processor { group, stop, thread: Some(thread), metrics_addr })
+    }
+
+    pub fn status(&self) -> Vec<TaskStatus> {
+        let tasks = self.group.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks
+            .iter()
+            .map(|(p, r)| TaskStatus {
+                partition: *p,
+                idle: r.control.idle.load(Ordering::SeqCst),
+                processed: r.control.processed.load(Ordering::SeqCst),
+                lag: r.control.lag.load(Ordering::SeqCst),
+            })
+            .collect()
+    }
+
+    /// Stops every task (each commits its batch) and leaves the group.
+    pub fn stop(mut self) -> Result<(), ProcessorError> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! One task: partition `p` of the vehicle group, run on its own OS thread.
+//!
+//! Inputs: `pings[p]`, plus every partition of the entity and clock-event
+//! topics (global tables, read by every task, as Kafka Streams does with a
+//! GlobalKTable), merged by record time ([`super::merge`]). Each tenant's
+//! [`Engine`] holds the whole tenant's entities and this partition's
+//! vehicles' ping state.
+//!
+//! Output rule: every task decides fences and Service Links identically
+//! (same global input, same order, deterministic engine), so only task 0
+//! emits them; clock changes come from pings, so each task emits its own.
+//! Malformed entity records are dead-lettered by task 0, malformed pings by
+//! their own task.
+//!
+//! Commit protocol per batch (the argument is in [`crate::store`]):
+//! 1. produce the batch's begin marker to the changelog, carrying its
+//!    [`Plan`] (every input's end position and the order its records were
+//!    processed in), and wait for the ack;
+//! 2. produce its commands and dead letters, and wait for the acks;
+//! 3. produce its state rows and input offsets markers to the changelog,
+//!    and wait for the acks;
+//! 4. commit the same rows, the input offsets and the changelog position to
+//!    RocksDB in one write batch.
+//!
+//! A crash after 1 leaves a begin marker with no offsets marker after it at
+//! the end of the changelog; the restarted task restores up to the last
+//! complete batch and re-processes the cut batch in its recorded order
+//! (not the merge's, which could differ for input that arrived since), so
+//! its commands and rows are re-produced with the same ids and contents. A
+//! crash before 1 was acknowledged produced nothing of the batch. A crash
+//! after 3 is restored from the changelog. Local RocksDB may lag the
+//! changelog (its WAL is off) but never leads it.
+//!
+//! On start the task restores whole batches from its changelog partition
+//! into RocksDB, rebuilds the engines from the rows, and resumes every input
+//! from the offsets stored with them. A task told it lost its partition
+//! writes nothing more; one whose partition is revoked finishes and commits
+//! its batch first.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders, Timestamp};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::merge::{Merger, Record};
+use super::metrics::Metrics;
+use super::{Tenants, STATE_STORE};
+use crate::engine::{Action, Command, Engine};
+use crate::kafka::codec::Codec;
+use crate::kafka::records::{command_key_id, DeadLetter};
+use crate::kafka::topics::{self, Catalogue, Topic};
+use crate::store::changelog::{self, Restore};
+use crate::store::rocks::RocksStore;
+use crate::store::{Batch, StateStore, StoreError};
+
+/// Command record header: the task's emission sequence (8 bytes, big-endian).
+pub const SEQ_HEADER: &str = "geoclock-seq";
+
+/// The topics every task reads in full.
+pub const GLOBAL_INPUTS: [Topic; 9] = [
+    Topic::Users,
+    Topic::Locations,
+    Topic::Jobs,
+    Topic::Drivers,
+    Topic::Vehicles,
+    Topic::Pairings,
+    Topic::Appointments,
+    Topic::ClockEvents,
+    Topic::Ticks,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("produce to {topic}: {error}")]
+    Produce { topic: String, error: String },
+    #[error("encode: {0}")]
+    Encode(String),
+    #[error("state of partition {partition}: {error}")]
+    State { partition: i32, error: String },
+}
+
+/// Shared between a task's thread and whoever runs it.
+#[derive(Debug, Default)]
+pub struct TaskControl {
+    /// Finish the current batch, commit it and return.
+    pub stop: AtomicBool,
+    /// The partition is gone: return without writing anything more.
+    pub lost: AtomicBool,
+    /// Restored, nothing buffered, every input caught up, nothing uncommitted.
+    pub idle: AtomicBool,
+    pub processed: AtomicU64,
+    pub lag: AtomicI64,
+}
+
+/// How big a batch gets before it is committed.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub batch_records: usize,
+    pub commit_interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Everything a task needs.
+#[derive(Clone)]
+pub struct TaskEnv {
+    pub brokers: String,
+    pub catalogue: Catalogue,
+    pub codec: Arc<Codec>,
+    pub store: Arc<RocksStore>,
+    pub producer: FutureProducer,
+    pub runtime: tokio::runtime::Handle,
+    pub tenants: Arc<Tenants>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+}
+
+struct Input {
+    topic: Topic,
+    name: String,
+    partition: i32,
+    /// This task dead-letters the input's malformed records.
+    owned: bool,
+}
+
+struct Task {
+    p: i32,
+    env: TaskEnv,
+    control: Arc<TaskControl>,
+    inputs: Vec<Input>,
+    engines: BTreeMap<String, Engine>,
+    merger: Merger,
+    /// `(tenant, command, input record time, emission sequence)`.
+    commands: Vec<(String, Command, i64, u64)>,
+    seq: u64,
+    dead: Vec<DeadLetter>,
+    pending: usize,
+    changelog: String,
+    last_highs: Instant,
+    /// The order of this batch's records: `(input, run length)`.
+    order: Vec<(u32, u32)>,
+    /// A batch cut short by a crash, being re-processed in its recorded order.
+    replay: Option<Plan>,
+}
+
+/// A batch's replay plan, carried by its changelog begin marker: every
+/// input's position after the batch, and the input of each record in order
+/// (run-length encoded).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    pub ends: Vec<i64>,
+    pub order: Vec<(u32, u32)>,
+}
+
+impl Plan {
+    /// The input of the next record to replay, consuming it.
+    fn next_input(&mut self) -> Option<usize> {
+        let first = self.order.first_mut()?;
+        let input = first.0 as usize;
+        first.1 -= 1;
+        if first.1 == 0 {
+            self.order.remove(0);
+        }
+        Some(input)
+    }
+
+    fn unnext(&mut self, input: usize) {
+        match self.order.first_mut() {
+            Some(first) if first.0 as usize == input => first.1 += 1,
+            _ => self.order.insert(0, (input as u32, 1)),
+        }
+    }
+}
+
+/// How often caught-up inputs' high watermarks are refreshed.
+const HIGHS_EVERY: Duration = Duration::from_millis(200);
+
+/// The store key prefix of partition `p`'s rows.
+pub fn row_prefix(p: i32) -> String {
+    format!("{p:05}/")
+}
+
+/// Offsets of global inputs are per task: the name they are stored under.
+fn offset_name(p: i32, topic: &str) -> String {
+    format!("{p:05}/{topic}")
+}
+
+/// Runs partition `p` until stopped. Blocking.
+pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskError> {
+    let started = Instant::now();
+    let changelog = env.catalogue.name(Topic::VehicleStateChangelog);
+    let restore = Restore {
+        brokers: &env.brokers,
+        topic: &changelog,
+        partition: p,
+        store: STATE_STORE,
+        chunk: 5_000,
+        timeout: env.limits.timeout,
+    };
+    let metrics = env.metrics.clone();
+    let stats = changelog::restore(&restore, env.store.as_ref(), |done, total| {
+        metrics.restore_remaining.set(&p.to_string(), (total - done) as i64);
+    })?;
+    let engines = load_engines(p, &env)?;
+    tracing::info!(
+        partition = p,
+        restored_records = stats.records,
+        tenants = engines.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "task ready"
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("group.id", "geoclock-task")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .create()?;
+    let inputs = inputs(p, &env, &consumer)?;
+    let mut starts = Vec::with_capacity(inputs.len());
+    let mut tpl = TopicPartitionList::new();
+    for i in &inputs {
+        let stored = env.store.offset(&offset_name(p, &i.name), i.partition)?;
+        let start = stored.unwrap_or(0);
+        starts.push(start);
+        tpl.add_partition_offset(&i.name, i.partition, Offset::Offset(start))?;
+    }
+    consumer.assign(&tpl)?;
+    let mut task = Task {
+        p,
+        env,
+        control,
+        inputs,
+        engines,
+        merger: Merger::new(&starts),
+        commands: Vec::new(),
+        seq: 0,
+        dead: Vec::new(),
+        pending: 0,
+        changelog,
+        last_highs: Instant::now(),
+        order: Vec::new(),
+        replay: None,
+    };
+    if let Some(bytes) = stats.incomplete {
+        match serde_json::from_slice::<Plan>(&bytes) {
+            Ok(plan) if plan.ends.len() == task.inputs.len() => {
+                tracing::warn!(
+                    partition = p,
+                    records = plan.order.iter().map(|o| o.1 as u64).sum::<u64>(),
+                    "re-processing a batch cut short, in its recorded order"
+                );
+                task.replay = Some(plan);
+            }
+            Ok(_) => tracing::error!(
+                partition = p,
+                "batch plan does not match the inputs (topics repartitioned?): processing afresh"
+            ),
+            Err(e) => tracing::error!(partition = p, error = %e, "unreadable batch plan: processing afresh"),
+        }
+    }
+    task.run(&consumer)
+}
+
+fn inputs(p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, TaskError> {
+    let name = |t: Topic| env.catalogue.name(t);
+    let mut out = vec![Input { topic: Topic::Pings, name: name(Topic::Pings), partition: p, owned: true }];
+    for t in GLOBAL_INPUTS {
+        let n = name(t);
+        let md = consumer.fetch_metadata(Some(&n), env.limits.timeout)?;
+        let count = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+        if count == 0 {
+            return Err(TaskError::State {
+                partition: p,
+                error: format!("topic {n} missing: run `geoclock topics create`"),
+            });
+        }
+        for q in 0..count {
+            out.push(Input { topic: t, name: n.clone(), partition: q, owned: p == 0 });
+        }
+    }
+    Ok(out)
+}
+
+fn load_engines(p: i32, env: &TaskEnv) -> Result<BTreeMap<String, Engine>, TaskError> {
+    let prefix = row_prefix(p);
+    let rows = env.store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
+    let mut by_tenant: BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+    for (k, v) in rows {
+        let rest = &k[prefix.len()..];
+        let Some(slash) = rest.iter().position(|b| *b == b'/') else {
+            return Err(TaskError::State {
+                partition: p,
+                error: format!("row key {:?} has no tenant", String::from_utf8_lossy(&k)),
+            });
+        };
+        let tenant = String::from_utf8_lossy(&rest[..slash]).into_owned();
+        by_tenant.entry(tenant).or_default().push((rest[slash + 1..].to_vec(), v));
+    }
+    let mut engines = BTreeMap::new();
+    for (tenant, rows) in by_tenant {
+        let settings = env.tenants.settings(&tenant);
+        let mut engine =
+            Engine::from_rows(tenant.clone(), settings, rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+                .map_err(|e| TaskError::State { partition: p, error: e.to_string() })?;
+        engine.track_changes();
+        engines.insert(tenant, engine);
+    }
+    Ok(engines)
+}
+
+impl Task {
+    fn run(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
+        let mut last_commit = Instant::now();
+        let label = self.p.to_string();
+        loop {
+            if self.control.lost.load(Ordering::SeqCst) {
+                tracing::warn!(partition = self.p, "partition lost: stopping without writing");
+                return Ok(());
+            }
+            if self.control.stop.load(Ordering::SeqCst) {
+                self.commit()?;
+                tracing::info!(partition = self.p, "task stopped");
+                return Ok(());
+            }
+            self.fetch(consumer)?;
+            if self.replay.is_some() {
+                self.replay_step()?;
+                last_commit = Instant::now();
+                continue;
+            }
+            while let Some(r) = self.merger.pop() {
+                self.process(r);
+                if self.pending >= self.env.limits.batch_records {
+                    self.commit()?;
+                    last_commit = Instant::now();
+                }
+            }
+            let idle = self.merger.idle();
+            if self.pending > 0 && (idle || last_commit.elapsed() >= self.env.limits.commit_interval) {
+                self.commit()?;
+                last_commit = Instant::now();
+            }
+            let lag = self.merger.lag() + self.merger.buffered() as i64;
+            self.control.lag.store(lag, Ordering::SeqCst);
+            self.env.metrics.lag.set(&label, lag);
+            self.control.idle.store(idle && self.pending == 0, Ordering::SeqCst);
+        }
+    }
+
+    /// Re-processes what is fetched of a batch cut short, in its recorded
+    /// order; commits it when complete, at exactly its recorded end.
+    fn replay_step(&mut self) -> Result<(), TaskError> {
+        let Some(mut plan) = self.replay.take() else { return Ok(()) };
+        while let Some(input) = plan.next_input() {
+            match self.merger.pop_input(input) {
+                Some(r) => self.process(r),
+                None => {
+                    plan.unnext(input);
+                    self.replay = Some(plan);
+                    return Ok(());
+                }
+            }
+        }
+        let positions: Vec<i64> = self.merger.positions().collect();
+        if plan.ends != positions {
+            tracing::error!(partition = self.p, "replayed batch ended elsewhere than recorded");
+        }
+        self.commit()
+    }
+
+    /// Polls what the consumer has (waiting briefly when it has nothing)
+    /// and refreshes every input's high watermark.
+    fn fetch(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..self.env.limits.batch_records {
+            let Some(msg) = consumer.poll(wait) else { break };
+            wait = Duration::ZERO;
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(partition = self.p, error = %e, "consumer error");
+                    continue;
+                }
+            };
+            let Some(input) = self.input_of(msg.topic(), msg.partition()) else { continue };
+            let timestamp = match msg.timestamp() {
+                Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
+                Timestamp::NotAvailable => 0,
+            };
+            self.merger.push(Record {
+                input,
+                offset: msg.offset(),
+                timestamp,
+                key: msg.key().map(<[u8]>::to_vec),
+                value: msg.payload().map(<[u8]>::to_vec),
+            });
+        }
+        if self.merger.unknown_high() || self.last_highs.elapsed() >= HIGHS_EVERY {
+            self.refresh_highs(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Asks the broker for every input's high watermark (one ListOffsets
+    /// round for all of them).
+    fn refresh_highs(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
+        let mut tpl = TopicPartitionList::new();
+        for i in &self.inputs {
+            tpl.add_partition_offset(&i.name, i.partition, Offset::End)?;
+        }
+        let highs = consumer.offsets_for_times(tpl, self.env.limits.timeout)?;
+        for e in highs.elements() {
+            if let (Offset::Offset(h), Some(idx)) = (e.offset(), self.input_of(e.topic(), e.partition())) {
+                self.merger.set_high(idx, h);
+            }
+        }
+        self.last_highs = Instant::now();
+        Ok(())
+    }
+
+    fn input_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.inputs.iter().position(|i| i.partition == partition && i.name == topic)
+    }
+
+    fn process(&mut self, r: Record) {
+        self.pending += 1;
+        match self.order.last_mut() {
+            Some(last) if last.0 as usize == r.input => last.1 += 1,
+            _ => self.order.push((r.input as u32, 1)),
+        }
+        self.control.processed.fetch_add(1, Ordering::Relaxed);
+        let input = &self.inputs[r.input];
+        self.env.metrics.records.add(input.topic.suffix(), 1);
+        let decoded =
+            self.env.codec.decode_event(input.topic, r.key.as_deref().unwrap_or_default(), r.value.as_deref());
+        let te = match decoded {
+            Ok(te) => te,
+            Err(e) => {
+                if input.owned {
+                    let dl = DeadLetter::for_error(
+                        &e,
+                        &input.name,
+                        input.partition,
+                        r.offset,
+                        r.key.as_deref(),
+                        r.value.as_deref(),
+                        "processor",
+                    );
+                    self.dead.push(dl);
+                }
+                return;
+            }
+        };
+        if !self.engines.contains_key(&te.tenant) {
+            // Settings were validated at start-up, so this cannot fail.
+            if let Ok(mut e) = Engine::new(te.tenant.clone(), self.env.tenants.settings(&te.tenant)) {
+                e.track_changes();
+                self.engines.insert(te.tenant.clone(), e);
+            }
+        }
+        let mut out = Vec::new();
+        let handled = match self.engines.get_mut(&te.tenant) {
+            Some(engine) => engine.handle(&te.event, &mut out).map_err(|e| e.to_string()),
+            None => Err(format!("tenant {} has invalid settings", te.tenant)),
+        };
+        if let Err(e) = handled {
+            if input.owned {
+                self.dead.push(DeadLetter {
+                    reason: e,
+                    kind: "rejected".into(),
+                    topic: input.name.clone(),
+                    partition: input.partition,
+                    offset: r.offset,
+                    key: r.key,
+                    value: r.value,
+                    component: "processor".into(),
+                });
+            }
+            return;
+        }
+        let emits_all = self.p == 0;
+        for c in out {
+            if emits_all || matches!(c.action, Action::Clock(_)) {
+                self.seq += 1;
+                self.commands.push((te.tenant.clone(), c, r.timestamp, self.seq));
+            }
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), TaskError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let prefix = row_prefix(self.p);
+        let mut batch = Batch::default();
+        for (tenant, engine) in &mut self.engines {
+            for (k, v) in engine.drain_rows() {
+                let mut key = Vec::with_capacity(prefix.len() + tenant.len() + 1 + k.len());
+                key.extend_from_slice(prefix.as_bytes());
+                key.extend_from_slice(tenant.as_bytes());
+                key.push(b'/');
+                key.extend_from_slice(&k);
+                batch.writes.push((STATE_STORE, key, v));
+            }
+        }
+        for (i, next) in self.inputs.iter().zip(self.merger.positions()) {
+            batch.offset(&offset_name(self.p, &i.name), i.partition, next);
+        }
+        // (topic, key, value, record time, emission sequence)
+        let mut out: Vec<(String, Vec<u8>, Vec<u8>, Option<i64>, u64)> =
+            Vec::with_capacity(self.commands.len() + self.dead.len());
+        let commands_topic = self.env.catalogue.name(Topic::Commands);
+        for (tenant, c, ts, seq) in &self.commands {
+            let key = topics::key(tenant, command_key_id(c)).map_err(|e| TaskError::Encode(e.to_string()))?;
+            let value = self.env.codec.encode_command(tenant, c).map_err(|e| TaskError::Encode(e.to_string()))?;
+            out.push((commands_topic.clone(), key, value, Some(*ts), *seq));
+        }
+        let dead_topic = self.env.catalogue.name(Topic::DeadLetters);
+        for d in &self.dead {
+            let key = format!("{}/{}/{}", d.topic, d.partition, d.offset).into_bytes();
+            let value = self.env.codec.encode_dead_letter(d).map_err(|e| TaskError::Encode(e.to_string()))?;
+            out.push((dead_topic.clone(), key, value, None, 0));
+        }
+        let plan = Plan { ends: self.merger.positions().collect(), order: std::mem::take(&mut self.order) };
+        let begin = vec![changelog::begin_record(serde_json::to_vec(&plan).unwrap_or_default())];
+        let records = changelog::records(STATE_STORE, &batch);
+        if self.control.lost.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (producer, timeout, changelog, p) = (&self.env.producer, self.env.limits.timeout, &self.changelog, self.p);
+        let next = self.env.runtime.block_on(async move {
+            let sends = out.iter().map(|(topic, key, value, ts, seq)| async move {
+                let mut record = FutureRecord::to(topic).key(key).payload(value);
+                if let Some(ts) = ts {
+                    // Output records carry their input's time (as in Kafka
+                    // Streams) and their order of emission.
+                    let seq_bytes = seq.to_be_bytes();
+                    let headers = OwnedHeaders::new().insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
+                    record = record.timestamp(*ts).headers(headers);
+                }
+                producer
+                    .send(record, timeout)
+                    .await
+                    .map_err(|(e, _)| TaskError::Produce { topic: topic.clone(), error: e.to_string() })
+            });
+            // 1. The plan: from here on a crash re-processes this batch in
+            //    exactly this order, so whatever part of it reached the
+            //    broker is re-produced identically.
+            changelog::produce(producer, changelog, p, &begin, timeout).await?;
+            // 2. Commands: a changelog batch that restore would apply must
+            //    never exist without its commands on the broker.
+            for d in futures::future::join_all(sends).await {
+                d?;
+            }
+            // 3. The state writes and the offsets markers that complete it.
+            Ok::<_, TaskError>(changelog::produce(producer, changelog, p, &records, timeout).await?)
+        })?;
+        if let Some(next) = next {
+            batch.offset(&self.changelog, self.p, next);
+        }
+        self.env.store.commit(&batch)?;
+        let m = &self.env.metrics;
+        m.commands.inc_by(self.commands.len() as u64);
+        m.dead_letters.inc_by(self.dead.len() as u64);
+        m.batches.inc();
+        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.commands.clear();
+        self.dead.clear();
+        self.pending = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Running a scenario through real topics and the real processor
+//! (`geoclock scenario run FILE --via kafka --brokers HOST:PORT`).
+//!
+//! The scenario's events are produced, in file order, to fresh topics (a
+//! unique prefix per run), each record stamped with a strictly increasing
+//! time, so the processor's record-time merge replays exactly the file's
+//! order. A processor then runs in this process until every task is idle;
+//! commands are read back from the commands topic (distinct by id, ordered
+//! by the input that caused them) and the report is computed from the
+//! engines rebuilt from the processor's RocksDB state, so the state path is
+//! exercised too. With one partition the output equals the pure run's byte
+//! for byte; with more, command order across partitions may differ and
+//! report rows are merged from the tasks (see [`merge_rows`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Output, Scenario, ScenarioError};
+use crate::engine::{Command, Engine};
+use crate::kafka::admin::ensure_topics;
+use crate::kafka::codec::Codec;
+use crate::kafka::registry::FileRegistry;
+use crate::kafka::topics::{Catalogue, Topic};
+use crate::processor::{self, Config, Processor, Tenants, STATE_STORE};
+use crate::report::{rows, ReportRow};
+use crate::store::rocks::{RocksConfig, RocksStore};
+use crate::store::StateStore;
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct ViaKafka {
+    pub brokers: String,
+    pub partitions: i32,
+    /// Longest wait for the whole run.
+    pub timeout: Duration,
+    /// Processor state directory (a fresh temporary one when `None`).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Record time of the first event; later ones follow 1 ms apart.
+const BASE_TIME_MS: i64 = 1_600_000_000_000;
+
+fn err(what: &str, e: impl std::fmt::Display) -> ScenarioError {
+    ScenarioError::Kafka(format!("{what}: {e}"))
+}
+
+impl Scenario {
+    /// Runs the scenario through the broker and the processor.
+    pub fn run_via_kafka(&self, opts: &ViaKafka) -> Result<Output, ScenarioError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| err("runtime", e))?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let catalogue = Catalogue {
+            prefix: format!("scenario-{}-{nanos}", std::process::id()),
+            partitions: opts.partitions,
+            replication: 1,
+        };
+        runtime.block_on(ensure_topics(&opts.brokers, &catalogue, opts.timeout)).map_err(|e| err("topics", e))?;
+        let registry = Arc::new(FileRegistry::in_memory());
+        let codec = Codec::new(registry.clone(), &catalogue).map_err(|e| err("codec", e))?;
+        self.produce(&runtime, &opts.brokers, &catalogue, &codec)?;
+
+        let temp = opts.state_dir.is_none().then(|| std::env::temp_dir().join(format!("geoclock-scenario-{nanos}")));
+        let state_dir = opts.state_dir.clone().or(temp.clone()).unwrap_or_default();
+        let mut config = Config::new(&opts.brokers, catalogue.clone(), state_dir.clone(), registry);
+        config.group_id = format!("{}-processor", catalogue.prefix);
+        config.tenants =
+            Tenants { tenants: BTreeMap::from([(self.tenant.clone(), self.settings.clone())]), ..Tenants::default() };
+        let proc = Processor::start(config, runtime.handle().clone()).map_err(|e| err("processor", e))?;
+        wait_idle(&proc, opts.partitions, opts.timeout)?;
+        proc.stop().map_err(|e| err("processor stop", e))?;
+
+        let commands = read_commands(&opts.brokers, &catalogue, &codec, opts.timeout)?;
+        let report = self.report_from_state(&state_dir, opts.partitions)?;
+        if let Some(t) = temp {
+            let _ = std::fs::remove_dir_all(t);
+        }
+        Ok(Output { commands, report })
+    }
+
+    fn produce(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        brokers: &str,
+        catalogue: &Catalogue,
+        codec: &Codec,
+    ) -> Result<(), ScenarioError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .create()
+            .map_err(|e| err("producer", e))?;
+        let mut records = Vec::new();
+        for (index, event) in self.all_events().iter().enumerate() {
+            let r = codec.encode_event(&self.tenant, event).map_err(|e| err(&format!("event #{index}"), e))?;
+            records.push((catalogue.name(r.topic), r.key, r.value, BASE_TIME_MS + index as i64));
+        }
+        runtime.block_on(async {
+            let sends = records.iter().map(|(topic, key, value, ts)| {
+                let mut r = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).key(key).timestamp(*ts);
+                if let Some(v) = value {
+                    r = r.payload(v);
+                }
+                producer.send(r, Duration::from_secs(30))
+            });
+            for d in futures::future::join_all(sends).await {
+                d.map_err(|(e, _)| err("produce", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Report rows from the engines the processor left in RocksDB.
+    fn report_from_state(&self, dir: &std::path::Path, partitions: i32) -> Result<Vec<ReportRow>, ScenarioError> {
+        let store = RocksStore::open(dir, &[STATE_STORE], &RocksConfig::default()).map_err(|e| err("state", e))?;
+        let mut per_task = Vec::new();
+        for p in 0..partitions {
+            let prefix = processor::task::row_prefix(p);
+            let rows_of = store.scan_prefix(STATE_STORE, prefix.as_bytes()).map_err(|e| err("state", e))?;
+            let tenant_prefix = format!("{}/", self.tenant);
+            let mine: Vec<(Vec<u8>, Vec<u8>)> = rows_of
+                .into_iter()
+                .filter_map(|(k, v)| k[prefix.len()..].strip_prefix(tenant_prefix.as_bytes()).map(|k| (k.to_vec(), v)))
+                .collect();
+            let engine = Engine::from_rows(
+                self.tenant.clone(),
+                self.settings.clone(),
+                mine.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            )
+            .map_err(|e| err("state", e))?;
+            per_task.push(rows(&engine));
+        }
+        Ok(merge_rows(per_task))
+    }
+}
+
+/// Every task holds the same appointments and technicians (entity topics
+/// are read by all), so rows line up; each task knows the pings of its own
+/// vehicles. Task 0's row is the base; a row from another task replaces it
+/// when it learned more from pings ([`ReportRow::ping_rank`]). A technician
+/// whose vehicles sit on different partitions is the one case this cannot
+/// merge exactly (each task saw part of the pings).
+pub fn merge_rows(per_task: Vec<Vec<ReportRow>>) -> Vec<ReportRow> {
+    let mut tasks = per_task.into_iter();
+    let Some(mut base) = tasks.next() else { return Vec::new() };
+    for other in tasks {
+        for (b, o) in base.iter_mut().zip(other) {
+            if o.ping_rank() > b.ping_rank() {
+                *b = o;
+            }
+        }
+    }
+    base
+}
+
+fn wait_idle(proc: &Processor, partitions: i32, timeout: Duration) -> Result<(), ScenarioError> {
+    let deadline = Instant::now() + timeout;
+    let mut idle_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        let status = proc.status();
+        let all_idle = status.len() == partitions as usize && status.iter().all(|s| s.idle);
+        match (all_idle, idle_since) {
+            (true, Some(t)) if t.elapsed() > Duration::from_millis(600) => return Ok(()),
+            (true, None) => idle_since = Some(Instant::now()),
+            (false, _) => idle_since = None,
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(ScenarioError::Kafka(format!("processor not idle within {timeout:?}: {:?}", proc.status())))
+}
+
+/// Every command on the topic, distinct by id, ordered by the record time
+/// of the input that caused it, then by emission order.
+fn read_commands(
+    brokers: &str,
+    catalogue: &Catalogue,
+    codec: &Codec,
+    timeout: Duration,
+) -> Result<Vec<Command>, ScenarioError> {
+    let topic = catalogue.name(Topic::Commands);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "geoclock-scenario-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| err("consumer", e))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    for p in 0..catalogue.partitions {
+        let (low, high) = consumer.fetch_watermarks(&topic, p, timeout).map_err(|e| err("watermarks", e))?;
+        if high > low {
+            tpl.add_partition_offset(&topic, p, Offset::Offset(low)).map_err(|e| err("assign", e))?;
+            remaining += high - low;
+        }
+    }
+    let mut found: Vec<((i64, i64), Command)> = Vec::new();
+    if remaining > 0 {
+        consumer.assign(&tpl).map_err(|e| err("assign", e))?;
+    }
+    let deadline = Instant::now() + timeout;
+    while remaining > 0 && Instant::now() < deadline {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let msg = msg.map_err(|e| err("consume", e))?;
+        remaining -= 1;
+        let Some(value) = msg.payload() else { continue };
+        let c = codec.decode_command(value).map_err(|e| err("command", e))?;
+        let seq = msg
+            .headers()
+            .and_then(|h| {
+                h.iter().find(|h| h.key == processor::task::SEQ_HEADER).and_then(|h| h.value.map(<[u8]>::to_vec))
+            })
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, i64::from_be_bytes);
+        found.push(((msg.timestamp().to_millis().unwrap_or(0), seq), c.command));
+    }
+    if remaining > 0 {
+        return Err(ScenarioError::Kafka(format!("{remaining} command records not read within {timeout:?}")));
+    }
+    found.sort_by_key(|(k, _)| *k);
+    let mut seen = HashSet::new();
+    Ok(found.into_iter().filter(|(_, c)| seen.insert(c.id.clone())).map(|(_, c)| c).collect())
+}
