@@ -55,11 +55,36 @@ enum Top {
         /// Commit at least this often while input keeps coming.
         #[arg(long, default_value_t = 200)]
         commit_ms: u64,
+        /// Consumer-group session timeout: how soon a dead member's partitions move.
+        #[arg(long, default_value_t = 10_000)]
+        session_timeout_ms: u64,
+    },
+    /// Benchmarks against a running broker.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
     },
     /// Kafka topics of the catalogue.
     Topics {
         #[command(subcommand)]
         command: TopicsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Pings/s through the processor beside the raw consume rate, and ping → command latency.
+    Processor {
+        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Technicians (vehicles) in the generated day; each pings every 2 min for 12 h.
+        #[arg(long, default_value_t = 2000)]
+        techs: usize,
+        /// Pings per second offered in the latency run.
+        #[arg(long, default_value_t = 5000)]
+        latency_rate: u64,
     },
 }
 
@@ -111,7 +136,12 @@ enum Via {
 
 fn main() -> ExitCode {
     let level = std::env::var("GEOCLOCK_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,7 +171,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Top::Process { brokers, prefix, partitions, group, state_dir, tenants, metrics, batch, commit_ms } => {
+        Top::Process {
+            brokers,
+            prefix,
+            partitions,
+            group,
+            state_dir,
+            tenants,
+            metrics,
+            batch,
+            commit_ms,
+            session_timeout_ms,
+        } => {
             let catalogue = Catalogue { prefix, partitions, replication: 1 };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(ensure_topics(&brokers, &catalogue, Duration::from_secs(30)))?;
@@ -150,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.metrics_addr = metrics;
             config.limits.batch_records = batch;
             config.limits.commit_interval = Duration::from_millis(commit_ms);
+            config.session_timeout = Duration::from_millis(session_timeout_ms);
             if let Some(path) = tenants {
                 config.tenants = Tenants::load(&path)?;
             }
@@ -160,6 +202,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(shutdown_signal());
             tracing::info!("stopping: committing every task");
             processor.stop()?;
+            Ok(())
+        }
+        Top::Bench { command: BenchCmd::Processor { brokers, partitions, techs, latency_rate } } => {
+            let opts = geoclock::processor::bench::BenchOptions {
+                brokers,
+                partitions,
+                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s: 120 },
+                latency_rate,
+                state_dir: std::env::temp_dir().join(format!("geoclock-bench-{}", std::process::id())),
+            };
+            let report = geoclock::processor::bench::run(&opts)?;
+            println!("{report}");
             Ok(())
         }
         Top::Topics { command: TopicsCmd::Create { brokers, prefix, partitions, replication, timeout_s } } => {

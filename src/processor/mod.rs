@@ -22,6 +22,7 @@
 //! - Malformed input goes to the dead-letter topic with the reason, topic,
 //!   partition and offset; the task goes on.
 
+pub mod bench;
 pub mod merge;
 pub mod metrics;
 pub mod task;
@@ -37,7 +38,6 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::producer::FutureProducer;
 use rdkafka::TopicPartitionList;
 use serde::Deserialize;
 
@@ -114,6 +114,8 @@ pub struct Config {
     pub rocks: RocksConfig,
     pub registry: Arc<dyn SchemaRegistry>,
     pub metrics_addr: Option<SocketAddr>,
+    /// How long the group waits for a silent member before moving its partitions.
+    pub session_timeout: Duration,
 }
 
 impl Config {
@@ -132,6 +134,7 @@ impl Config {
             rocks: RocksConfig::default(),
             registry,
             metrics_addr: None,
+            session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -260,13 +263,6 @@ impl Processor {
             Codec::new(config.registry.clone(), &config.catalogue).map_err(|e| ProcessorError::Codec(e.to_string()))?;
         std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Changelog(e.to_string()))?;
         let store = RocksStore::open(&config.state_dir, &[STATE_STORE], &config.rocks)?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("message.timeout.ms", (config.limits.timeout.as_millis() as u64).to_string())
-            .create()?;
         let metrics = Arc::new(metrics::Metrics::new());
         let metrics_addr = match config.metrics_addr {
             Some(a) => Some(metrics::serve(a, metrics.clone()).map_err(ProcessorError::Metrics)?),
@@ -277,7 +273,6 @@ impl Processor {
             catalogue: config.catalogue.clone(),
             codec: Arc::new(codec),
             store: Arc::new(store),
-            producer,
             runtime,
             tenants: Arc::new(config.tenants.clone()),
             limits: config.limits.clone(),
@@ -290,7 +285,7 @@ impl Processor {
             .set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(GroupContext(group.clone()))?;
         consumer.subscribe(&[&pings])?;

@@ -117,7 +117,6 @@ pub struct TaskEnv {
     pub catalogue: Catalogue,
     pub codec: Arc<Codec>,
     pub store: Arc<RocksStore>,
-    pub producer: FutureProducer,
     pub runtime: tokio::runtime::Handle,
     pub tenants: Arc<Tenants>,
     pub limits: Limits,
@@ -145,6 +144,9 @@ struct Task {
     dead: Vec<DeadLetter>,
     pending: usize,
     changelog: String,
+    /// Its own idempotent producer: a fatal producer error ends this task
+    /// only, and its restart gets a fresh one.
+    producer: FutureProducer,
     last_highs: Instant,
     /// The order of this batch's records: `(input, run length)`.
     order: Vec<(u32, u32)>,
@@ -227,6 +229,13 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         .set("fetch.wait.max.ms", "50")
         .create()?;
     let inputs = inputs(p, &env, &consumer)?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", (env.limits.timeout.as_millis() as u64).to_string())
+        .create()?;
     let mut starts = Vec::with_capacity(inputs.len());
     let mut tpl = TopicPartitionList::new();
     for i in &inputs {
@@ -248,6 +257,7 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         dead: Vec::new(),
         pending: 0,
         changelog,
+        producer,
         last_highs: Instant::now(),
         order: Vec::new(),
         replay: None,
@@ -539,7 +549,7 @@ impl Task {
         if self.control.lost.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let (producer, timeout, changelog, p) = (&self.env.producer, self.env.limits.timeout, &self.changelog, self.p);
+        let (producer, timeout, changelog, p) = (&self.producer, self.env.limits.timeout, &self.changelog, self.p);
         let next = self.env.runtime.block_on(async move {
             let sends = out.iter().map(|(topic, key, value, ts, seq)| async move {
                 let mut record = FutureRecord::to(topic).key(key).payload(value);

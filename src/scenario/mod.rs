@@ -7,6 +7,7 @@
 //! `events` in the order written. Unknown keys are errors, so a typo never
 //! silently changes a scenario.
 
+pub mod generate;
 pub mod kafka;
 
 use std::path::Path;

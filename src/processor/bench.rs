@@ -1,0 +1,307 @@
+//! `geoclock bench processor`: sustained pings/s through the processor on a
+//! real broker, beside the raw consume-only rate of the same topic measured
+//! in the same run, and the latency from ping produce to command visible.
+//!
+//! 1. Throughput: a generated day ([`crate::scenario::generate::Day`]) is put
+//!    on fresh topics; then every pings partition is drained by a bare
+//!    consumer (one thread per partition, no decoding: the raw rate); then a
+//!    processor starts from nothing and runs until idle (its rate: pings
+//!    over the time to idle, restore and group join excluded).
+//! 2. Latency: on other fresh topics, a processor runs while the day's
+//!    entities and then its pings are produced at a steady rate, each record
+//!    stamped with its produce time. Commands carry their input's record
+//!    time, so a reader of the commands topic sees, for each clock change a
+//!    ping caused, `visible − produced`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Config, Processor, ProcessorError};
+use crate::engine::{Action, Event};
+use crate::kafka::admin::ensure_topics;
+use crate::kafka::codec::Codec;
+use crate::kafka::registry::FileRegistry;
+use crate::kafka::topics::{Catalogue, Topic};
+use crate::scenario::generate::Day;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub brokers: String,
+    pub partitions: i32,
+    pub day: Day,
+    /// Pings per second offered in the latency run.
+    pub latency_rate: u64,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BenchReport {
+    pub pings: usize,
+    pub raw_pings_per_s: f64,
+    pub processor_pings_per_s: f64,
+    pub latency_samples: usize,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_rate: u64,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "pings                      {}", self.pings)?;
+        writeln!(f, "raw consume (same topic)   {:.0} pings/s", self.raw_pings_per_s)?;
+        writeln!(
+            f,
+            "processor                  {:.0} pings/s ({:.0}% of raw)",
+            self.processor_pings_per_s,
+            100.0 * self.processor_pings_per_s / self.raw_pings_per_s.max(1.0)
+        )?;
+        write!(
+            f,
+            "ping produce → command     p50 {:.1} ms, p99 {:.1} ms ({} clock commands at {} pings/s offered)",
+            self.latency_p50_ms, self.latency_p99_ms, self.latency_samples, self.latency_rate
+        )
+    }
+}
+
+fn e(what: &str, err: impl std::fmt::Display) -> ProcessorError {
+    ProcessorError::Codec(format!("bench {what}: {err}"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+const T: Duration = Duration::from_secs(60);
+
+pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|x| e("runtime", x))?;
+    let events = opts.day.events();
+    let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
+    let mut report = BenchReport { pings, latency_rate: opts.latency_rate, ..BenchReport::default() };
+
+    // 1. Throughput.
+    let catalogue = fresh(&runtime, opts, "tput")?;
+    let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
+    produce(&runtime, &opts.brokers, &catalogue, &codec, &events, None)?;
+    let started = Instant::now();
+    let drained = raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions)?;
+    report.raw_pings_per_s = drained as f64 / started.elapsed().as_secs_f64();
+    let dir = opts.state_dir.join("tput");
+    let _ = std::fs::remove_dir_all(&dir);
+    let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
+    // Time from every task's first record to all idle.
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let st = proc.status();
+        if first.is_none() && st.iter().any(|s| s.processed > 0) {
+            first = Some(Instant::now());
+        }
+        if st.len() == opts.partitions as usize && st.iter().all(|s| s.idle && s.processed > 0) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(e("throughput", "processor not idle within 30 min"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
+    report.processor_pings_per_s = pings as f64 / elapsed.as_secs_f64().max(1e-9);
+    proc.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // 2. Latency.
+    let catalogue = fresh(&runtime, opts, "lat")?;
+    let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
+    let dir = opts.state_dir.join("lat");
+    let _ = std::fs::remove_dir_all(&dir);
+    let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
+    while proc.status().len() < opts.partitions as usize {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reader = {
+        let (brokers, catalogue) = (opts.brokers.clone(), catalogue.clone());
+        std::thread::spawn(move || command_latencies(&brokers, &catalogue, Duration::from_secs(20)))
+    };
+    produce(&runtime, &opts.brokers, &catalogue, &codec, &events, Some(opts.latency_rate))?;
+    let mut lat = reader.join().map_err(|_| e("latency", "reader panicked"))??;
+    proc.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    lat.sort_by(f64::total_cmp);
+    report.latency_samples = lat.len();
+    let pct = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    report.latency_p50_ms = pct(0.50);
+    report.latency_p99_ms = pct(0.99);
+    Ok(report)
+}
+
+fn config(opts: &BenchOptions, catalogue: &Catalogue, dir: PathBuf) -> Config {
+    let mut c = Config::new(&opts.brokers, catalogue.clone(), dir, Arc::new(FileRegistry::in_memory()));
+    c.group_id = format!("{}-group", catalogue.prefix);
+    c
+}
+
+fn fresh(runtime: &tokio::runtime::Runtime, opts: &BenchOptions, what: &str) -> Result<Catalogue, ProcessorError> {
+    let catalogue = Catalogue {
+        prefix: format!("bench-{what}-{}-{}", std::process::id(), now_ms()),
+        partitions: opts.partitions,
+        replication: 1,
+    };
+    runtime.block_on(ensure_topics(&opts.brokers, &catalogue, T)).map_err(|x| e("topics", x))?;
+    Ok(catalogue)
+}
+
+/// Produces the events in order, each stamped with its produce time; at
+/// `rate` pings per second when given (entities go first, unpaced).
+fn produce(
+    runtime: &tokio::runtime::Runtime,
+    brokers: &str,
+    catalogue: &Catalogue,
+    codec: &Codec,
+    events: &[Event],
+    rate: Option<u64>,
+) -> Result<(), ProcessorError> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .map_err(|x| e("producer", x))?;
+    let mut encoded = Vec::with_capacity(events.len());
+    for ev in events {
+        let r = codec.encode_event("bench", ev).map_err(|x| e("encode", x))?;
+        encoded.push((catalogue.name(r.topic), r.key, r.value, matches!(ev, Event::Ping(_))));
+    }
+    let started = Instant::now();
+    let mut sent_pings = 0u64;
+    runtime.block_on(async {
+        let mut pending = Vec::new();
+        for (topic, key, value, is_ping) in &encoded {
+            if let (Some(rate), true) = (rate, *is_ping) {
+                sent_pings += 1;
+                let due = Duration::from_secs_f64(sent_pings as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    if wait > Duration::from_millis(2) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+            let mut r = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).key(key).timestamp(now_ms());
+            if let Some(v) = value {
+                r = r.payload(v);
+            }
+            match producer.send_result(r) {
+                Ok(d) => pending.push(d),
+                Err((err, _)) => return Err(e("produce", err)),
+            }
+            if pending.len() >= 50_000 {
+                for d in pending.drain(..) {
+                    d.await.map_err(|x| e("produce", x))?.map_err(|(x, _)| e("produce", x))?;
+                }
+            }
+        }
+        for d in pending {
+            d.await.map_err(|x| e("produce", x))?.map_err(|(x, _)| e("produce", x))?;
+        }
+        Ok(())
+    })
+}
+
+/// Drains every partition of `topic` with one bare consumer per partition;
+/// returns the records read.
+fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<u64, ProcessorError> {
+    let handles: Vec<_> = (0..partitions)
+        .map(|p| {
+            let (brokers, topic) = (brokers.to_string(), topic.to_string());
+            std::thread::spawn(move || -> Result<u64, ProcessorError> {
+                let c: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", "bench-raw")
+                    .set("enable.auto.commit", "false")
+                    .set("fetch.wait.max.ms", "50")
+                    .create()
+                    .map_err(|x| e("consumer", x))?;
+                let (low, high) = c.fetch_watermarks(&topic, p, T).map_err(|x| e("watermarks", x))?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, p, Offset::Offset(low)).map_err(|x| e("assign", x))?;
+                c.assign(&tpl).map_err(|x| e("assign", x))?;
+                let mut n = 0u64;
+                let mut next = low;
+                while next < high {
+                    match c.poll(Duration::from_secs(10)) {
+                        Some(Ok(m)) => {
+                            n += 1;
+                            next = m.offset() + 1;
+                        }
+                        Some(Err(x)) => return Err(e("consume", x)),
+                        None => return Err(e("consume", "stalled")),
+                    }
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().map_err(|_| e("consume", "thread panicked"))??;
+    }
+    Ok(total)
+}
+
+/// Reads clock commands as they appear until `quiet` passes without one;
+/// returns `visible − input record time` in milliseconds for each.
+fn command_latencies(brokers: &str, catalogue: &Catalogue, quiet: Duration) -> Result<Vec<f64>, ProcessorError> {
+    let codec = Codec::new(Arc::new(FileRegistry::in_memory()), catalogue).map_err(|x| e("codec", x))?;
+    let (topic, partitions) = (&catalogue.name(Topic::Commands), catalogue.partitions);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-latency")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .map_err(|x| e("consumer", x))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(|x| e("assign", x))?;
+    }
+    c.assign(&tpl).map_err(|x| e("assign", x))?;
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+    let mut last = Instant::now();
+    let mut started = false;
+    while !started || last.elapsed() < quiet {
+        let Some(m) = c.poll(Duration::from_millis(100)) else {
+            if !started && last.elapsed() > Duration::from_secs(600) {
+                break;
+            }
+            continue;
+        };
+        let m = m.map_err(|x| e("consume", x))?;
+        started = true;
+        last = Instant::now();
+        let visible = now_ms();
+        // Clock changes are caused by pings; each command record carries
+        // its input's record time (the ping's produce time).
+        let Some(value) = m.payload() else { continue };
+        let Ok(c) = codec.decode_command(value) else { continue };
+        if let (Some(ts), Action::Clock(_)) = (m.timestamp().to_millis(), &c.command.action) {
+            if seen.insert(c.command.id.into_bytes(), ()).is_none() {
+                out.push((visible - ts) as f64);
+            }
+        }
+    }
+    Ok(out)
+}

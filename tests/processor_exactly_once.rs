@@ -1,0 +1,254 @@
+//! Exactly-once effect through crashes, on a real broker (nisshi) with real
+//! `geoclock process` processes killed by SIGKILL.
+//!
+//! A generated day (3 000 appointments, 216 000 pings) is put on the topics;
+//! two processors share the work; one is killed mid-stream (mid-batch), a
+//! third is started and killed as soon as it is assigned partitions (right
+//! after a rebalance, while it restores), and a fourth takes over the first
+//! one's stale state directory. At the end the commands topic must hold
+//! exactly the commands the pure engine derives from the same input: every
+//! id present, no other id, and every record of an id (duplicates allowed)
+//! with the same content.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use geoclock::engine::{Command as EngineCommand, Engine};
+use geoclock::kafka::admin::ensure_topics;
+use geoclock::kafka::codec::Codec;
+use geoclock::kafka::registry::FileRegistry;
+use geoclock::kafka::topics::{Catalogue, Topic};
+use geoclock::model::Settings;
+use geoclock::scenario::generate::Day;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use support::broker::{Broker, Storage};
+
+const TENANT: &str = "fleet";
+const T: Duration = Duration::from_secs(30);
+
+struct Proc {
+    child: Child,
+    metrics: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn start(broker: &str, prefix: &str, state: &PathBuf) -> Proc {
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_geoclock"))
+            .args(["process", "--brokers", broker, "--prefix", prefix, "--partitions", "3"])
+            .args(["--group", &format!("{prefix}-group"), "--session-timeout-ms", "6000"])
+            .args(["--batch", "2000", "--commit-ms", "100"])
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("geoclock process starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, metrics, log }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Sum of a counter over its labels, from the live /metrics endpoint.
+    fn counter(&self, name: &str) -> f64 {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics)) else { return 0.0 };
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every command record on the topic: id → contents seen (one per record).
+fn read_commands(brokers: &str, topic: &str, codec: &Codec) -> BTreeMap<String, Vec<EngineCommand>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "exactly-once-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    for p in 0..3 {
+        let (low, high) = consumer.fetch_watermarks(topic, p, T).unwrap();
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
+            remaining += high - low;
+        }
+    }
+    let mut out: BTreeMap<String, Vec<EngineCommand>> = BTreeMap::new();
+    if remaining == 0 {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + T;
+    while remaining > 0 && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        remaining -= 1;
+        let c = codec.decode_command(m.payload().unwrap()).unwrap();
+        assert_eq!(c.tenant, TENANT);
+        out.entry(c.command.id.clone()).or_default().push(c.command);
+    }
+    assert_eq!(remaining, 0, "commands topic not read to its end");
+    out
+}
+
+#[test]
+fn sigkilled_processors_neither_lose_nor_double_a_command() {
+    let broker = Broker::start(Storage::Memory);
+    let brokers = broker.brokers().to_string();
+    let prefix = format!("eo{}", std::process::id());
+    let catalogue = Catalogue { prefix: prefix.clone(), partitions: 3, replication: 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(ensure_topics(&brokers, &catalogue, T)).expect("topics");
+    let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).unwrap();
+
+    // The input, and what the pure engine makes of it.
+    let events = Day { seed: 42, techs: 600, appointments_per_tech: 5, ping_every_s: 120 }.events();
+    let pings = events.iter().filter(|e| matches!(e, geoclock::engine::Event::Ping(_))).count();
+    assert!(pings >= 200_000 && events.len() - pings >= 3_000 * 4);
+    let mut engine = Engine::new(TENANT, Settings::default()).unwrap();
+    let mut expected_list = Vec::new();
+    for e in &events {
+        engine.handle(e, &mut expected_list).unwrap();
+    }
+    let expected: BTreeMap<String, EngineCommand> = expected_list.into_iter().map(|c| (c.id.clone(), c)).collect();
+    assert!(expected.len() >= 12_000, "{} commands", expected.len());
+
+    // Put it all on the broker, in order, stamped in order.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let records: Vec<_> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let r = codec.encode_event(TENANT, e).unwrap();
+            (catalogue.name(r.topic), r.key, r.value, 1_700_000_000_000 + i as i64)
+        })
+        .collect();
+    rt.block_on(async {
+        let sends = records.iter().map(|(topic, key, value, ts)| {
+            let mut r = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).key(key).timestamp(*ts);
+            if let Some(v) = value {
+                r = r.payload(v);
+            }
+            producer.send(r, T)
+        });
+        for d in futures::future::join_all(sends).await {
+            d.expect("input produced");
+        }
+    });
+
+    let root = std::env::temp_dir().join(format!("geoclock-eo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let dir = |n: &str| root.join(n);
+    let mut p1 = Proc::start(&brokers, &prefix, &dir("s1"));
+    let mut p2 = Proc::start(&brokers, &prefix, &dir("s2"));
+
+    // 1. Kill p1 in the middle of the stream (it is mid-batch all the time).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while p1.counter("geoclock_processor_records_total") < 30_000.0 {
+        assert!(Instant::now() < deadline, "p1 made no progress:\n{}", p1.log.lock().unwrap().join("\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p1.kill();
+
+    // 2. A new member, killed as soon as it is assigned (restoring).
+    let mut p3 = Proc::start(&brokers, &prefix, &dir("s3"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p3.logged("partition assigned") {
+        assert!(Instant::now() < deadline, "p3 never assigned:\n{}", p3.log.lock().unwrap().join("\n"));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    p3.kill();
+
+    // 3. p1's stale state directory comes back in a new process.
+    let p4 = Proc::start(&brokers, &prefix, &dir("s1"));
+
+    // Until every expected command is on the topic and nothing moves.
+    let topic = catalogue.name(Topic::Commands);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut found = read_commands(&brokers, &topic, &codec);
+    while found.len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        found = read_commands(&brokers, &topic, &codec);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let found = read_commands(&brokers, &topic, &codec);
+    let logs = || format!("p2:\n{}\np4:\n{}", p2.log.lock().unwrap().join("\n"), p4.log.lock().unwrap().join("\n"));
+
+    let want: BTreeSet<&String> = expected.keys().collect();
+    let got: BTreeSet<&String> = found.keys().collect();
+    let missing: Vec<_> = want.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&want).take(5).collect();
+    assert!(missing.is_empty(), "{} commands lost, e.g. {missing:?}\n{}", want.difference(&got).count(), logs());
+    assert!(extra.is_empty(), "{} commands not derived by the engine, e.g. {extra:?}", got.difference(&want).count());
+    let mut duplicates = 0;
+    for (id, records) in &found {
+        duplicates += records.len() - 1;
+        for r in records {
+            assert_eq!(r, &expected[id], "command {id} re-emitted with other content");
+        }
+    }
+    eprintln!(
+        "{} distinct commands, {} duplicate records (dropped by sinks by id), {} input records",
+        found.len(),
+        duplicates,
+        events.len()
+    );
+    // The crash paths really ran: partitions moved and were restored from
+    // their changelogs.
+    let notable: Vec<String> = [&p2, &p4]
+        .iter()
+        .flat_map(|p| p.log.lock().unwrap().clone())
+        .filter(|l| l.contains("changelog restored") || l.contains("re-processing") || l.contains("partition"))
+        .collect();
+    eprintln!("{}", notable.join("\n"));
+    assert!(
+        notable.iter().any(|l| l.contains("changelog restored") && !l.contains(" records=0 ")),
+        "no partition was restored from a changelog"
+    );
+    drop((p2, p4));
+    let _ = std::fs::remove_dir_all(&root);
+}
