@@ -81,6 +81,7 @@ fn cli_creates_topics_and_records_flow_through_them() {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "1")
         .create()
         .expect("producer");
     for i in 0..100 {

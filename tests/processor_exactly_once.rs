@@ -156,6 +156,7 @@ fn sigkilled_processors_neither_lose_nor_double_a_command() {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
         .create()
         .unwrap();
@@ -184,7 +185,7 @@ fn sigkilled_processors_neither_lose_nor_double_a_command() {
     let _ = std::fs::remove_dir_all(&root);
     let dir = |n: &str| root.join(n);
     let mut p1 = Proc::start(&brokers, &prefix, &dir("s1"));
-    let mut p2 = Proc::start(&brokers, &prefix, &dir("s2"));
+    let p2 = Proc::start(&brokers, &prefix, &dir("s2"));
 
     // 1. Kill p1 in the middle of the stream (it is mid-batch all the time).
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -24,7 +24,12 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn producer(brokers: &str) -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", brokers).set("enable.idempotence", "true").create().expect("producer")
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "1")
+        .create()
+        .expect("producer")
 }
 
 /// Batch `n`: puts for a sliding range of keys, deletes of older ones.

@@ -17,8 +17,9 @@
 //!   runs and benchmarks pay nothing.
 //!
 //! Key layout (UTF-8, relative to the tenant): `u/`, `l/`, `j/`, `d/`, `v/`
-//! + entity id; `p/` + driver id (pairing history); `a/` + appointment id;
-//! `g/` + vehicle id (latest ping); `m` (watermark). Values are JSON.
+//! followed by the entity id; `p/` and a driver id (pairing history); `a/`
+//! and an appointment id; `g/` and a vehicle id (latest ping); `m`
+//! (watermark). Values are JSON.
 
 use std::sync::Arc;
 

@@ -95,9 +95,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let catalogue = fresh(&runtime, opts, "tput")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     produce(&runtime, &opts.brokers, &catalogue, &codec, &events, None)?;
-    let started = Instant::now();
-    let drained = raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions)?;
-    report.raw_pings_per_s = drained as f64 / started.elapsed().as_secs_f64();
+    let (drained, span) = raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions)?;
+    report.raw_pings_per_s = drained as f64 / span.as_secs_f64().max(1e-9);
     let dir = opts.state_dir.join("tput");
     let _ = std::fs::remove_dir_all(&dir);
     let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
@@ -119,6 +118,13 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     }
     let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
     report.processor_pings_per_s = pings as f64 / elapsed.as_secs_f64().max(1e-9);
+    let m = proc.metrics();
+    eprintln!(
+        "throughput run: {:.2} s, {} batches, {:.2} s committing (summed over tasks)",
+        elapsed.as_secs_f64(),
+        m.batches.get(),
+        m.commit_seconds.sum_seconds()
+    );
     proc.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -135,7 +141,15 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
         let (brokers, catalogue) = (opts.brokers.clone(), catalogue.clone());
         std::thread::spawn(move || command_latencies(&brokers, &catalogue, Duration::from_secs(20)))
     };
-    produce(&runtime, &opts.brokers, &catalogue, &codec, &events, Some(opts.latency_rate))?;
+    // Entities first, and the processor caught up with them, as in
+    // production (where they are mirrored long before the day's pings).
+    let split = events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len());
+    produce(&runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
+    std::thread::sleep(Duration::from_millis(500));
+    while !proc.status().iter().all(|s| s.idle) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    produce(&runtime, &opts.brokers, &catalogue, &codec, &events[split..], Some(opts.latency_rate))?;
     let mut lat = reader.join().map_err(|_| e("latency", "reader panicked"))??;
     proc.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -176,6 +190,7 @@ fn produce(
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "1")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -221,11 +236,13 @@ fn produce(
 }
 
 /// Drains every partition of `topic` with one bare consumer per partition;
-/// returns the records read.
-fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<u64, ProcessorError> {
+/// returns the records read and the time from the first record to the last
+/// (connection set-up excluded, as the processor's group join is).
+fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<(u64, Duration), ProcessorError> {
+    let first: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let handles: Vec<_> = (0..partitions)
         .map(|p| {
-            let (brokers, topic) = (brokers.to_string(), topic.to_string());
+            let (brokers, topic, first) = (brokers.to_string(), topic.to_string(), first.clone());
             std::thread::spawn(move || -> Result<u64, ProcessorError> {
                 let c: BaseConsumer = ClientConfig::new()
                     .set("bootstrap.servers", &brokers)
@@ -243,6 +260,10 @@ fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<u64, Proce
                 while next < high {
                     match c.poll(Duration::from_secs(10)) {
                         Some(Ok(m)) => {
+                            if n == 0 {
+                                let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+                                f.get_or_insert_with(Instant::now);
+                            }
                             n += 1;
                             next = m.offset() + 1;
                         }
@@ -258,7 +279,8 @@ fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<u64, Proce
     for h in handles {
         total += h.join().map_err(|_| e("consume", "thread panicked"))??;
     }
-    Ok(total)
+    let span = first.lock().unwrap_or_else(|e| e.into_inner()).map_or(Duration::ZERO, |f| f.elapsed());
+    Ok((total, span))
 }
 
 /// Reads clock commands as they appear until `quiet` passes without one;

@@ -98,6 +98,16 @@ impl Merger {
         self.inputs.iter().map(|i| i.next)
     }
 
+    /// The first input holding the merge back: nothing buffered, not
+    /// caught up. `(input, next offset, high watermark)`.
+    pub fn blocked_on(&self) -> Option<(usize, i64, Option<i64>)> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.buffered.is_empty() && !Self::caught_up(i))
+            .map(|(idx, i)| (idx, i.next, i.high))
+    }
+
     /// Some input's high watermark was never reported.
     pub fn unknown_high(&self) -> bool {
         self.inputs.iter().any(|i| i.high.is_none())

@@ -62,6 +62,10 @@ impl Histogram {
             count: AtomicU64::new(0),
         }
     }
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     pub fn observe(&self, seconds: f64) {
         for (b, c) in self.bounds.iter().zip(&self.counts) {
             if seconds <= *b {

@@ -314,6 +314,10 @@ impl Processor {
         Ok(Processor { group, stop, thread: Some(thread), metrics_addr })
     }
 
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        self.group.env.metrics.clone()
+    }
+
     pub fn status(&self) -> Vec<TaskStatus> {
         let tasks = self.group.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks

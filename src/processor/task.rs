@@ -148,6 +148,12 @@ struct Task {
     /// only, and its restart gets a fresh one.
     producer: FutureProducer,
     last_highs: Instant,
+    /// The input of the previous record fetched (records come in runs).
+    last_input: std::cell::Cell<usize>,
+    /// Records processed per input since the last commit (for metrics).
+    counted: Vec<u64>,
+    /// The previous batch's commit, still producing.
+    in_flight: Option<std::thread::JoinHandle<Result<(), TaskError>>>,
     /// The order of this batch's records: `(input, run length)`.
     order: Vec<(u32, u32)>,
     /// A batch cut short by a crash, being re-processed in its recorded order.
@@ -233,6 +239,9 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         .set("bootstrap.servers", &env.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        // nisshi answers OutOfOrderSequenceNumber to pipelined idempotent
+        // batches; one request in flight keeps the sequence strict.
+        .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "2")
         .set("message.timeout.ms", (env.limits.timeout.as_millis() as u64).to_string())
         .create()?;
@@ -259,9 +268,13 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         changelog,
         producer,
         last_highs: Instant::now(),
+        last_input: std::cell::Cell::new(0),
+        counted: Vec::new(),
+        in_flight: None,
         order: Vec::new(),
         replay: None,
     };
+    task.counted = vec![0; task.inputs.len()];
     if let Some(bytes) = stats.incomplete {
         match serde_json::from_slice::<Plan>(&bytes) {
             Ok(plan) if plan.ends.len() == task.inputs.len() => {
@@ -305,7 +318,7 @@ fn inputs(p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, 
 fn load_engines(p: i32, env: &TaskEnv) -> Result<BTreeMap<String, Engine>, TaskError> {
     let prefix = row_prefix(p);
     let rows = env.store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
-    let mut by_tenant: BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+    let mut by_tenant: TenantRows = BTreeMap::new();
     for (k, v) in rows {
         let rest = &k[prefix.len()..];
         let Some(slash) = rest.iter().position(|b| *b == b'/') else {
@@ -332,6 +345,7 @@ fn load_engines(p: i32, env: &TaskEnv) -> Result<BTreeMap<String, Engine>, TaskE
 impl Task {
     fn run(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
         let mut last_commit = Instant::now();
+        let mut last_wait_log = Instant::now();
         let label = self.p.to_string();
         loop {
             if self.control.lost.load(Ordering::SeqCst) {
@@ -340,6 +354,7 @@ impl Task {
             }
             if self.control.stop.load(Ordering::SeqCst) {
                 self.commit()?;
+                self.wait_in_flight()?;
                 tracing::info!(partition = self.p, "task stopped");
                 return Ok(());
             }
@@ -356,6 +371,13 @@ impl Task {
                     last_commit = Instant::now();
                 }
             }
+            if last_commit.elapsed() > Duration::from_secs(5) && last_wait_log.elapsed() > Duration::from_secs(5) {
+                if let Some((idx, next, high)) = self.merger.blocked_on() {
+                    let i = &self.inputs[idx];
+                    tracing::info!(partition = self.p, input = %i.name, input_partition = i.partition, next, ?high, buffered = self.merger.buffered(), "waiting for input");
+                    last_wait_log = Instant::now();
+                }
+            }
             let idle = self.merger.idle();
             if self.pending > 0 && (idle || last_commit.elapsed() >= self.env.limits.commit_interval) {
                 self.commit()?;
@@ -364,7 +386,10 @@ impl Task {
             let lag = self.merger.lag() + self.merger.buffered() as i64;
             self.control.lag.store(lag, Ordering::SeqCst);
             self.env.metrics.lag.set(&label, lag);
-            self.control.idle.store(idle && self.pending == 0, Ordering::SeqCst);
+            if self.in_flight.as_ref().is_some_and(|h| h.is_finished()) {
+                self.wait_in_flight()?;
+            }
+            self.control.idle.store(idle && self.pending == 0 && self.in_flight.is_none(), Ordering::SeqCst);
         }
     }
 
@@ -440,7 +465,14 @@ impl Task {
     }
 
     fn input_of(&self, topic: &str, partition: i32) -> Option<usize> {
-        self.inputs.iter().position(|i| i.partition == partition && i.name == topic)
+        // Inputs are grouped by topic; the pings input comes first.
+        let last = self.last_input.get();
+        if self.inputs.get(last).is_some_and(|i| i.partition == partition && i.name == topic) {
+            return Some(last);
+        }
+        let found = self.inputs.iter().position(|i| i.partition == partition && i.name == topic)?;
+        self.last_input.set(found);
+        Some(found)
     }
 
     fn process(&mut self, r: Record) {
@@ -451,7 +483,7 @@ impl Task {
         }
         self.control.processed.fetch_add(1, Ordering::Relaxed);
         let input = &self.inputs[r.input];
-        self.env.metrics.records.add(input.topic.suffix(), 1);
+        self.counted[r.input] += 1;
         let decoded =
             self.env.codec.decode_event(input.topic, r.key.as_deref().unwrap_or_default(), r.value.as_deref());
         let te = match decoded {
@@ -528,9 +560,7 @@ impl Task {
         for (i, next) in self.inputs.iter().zip(self.merger.positions()) {
             batch.offset(&offset_name(self.p, &i.name), i.partition, next);
         }
-        // (topic, key, value, record time, emission sequence)
-        let mut out: Vec<(String, Vec<u8>, Vec<u8>, Option<i64>, u64)> =
-            Vec::with_capacity(self.commands.len() + self.dead.len());
+        let mut out: Vec<OutRecord> = Vec::with_capacity(self.commands.len() + self.dead.len());
         let commands_topic = self.env.catalogue.name(Topic::Commands);
         for (tenant, c, ts, seq) in &self.commands {
             let key = topics::key(tenant, command_key_id(c)).map_err(|e| TaskError::Encode(e.to_string()))?;
@@ -549,7 +579,73 @@ impl Task {
         if self.control.lost.load(Ordering::SeqCst) {
             return Ok(());
         }
+        let m = &self.env.metrics;
+        for (i, n) in self.inputs.iter().zip(self.counted.iter_mut()) {
+            if *n > 0 {
+                m.records.add(i.topic.suffix(), std::mem::take(n) as i64);
+            }
+        }
+        m.commands.inc_by(self.commands.len() as u64);
+        m.dead_letters.inc_by(self.dead.len() as u64);
+        let job = CommitJob {
+            begin,
+            out,
+            records,
+            batch,
+            producer: self.producer.clone(),
+            changelog: self.changelog.clone(),
+            p: self.p,
+            env: self.env.clone(),
+            started,
+        };
+        // One batch in flight while the next is processed: wait for the
+        // previous one (batches commit strictly in order), then hand off.
+        self.wait_in_flight()?;
+        self.in_flight = Some(
+            std::thread::Builder::new()
+                .name(format!("commit-{}", self.p))
+                .spawn(move || job.run())
+                .map_err(|e| TaskError::State { partition: self.p, error: format!("commit thread: {e}") })?,
+        );
+        self.commands.clear();
+        self.dead.clear();
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Waits for the batch being committed, if any; its error is this task's.
+    fn wait_in_flight(&mut self) -> Result<(), TaskError> {
+        match self.in_flight.take().map(|h| h.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(TaskError::State { partition: self.p, error: "commit thread panicked".into() }),
+        }
+    }
+}
+
+/// An output record: topic, key, value, record time, emission sequence.
+type OutRecord = (String, Vec<u8>, Vec<u8>, Option<i64>, u64);
+
+/// State rows by tenant: `(row key, value)`.
+type TenantRows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
+
+/// One batch's writes, in the order of the commit protocol.
+struct CommitJob {
+    begin: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    out: Vec<OutRecord>,
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    batch: Batch,
+    producer: FutureProducer,
+    changelog: String,
+    p: i32,
+    env: TaskEnv,
+    started: Instant,
+}
+
+impl CommitJob {
+    fn run(mut self) -> Result<(), TaskError> {
         let (producer, timeout, changelog, p) = (&self.producer, self.env.limits.timeout, &self.changelog, self.p);
+        let (begin, out, records) = (&self.begin, &self.out, &self.records);
         let next = self.env.runtime.block_on(async move {
             let sends = out.iter().map(|(topic, key, value, ts, seq)| async move {
                 let mut record = FutureRecord::to(topic).key(key).payload(value);
@@ -568,27 +664,22 @@ impl Task {
             // 1. The plan: from here on a crash re-processes this batch in
             //    exactly this order, so whatever part of it reached the
             //    broker is re-produced identically.
-            changelog::produce(producer, changelog, p, &begin, timeout).await?;
+            changelog::produce(producer, changelog, p, begin, timeout).await?;
             // 2. Commands: a changelog batch that restore would apply must
             //    never exist without its commands on the broker.
             for d in futures::future::join_all(sends).await {
                 d?;
             }
             // 3. The state writes and the offsets markers that complete it.
-            Ok::<_, TaskError>(changelog::produce(producer, changelog, p, &records, timeout).await?)
+            Ok::<_, TaskError>(changelog::produce(producer, changelog, p, records, timeout).await?)
         })?;
         if let Some(next) = next {
-            batch.offset(&self.changelog, self.p, next);
+            self.batch.offset(&self.changelog, self.p, next);
         }
-        self.env.store.commit(&batch)?;
-        let m = &self.env.metrics;
-        m.commands.inc_by(self.commands.len() as u64);
-        m.dead_letters.inc_by(self.dead.len() as u64);
-        m.batches.inc();
-        m.commit_seconds.observe(started.elapsed().as_secs_f64());
-        self.commands.clear();
-        self.dead.clear();
-        self.pending = 0;
+        // 4. State, input offsets and changelog position, atomically.
+        self.env.store.commit(&self.batch)?;
+        self.env.metrics.batches.inc();
+        self.env.metrics.commit_seconds.observe(self.started.elapsed().as_secs_f64());
         Ok(())
     }
 }

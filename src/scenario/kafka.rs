@@ -99,6 +99,7 @@ impl Scenario {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "1")
             .create()
             .map_err(|e| err("producer", e))?;
         let mut records = Vec::new();

@@ -33,8 +33,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Batch, StateStore, StoreError, StoreName};
@@ -93,18 +95,35 @@ pub async fn produce(
     records: &[(Vec<u8>, Option<Vec<u8>>)],
     timeout: Duration,
 ) -> Result<Option<i64>, StoreError> {
+    let failed = |e: &dyn std::fmt::Display| StoreError::Changelog(format!("produce to {topic}/{partition}: {e}"));
+    // Enqueue everything first (so the producer batches it), then await the
+    // acknowledgements; a full local queue is waited out, never dropped.
     let mut pending = Vec::with_capacity(records.len());
+    let deadline = Instant::now() + timeout;
     for (key, value) in records {
         let mut r = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).partition(partition).key(key);
         if let Some(v) = value {
             r = r.payload(v);
         }
-        pending.push(producer.send(r, timeout));
+        loop {
+            match producer.send_result(r) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    r = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => return Err(failed(&e)),
+            }
+        }
     }
     let mut last = None;
     for p in pending {
-        let delivery =
-            p.await.map_err(|(e, _)| StoreError::Changelog(format!("produce to {topic}/{partition}: {e}")))?;
+        let delivery = p.await.map_err(|e| failed(&e))?.map_err(|(e, _)| failed(&e))?;
         last = Some(delivery.offset + 1);
     }
     Ok(last)

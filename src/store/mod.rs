@@ -1,24 +1,42 @@
 //! State stores: RocksDB on local disk, one column family per store, each
 //! backed by a compacted changelog topic.
 //!
-//! Commit protocol (what the processor relies on):
-//! 1. For an input batch, the processor first produces its commands and the
-//!    batch's changelog records (every write, then an offsets marker carrying
-//!    the input offsets), and waits until the broker acknowledged them.
-//! 2. Then it commits one [`Batch`] — the same writes plus the input offsets
-//!    and changelog positions — as ONE RocksDB write batch, so state and
+//! Commit protocol (what the processor relies on; the task side is in
+//! [`crate::processor::task`]):
+//! 1. For an input batch, the processor first produces the batch's begin
+//!    marker to the changelog, carrying its replay plan (the order its input
+//!    records were processed in, and where every input ends), and waits for
+//!    the acknowledgement.
+//! 2. It produces the batch's commands and dead letters and waits for the
+//!    acknowledgements.
+//! 3. It produces the batch's changelog writes, then an offsets marker per
+//!    input carrying the input offsets, and waits for the acknowledgements.
+//! 4. Then it commits one [`Batch`] — the same writes plus the input offsets
+//!    and the changelog position — as ONE RocksDB write batch, so state and
 //!    offsets are never seen apart.
-//! 3. On start it resumes input from the offsets stored with the state (not
-//!    from the consumer group's committed offsets). A partition whose local
-//!    state is missing or behind its changelog is first restored from the
-//!    changelog ([`changelog::restore`]), which replays writes and offsets
-//!    markers in order.
+//! 5. On start it first restores from the changelog whatever the local state
+//!    lacks ([`changelog::restore`]: writes are applied only once an offsets
+//!    marker follows them), then resumes input from the offsets stored with
+//!    the state, never from the consumer group's committed offsets.
 //!
-//! A crash before 2 leaves the changelog ahead of local state: restarting
-//! from the local offsets re-processes the batch, which (the engine being
-//! deterministic) re-produces identical records and commands with identical
-//! ids; restoring from the changelog instead resumes after it. Either way no
-//! effect is lost, and none is doubled past the sinks' id check.
+//! Why no crash point loses or doubles an effect:
+//! - before 1 is acknowledged: nothing of the batch reached the broker; it is
+//!   processed again from the same offsets;
+//! - after 1, before 3 completes: the changelog ends with a begin marker and
+//!   no offsets marker; restore applies nothing of the batch and hands back
+//!   its plan, and the batch is re-processed in exactly the recorded order
+//!   (the engine is deterministic), so every command it had produced is
+//!   produced again with the same id and the same content — the sinks drop
+//!   the second copy by id — and none is missing;
+//! - after 3, before 4: the changelog holds the whole batch; restore applies
+//!   it and input resumes after it (local RocksDB, whose WAL is off, may lag
+//!   the changelog, never lead it);
+//! - after 4: done.
+//!
+//! Under compaction the latest begin and offsets markers and each key's
+//! latest write survive in order, so the restored state is the state at the
+//! latest offsets marker: writes of a cut batch that precede later markers
+//! were re-written with the same values by the exact re-processing.
 //!
 //! The [`StateStore`] trait is the boundary; [`rocks::RocksStore`] is the
 //! implementation (tests may use others).
