@@ -50,10 +50,10 @@ enum Top {
         #[arg(long, env = "GEOCLOCK_METRICS")]
         metrics: Option<std::net::SocketAddr>,
         /// Records per batch (commit at most this many at once).
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 100_000)]
         batch: usize,
-        /// Commit at least this often while input keeps coming.
-        #[arg(long, default_value_t = 200)]
+        /// Commit at least this often while input keeps coming (caught-up input commits at once).
+        #[arg(long, default_value_t = 1000)]
         commit_ms: u64,
         /// Consumer-group session timeout: how soon a dead member's partitions move.
         #[arg(long, default_value_t = 10_000)]

@@ -127,8 +127,10 @@ impl Config {
             state_dir,
             tenants: Tenants::default(),
             limits: Limits {
-                batch_records: 20_000,
-                commit_interval: Duration::from_millis(200),
+                // Large batches while catching up (fewer rewrites of each
+                // vehicle's rows); live input commits as soon as it is idle.
+                batch_records: 100_000,
+                commit_interval: Duration::from_millis(1000),
                 timeout: Duration::from_secs(30),
             },
             rocks: RocksConfig::default(),
