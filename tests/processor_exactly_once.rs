@@ -45,6 +45,10 @@ struct Proc {
 
 impl Proc {
     fn start(broker: &str, prefix: &str, state: &PathBuf) -> Proc {
+        Proc::start_with(broker, prefix, state, None)
+    }
+
+    fn start_with(broker: &str, prefix: &str, state: &PathBuf, fault: Option<&str>) -> Proc {
         let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_geoclock"))
             .args(["process", "--brokers", broker, "--prefix", prefix, "--partitions", "3"])
@@ -53,6 +57,7 @@ impl Proc {
             .arg("--state-dir")
             .arg(state)
             .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            .env("GEOCLOCK_FAULT", fault.unwrap_or(""))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -317,5 +322,28 @@ fn graceful_rebalances_emit_every_command_exactly_once() {
     assert_eq!(duplicates, 0, "a graceful rebalance re-processed input:\n{}", logs());
     p2.kill();
     drop(p1);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The worst crash point, forced: a process aborts right after a batch's
+/// commands were acknowledged and before its state was written. Its
+/// successor must re-produce those commands, with the same ids and the same
+/// contents, and nothing else.
+#[test]
+fn a_crash_after_commands_reemits_them_identically() {
+    let w = world("ac", 300);
+    let (brokers, prefix) = (&w.brokers, &w.prefix);
+    let root = std::env::temp_dir().join(format!("geoclock-ac-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut p1 = Proc::start_with(brokers, prefix, &root.join("s1"), Some("after_commands:3"));
+    let status = p1.child.wait().expect("p1 ends");
+    assert!(!status.success(), "p1 should have aborted");
+    assert!(p1.logged("GEOCLOCK_FAULT"), "{}", p1.log.lock().unwrap().join("\n"));
+    let p2 = Proc::start(brokers, prefix, &root.join("s1"));
+    let logs = || p2.log.lock().unwrap().join("\n");
+    let duplicates = w.check(logs);
+    assert!(p2.logged("re-processing a batch cut short"), "no replay:\n{}", logs());
+    assert!(duplicates > 0, "the aborted batch's commands should be on the topic twice");
+    drop(p2);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -23,6 +23,7 @@
 //!   partition and offset; the task goes on.
 
 pub mod bench;
+pub mod fault;
 pub mod merge;
 pub mod metrics;
 pub mod task;

@@ -670,6 +670,7 @@ impl CommitJob {
             for d in futures::future::join_all(sends).await {
                 d?;
             }
+            super::fault::commands_acknowledged(p, out.iter().filter(|o| o.3.is_some()).count());
             // 3. The state writes and the offsets markers that complete it.
             Ok::<_, TaskError>(changelog::produce(producer, changelog, p, records, timeout).await?)
         })?;
