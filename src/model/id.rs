@@ -38,13 +38,16 @@ impl Id {
     pub fn is_numeric(&self) -> bool {
         self.numeric
     }
+}
 
-    fn as_i64(&self) -> Option<i64> {
-        if self.numeric {
-            self.text.parse().ok()
-        } else {
-            None
-        }
+/// Orders two canonical integer texts (as [`Id::number`] writes them: no
+/// leading zeros or `+`) numerically, without parsing them.
+fn cmp_canonical_integers(a: &str, b: &str) -> Ordering {
+    match (a.starts_with('-'), b.starts_with('-')) {
+        (false, false) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
+        (true, true) => b.len().cmp(&a.len()).then_with(|| b.cmp(a)),
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
     }
 }
 
@@ -72,13 +75,14 @@ impl Ord for Id {
         if self.text == other.text {
             return Ordering::Equal;
         }
-        match (self.as_i64(), other.as_i64()) {
-            (Some(a), Some(b)) => a.cmp(&b),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => self.text.cmp(&other.text),
+        // Numeric ids are only built by `Id::number`, so their text is a
+        // canonical integer and compares numerically without parsing.
+        match (self.numeric, other.numeric) {
+            (true, true) => cmp_canonical_integers(&self.text, &other.text),
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (false, false) => self.text.cmp(&other.text),
         }
-        .then_with(|| self.text.cmp(&other.text))
     }
 }
 impl PartialOrd for Id {
@@ -111,9 +115,9 @@ impl From<i64> for Id {
 
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.as_i64() {
-            Some(n) => s.serialize_i64(n),
-            None => s.serialize_str(&self.text),
+        match self.text.parse::<i64>() {
+            Ok(n) if self.numeric => s.serialize_i64(n),
+            _ => s.serialize_str(&self.text),
         }
     }
 }
@@ -160,6 +164,13 @@ mod tests {
         let mut v = vec![Id::text("b"), Id::number(100), Id::number(9), Id::text("a")];
         v.sort();
         assert_eq!(v, vec![Id::number(9), Id::number(100), Id::text("a"), Id::text("b")]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn numeric_ids_order_as_their_numbers(a: i64, b: i64) {
+            proptest::prop_assert_eq!(Id::number(a).cmp(&Id::number(b)), a.cmp(&b));
+        }
     }
 
     #[test]
