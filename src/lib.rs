@@ -11,4 +11,5 @@ pub mod kafka;
 pub mod model;
 pub mod report;
 pub mod scenario;
+pub mod sim;
 pub mod store;

@@ -1,0 +1,1 @@
+//! The Azuga simulator (placeholder until its piece lands).
