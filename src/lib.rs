@@ -5,6 +5,7 @@
 //! `report` derives the Activity Report from engine state; `kafka` holds the
 //! topic catalogue, record codec and broker administration.
 
+pub mod connect;
 pub mod engine;
 pub mod geo;
 pub mod kafka;
