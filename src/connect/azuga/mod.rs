@@ -11,7 +11,8 @@
 //!   letters with the reason, exact duplicates are dropped and counted.
 //! - Driver, vehicle and pairing lists are complete each time, so an entity
 //!   missing from a list is tombstoned.
-//! - The webhook is registered once per tenant (remembered in the ledger).
+//! - The webhook is registered once per tenant and URL (remembered in the
+//!   ledger).
 
 pub mod map;
 
@@ -154,7 +155,9 @@ impl Task {
 
     async fn start(&mut self) -> Result<(), ConnectError> {
         if let Some(url) = self.hook_url.clone() {
-            if self.ledger.state().cursor(HOOK_CURSOR).is_none() {
+            // Remembered per URL: a new public URL registers again.
+            let name = format!("{HOOK_CURSOR}_{:016x}", super::ledger::fingerprint(url.as_bytes()));
+            if self.ledger.state().cursor(&name).is_none() {
                 self.client
                     .call(
                         "POST",
@@ -163,7 +166,7 @@ impl Task {
                         Some(json!({"url": url, "eventTypes": ["GPS_MESSAGE"]})),
                     )
                     .await?;
-                self.ledger.record(vec![Entry::Cursor { name: HOOK_CURSOR.into(), at: 1 }])?;
+                self.ledger.record(vec![Entry::Cursor { name, at: 1 }])?;
             }
         }
         self.sync_entities().await

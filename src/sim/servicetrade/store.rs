@@ -5,6 +5,8 @@
 //! - `updated` is unix seconds (ServiceTrade's unit) of the last change;
 //!   `updatedAfter=T` lists entities with `updated > T`.
 //! - Lists are ordered by id, so paging is stable while nothing changes.
+//!   Entities are held in hash maps (an [`Id`] hashes by its text; its
+//!   order is numeric-aware, so a `BTreeMap` could not be searched by `&str`).
 //! - Every change returns the webhook item describing it
 //!   (`{action, timestamp, userId, entity{type,id,uri}, changeset}`), with
 //!   the changeset listing the top-level fields whose JSON changed.
@@ -52,10 +54,10 @@ pub struct Snapshot {
 
 #[derive(Debug, Default)]
 pub struct Store {
-    users: BTreeMap<Id, Rec<User>>,
-    locations: BTreeMap<Id, Rec<Location>>,
-    jobs: BTreeMap<Id, Rec<Job>>,
-    appointments: BTreeMap<Id, Rec<Appointment>>,
+    users: HashMap<Id, Rec<User>>,
+    locations: HashMap<Id, Rec<Location>>,
+    jobs: HashMap<Id, Rec<Job>>,
+    appointments: HashMap<Id, Rec<Appointment>>,
     clocks: BTreeMap<i64, Rec<ClockRec>>,
 }
 
@@ -85,6 +87,12 @@ pub fn activity_str(a: Activity) -> &'static str {
 
 fn split_name(name: &str) -> (&str, &str) {
     name.trim().split_once(' ').unwrap_or((name.trim(), ""))
+}
+
+fn sorted<T>(m: &HashMap<Id, Rec<T>>) -> Vec<&Rec<T>> {
+    let mut v: Vec<(&Id, &Rec<T>)> = m.iter().collect();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v.into_iter().map(|(_, r)| r).collect()
 }
 
 impl Store {
@@ -164,30 +172,27 @@ impl Store {
         let fresh = |u: i64| updated_after.is_none_or(|t| u > t);
         let eq = |key: &str, v: Option<&Id>| q.get(key).is_none_or(|want| v.is_some_and(|v| v.as_str() == want));
         let out = match kind {
-            "user" => self
-                .users
-                .values()
+            "user" => sorted(&self.users)
+                .into_iter()
                 .filter(|r| fresh(r.updated))
                 .filter(|r| q.get("isTech").is_none_or(|w| (w == "true") == r.value.tech))
                 .map(|r| self.user_json(&r.value, r.updated))
                 .collect(),
-            "location" => self
-                .locations
-                .values()
+            "location" => sorted(&self.locations)
+                .into_iter()
                 .filter(|r| fresh(r.updated))
                 .map(|r| self.location_json(&r.value, r.updated))
                 .collect(),
-            "job" => self
-                .jobs
-                .values()
+            "job" => sorted(&self.jobs)
+                .into_iter()
                 .filter(|r| fresh(r.updated) && eq("locationId", r.value.location.as_ref()))
                 .map(|r| self.job_json(&r.value, r.updated))
                 .collect(),
             "appointment" => {
                 let after = num(q, "windowBeginsAfter")?;
                 let before = num(q, "windowEndsBefore")?;
-                self.appointments
-                    .values()
+                sorted(&self.appointments)
+                    .into_iter()
                     .filter(|r| fresh(r.updated) && eq("jobId", r.value.job.as_ref()))
                     .filter(|r| q.get("status").is_none_or(|s| s.split(',').any(|s| s == r.value.status.as_str())))
                     .filter(|r| after.is_none_or(|t| r.value.window_start.is_some_and(|w| secs(w) > t)))
@@ -278,10 +283,10 @@ impl Store {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            users: self.users.values().map(|r| r.value.clone()).collect(),
-            locations: self.locations.values().map(|r| r.value.clone()).collect(),
-            jobs: self.jobs.values().map(|r| r.value.clone()).collect(),
-            appointments: self.appointments.values().map(|r| r.value.clone()).collect(),
+            users: sorted(&self.users).into_iter().map(|r| r.value.clone()).collect(),
+            locations: sorted(&self.locations).into_iter().map(|r| r.value.clone()).collect(),
+            jobs: sorted(&self.jobs).into_iter().map(|r| r.value.clone()).collect(),
+            appointments: sorted(&self.appointments).into_iter().map(|r| r.value.clone()).collect(),
             clocks: self.clocks.values().map(|r| r.value.clone()).collect(),
         }
     }
