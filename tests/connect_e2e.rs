@@ -396,3 +396,127 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("{} pings, {} appointments in {:?}", world.pings.len(), world.appointments.len(), started.elapsed());
 }
+
+fn post(url: &str, body: Vec<u8>, header: Option<(&str, &str)>) -> u16 {
+    let a: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = a.post(url).header("Content-Type", "application/json");
+    if let Some((k, v)) = header {
+        r = r.header(k, v);
+    }
+    match r.send(body) {
+        Ok(resp) => resp.status().as_u16(),
+        // A server may close the connection on a body it refuses to read.
+        Err(_) => 413,
+    }
+}
+
+#[test]
+fn malformed_and_unauthenticated_webhooks_are_refused_and_dead_lettered() {
+    let broker = Broker::start(Storage::Memory);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let catalogue = Catalogue { prefix: "bad".into(), partitions: PARTITIONS, replication: 1 };
+    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, Duration::from_secs(20))).expect("topics");
+    let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).unwrap();
+    let seen = tail(&broker.bootstrap(), &catalogue);
+    let world = generate(&FleetConfig {
+        technicians: 2,
+        day_start: Ts::from_secs(chrono::Utc::now().timestamp() - 14 * 3600),
+        ..FleetConfig::default()
+    });
+    let (_sts, st_run) = rt.block_on(ServiceTradeSim::start(st::Config::default(), &world, "127.0.0.1:0")).unwrap();
+    let (_azs, az_run) = rt
+        .block_on(AzugaSim::start(
+            azuga::Config { rate_limit_ms: 50, ..azuga::Config::default() },
+            &world,
+            "127.0.0.1:0",
+        ))
+        .unwrap();
+    let t = tenants(&st_run.url(), &az_run.url());
+    let dir = std::env::temp_dir().join(format!("geoclock-e2e-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (c_st, c_az) = rt.block_on(both(&broker.bootstrap(), &catalogue, &dir, &t, ("127.0.0.1:0", "127.0.0.1:0")));
+    let st_hook = format!("{}/webhook/acme/st-hook-secret", c_st.url());
+    let az_hook = format!("{}/webhook/acme/az-hook-secret", c_az.url());
+
+    // Unauthenticated: 401, nothing published.
+    assert_eq!(post(&format!("{}/webhook/acme/wrong", c_st.url()), b"{}".to_vec(), None), 401);
+    assert_eq!(post(&format!("{}/webhook/nobody/st-hook-secret", c_st.url()), b"{}".to_vec(), None), 401);
+    assert_eq!(post(&format!("{}/webhook/acme", c_az.url()), b"[]".to_vec(), None), 401);
+    assert_eq!(post(&format!("{}/webhook/acme", c_az.url()), b"[]".to_vec(), Some(("X-Geoclock-Key", "nope"))), 401);
+
+    let huge = format!("{{\"messageId\":\"m\",\"data\":[],\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024)).into_bytes();
+    let st_bad: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid JSON", b"{not json".to_vec()),
+        ("wrong types", br#"{"messageId":"m1","data":{"action":"created"}}"#.to_vec()),
+        ("missing fields", br#"{"data":[{"action":"created","entity":{"type":"job","id":1}}]}"#.to_vec()),
+        (
+            "unknown entity",
+            br#"{"messageId":"m2","data":[{"action":"created","entity":{"type":"invoice","id":1}}]}"#.to_vec(),
+        ),
+    ];
+    for (what, body) in &st_bad {
+        let s = post(&st_hook, body.clone(), None);
+        assert_eq!(s, 400, "servicetrade {what}");
+    }
+    let s = post(&st_hook, huge.clone(), None);
+    assert!(s == 413, "huge body: {s}");
+    let az_bad: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid JSON", b"[{".to_vec()),
+        ("wrong types", br#"{"eventType":"GPS_MESSAGE","vehicleId":"veh-000","latitude":"35.1","longitude":-80.1,"locationTime":1}"#.to_vec()),
+        ("missing fields", br#"[{"eventType":"GPS_MESSAGE","latitude":35.1,"longitude":-80.1}]"#.to_vec()),
+        ("not objects", b"[1, true]".to_vec()),
+    ];
+    for (what, body) in &az_bad {
+        assert_eq!(post(&az_hook, body.clone(), Some(("X-Geoclock-Key", "az-hook-secret"))), 400, "azuga {what}");
+    }
+    // Well-formed but impossible fixes: accepted (the body is fine), each dead-lettered with its reason.
+    let now = chrono::Utc::now().timestamp_millis();
+    let fixes = serde_json::json!([
+        {"eventType":"GPS_MESSAGE","vehicleId":"veh-000","latitude":95.0,"longitude":-80.1,"speed":3,"locationTime":now},
+        {"eventType":"GPS_MESSAGE","vehicleId":"veh-000","latitude":35.0,"longitude":-80.1,"speed":3,"locationTime":now + 86_400_000},
+        {"eventType":"GPS_MESSAGE","vehicleId":"veh-000","latitude":35.0,"longitude":-80.1,"speed":3,"locationTime":1000},
+        {"eventType":"GPS_MESSAGE","vehicleId":"veh-000","latitude":35.0,"longitude":-80.1,"speed":3,"locationTime":now - 5000},
+    ]);
+    assert_eq!(post(&az_hook, fixes.to_string().into_bytes(), None), 200);
+
+    let want_dead = st_bad.len() + 1 + az_bad.len() + 3;
+    wait_for("dead letters", 20, || {
+        let n = seen.lock().unwrap().iter().filter(|(t, _, _)| *t == Topic::DeadLetters).count();
+        if n >= want_dead {
+            Ok(())
+        } else {
+            Err(format!("{n} of {want_dead}"))
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let dead: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _, _)| *t == Topic::DeadLetters)
+        .map(|(_, _, v)| codec.decode_dead_letter(v.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(dead.len(), want_dead, "exactly one dead letter per refused body or fix, none for 401s");
+    assert!(dead.iter().any(|d| d.kind == "too_large"));
+    assert!(dead.iter().any(|d| d.kind == "position" && d.reason.contains("95")));
+    assert_eq!(dead.iter().filter(|d| d.kind == "time").count(), 2);
+    assert!(dead.iter().filter(|d| d.kind == "malformed").all(|d| !d.reason.is_empty() && d.value.is_some()));
+    assert!(dead.iter().all(|d| !format!("{d:?}").contains("hook-secret")));
+    // Still alive, and the one good fix was published.
+    wait_for("the good fix", 10, || {
+        let n = seen.lock().unwrap().iter().filter(|(t, _, _)| *t == Topic::Pings).count();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err("no ping".into())
+        }
+    });
+    let ok = |u: String| ureq::get(&u).call().map(|r| r.status().as_u16()).unwrap_or(0);
+    assert_eq!(ok(format!("{}/healthz", c_st.url())), 200);
+    assert_eq!(ok(format!("{}/healthz", c_az.url())), 200);
+    let metrics = ureq::get(&format!("{}/metrics", c_st.url())).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains("outcome=\"unauthorized\""), "{metrics}");
+    assert!(!metrics.contains("st-hook-secret"));
+    rt.block_on(async { tokio::join!(c_st.stop(), c_az.stop(), st_run.stop(), az_run.stop()) });
+    let _ = std::fs::remove_dir_all(&dir);
+}
