@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli_connect;
+
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::topics::Catalogue;
 use geoclock::scenario::Scenario;
@@ -27,6 +29,16 @@ enum Top {
     Topics {
         #[command(subcommand)]
         command: TopicsCmd,
+    },
+    /// Simulated vendor APIs on loopback (see src/sim/).
+    Sim {
+        #[command(subcommand)]
+        command: cli_connect::SimCmd,
+    },
+    /// Vendor connectors: APIs and webhooks onto Kafka (see src/connect/).
+    Connect {
+        #[command(subcommand)]
+        command: cli_connect::ConnectCmd,
     },
 }
 
@@ -94,5 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Top::Sim { command } => cli_connect::sim(command),
+        Top::Connect { command } => cli_connect::connect(command),
     }
 }

@@ -145,14 +145,14 @@ pub enum TenantsError {
     Parse { path: String, message: String },
     #[error("tenant {tenant:?}: {message}")]
     Invalid { tenant: String, message: String },
-    #[error("tenant {tenant}: {field}: {source}")]
-    Secret { tenant: String, field: &'static str, source: SecretError },
-    #[error("tenant {tenant}: {source}")]
-    Settings { tenant: String, source: SettingsError },
+    #[error("tenant {tenant}: {field}: {error}")]
+    Secret { tenant: String, field: &'static str, error: SecretError },
+    #[error("tenant {tenant}: {error}")]
+    Settings { tenant: String, error: SettingsError },
 }
 
 fn resolve(tenant: &str, field: &'static str, s: &SecretSource) -> Result<Secret, TenantsError> {
-    s.resolve().map_err(|source| TenantsError::Secret { tenant: tenant.to_string(), field, source })
+    s.resolve().map_err(|error| TenantsError::Secret { tenant: tenant.to_string(), field, error })
 }
 
 /// Parses and resolves a tenants file's text.
@@ -168,7 +168,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
         if out.iter().any(|o| o.name == t.name) {
             return Err(invalid("listed twice"));
         }
-        t.settings.validate().map_err(|source| TenantsError::Settings { tenant: t.name.clone(), source })?;
+        t.settings.validate().map_err(|error| TenantsError::Settings { tenant: t.name.clone(), error })?;
         let servicetrade = match &t.servicetrade {
             Some(s) => Some(ServiceTradeTenant {
                 base_url: s.base_url.trim_end_matches('/').to_string(),
