@@ -5,6 +5,7 @@
 //! `report` derives the Activity Report from engine state; `kafka` holds the
 //! topic catalogue, record codec and broker administration.
 
+pub mod connect;
 pub mod engine;
 pub mod geo;
 pub mod kafka;
@@ -12,4 +13,5 @@ pub mod model;
 pub mod processor;
 pub mod report;
 pub mod scenario;
+pub mod sim;
 pub mod store;

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod cli_connect;
+
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::Catalogue;
@@ -68,6 +70,16 @@ enum Top {
     Topics {
         #[command(subcommand)]
         command: TopicsCmd,
+    },
+    /// Simulated vendor APIs on loopback (see src/sim/).
+    Sim {
+        #[command(subcommand)]
+        command: cli_connect::SimCmd,
+    },
+    /// Vendor connectors: APIs and webhooks onto Kafka (see src/connect/).
+    Connect {
+        #[command(subcommand)]
+        command: cli_connect::ConnectCmd,
     },
 }
 
@@ -229,6 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Top::Sim { command } => cli_connect::sim(command),
+        Top::Connect { command } => cli_connect::connect(command),
     }
 }
 

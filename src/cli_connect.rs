@@ -1,0 +1,210 @@
+//! `geoclock sim …` and `geoclock connect …`: parsing and wiring only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use geoclock::connect::{self, tenants, Options, Vendor};
+use geoclock::kafka::registry::{ConfluentRegistry, FileRegistry, SchemaRegistry};
+use geoclock::kafka::topics::Catalogue;
+use geoclock::model::Ts;
+use geoclock::sim::azuga::{self, AzugaSim};
+use geoclock::sim::fleet::{generate, FleetConfig};
+use geoclock::sim::servicetrade::{self, ServiceTradeSim};
+use geoclock::sim::webhook::Faults;
+use geoclock::sim::world::World;
+
+#[derive(Subcommand)]
+pub enum SimCmd {
+    /// The ServiceTrade API (`/api`), with admin endpoints under `/admin`.
+    Servicetrade {
+        #[command(flatten)]
+        common: SimArgs,
+    },
+    /// The Azuga API, with admin endpoints under `/admin`.
+    Azuga {
+        #[command(flatten)]
+        common: SimArgs,
+        /// Budget per API call, ms (Azuga: one per minute).
+        #[arg(long, default_value_t = 60_000)]
+        rate_limit_ms: u64,
+        /// Do not release fixes as the wall clock passes their time (use POST /admin/advance).
+        #[arg(long)]
+        manual_time: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct SimArgs {
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: String,
+    /// A scenario YAML file to hold (entities, clock events, pings).
+    #[arg(long, conflicts_with = "generate")]
+    seed_file: Option<PathBuf>,
+    /// Generate a working day for N technicians instead (today, from 07:00 UTC).
+    #[arg(long)]
+    generate: Option<usize>,
+    /// Seed of the generated day and of the webhook faults.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    reorder_rate: f64,
+}
+
+impl SimArgs {
+    fn world(&self) -> anyhow::Result<World> {
+        if let Some(f) = &self.seed_file {
+            return Ok(World::load(f)?);
+        }
+        let today = chrono::Utc::now().timestamp().div_euclid(86_400) * 86_400;
+        let n = self.generate.unwrap_or(10);
+        Ok(generate(&FleetConfig {
+            seed: self.seed,
+            technicians: n,
+            day_start: Ts::from_secs(today + 7 * 3600),
+            ..FleetConfig::default()
+        }))
+    }
+
+    fn faults(&self) -> Faults {
+        Faults {
+            seed: self.seed,
+            drop_rate: self.drop_rate,
+            duplicate_rate: self.duplicate_rate,
+            reorder_rate: self.reorder_rate,
+            ..Faults::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ConnectCmd {
+    /// ServiceTrade → Kafka: initial sync, webhook inbox, updatedAfter reconciliation.
+    Servicetrade {
+        #[command(flatten)]
+        common: ConnectArgs,
+    },
+    /// Azuga → Kafka: GPS_MESSAGE webhooks, live-location polling, drivers/vehicles/pairings.
+    Azuga {
+        #[command(flatten)]
+        common: ConnectArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ConnectArgs {
+    /// The tenants file (TOML; see src/connect/tenants.rs).
+    #[arg(long, env = "GEOCLOCK_TENANTS")]
+    tenants: PathBuf,
+    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
+    prefix: String,
+    /// Webhook inbox and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: String,
+    /// Base URL the vendors reach the inbox at (default: http://LISTEN).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Do not register webhooks with the vendor (polling/reconciliation only).
+    #[arg(long)]
+    no_webhooks: bool,
+    /// Where the ledgers (published fingerprints, cursors) live.
+    #[arg(long, default_value = "geoclock-state")]
+    state_dir: PathBuf,
+    /// Schema registry: a Confluent REST URL, or a file path (default: built in, ids derived from the schemas).
+    #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
+    schema_registry: Option<String>,
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEOCLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
+    init_logs();
+    let rt = runtime()?;
+    rt.block_on(async {
+        match cmd {
+            SimCmd::Servicetrade { common } => {
+                let config = servicetrade::Config { faults: common.faults(), ..servicetrade::Config::default() };
+                let (_sim, running) = ServiceTradeSim::start(config, &common.world()?, &common.listen).await?;
+                println!("servicetrade simulator on {}", running.url());
+                tokio::select! {
+                    _ = running.wait() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            SimCmd::Azuga { common, rate_limit_ms, manual_time } => {
+                let config = azuga::Config { rate_limit_ms, faults: common.faults(), ..azuga::Config::default() };
+                let (sim, running) = AzugaSim::start(config, &common.world()?, &common.listen).await?;
+                println!("azuga simulator on {}", running.url());
+                if !manual_time {
+                    let sim = sim.clone();
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                        loop {
+                            tick.tick().await;
+                            sim.advance(Ts(chrono::Utc::now().timestamp_millis()));
+                        }
+                    });
+                }
+                tokio::select! {
+                    _ = running.wait() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
+    init_logs();
+    let (vendor, a) = match cmd {
+        ConnectCmd::Servicetrade { common } => (Vendor::ServiceTrade, common),
+        ConnectCmd::Azuga { common } => (Vendor::Azuga, common),
+    };
+    let tenants = tenants::load(&a.tenants)?;
+    let catalogue = Catalogue { prefix: a.prefix, ..Catalogue::default() };
+    let registry: Arc<dyn SchemaRegistry> = match a.schema_registry {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Arc::new(ConfluentRegistry::new(&url)?)
+        }
+        Some(path) => Arc::new(FileRegistry::open(path)?),
+        None => Arc::new(FileRegistry::in_memory()),
+    };
+    let opts = Options {
+        brokers: a.brokers,
+        catalogue,
+        registry,
+        listen: a.listen,
+        public_url: a.public_url,
+        register_webhooks: !a.no_webhooks,
+        state_dir: a.state_dir,
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let c = connect::start(vendor, opts, &tenants).await.context("starting the connector")?;
+        println!(
+            "{} connector on {} (webhooks at /webhook/TENANT/SECRET, metrics at /metrics)",
+            vendor.name(),
+            c.url()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        c.stop().await;
+        Ok(())
+    })
+}

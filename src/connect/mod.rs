@@ -1,0 +1,196 @@
+//! Connectors: ServiceTrade and Azuga onto Kafka.
+//!
+//! One process runs one vendor's connector for every tenant of the tenants
+//! file ([`tenants`]). Per tenant, one task ([`servicetrade::Task`],
+//! [`azuga::Task`]) owns that tenant's API client and ledger and does all of
+//! its publishing, in order; the shared HTTP server ([`inbox`]) only
+//! authenticates, parses and queues webhook bodies for it, and serves
+//! `/metrics`.
+//!
+//! Records are the engine's events encoded with the shared Avro codec
+//! (Confluent framing), keyed `tenant/id`, on the catalogue's topics
+//! ([`publish`]). Exactly-once per key and content comes from the ledger
+//! ([`ledger`]): publish only what differs from the last acknowledged
+//! content, record after the acknowledgement.
+//!
+//! Secrets are [`secret::Secret`]s: they show as `***` in logs and errors.
+
+pub mod azuga;
+pub mod http;
+pub mod inbox;
+pub mod ledger;
+pub mod metrics;
+pub mod out;
+pub mod publish;
+pub mod secret;
+pub mod servicetrade;
+pub mod tenants;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::kafka::codec::{Codec, CodecError};
+use crate::kafka::registry::SchemaRegistry;
+use crate::kafka::topics::Catalogue;
+use crate::model::Ping;
+use crate::sim::server::{serve, Running as Server};
+use inbox::{Inbox, TenantInbox};
+use ledger::{Ledger, LedgerError};
+use metrics::Metrics;
+use out::Out;
+use publish::{PublishError, Publisher};
+use tenants::Tenant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    ServiceTrade,
+    Azuga,
+}
+
+impl Vendor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Vendor::ServiceTrade => "servicetrade",
+            Vendor::Azuga => "azuga",
+        }
+    }
+}
+
+/// A parsed webhook body, queued for its tenant's task.
+#[derive(Debug, Clone)]
+pub enum Work {
+    ServiceTrade(servicetrade::webhook::Message),
+    Azuga(Vec<(Ping, Value)>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{call}: HTTP {status}: {message}")]
+    Http { call: String, status: u16, message: String },
+    #[error("{call}: {message}")]
+    Unreachable { call: String, message: String },
+    #[error("{call}: unexpected answer: {message}")]
+    Protocol { call: String, message: String },
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub struct Options {
+    pub brokers: String,
+    pub catalogue: Catalogue,
+    pub registry: Arc<dyn SchemaRegistry>,
+    /// The inbox and `/metrics` listen here (`127.0.0.1:0`: any port).
+    pub listen: String,
+    /// Base URL the vendors reach the inbox at; default `http://{listen}`.
+    /// `None` with `register_webhooks` false: no webhook is registered.
+    pub public_url: Option<String>,
+    pub register_webhooks: bool,
+    /// Ledgers live here, one file per (vendor, tenant).
+    pub state_dir: PathBuf,
+}
+
+/// A running connector.
+pub struct Connector {
+    pub addr: SocketAddr,
+    pub metrics: Metrics,
+    server: Server,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    publisher: Arc<Publisher>,
+}
+
+/// Starts `vendor`'s connector for every tenant that configures it.
+pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<Connector, ConnectError> {
+    let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
+    let component = format!("geoclock-connect-{}", vendor.name());
+    let publisher = Arc::new(Publisher::new(&opts.brokers, codec, opts.catalogue.clone(), &component)?);
+    let metrics = Metrics::new();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    // Bind first: the hook URL needs the real port.
+    let listener = std::net::TcpListener::bind(&opts.listen)
+        .map_err(|e| ConnectError::Setup(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let addr = listener.local_addr().map_err(|e| ConnectError::Setup(e.to_string()))?;
+    drop(listener);
+    let public = opts.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+
+    let mut inboxes = HashMap::new();
+    let mut tasks = Vec::new();
+    let keep_pings_from = chrono::Utc::now().timestamp_millis() - 8 * 86_400_000;
+    for t in tenants {
+        let out = Out {
+            publisher: publisher.clone(),
+            metrics: metrics.clone(),
+            connector: vendor.name(),
+            tenant: t.name.clone(),
+        };
+        let ledger_path = opts.state_dir.join(format!("{}-{}.ledger.jsonl", vendor.name(), t.name));
+        let (tx, rx) = mpsc::channel(1024);
+        match (vendor, &t.servicetrade, &t.azuga) {
+            (Vendor::ServiceTrade, Some(cfg), _) => {
+                let ledger = Ledger::open(&ledger_path, keep_pings_from)?;
+                let hook = opts
+                    .register_webhooks
+                    .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
+                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook);
+                tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
+                inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
+            }
+            (Vendor::Azuga, _, Some(cfg)) => {
+                let ledger = Ledger::open(
+                    &ledger_path,
+                    keep_pings_from.min(chrono::Utc::now().timestamp_millis() - cfg.max_ping_age_s * 1000),
+                )?;
+                let hook = opts
+                    .register_webhooks
+                    .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
+                let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook);
+                tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
+                inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
+            }
+            _ => {}
+        }
+    }
+    if inboxes.is_empty() {
+        return Err(ConnectError::Setup(format!("no tenant configures {}", vendor.name())));
+    }
+    let inbox = Arc::new(Inbox { vendor, tenants: inboxes, metrics: metrics.clone() });
+    let server =
+        serve(inbox::router(inbox), &addr.to_string()).await.map_err(|e| ConnectError::Setup(e.to_string()))?;
+    tracing::info!(connector = vendor.name(), addr = %server.addr, tenants = tenants.len(), "connector listening");
+    Ok(Connector { addr: server.addr, metrics, server, shutdown, tasks, publisher })
+}
+
+impl Connector {
+    /// `http://127.0.0.1:PORT` of the inbox.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the tasks (each finishes the item in hand), the server, and
+    /// flushes the producer.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.server.stop().await;
+        if let Err(e) = self.publisher.flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "flush on stop failed");
+        }
+    }
+}

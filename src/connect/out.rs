@@ -1,0 +1,136 @@
+//! What a tenant task publishes, decided with its ledger: changed entities,
+//! new valid pings, dead letters. The order is always decide → publish and
+//! wait for acks → record in the ledger (see [`super::ledger`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::ledger::{fingerprint, Entry, Ledger, PingVerdict};
+use super::metrics::Metrics;
+use super::publish::{Outgoing, Publisher};
+use super::validate::{check_ping, PingLimits, PingRejection};
+use super::ConnectError;
+use crate::engine::Event;
+use crate::model::Ping;
+
+#[derive(Clone)]
+pub struct Out {
+    pub publisher: Arc<Publisher>,
+    pub metrics: Metrics,
+    pub connector: &'static str,
+    pub tenant: String,
+}
+
+impl Out {
+    fn count(&self, records: &[Outgoing]) {
+        let mut by_topic: HashMap<String, u64> = HashMap::new();
+        for r in records {
+            *by_topic.entry(self.publisher.topic_name(r.topic)).or_default() += 1;
+        }
+        for (topic, n) in by_topic {
+            self.metrics.published(self.connector, &self.tenant, &topic, n);
+        }
+    }
+
+    /// Publishes the events whose content differs from what the ledger says
+    /// was last published under their ledger key (the last one per key wins
+    /// within the batch); returns how many were published.
+    pub async fn entities(&self, ledger: &mut Ledger, items: Vec<(String, Event)>) -> Result<usize, ConnectError> {
+        let mut last: HashMap<String, usize> = HashMap::new();
+        for (i, (k, _)) in items.iter().enumerate() {
+            last.insert(k.clone(), i);
+        }
+        let mut records = Vec::new();
+        let mut entries = Vec::new();
+        let mut unchanged = 0;
+        for (i, (key, event)) in items.iter().enumerate() {
+            if last.get(key) != Some(&i) {
+                continue;
+            }
+            let rec = self.publisher.event(&self.tenant, event)?;
+            let hash = rec.value.as_deref().map(fingerprint);
+            if ledger.state().changed(key, hash) {
+                records.push(rec);
+                entries.push(Entry::Published { key: key.clone(), hash });
+            } else {
+                unchanged += 1;
+            }
+        }
+        if unchanged > 0 {
+            self.metrics.duplicate(self.connector, &self.tenant, "entity", unchanged);
+        }
+        self.publisher.send_all(&records).await?;
+        ledger.record(entries)?;
+        self.count(&records);
+        Ok(records.len())
+    }
+
+    /// Validates and publishes pings: invalid or conflicting ones become
+    /// dead letters, duplicates are dropped. Returns how many were published.
+    pub async fn pings(
+        &self,
+        ledger: &mut Ledger,
+        pings: Vec<(Ping, Value)>,
+        limits: &PingLimits,
+        source: &str,
+    ) -> Result<usize, ConnectError> {
+        let mut records = Vec::new();
+        let mut entries = Vec::new();
+        let mut batch: HashMap<(String, i64), u64> = HashMap::new();
+        let mut dups = 0;
+        for (ping, raw) in pings {
+            if let Err(why) = check_ping(&ping, limits) {
+                self.dead_letter(source, why.class(), &why.to_string(), raw.to_string().as_bytes()).await;
+                continue;
+            }
+            let rec = self.publisher.event(&self.tenant, &Event::Ping(ping.clone()))?;
+            let hash = rec.value.as_deref().map(fingerprint).unwrap_or(0);
+            let slot = (ping.vehicle.to_string(), ping.time.millis());
+            let verdict = match batch.get(&slot) {
+                Some(h) if *h == hash => PingVerdict::Duplicate,
+                Some(_) => PingVerdict::Conflict,
+                None => ledger.state().ping(&slot.0, slot.1, hash),
+            };
+            match verdict {
+                PingVerdict::New => {
+                    batch.insert(slot.clone(), hash);
+                    records.push(rec);
+                    entries.push(Entry::Ping { vehicle: slot.0, time: slot.1, hash });
+                }
+                PingVerdict::Duplicate => dups += 1,
+                PingVerdict::Conflict => {
+                    let why = PingRejection::Conflict;
+                    self.dead_letter(source, why.class(), &why.to_string(), raw.to_string().as_bytes()).await;
+                }
+            }
+        }
+        if dups > 0 {
+            self.metrics.duplicate(self.connector, &self.tenant, "ping", dups);
+        }
+        self.publisher.send_all(&records).await?;
+        ledger.record(entries)?;
+        self.count(&records);
+        Ok(records.len())
+    }
+
+    /// Publishes a dead letter; failures are logged (the caller has already
+    /// decided to refuse the input).
+    pub async fn dead_letter(&self, source: &str, class: &str, reason: &str, body: &[u8]) {
+        self.metrics.dead_letter(self.connector, &self.tenant, class);
+        tracing::warn!(connector = self.connector, tenant = %self.tenant, source, class, reason, "dead letter");
+        let rec = match self.publisher.dead_letter(&self.tenant, source, class, reason, body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode dead letter");
+                return;
+            }
+        };
+        if let Err(e) = self.publisher.send_all(std::slice::from_ref(&rec)).await {
+            tracing::error!(error = %e, "cannot publish dead letter");
+        } else {
+            self.count(std::slice::from_ref(&rec));
+        }
+    }
+}

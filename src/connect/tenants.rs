@@ -1,0 +1,255 @@
+//! The tenants file (TOML): each tenant's vendor endpoints, credentials and
+//! engine settings.
+//!
+//! ```toml
+//! [[tenants]]
+//! name = "acme"
+//! settings = { window_hours = 8 }          # engine Settings, validated
+//! [tenants.servicetrade]
+//! base_url = "http://127.0.0.1:8081"      # the API is under {base_url}/api
+//! username = "geoclock-admin"
+//! password = { env = "ACME_ST_PASSWORD" } # or { file = "..." } or { value = "..." }
+//! webhook_secret = { env = "ACME_ST_HOOK" }
+//! [tenants.azuga]
+//! base_url = "http://127.0.0.1:8082"
+//! api_key = { file = "/run/secrets/acme-azuga" }
+//! webhook_secret = { env = "ACME_AZ_HOOK" }
+//! rate_limit_ms = 60000
+//! ```
+//!
+//! Invariants: tenant names are valid key prefixes and unique; every secret
+//! is resolved when the file is loaded (a missing env var fails the load,
+//! naming the variable, never a value); unknown keys are errors.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::secret::{Secret, SecretError, SecretSource};
+use crate::kafka::topics::valid_tenant;
+use crate::model::{Settings, SettingsError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: String,
+    #[serde(default)]
+    settings: Settings,
+    servicetrade: Option<RawServiceTrade>,
+    azuga: Option<RawAzuga>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceTrade {
+    base_url: String,
+    username: String,
+    password: SecretSource,
+    webhook_secret: SecretSource,
+    #[serde(default = "d_reconcile")]
+    reconcile_interval_ms: u64,
+    #[serde(default = "d_sweep")]
+    full_sweep_every: u32,
+    #[serde(default = "d_limit")]
+    page_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAzuga {
+    base_url: String,
+    api_key: SecretSource,
+    webhook_secret: SecretSource,
+    #[serde(default = "d_rate")]
+    rate_limit_ms: u64,
+    #[serde(default = "d_poll")]
+    poll_interval_ms: u64,
+    #[serde(default = "d_sync")]
+    entity_sync_interval_ms: u64,
+    #[serde(default = "d_age")]
+    max_ping_age_s: i64,
+    #[serde(default = "d_future")]
+    max_ping_future_s: i64,
+}
+
+fn d_reconcile() -> u64 {
+    300_000
+}
+fn d_sweep() -> u32 {
+    12
+}
+fn d_limit() -> u32 {
+    100
+}
+fn d_rate() -> u64 {
+    60_000
+}
+fn d_poll() -> u64 {
+    120_000
+}
+fn d_sync() -> u64 {
+    600_000
+}
+fn d_age() -> i64 {
+    7 * 86_400
+}
+fn d_future() -> i64 {
+    600
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceTradeTenant {
+    pub base_url: String,
+    pub username: String,
+    pub password: Secret,
+    pub webhook_secret: Secret,
+    pub reconcile_interval_ms: u64,
+    /// Every n-th reconciliation lists everything (finds deletes whose
+    /// webhook was lost); the others ask only for `updatedAfter`.
+    pub full_sweep_every: u32,
+    pub page_limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AzugaTenant {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub webhook_secret: Secret,
+    pub rate_limit_ms: u64,
+    pub poll_interval_ms: u64,
+    pub entity_sync_interval_ms: u64,
+    pub max_ping_age_s: i64,
+    pub max_ping_future_s: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub settings: Settings,
+    pub servicetrade: Option<ServiceTradeTenant>,
+    pub azuga: Option<AzugaTenant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    #[error("cannot read tenants file {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("malformed tenants file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("tenant {tenant:?}: {message}")]
+    Invalid { tenant: String, message: String },
+    #[error("tenant {tenant}: {field}: {error}")]
+    Secret { tenant: String, field: &'static str, error: SecretError },
+    #[error("tenant {tenant}: {error}")]
+    Settings { tenant: String, error: SettingsError },
+}
+
+fn resolve(tenant: &str, field: &'static str, s: &SecretSource) -> Result<Secret, TenantsError> {
+    s.resolve().map_err(|error| TenantsError::Secret { tenant: tenant.to_string(), field, error })
+}
+
+/// Parses and resolves a tenants file's text.
+pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
+    let file: File =
+        toml::from_str(text).map_err(|e| TenantsError::Parse { path: path.into(), message: e.to_string() })?;
+    let mut out: Vec<Tenant> = Vec::new();
+    for t in file.tenants {
+        let invalid = |message: &str| TenantsError::Invalid { tenant: t.name.clone(), message: message.into() };
+        if !valid_tenant(&t.name) {
+            return Err(invalid("name must use letters, digits, '_', '.', '-'"));
+        }
+        if out.iter().any(|o| o.name == t.name) {
+            return Err(invalid("listed twice"));
+        }
+        t.settings.validate().map_err(|error| TenantsError::Settings { tenant: t.name.clone(), error })?;
+        let servicetrade = match &t.servicetrade {
+            Some(s) => Some(ServiceTradeTenant {
+                base_url: s.base_url.trim_end_matches('/').to_string(),
+                username: s.username.clone(),
+                password: resolve(&t.name, "servicetrade.password", &s.password)?,
+                webhook_secret: resolve(&t.name, "servicetrade.webhook_secret", &s.webhook_secret)?,
+                reconcile_interval_ms: s.reconcile_interval_ms.max(10),
+                full_sweep_every: s.full_sweep_every.max(1),
+                page_limit: s.page_limit.clamp(1, 1000),
+            }),
+            None => None,
+        };
+        let azuga = match &t.azuga {
+            Some(a) => Some(AzugaTenant {
+                base_url: a.base_url.trim_end_matches('/').to_string(),
+                api_key: resolve(&t.name, "azuga.api_key", &a.api_key)?,
+                webhook_secret: resolve(&t.name, "azuga.webhook_secret", &a.webhook_secret)?,
+                rate_limit_ms: a.rate_limit_ms,
+                poll_interval_ms: a.poll_interval_ms.max(10),
+                entity_sync_interval_ms: a.entity_sync_interval_ms.max(10),
+                max_ping_age_s: a.max_ping_age_s,
+                max_ping_future_s: a.max_ping_future_s,
+            }),
+            None => None,
+        };
+        out.push(Tenant { name: t.name, settings: t.settings, servicetrade, azuga });
+    }
+    Ok(out)
+}
+
+pub fn load(path: &Path) -> Result<Vec<Tenant>, TenantsError> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| TenantsError::Read { path: name.clone(), message: e.to_string() })?;
+    parse(&text, &name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[[tenants]]
+name = "acme"
+settings = { window_hours = 4 }
+[tenants.servicetrade]
+base_url = "http://st/"
+username = "admin"
+password = { value = "pw-123" }
+webhook_secret = { value = "hook-456" }
+[tenants.azuga]
+base_url = "http://az"
+api_key = { value = "key-789" }
+webhook_secret = { value = "hook-000" }
+rate_limit_ms = 100
+"#;
+
+    #[test]
+    fn parses_and_hides_secrets() {
+        let t = parse(FILE, "t.toml").unwrap();
+        assert_eq!(t[0].settings.window_hours, 4.0);
+        let st = t[0].servicetrade.as_ref().unwrap();
+        assert_eq!(st.base_url, "http://st");
+        assert_eq!(st.password.expose(), "pw-123");
+        let shown = format!("{t:?}");
+        for s in ["pw-123", "hook-456", "key-789", "hook-000"] {
+            assert!(!shown.contains(s), "{shown}");
+        }
+        assert_eq!(t[0].azuga.as_ref().unwrap().rate_limit_ms, 100);
+    }
+
+    #[test]
+    fn errors_name_the_source_not_the_value() {
+        let bad =
+            FILE.replace(r#"password = { value = "pw-123" }"#, r#"password = { env = "GEOCLOCK_TEST_UNSET_PW" }"#);
+        let e = parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("GEOCLOCK_TEST_UNSET_PW") && e.contains("servicetrade.password"), "{e}");
+        let e = parse(&FILE.replace("name = \"acme\"", "name = \"a b\""), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("a b"), "{e}");
+        let e = parse(&FILE.replace("window_hours = 4", "window_hours = -1"), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("window_hours"), "{e}");
+        assert!(parse(&FILE.replace("rate_limit_ms", "rate_limt_ms"), "t.toml").is_err());
+    }
+}

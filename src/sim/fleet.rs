@@ -1,0 +1,343 @@
+//! The fleet simulator: a deterministic working day for N technicians.
+//!
+//! Pure: no I/O, no wall clock; the day is a function of [`FleetConfig`]
+//! (seed included). For each technician it makes a ServiceTrade user, an
+//! Azuga driver with the same email (case varied, to exercise matching), a
+//! vehicle and a pairing; a depot; 3 to 5 appointments at customer
+//! locations, each on its own job, windows around the planned arrival; and
+//! the drive: from the depot to each location in turn along a two-leg
+//! (street-grid) route at 20–45 mph, with stops at lights, dwell on site,
+//! GPS noise, a fix every 30–120 s. Before leaving for an appointment the
+//! technician presses En Route (a clock event at departure time).
+//!
+//! Invariants (unit-tested below):
+//! - same config, same day, byte for byte;
+//! - per vehicle, distinct fix times are 30–120 s apart (before duplicates);
+//! - every fix is a valid position (finite, in range) with whole-second time;
+//! - a duplicated fix is the identical ping listed twice; a late fix is
+//!   released 5–30 min after its time; everything else is released at its
+//!   time; `World::pings` is sorted by release time;
+//! - every scheduled appointment's location is visited (a fix within the
+//!   fence radius) inside its window ± 8 h, after that technician's En Route.
+
+use crate::model::{
+    Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Driver, Id, Job, Location, Pairing, Ping, Ts,
+    User, Vehicle,
+};
+
+use super::rng::Rng;
+use super::world::{ScheduledPing, World};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    pub seed: u64,
+    pub tenant: String,
+    pub technicians: usize,
+    /// The first departure of the day (technicians leave 0–30 min after).
+    pub day_start: Ts,
+    /// Centre of the service area.
+    pub center: (f64, f64),
+    /// Half-width of the service area, metres.
+    pub radius_m: f64,
+    pub late_rate: f64,
+    pub duplicate_rate: f64,
+    /// GPS noise standard deviation, metres.
+    pub noise_m: f64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            seed: 1,
+            tenant: "acme".into(),
+            technicians: 10,
+            day_start: Ts::from_secs(1_795_856_400), // 2026-11-28T07:00:00Z
+            center: (35.2271, -80.8431),
+            radius_m: 15_000.0,
+            late_rate: 0.02,
+            duplicate_rate: 0.02,
+            noise_m: 6.0,
+        }
+    }
+}
+
+const FIRST: [&str; 12] = ["Ann", "Bo", "Cruz", "Dee", "Eli", "Fay", "Gus", "Hana", "Ike", "Jo", "Kai", "Lena"];
+const LAST: [&str; 10] = ["Lee", "Moss", "Park", "Quinn", "Reyes", "Shaw", "Tran", "Vega", "Wolfe", "Young"];
+const METERS_PER_DEG: f64 = 111_320.0;
+const MPH_TO_MPS: f64 = 0.44704;
+
+fn offset(center: (f64, f64), north_m: f64, east_m: f64) -> (f64, f64) {
+    let lat = center.0 + north_m / METERS_PER_DEG;
+    let lon = center.1 + east_m / (METERS_PER_DEG * center.0.to_radians().cos());
+    (lat, lon)
+}
+
+/// Flat-earth distance in metres (fine at city scale).
+pub fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let dn = (b.0 - a.0) * METERS_PER_DEG;
+    let de = (b.1 - a.1) * METERS_PER_DEG * a.0.to_radians().cos();
+    (dn * dn + de * de).sqrt()
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// One vehicle's day under construction: fixes at least 30 s apart.
+struct Track {
+    vehicle: Id,
+    /// Time (unix s) of the last fix.
+    last_fix: i64,
+    next_gap: i64,
+    fixes: Vec<(i64, (f64, f64), f64)>,
+}
+
+impl Track {
+    /// Moves to time `t` at `pos` with `speed` mph; fixes as due.
+    fn at(&mut self, rng: &mut Rng, t: i64, pos: (f64, f64), speed: f64, noise_m: f64) {
+        while self.last_fix + self.next_gap <= t {
+            let ft = self.last_fix + self.next_gap;
+            let p = offset(pos, rng.gauss() * noise_m, rng.gauss() * noise_m);
+            self.fixes.push((ft, (round6(p.0), round6(p.1)), (speed * 10.0).round() / 10.0));
+            self.last_fix = ft;
+            self.next_gap = rng.range_i64(30, 120);
+        }
+    }
+}
+
+/// Generates the day.
+pub fn generate(cfg: &FleetConfig) -> World {
+    let mut w = World { tenant: cfg.tenant.clone(), ..World::default() };
+    w.users.push(User {
+        id: Id::number(1),
+        name: "Office Admin".into(),
+        email: Some("office@acme.example".into()),
+        tech: false,
+    });
+    let day0 = cfg.day_start.millis().div_euclid(1000);
+    let mut next_site: i64 = 0;
+    let mut pings = Vec::new();
+    for i in 0..cfg.technicians {
+        let mut rng = Rng::stream(cfg.seed, i as u64 + 1);
+        let first = FIRST[i % FIRST.len()];
+        let last = LAST[(i / FIRST.len()) % LAST.len()];
+        let email = format!("{}.{}{}@acme.example", first.to_lowercase(), last.to_lowercase(), i);
+        let user_id = Id::number(1000 + i as i64);
+        let driver_id = Id::text(format!("drv-{i:03}"));
+        let vehicle_id = Id::text(format!("veh-{i:03}"));
+        w.users.push(User {
+            id: user_id.clone(),
+            name: format!("{first} {last}"),
+            email: Some(email.clone()),
+            tech: true,
+        });
+        let driver_email = if i % 3 == 0 { format!(" {} ", email.to_uppercase()) } else { email.clone() };
+        w.drivers.push(Driver { id: driver_id.clone(), name: format!("{first} {last}"), email: Some(driver_email) });
+        w.vehicles.push(Vehicle { id: vehicle_id.clone(), name: format!("Truck {}", i + 1) });
+        w.pairings.push(Pairing {
+            driver: driver_id,
+            vehicle: vehicle_id.clone(),
+            from: Ts::from_secs(day0 - 3600),
+            to: None,
+        });
+
+        let depot =
+            offset(cfg.center, rng.range_f64(-0.5, 0.5) * cfg.radius_m, rng.range_f64(-0.5, 0.5) * cfg.radius_m);
+        let mut t = day0 + rng.range_i64(0, 1800);
+        let mut pos = depot;
+        let mut track = Track {
+            vehicle: vehicle_id.clone(),
+            last_fix: t - rng.range_i64(30, 120),
+            next_gap: 30,
+            fixes: Vec::new(),
+        };
+        track.at(&mut rng, t, pos, 0.0, cfg.noise_m);
+        let visits = rng.range_i64(3, 5);
+        for _ in 0..visits {
+            next_site += 1;
+            let site =
+                offset(cfg.center, rng.range_f64(-1.0, 1.0) * cfg.radius_m, rng.range_f64(-1.0, 1.0) * cfg.radius_m);
+            let loc_id = Id::number(5000 + next_site);
+            let job_id = Id::number(9000 + next_site);
+            let appt_id = Id::number(70_000 + next_site);
+            w.locations.push(Location {
+                id: loc_id.clone(),
+                name: format!("Site {next_site}"),
+                lat: Some(round6(site.0)),
+                lon: Some(round6(site.1)),
+                email: Some(format!("fm{next_site}@customer.example")),
+                polygon: None,
+                timezone: None,
+            });
+            w.jobs.push(Job {
+                id: job_id.clone(),
+                number: Some(Id::text(format!("J-{}", 1000 + next_site))),
+                location: Some(loc_id),
+            });
+            // En Route at departure.
+            w.clocks.push(ClockEvent {
+                user: user_id.clone(),
+                appointment: appt_id.clone(),
+                activity: Activity::Enroute,
+                action: ClockAction::In,
+                time: Ts::from_secs(t),
+            });
+            // Drive: north/south leg, then east/west leg, via the corner.
+            let corner = (site.0, pos.1);
+            let speed = rng.range_f64(20.0, 45.0);
+            for (from, to) in [(pos, corner), (corner, site)] {
+                let d = distance_m(from, to);
+                let mut covered = 0.0;
+                while covered < d {
+                    let step_s = 10;
+                    covered = (covered + speed * MPH_TO_MPS * step_s as f64).min(d);
+                    t += step_s;
+                    let f = if d > 0.0 { covered / d } else { 1.0 };
+                    let here = (from.0 + (to.0 - from.0) * f, from.1 + (to.1 - from.1) * f);
+                    let v = speed + rng.gauss() * 3.0;
+                    track.at(&mut rng, t, here, v, cfg.noise_m);
+                    if rng.chance(0.004) {
+                        // A red light.
+                        let stop = rng.range_i64(30, 90);
+                        for _ in 0..stop / 10 {
+                            t += 10;
+                            track.at(&mut rng, t, here, 0.0, cfg.noise_m);
+                        }
+                    }
+                }
+            }
+            pos = site;
+            let arrival = t;
+            // Window: the half hour before arrival, two hours long; one in ten unscheduled.
+            let ws = arrival - arrival.rem_euclid(1800);
+            let scheduled = !rng.chance(0.1);
+            w.appointments.push(Appointment {
+                id: appt_id,
+                job: Some(job_id),
+                status: if scheduled { AppointmentStatus::Scheduled } else { AppointmentStatus::Unscheduled },
+                window_start: scheduled.then(|| Ts::from_secs(ws)),
+                window_end: scheduled.then(|| Ts::from_secs(ws + 7200)),
+                techs: vec![user_id.clone()],
+            });
+            // On site.
+            let dwell = rng.range_i64(40 * 60, 90 * 60);
+            let until = t + dwell;
+            while t < until {
+                t += 10;
+                track.at(&mut rng, t, site, 0.0, cfg.noise_m);
+            }
+        }
+        for (ft, p, speed) in track.fixes {
+            let ping = Ping {
+                vehicle: track.vehicle.clone(),
+                time: Ts::from_secs(ft),
+                lat: p.0,
+                lon: p.1,
+                speed_mph: Some(speed.max(0.0)),
+                accuracy_m: None,
+            };
+            let release = if rng.chance(cfg.late_rate) { ft + rng.range_i64(300, 1800) } else { ft };
+            if rng.chance(cfg.duplicate_rate) {
+                pings.push(ScheduledPing {
+                    ping: ping.clone(),
+                    release_at: Ts::from_secs(release + rng.range_i64(0, 120)),
+                });
+            }
+            pings.push(ScheduledPing { ping, release_at: Ts::from_secs(release) });
+        }
+    }
+    pings.sort_by(|a, b| {
+        (a.release_at, &a.ping.vehicle, a.ping.time).cmp(&(b.release_at, &b.ping.vehicle, b.ping.time))
+    });
+    w.pings = pings;
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use super::*;
+
+    fn day() -> World {
+        generate(&FleetConfig { technicians: 12, seed: 42, ..FleetConfig::default() })
+    }
+
+    #[test]
+    fn deterministic() {
+        let a = serde_json::to_string(&day()).unwrap();
+        let b = serde_json::to_string(&day()).unwrap();
+        assert_eq!(a, b);
+        let other =
+            serde_json::to_string(&generate(&FleetConfig { technicians: 12, seed: 43, ..FleetConfig::default() }))
+                .unwrap();
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn fixes_are_valid_and_30_to_120_s_apart() {
+        let w = day();
+        assert!(w.pings.windows(2).all(|p| p[0].release_at <= p[1].release_at));
+        let mut by_vehicle: BTreeMap<&Id, Vec<i64>> = BTreeMap::new();
+        for sp in &w.pings {
+            let p = &sp.ping;
+            assert!(p.lat.is_finite() && p.lon.is_finite() && p.lat.abs() <= 90.0 && p.lon.abs() <= 180.0);
+            assert_eq!(p.time.millis() % 1000, 0);
+            assert!(p.speed_mph.is_some_and(|s| (0.0..80.0).contains(&s)), "{p:?}");
+            assert!(sp.release_at >= p.time);
+            by_vehicle.entry(&p.vehicle).or_default().push(p.time.millis() / 1000);
+        }
+        assert_eq!(by_vehicle.len(), 12);
+        for times in by_vehicle.values_mut() {
+            times.sort();
+            times.dedup();
+            assert!(times.windows(2).all(|w| (30..=120).contains(&(w[1] - w[0]))), "{times:?}");
+            assert!(times.len() > 100, "a day has many fixes: {}", times.len());
+        }
+    }
+
+    #[test]
+    fn duplicates_and_late_points_occur() {
+        let w = generate(&FleetConfig {
+            technicians: 12,
+            seed: 42,
+            late_rate: 0.05,
+            duplicate_rate: 0.05,
+            ..FleetConfig::default()
+        });
+        let mut seen = HashSet::new();
+        let dups = w.pings.iter().filter(|p| !seen.insert((p.ping.vehicle.clone(), p.ping.time))).count();
+        let late = w.pings.iter().filter(|p| p.release_at.millis() - p.ping.time.millis() >= 300_000).count();
+        let n = w.pings.len();
+        assert!(dups > n / 50 && dups < n / 10, "{dups} of {n}");
+        assert!(late > n / 50 && late < n / 10, "{late} of {n}");
+    }
+
+    #[test]
+    fn every_scheduled_appointment_is_visited_after_en_route() {
+        let w = day();
+        assert!(w.appointments.len() >= 36);
+        for a in &w.appointments {
+            let job = w.jobs.iter().find(|j| Some(&j.id) == a.job.as_ref()).unwrap();
+            let loc = w.locations.iter().find(|l| Some(&l.id) == job.location.as_ref()).unwrap();
+            let tech = &a.techs[0];
+            let vehicle = Id::text(format!("veh-{:03}", tech.as_str().parse::<i64>().unwrap() - 1000));
+            let en_route = w.clocks.iter().find(|c| &c.appointment == &a.id && &c.user == tech).unwrap().time;
+            let arrival = w
+                .pings
+                .iter()
+                .filter(|p| p.ping.vehicle == vehicle && p.ping.time > en_route)
+                .find(|p| distance_m((p.ping.lat, p.ping.lon), (loc.lat.unwrap(), loc.lon.unwrap())) < 150.0)
+                .map(|p| p.ping.time);
+            let arrival = arrival.unwrap_or_else(|| panic!("appointment {} never visited", a.id));
+            if let Some((s, e)) = a.window() {
+                assert!(
+                    arrival.millis() >= s.millis() - 8 * 3_600_000 && arrival.millis() <= e.millis() + 8 * 3_600_000
+                );
+            }
+        }
+        let emails: HashSet<_> =
+            w.users.iter().filter(|u| u.tech).map(|u| crate::model::normalize_email(u.email.as_deref())).collect();
+        assert!(w.drivers.iter().all(|d| emails.contains(&crate::model::normalize_email(d.email.as_deref()))));
+    }
+}

@@ -1,0 +1,29 @@
+//! Vendor simulators and the fleet simulator.
+//!
+//! The vendors' clouds cannot be reached from a test machine, so these speak
+//! the documented shapes of ServiceTrade ([`servicetrade`]) and Azuga
+//! ([`azuga`]) over real HTTP on loopback, seeded from a scenario file or a
+//! generated day ([`fleet`]), with admin endpoints to change data while
+//! running and a call log ([`calls`]) to count effects. Webhooks go out
+//! through [`webhook::Outbox`], which misbehaves as the vendors do,
+//! deterministically from a seed.
+//!
+//! Layout: `rng` (deterministic randomness), `world` (what a simulator
+//! holds), `fleet` (pure generation of a working day), `webhook` (delivery
+//! with faults), `server` (shared HTTP plumbing), `servicetrade`, `azuga`.
+
+pub mod azuga;
+pub mod calls;
+pub mod fleet;
+pub mod rng;
+pub mod server;
+pub mod servicetrade;
+pub mod webhook;
+pub mod world;
+
+/// Why a simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}: {message}")]
+    Bind { addr: String, message: String },
+}

@@ -1,0 +1,96 @@
+//! What both simulators share: serving a router on a loopback address, the
+//! call-log layer, the admin answers, and request parsing that never panics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::calls::CallLog;
+use super::SimError;
+
+/// A simulator serving HTTP. Dropping it leaves the server running until the
+/// runtime stops; [`Running::stop`] ends it.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<()>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes in-flight requests, returns when done.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.handle).await;
+    }
+
+    /// Waits until the server ends (for the CLI).
+    pub async fn wait(self) {
+        let _ = self.handle.await;
+    }
+}
+
+/// Binds `listen` and serves `router` on the current runtime.
+pub async fn serve(router: Router, listen: &str) -> Result<Running, SimError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| SimError::Bind { addr: listen.to_string(), message: e.to_string() })?;
+    let addr =
+        listener.local_addr().map_err(|e| SimError::Bind { addr: listen.to_string(), message: e.to_string() })?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "simulator server failed");
+        }
+    });
+    Ok(Running { addr, shutdown: Some(tx), handle })
+}
+
+/// Records every non-admin request in the call log, with its status.
+pub async fn log_calls(State(log): State<Arc<CallLog>>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let resp = next.run(req).await;
+    if !path.starts_with("/admin") {
+        log.record(&method, &path, &query, resp.status().as_u16());
+    }
+    resp
+}
+
+/// A plain JSON error for admin endpoints.
+pub fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Parses a body that is one JSON value of `T` or an array of them.
+pub fn one_or_many<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    match v {
+        serde_json::Value::Array(items) => {
+            items.into_iter().map(|i| serde_json::from_value(i).map_err(|e| e.to_string())).collect()
+        }
+        other => serde_json::from_value(other).map(|x| vec![x]).map_err(|e| e.to_string()),
+    }
+}
+
+/// Wall-clock unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

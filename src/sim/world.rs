@@ -1,0 +1,108 @@
+//! What a simulator holds: one tenant's entities on both vendors, the clock
+//! events technicians press, and the pings vehicles will report.
+//!
+//! A [`World`] comes from a scenario file ([`World::from_scenario`]) or from
+//! the fleet simulator ([`super::fleet`]). Invariants:
+//! - Entity lists have unique ids (a later upsert replaces an earlier one in
+//!   place; a delete removes it).
+//! - `pings` is sorted by `release_at` (stable), the time the tracker hands a
+//!   point to Azuga; a point may be released after its own `time` (a late,
+//!   buffered point) and the same point may appear twice (a duplicate).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{EntityRef, Event};
+use crate::model::{Appointment, ClockEvent, Driver, Job, Location, Pairing, Ping, Ts, User, Vehicle};
+use crate::scenario::{Scenario, ScenarioError};
+
+/// A ping and when the tracker hands it to Azuga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledPing {
+    pub ping: Ping,
+    pub release_at: Ts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct World {
+    pub tenant: String,
+    pub users: Vec<User>,
+    pub locations: Vec<Location>,
+    pub jobs: Vec<Job>,
+    pub appointments: Vec<Appointment>,
+    pub clocks: Vec<ClockEvent>,
+    pub drivers: Vec<Driver>,
+    pub vehicles: Vec<Vehicle>,
+    pub pairings: Vec<Pairing>,
+    pub pings: Vec<ScheduledPing>,
+}
+
+fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
+    match list.iter_mut().find(|x| same(x, &item)) {
+        Some(slot) => *slot = item,
+        None => list.push(item),
+    }
+}
+
+impl World {
+    /// The world a scenario describes: its entities, then its events applied
+    /// in order (upserts replace, deletes remove, clocks and pings are held;
+    /// ticks are ignored). Pings are released at their own time.
+    pub fn from_scenario(s: &Scenario) -> World {
+        let mut w = World {
+            tenant: s.tenant.clone(),
+            users: Vec::new(),
+            locations: Vec::new(),
+            jobs: Vec::new(),
+            appointments: Vec::new(),
+            clocks: Vec::new(),
+            drivers: Vec::new(),
+            vehicles: Vec::new(),
+            pairings: Vec::new(),
+            pings: Vec::new(),
+        };
+        for e in s.all_events() {
+            w.apply(e);
+        }
+        w.pings.sort_by_key(|p| p.release_at);
+        w
+    }
+
+    /// Loads a scenario YAML file as a world.
+    pub fn load(path: &Path) -> Result<World, ScenarioError> {
+        Ok(World::from_scenario(&Scenario::load(path)?))
+    }
+
+    /// Applies one event (see [`World::from_scenario`]).
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::User(u) => upsert(&mut self.users, u, |a, b| a.id == b.id),
+            Event::Location(l) => upsert(&mut self.locations, l, |a, b| a.id == b.id),
+            Event::Job(j) => upsert(&mut self.jobs, j, |a, b| a.id == b.id),
+            Event::Appointment(a) => upsert(&mut self.appointments, a, |x, y| x.id == y.id),
+            Event::Driver(d) => upsert(&mut self.drivers, d, |a, b| a.id == b.id),
+            Event::Vehicle(v) => upsert(&mut self.vehicles, v, |a, b| a.id == b.id),
+            Event::Pairing(p) => {
+                upsert(&mut self.pairings, p, |a, b| a.driver == b.driver && a.vehicle == b.vehicle && a.from == b.from)
+            }
+            Event::Clock(c) => self.clocks.push(c),
+            Event::Ping(p) => {
+                let release_at = p.time;
+                self.pings.push(ScheduledPing { ping: p, release_at })
+            }
+            Event::Delete(r) => match r {
+                EntityRef::User(id) => self.users.retain(|x| x.id != id),
+                EntityRef::Location(id) => self.locations.retain(|x| x.id != id),
+                EntityRef::Job(id) => self.jobs.retain(|x| x.id != id),
+                EntityRef::Appointment(id) => self.appointments.retain(|x| x.id != id),
+                EntityRef::Driver(id) => self.drivers.retain(|x| x.id != id),
+                EntityRef::Vehicle(id) => self.vehicles.retain(|x| x.id != id),
+                EntityRef::Pairing { driver, vehicle, from } => {
+                    self.pairings.retain(|p| !(p.driver == driver && p.vehicle == vehicle && p.from == from))
+                }
+            },
+            Event::Tick(_) => {}
+        }
+    }
+}
