@@ -7,7 +7,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,7 @@ entity_sync_interval_ms = 600
     parse(&text, "e2e.toml").expect("tenants")
 }
 
-fn options(brokers: &str, catalogue: &Catalogue, dir: &PathBuf, listen: &str) -> Options {
+fn options(brokers: &str, catalogue: &Catalogue, dir: &Path, listen: &str) -> Options {
     Options {
         brokers: brokers.to_string(),
         catalogue: catalogue.clone(),
@@ -104,7 +104,7 @@ fn options(brokers: &str, catalogue: &Catalogue, dir: &PathBuf, listen: &str) ->
         listen: listen.into(),
         public_url: None,
         register_webhooks: true,
-        state_dir: dir.clone(),
+        state_dir: dir.to_path_buf(),
     }
 }
 
@@ -112,7 +112,7 @@ fn options(brokers: &str, catalogue: &Catalogue, dir: &PathBuf, listen: &str) ->
 async fn both(
     brokers: &str,
     catalogue: &Catalogue,
-    dir: &PathBuf,
+    dir: &Path,
     t: &[Tenant],
     ports: (&str, &str),
 ) -> (Connector, Connector) {

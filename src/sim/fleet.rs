@@ -322,7 +322,7 @@ mod tests {
             let loc = w.locations.iter().find(|l| Some(&l.id) == job.location.as_ref()).unwrap();
             let tech = &a.techs[0];
             let vehicle = Id::text(format!("veh-{:03}", tech.as_str().parse::<i64>().unwrap() - 1000));
-            let en_route = w.clocks.iter().find(|c| &c.appointment == &a.id && &c.user == tech).unwrap().time;
+            let en_route = w.clocks.iter().find(|c| c.appointment == a.id && &c.user == tech).unwrap().time;
             let arrival = w
                 .pings
                 .iter()

@@ -252,7 +252,7 @@ impl Task {
                 }
                 _ = tick.tick() => {
                     self.reconciles += 1;
-                    let full = self.reconciles % u64::from(self.cfg.full_sweep_every) == 0;
+                    let full = self.reconciles.is_multiple_of(u64::from(self.cfg.full_sweep_every));
                     if let Err(e) = self.reconcile(full).await {
                         tracing::warn!(tenant = %tenant, error = %e, "reconciliation failed");
                     }
