@@ -2,20 +2,10 @@
 //! output with the `*.expected.json` beside it. `GEOCLOCK_BLESS=1 cargo test
 //! --test scenarios` rewrites the expectations (review the diff!).
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use geoclock::scenario::Scenario;
-
-fn scenario_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/scenarios exists")
-        .map(|e| e.expect("readable dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
+use support::scenario_files;
 
 #[test]
 fn every_scenario_matches_its_expected_output() {

@@ -4,12 +4,14 @@
 //! report of the uninterrupted run. This is what makes restoring a processor
 //! partition from RocksDB or its changelog decide as if nothing happened.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use geoclock::engine::{Command, Engine};
 use geoclock::report::rows;
 use geoclock::scenario::Scenario;
+use support::scenario_files;
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap()
@@ -17,13 +19,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 #[test]
 fn every_scenario_restores_at_every_point() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let files = scenario_files();
     assert!(files.len() >= 20, "scenario files missing");
     let mut checked = 0;
     for file in files {

@@ -15,6 +15,7 @@ use crate::model::{
     Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Driver, Id, Job, Location, Pairing, Ping, Ts,
     User, Vehicle,
 };
+use crate::sim::rng::Rng;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -29,25 +30,10 @@ pub struct Day {
 pub const DAY0_MS: i64 = 1_795_824_000_000;
 const R_DEG_LAT: f64 = 150.0 / 111_195.0;
 
-/// A small deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 impl Day {
     /// Entities and clock events first, then every ping in time order.
     pub fn events(&self) -> Vec<Event> {
-        let mut rng = Rng(self.seed.max(1));
+        let mut rng = Rng::new(self.seed);
         let mut out = Vec::new();
         let mut sites = Vec::with_capacity(self.techs * self.appointments_per_tech);
         for t in 0..self.techs {
