@@ -36,7 +36,12 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
     let wants_outside = ctx.settings.min_dwell_s > 0 || ctx.settings.auto_clock_out_on_exit;
     // The previous ping in time order; a late ping is no segment's end.
     let prev = vw.last.filter(|(t0, _)| *t0 < p.time);
-    if vw.last.is_none_or(|(t0, _)| t0 < p.time) {
+    // Only a ping newer than every ping seen from this vehicle can clock
+    // out on exit: a late or re-delivered ping never does, so an outside
+    // ping delivered before the arrival that precedes it in time decides
+    // the same whether it is seen once or again later.
+    let newest = vw.last.is_none_or(|(t0, _)| t0 < p.time);
+    if newest {
         vw.last = Some((p.time, point));
         if dirty.tracking && !vw.last_dirty {
             vw.last_dirty = true;
@@ -68,7 +73,7 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
         if !inside && !wants_outside {
             continue;
         }
-        observe(ctx, w, a, p, point, inside, out);
+        observe(ctx, w, a, p, point, inside, newest, out);
         hot.done = ctx.is_done(a);
     }
     Ok(())
@@ -100,7 +105,17 @@ fn evidence(w: &Watch, p: &Ping, point: LatLon) -> Evidence {
     }
 }
 
-fn observe(ctx: &Ctx, w: &Watch, a: &mut Assignment, p: &Ping, point: LatLon, inside: bool, out: &mut Vec<Command>) {
+#[allow(clippy::too_many_arguments)]
+fn observe(
+    ctx: &Ctx,
+    w: &Watch,
+    a: &mut Assignment,
+    p: &Ping,
+    point: LatLon,
+    inside: bool,
+    newest: bool,
+    out: &mut Vec<Command>,
+) {
     let in_window = w.earliest <= p.time && p.time <= w.latest;
     if inside {
         let ev = evidence(w, p, point);
@@ -121,6 +136,7 @@ fn observe(ctx: &Ctx, w: &Watch, a: &mut Assignment, p: &Ping, point: LatLon, in
         return;
     }
     if ctx.settings.auto_clock_out_on_exit
+        && newest
         && a.exited.is_none()
         && a.onsite.open_at(p.time)
         && !w.fence.within_buffer(point)

@@ -12,6 +12,8 @@
 //!   ping or clock event re-delivered at any later point changes nothing.
 //! - Once: at most one arrival (En Route out / On Site in), one exit and one
 //!   Service Link per (appointment, technician).
+//! - Exit (auto clock-out) is decided only by a ping newer than every ping
+//!   seen from that vehicle; late pings can arrive, never exit.
 //! - Event time: expiry moves only on [`Event::Tick`]; arrivals are judged
 //!   at each ping's own time.
 //!
