@@ -1,4 +1,4 @@
-//! `geoclock sim …` and `geoclock connect …`: parsing and wiring only.
+//! `geoclock sim …`, `geoclock connect …` and `geoclock sink …`: parsing and wiring only.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,13 @@ pub enum SimCmd {
         /// Do not release fixes as the wall clock passes their time (use POST /admin/advance).
         #[arg(long)]
         manual_time: bool,
+    },
+    /// A mail receiver: SMTP on --listen, the mailbox as JSON on --http (/messages, /stats).
+    Smtp {
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:8025")]
+        http: String,
     },
 }
 
@@ -123,13 +130,23 @@ pub struct ConnectArgs {
     schema_registry: Option<String>,
 }
 
-fn init_logs() {
+/// The schema registry named on the command line: a Confluent REST URL, a
+/// file, or the built-in one (ids derived from the schemas).
+pub fn registry(arg: Option<String>) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
+    Ok(match arg {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Arc::new(ConfluentRegistry::new(&url)?),
+        Some(path) => Arc::new(FileRegistry::open(path)?),
+        None => Arc::new(FileRegistry::in_memory()),
+    })
+}
+
+pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GEOCLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
@@ -138,6 +155,12 @@ pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         match cmd {
+            SimCmd::Smtp { listen, http } => {
+                let sim = geoclock::sim::smtp::SmtpSim::start(&listen, &http).await?;
+                println!("smtp receiver on {} (mailbox at {}/messages)", sim.smtp_addr, sim.http.url());
+                let _ = tokio::signal::ctrl_c().await;
+                sim.stop().await;
+            }
             SimCmd::Servicetrade { common } => {
                 let config = servicetrade::Config { faults: common.faults(), ..servicetrade::Config::default() };
                 let (_sim, running) = ServiceTradeSim::start(config, &common.world()?, &common.listen).await?;
@@ -179,13 +202,7 @@ pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
     };
     let tenants = tenants::load(&a.tenants)?;
     let catalogue = Catalogue { prefix: a.prefix, ..Catalogue::default() };
-    let registry: Arc<dyn SchemaRegistry> = match a.schema_registry {
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            Arc::new(ConfluentRegistry::new(&url)?)
-        }
-        Some(path) => Arc::new(FileRegistry::open(path)?),
-        None => Arc::new(FileRegistry::in_memory()),
-    };
+    let registry = registry(a.schema_registry)?;
     let opts = Options {
         brokers: a.brokers,
         catalogue,
@@ -207,4 +224,95 @@ pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
         c.stop().await;
         Ok(())
     })
+}
+
+#[derive(Subcommand)]
+pub enum SinkCmd {
+    /// Clock changes → ServiceTrade clock events (as the tenant's admin user).
+    Clock {
+        #[command(flatten)]
+        common: SinkArgs,
+    },
+    /// Fence commands → Azuga geomarks (bulk, within Azuga's rate limit).
+    Geofence {
+        #[command(flatten)]
+        common: SinkArgs,
+    },
+    /// Service Links → Azuga TrackMe link + email over SMTP.
+    Email {
+        #[command(flatten)]
+        common: SinkArgs,
+        /// SMTP relay for tenants without email.smtp_url: smtp://host:port (add ?tls=required for STARTTLS), smtps://host:port.
+        #[arg(long, env = "GEOCLOCK_SMTP")]
+        smtp: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct SinkArgs {
+    /// The tenants file (TOML; see src/connect/tenants.rs).
+    #[arg(long, env = "GEOCLOCK_TENANTS")]
+    tenants: PathBuf,
+    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
+    prefix: String,
+    /// Consumer group (default: PREFIX-sink-KIND).
+    #[arg(long, env = "GEOCLOCK_SINK_GROUP")]
+    group: Option<String>,
+    /// Where the sink's ledger (executed command ids) lives.
+    #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "geoclock-state")]
+    state_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "GEOCLOCK_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Commands per batch at most.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Calls per command before giving up on a transient failure.
+    #[arg(long, default_value_t = 10)]
+    max_attempts: u32,
+    /// Do not fsync ledger steps (survives a process crash, not a machine crash).
+    #[arg(long)]
+    no_fsync: bool,
+    #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
+    schema_registry: Option<String>,
+}
+
+pub fn sink(cmd: SinkCmd) -> anyhow::Result<()> {
+    use geoclock::sink::runner::{Sink, SinkConfig};
+    use geoclock::sink::SinkKind;
+    init_logs();
+    let (kind, a, smtp) = match cmd {
+        SinkCmd::Clock { common } => (SinkKind::Clock, common, None),
+        SinkCmd::Geofence { common } => (SinkKind::Geofence, common, None),
+        SinkCmd::Email { common, smtp } => (SinkKind::Email, common, smtp),
+    };
+    let tenants = tenants::load(&a.tenants)?;
+    let catalogue = Catalogue { prefix: a.prefix, ..Catalogue::default() };
+    let mut config = SinkConfig::new(kind, &a.brokers, catalogue, a.state_dir, tenants, registry(a.schema_registry)?);
+    config.group = a.group;
+    config.smtp = smtp;
+    config.metrics_addr = a.metrics;
+    config.batch = a.batch.max(1);
+    config.sync = !a.no_fsync;
+    config.backoff.max_attempts = a.max_attempts.max(1);
+    let rt = runtime()?;
+    let sink = Sink::start(config, rt.handle().clone())?;
+    if let Some(addr) = sink.metrics_addr {
+        println!("{} sink running (metrics at http://{addr}/metrics)", kind.name());
+    } else {
+        println!("{} sink running", kind.name());
+    }
+    rt.block_on(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    sink.stop()?;
+    Ok(())
 }

@@ -14,4 +14,6 @@ pub mod processor;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod sink;
 pub mod store;
+pub mod telemetry;

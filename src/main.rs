@@ -81,6 +81,11 @@ enum Top {
         #[command(subcommand)]
         command: cli_connect::ConnectCmd,
     },
+    /// Sink workers: commands → ServiceTrade, Azuga and SMTP, each exactly once (see src/sink/).
+    Sink {
+        #[command(subcommand)]
+        command: cli_connect::SinkCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Top::Sim { command } => cli_connect::sim(command),
         Top::Connect { command } => cli_connect::connect(command),
+        Top::Sink { command } => cli_connect::sink(command),
     }
 }
 

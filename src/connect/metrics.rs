@@ -8,6 +8,7 @@
 
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -19,11 +20,32 @@ pub struct Metrics {
     cursor_lag: GaugeVec,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     // Registration fails only for a duplicate name, which is a programming error.
     r.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     c
+}
+
+/// A bounded label for an HTTP answer: `2xx`, `4xx`, `429`, `5xx`, or
+/// `error` when there was no answer.
+pub(crate) fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        None => "error",
+        Some(429) => "429",
+        Some(s) if s < 300 => "2xx",
+        Some(s) if s < 500 => "4xx",
+        Some(_) => "5xx",
+    }
+}
+
+/// The text exposition format of `registry`.
+pub(crate) fn render_registry(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    if TextEncoder::new().encode(&registry.gather(), &mut buf).is_err() {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 impl Default for Metrics {
@@ -82,14 +104,7 @@ impl Metrics {
     }
 
     pub fn api_call(&self, connector: &str, tenant: &str, call: &str, status: Option<u16>) {
-        let class = match status {
-            None => "error",
-            Some(429) => "429",
-            Some(s) if s < 300 => "2xx",
-            Some(s) if s < 500 => "4xx",
-            Some(_) => "5xx",
-        };
-        self.api_calls.with_label_values(&[connector, tenant, call, class]).inc();
+        self.api_calls.with_label_values(&[connector, tenant, call, status_class(status)]).inc();
     }
 
     pub fn webhook(&self, connector: &str, tenant: &str, outcome: &str) {
@@ -110,11 +125,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
-            return String::new();
-        }
-        String::from_utf8(buf).unwrap_or_default()
+        render_registry(&self.registry)
     }
 }
 

@@ -15,6 +15,12 @@
 //! api_key = { file = "/run/secrets/acme-azuga" }
 //! webhook_secret = { env = "ACME_AZ_HOOK" }
 //! rate_limit_ms = 60000
+//! [tenants.email]                          # Service Links and the daily report
+//! from = "Acme Field Service <service@acme.example>"
+//! smtp_url = { env = "ACME_SMTP_URL" }    # optional: smtp://user:pass@host:587?tls=required
+//! report_recipients = ["ops@acme.example"]
+//! report_token = { env = "ACME_REPORT_TOKEN" }
+//! servicetrade_web_url = "https://app.servicetrade.com"
 //! ```
 //!
 //! Invariants: tenant names are valid key prefixes and unique; every secret
@@ -44,6 +50,18 @@ struct RawTenant {
     settings: Settings,
     servicetrade: Option<RawServiceTrade>,
     azuga: Option<RawAzuga>,
+    email: Option<RawEmail>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    from: String,
+    smtp_url: Option<SecretSource>,
+    #[serde(default)]
+    report_recipients: Vec<String>,
+    report_token: Option<SecretSource>,
+    servicetrade_web_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +77,8 @@ struct RawServiceTrade {
     full_sweep_every: u32,
     #[serde(default = "d_limit")]
     page_limit: u32,
+    #[serde(default = "d_st_interval")]
+    api_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +108,9 @@ fn d_sweep() -> u32 {
 fn d_limit() -> u32 {
     100
 }
+fn d_st_interval() -> u64 {
+    100
+}
 fn d_rate() -> u64 {
     60_000
 }
@@ -115,6 +138,31 @@ pub struct ServiceTradeTenant {
     /// webhook was lost); the others ask only for `updatedAfter`.
     pub full_sweep_every: u32,
     pub page_limit: u32,
+    /// Spacing of the sinks' calls to one ServiceTrade API (no documented
+    /// limit; be polite).
+    pub api_interval_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailTenant {
+    /// `Display Name <address>`: the sender of Service Links and reports.
+    pub from: String,
+    /// The tenant's own SMTP relay; the sink's `--smtp` when absent.
+    pub smtp_url: Option<Secret>,
+    pub report_recipients: Vec<String>,
+    pub report_token: Option<Secret>,
+    /// Base of the quick links to jobs in the report.
+    pub servicetrade_web_url: Option<String>,
+}
+
+impl EmailTenant {
+    /// The display name of `from`, for the email body.
+    pub fn company(&self) -> &str {
+        match self.from.split_once('<') {
+            Some((name, _)) if !name.trim().is_empty() => name.trim().trim_matches('"'),
+            _ => self.from.trim(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +183,7 @@ pub struct Tenant {
     pub settings: Settings,
     pub servicetrade: Option<ServiceTradeTenant>,
     pub azuga: Option<AzugaTenant>,
+    pub email: Option<EmailTenant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +227,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 reconcile_interval_ms: s.reconcile_interval_ms.max(10),
                 full_sweep_every: s.full_sweep_every.max(1),
                 page_limit: s.page_limit.clamp(1, 1000),
+                api_interval_ms: s.api_interval_ms,
             }),
             None => None,
         };
@@ -194,7 +244,17 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
             }),
             None => None,
         };
-        out.push(Tenant { name: t.name, settings: t.settings, servicetrade, azuga });
+        let email = match &t.email {
+            Some(e) => Some(EmailTenant {
+                from: e.from.clone(),
+                smtp_url: e.smtp_url.as_ref().map(|s| resolve(&t.name, "email.smtp_url", s)).transpose()?,
+                report_recipients: e.report_recipients.clone(),
+                report_token: e.report_token.as_ref().map(|s| resolve(&t.name, "email.report_token", s)).transpose()?,
+                servicetrade_web_url: e.servicetrade_web_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+            }),
+            None => None,
+        };
+        out.push(Tenant { name: t.name, settings: t.settings, servicetrade, azuga, email });
     }
     Ok(out)
 }

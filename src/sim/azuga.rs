@@ -14,8 +14,9 @@
 //!   driverId, fromDate, toDate}` (ms); `GET /v1/live-locations` → the latest
 //!   released fix per vehicle `{vehicleId, vehicleName, date, speed,
 //!   latitude, longitude, user{userId, fullName}}`.
-//! - Geomarks: `POST /v1/geomarks` (bulk create), `PUT /v1/geomarks` (bulk
-//!   update, items carry `id`), `DELETE /v1/geomarks {ids}`; radius at most
+//! - Geomarks: `GET /v1/geomarks` (all, with `id`), `POST /v1/geomarks`
+//!   (bulk create), `PUT /v1/geomarks` (bulk update, items carry `id`),
+//!   `DELETE /v1/geomarks {ids}`; radius at most
 //!   10 miles; `fenceType` `Circular`.
 //! - TrackMe: `POST /v1/trackme {latitude, longitude, destLatitude,
 //!   destLongitude, vehicleId, userId, ttl, message}` → `{token, url}`;
@@ -212,7 +213,7 @@ impl AzugaSim {
             .route("/v1/drivers", get(drivers_v1))
             .route("/v1/pairings", get(pairings))
             .route("/v1/live-locations", get(live_locations))
-            .route("/v1/geomarks", post(geomarks_create).put(geomarks_update).delete(geomarks_delete))
+            .route("/v1/geomarks", get(geomarks_list).post(geomarks_create).put(geomarks_update).delete(geomarks_delete))
             .route("/v1/trackme", post(trackme_create))
             .route("/v1/trackme/{token}", put(trackme_keepalive))
             .route("/v1/webhooks", post(add_webhook))
@@ -346,6 +347,7 @@ impl AzugaSim {
         if let Some(last) = d.last_call.get(&slot) {
             let since = now.duration_since(*last);
             if since < budget {
+                self.calls.note_rate_limited();
                 let wait_s = (budget - since).as_secs_f64().ceil().max(1.0) as u64;
                 let mut r = fail(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -499,6 +501,14 @@ pub fn check_geomark(g: &Value) -> Result<(), String> {
 
 fn items(body: &[u8]) -> Result<Vec<Value>, Response> {
     one_or_many::<Value>(body).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+}
+
+async fn geomarks_list(State(sim): State<Arc<AzugaSim>>, headers: HeaderMap) -> Response {
+    if let Err(r) = sim.guard(&headers, "GET /v1/geomarks") {
+        return r;
+    }
+    let d = lock(&sim.data);
+    data(Value::Array(d.geomarks.values().cloned().collect()))
 }
 
 async fn geomarks_create(State(sim): State<Arc<AzugaSim>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod rng;
 pub mod server;
 pub mod servicetrade;
+pub mod smtp;
 pub mod webhook;
 pub mod world;
 

@@ -62,16 +62,62 @@ pub async fn serve(router: Router, listen: &str) -> Result<Running, SimError> {
     Ok(Running { addr, shutdown: Some(tx), handle })
 }
 
-/// Records every non-admin request in the call log, with its status.
+/// Records every non-admin request in the call log, with its status, and
+/// answers injected failures.
+///
+/// Chaos (both simulators): `POST /admin/chaos {status, count}` makes the
+/// next `count` API calls fail with `status` (a 429 carries `Retry-After:
+/// 1`) before any handler runs; `GET /admin/chaos` → `{pending,
+/// rate_limited}` where `rate_limited` counts the simulator's own rate-limit
+/// refusals (not injected ones).
 pub async fn log_calls(State(log): State<Arc<CallLog>>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let resp = next.run(req).await;
+    if path == "/admin/chaos" {
+        return chaos(&log, req).await;
+    }
+    let injected = if path.starts_with("/admin") { None } else { log.take_injected() };
+    let resp = match injected {
+        Some(status) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = (code, axum::Json(serde_json::json!({"messages": {"error": ["injected failure"]}, "data": null})))
+                .into_response();
+            if code == StatusCode::TOO_MANY_REQUESTS {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            }
+            r
+        }
+        None => next.run(req).await,
+    };
     if !path.starts_with("/admin") {
         log.record(&method, &path, &query, resp.status().as_u16());
     }
     resp
+}
+
+async fn chaos(log: &CallLog, req: Request) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Chaos {
+        status: u16,
+        count: u64,
+    }
+    if req.method() == axum::http::Method::GET {
+        let body = serde_json::json!({"pending": log.injected_left(), "rate_limited": log.rate_limited()});
+        return axum::Json(body).into_response();
+    }
+    let bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match serde_json::from_slice::<Chaos>(&bytes) {
+        Ok(c) if (400..600).contains(&c.status) => {
+            log.inject(c.status, c.count);
+            axum::Json(serde_json::json!({"pending": c.count})).into_response()
+        }
+        Ok(_) => admin_error(StatusCode::BAD_REQUEST, "status must be 400..599"),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, format!("expected {{status, count}}: {e}")),
+    }
 }
 
 /// A plain JSON error for admin endpoints.

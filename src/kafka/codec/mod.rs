@@ -57,7 +57,9 @@ use apache_avro::schema_equality::{SchemataEq, StructFieldEq};
 use apache_avro::types::Value;
 use rustc_hash::FxHashMap;
 
-use super::records::{self, dead_letter_from, dead_letter_value, AvroRecord, DeadLetter, TenantCommand, TenantEvent};
+use super::records::{
+    self, dead_letter_from, dead_letter_value, AvroRecord, DeadLetter, SinkResult, TenantCommand, TenantEvent,
+};
 use super::registry::{RegistryError, SchemaRegistry};
 use super::topics::{self, Catalogue, Topic};
 use crate::engine::{Command, Event};
@@ -133,10 +135,11 @@ pub enum RecordType {
     Command,
     DeadLetter,
     Tick,
+    SinkResult,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 12] = [
+    pub const ALL: [RecordType; 13] = [
         RecordType::User,
         RecordType::Location,
         RecordType::Job,
@@ -149,6 +152,7 @@ impl RecordType {
         RecordType::Command,
         RecordType::DeadLetter,
         RecordType::Tick,
+        RecordType::SinkResult,
     ];
 
     fn index(self) -> usize {
@@ -170,6 +174,7 @@ impl RecordType {
             RecordType::Command => Topic::Commands,
             RecordType::DeadLetter => Topic::DeadLetters,
             RecordType::Tick => Topic::Ticks,
+            RecordType::SinkResult => Topic::Results,
         }
     }
 
@@ -193,6 +198,7 @@ impl RecordType {
             RecordType::Command => include_str!("../../../schemas/command.avsc"),
             RecordType::DeadLetter => include_str!("../../../schemas/dead_letter.avsc"),
             RecordType::Tick => include_str!("../../../schemas/tick.avsc"),
+            RecordType::SinkResult => include_str!("../../../schemas/sink_result.avsc"),
         }
     }
 
@@ -211,6 +217,7 @@ impl RecordType {
             RecordType::Command => "io.geoclock.v1.Command",
             RecordType::DeadLetter => "io.geoclock.v1.DeadLetter",
             RecordType::Tick => "io.geoclock.v1.Tick",
+            RecordType::SinkResult => "io.geoclock.v1.SinkResult",
         }
     }
 }
@@ -484,6 +491,7 @@ typed! {
     Driver: encode_driver, decode_driver;
     Vehicle: encode_vehicle, decode_vehicle;
     Pairing: encode_pairing, decode_pairing;
+    SinkResult: encode_result, decode_result;
 }
 
 fn decode_identical<T: AvroRecord>(reader: &Reader, datum: &[u8]) -> Result<(String, T), CodecError> {

@@ -351,3 +351,25 @@ mod props {
         }
     }
 }
+
+#[test]
+fn sink_result_round_trips_and_validates() {
+    use crate::kafka::records::{Outcome, SinkResult};
+    let (_, c) = codec();
+    let r = SinkResult {
+        command_id: "fd4e3d05d73e112a5393af45c8a64c93".into(),
+        appointment: "7001".into(),
+        kind: "clock".into(),
+        sink: "clock".into(),
+        outcome: Outcome::Failed,
+        reason: "ServiceTrade refused the clock event: user 11 not found".into(),
+        remote_ref: None,
+        attempts: 3,
+        executed_at: Ts(1_800_000_000_000),
+        command_time: Ts(1_799_999_999_000),
+    };
+    let bytes = c.encode_result("acme", &r).unwrap();
+    assert_eq!(c.decode_result(&bytes).unwrap(), ("acme".to_string(), r.clone()));
+    assert!(c.encode_result("a b", &r).is_err(), "tenant names are checked");
+    assert!(c.encode_result("acme", &SinkResult { command_id: String::new(), ..r }).is_err());
+}

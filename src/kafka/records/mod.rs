@@ -13,6 +13,7 @@
 //! - `entities`: the entity and clock event records;
 //! - `ping`: the ping record and its hand-written codec;
 //! - `command`: the command record;
+//! - `result`: the sink result record;
 //! - `keys`: topics, record keys and deletes;
 //! - `wire`: Avro binary primitives.
 
@@ -20,6 +21,7 @@ mod command;
 mod entities;
 mod keys;
 mod ping;
+mod result;
 mod validate;
 mod value;
 pub(crate) mod wire;
@@ -33,6 +35,7 @@ use value::{opt, record, s, Rec};
 pub use entities::Tick;
 pub use keys::{command_key_id, delete_event, key_id, pairing_key_id, parse_pairing_key_id, topic_of};
 pub use ping::{read_ping_datum, write_ping_datum};
+pub use result::{Outcome, SinkResult};
 pub use validate::MAX_TIME_MS;
 
 /// An engine event and the tenant it belongs to.
