@@ -134,7 +134,9 @@ pub struct ConnectArgs {
 /// file, or the built-in one (ids derived from the schemas).
 pub fn registry(arg: Option<String>) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
     Ok(match arg {
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Arc::new(ConfluentRegistry::new(&url)?),
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Arc::new(ConfluentRegistry::new(&url)?)
+        }
         Some(path) => Arc::new(FileRegistry::open(path)?),
         None => Arc::new(FileRegistry::in_memory()),
     })

@@ -83,13 +83,8 @@ impl Http {
         let status = resp.status().as_u16();
         let retry_after_s =
             resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-        let set_cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect();
+        let set_cookie =
+            resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
         let body = resp
             .body_mut()
             .read_to_string()

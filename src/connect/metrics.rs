@@ -8,7 +8,6 @@
 
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,

@@ -213,7 +213,10 @@ impl AzugaSim {
             .route("/v1/drivers", get(drivers_v1))
             .route("/v1/pairings", get(pairings))
             .route("/v1/live-locations", get(live_locations))
-            .route("/v1/geomarks", get(geomarks_list).post(geomarks_create).put(geomarks_update).delete(geomarks_delete))
+            .route(
+                "/v1/geomarks",
+                get(geomarks_list).post(geomarks_create).put(geomarks_update).delete(geomarks_delete),
+            )
             .route("/v1/trackme", post(trackme_create))
             .route("/v1/trackme/{token}", put(trackme_keepalive))
             .route("/v1/webhooks", post(add_webhook))

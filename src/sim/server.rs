@@ -81,8 +81,9 @@ pub async fn log_calls(State(log): State<Arc<CallLog>>, req: Request, next: Next
     let resp = match injected {
         Some(status) => {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = (code, axum::Json(serde_json::json!({"messages": {"error": ["injected failure"]}, "data": null})))
-                .into_response();
+            let mut r =
+                (code, axum::Json(serde_json::json!({"messages": {"error": ["injected failure"]}, "data": null})))
+                    .into_response();
             if code == StatusCode::TOO_MANY_REQUESTS {
                 r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
             }

@@ -339,10 +339,9 @@ fn decode_words(v: &str) -> String {
         let word = &rest[start + 2..end];
         let parts: Vec<&str> = word.splitn(3, '?').collect();
         let decoded = match parts.as_slice() {
-            [_, enc, text] if enc.eq_ignore_ascii_case("b") => base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok()),
+            [_, enc, text] if enc.eq_ignore_ascii_case("b") => {
+                base64::engine::general_purpose::STANDARD.decode(text).ok().and_then(|b| String::from_utf8(b).ok())
+            }
             [_, enc, text] if enc.eq_ignore_ascii_case("q") => Some(quoted_printable(&text.replace('_', " "))),
             _ => None,
         };

@@ -91,7 +91,15 @@ impl ClockSink {
     }
 
     /// The id of an existing ServiceTrade clock event matching `c`.
-    fn find(&self, cx: &Cx, tenant: &str, st: &ServiceTradeTenant, appt: &str, c: &ClockChange, attempts: &mut u32) -> Result<Option<String>, CallError> {
+    fn find(
+        &self,
+        cx: &Cx,
+        tenant: &str,
+        st: &ServiceTradeTenant,
+        appt: &str,
+        c: &ClockChange,
+        attempts: &mut u32,
+    ) -> Result<Option<String>, CallError> {
         let req = Request {
             api: "GET /api/clock",
             method: "GET",
@@ -109,7 +117,9 @@ impl ClockSink {
         let v = self.with_session(cx, tenant, st, req, attempts)?;
         let secs = c.time.millis().div_euclid(1000);
         let found = v["data"]["clockEvents"].as_array().and_then(|events| {
-            events.iter().find(|e| e["eventType"].as_str() == Some(event_type(c.action)) && e["eventTime"].as_i64() == Some(secs))
+            events.iter().find(|e| {
+                e["eventType"].as_str() == Some(event_type(c.action)) && e["eventTime"].as_i64() == Some(secs)
+            })
         });
         Ok(found.map(|e| match &e["id"] {
             Value::String(s) => s.clone(),
@@ -117,7 +127,15 @@ impl ClockSink {
         }))
     }
 
-    fn post(&self, cx: &Cx, tenant: &str, st: &ServiceTradeTenant, appt: &str, c: &ClockChange, attempts: &mut u32) -> Result<String, CallError> {
+    fn post(
+        &self,
+        cx: &Cx,
+        tenant: &str,
+        st: &ServiceTradeTenant,
+        appt: &str,
+        c: &ClockChange,
+        attempts: &mut u32,
+    ) -> Result<String, CallError> {
         let body = json!({
             "userId": c.user, "appointmentId": appt,
             "activity": activity(c.activity), "eventType": event_type(c.action),
@@ -163,11 +181,25 @@ impl ClockSink {
         };
         let decided = match outcome {
             Ok(remote) => Decided {
-                result: p.result(SinkKind::Clock, Outcome::Done, String::new(), Some(remote).filter(|s| !s.is_empty()), attempts, now()),
+                result: p.result(
+                    SinkKind::Clock,
+                    Outcome::Done,
+                    String::new(),
+                    Some(remote).filter(|s| !s.is_empty()),
+                    attempts,
+                    now(),
+                ),
                 dead: false,
             },
             Err(e) => Decided {
-                result: p.result(SinkKind::Clock, Outcome::Failed, format!("ServiceTrade clock event not created: {e}"), None, attempts, now()),
+                result: p.result(
+                    SinkKind::Clock,
+                    Outcome::Failed,
+                    format!("ServiceTrade clock event not created: {e}"),
+                    None,
+                    attempts,
+                    now(),
+                ),
                 dead: true,
             },
         };

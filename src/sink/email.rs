@@ -24,7 +24,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Message, SmtpTransport, Transport};
 use serde_json::{json, Value};
 
-use super::call::{Cx, Request};
+use super::call::{azuga_auth, azuga_interval_ms, Cx, Request};
 use super::ledger::{LedgerError, Step};
 use super::policy::Verdict;
 use super::render::{service_link, trackme_ttl_s, Email};
@@ -81,16 +81,20 @@ pub fn message(from: &str, to: &str, message_id: &str, email: &Email) -> Result<
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
-fn basic(key: &str) -> (&'static str, String) {
-    use base64::Engine as _;
-    ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))))
-}
-
 impl EmailSink {
-    fn trackme(&self, cx: &Cx, tenant: &Tenant, p: &Pending, link: &ServiceLink, attempts: &mut u32) -> Result<String, String> {
+    fn trackme(
+        &self,
+        cx: &Cx,
+        tenant: &Tenant,
+        p: &Pending,
+        link: &ServiceLink,
+        attempts: &mut u32,
+    ) -> Result<String, String> {
         let t = tenant.name.as_str();
         let key = format!("trackme/{}", p.command.id);
-        if let Some(url) = cx.ledger.extra(t, &key).map_err(|e| e.to_string())?.and_then(|v| v["url"].as_str().map(str::to_string)) {
+        if let Some(url) =
+            cx.ledger.extra(t, &key).map_err(|e| e.to_string())?.and_then(|v| v["url"].as_str().map(str::to_string))
+        {
             return Ok(url);
         }
         let Some(az) = &tenant.azuga else { return Err("no [tenants.azuga] in the tenants file".into()) };
@@ -104,9 +108,9 @@ impl EmailSink {
             api: "POST /v1/trackme",
             method: "POST",
             url: format!("{}/v1/trackme", az.base_url),
-            headers: vec![basic(az.api_key.expose())],
+            headers: vec![azuga_auth(az)],
             body: Some(body.to_string()),
-            interval_ms: az.rate_limit_ms as i64 + 50,
+            interval_ms: azuga_interval_ms(az),
         };
         let a = cx.call(t, &req, attempts).map_err(|e| format!("Azuga TrackMe link not created: {e}"))?;
         let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
@@ -126,10 +130,32 @@ impl EmailSink {
             let r = tr.send(msg);
             let (verdict, why) = match &r {
                 Ok(_) => (Verdict::Success, String::new()),
-                Err(e) if e.is_permanent() => (Verdict::Permanent, format!("SMTP refused the message ({})", e.status().map_or_else(|| "5xx".to_string(), |c| c.to_string()))),
-                Err(e) => (Verdict::Transient { rate_limited: false }, format!("SMTP failed: {}", if e.is_transient() { "temporary refusal" } else { "connection or protocol error" })),
+                Err(e) if e.is_permanent() => (
+                    Verdict::Permanent,
+                    format!(
+                        "SMTP refused the message ({})",
+                        e.status().map_or_else(|| "5xx".to_string(), |c| c.to_string())
+                    ),
+                ),
+                Err(e) => (
+                    Verdict::Transient { rate_limited: false },
+                    format!(
+                        "SMTP failed: {}",
+                        if e.is_transient() { "temporary refusal" } else { "connection or protocol error" }
+                    ),
+                ),
             };
-            cx.metrics.api_call("email", "SMTP", Some(if r.is_ok() { 250 } else if verdict == Verdict::Permanent { 550 } else { 450 }));
+            cx.metrics.api_call(
+                "email",
+                "SMTP",
+                Some(if r.is_ok() {
+                    250
+                } else if verdict == Verdict::Permanent {
+                    550
+                } else {
+                    450
+                }),
+            );
             match verdict {
                 Verdict::Success => return Ok(()),
                 Verdict::Permanent => return Err(why),
@@ -144,19 +170,30 @@ impl EmailSink {
 
     fn one(&self, cx: &Cx, tenant: &Tenant, p: &Pending) -> Result<Decided, LedgerError> {
         let (t, id) = (tenant.name.as_str(), p.command.id.as_str());
-        let fail = |why: String, attempts: u32| Decided { result: p.result(SinkKind::Email, Outcome::Failed, why, None, attempts, now()), dead: true };
-        let Action::SendServiceLink(link) = &p.command.action else { return Ok(fail("not a send_service_link command".into(), 0)) };
+        let fail = |why: String, attempts: u32| Decided {
+            result: p.result(SinkKind::Email, Outcome::Failed, why, None, attempts, now()),
+            dead: true,
+        };
+        let Action::SendServiceLink(link) = &p.command.action else {
+            return Ok(fail("not a send_service_link command".into(), 0));
+        };
         let Some(cfg) = &tenant.email else { return Ok(fail("no [tenants.email] in the tenants file".into(), 0)) };
         let smtp = cfg.smtp_url.as_ref().map(|s| s.expose().to_string()).or_else(|| self.default_smtp.clone());
         let Some(smtp) = smtp else { return Ok(fail("no SMTP relay: set email.smtp_url or --smtp".into(), 0)) };
         let mut attempts = match cx.ledger.step(t, id)? {
             Some(Step::Intent { calls }) => {
-                tracing::warn!(tenant = t, command = id, "re-sending a Service Link whose delivery was not recorded (same Message-ID)");
+                tracing::warn!(
+                    tenant = t,
+                    command = id,
+                    "re-sending a Service Link whose delivery was not recorded (same Message-ID)"
+                );
                 calls
             }
             _ => 0,
         };
         let decided = (|| {
+            // Refuse a bad address before creating a TrackMe link for it.
+            link.to.trim().parse::<Mailbox>().map_err(|_| format!("invalid recipient address {:?}", link.to))?;
             let url = self.trackme(cx, tenant, p, link, &mut attempts)?;
             let email = service_link(link, &url, cfg.company());
             let msg = message(&cfg.from, &link.to, &format!("<{id}.{t}@geoclock>"), &email)?;
@@ -165,7 +202,10 @@ impl EmailSink {
             Ok::<_, String>(url)
         })();
         let decided = match decided {
-            Ok(url) => Decided { result: p.result(SinkKind::Email, Outcome::Done, String::new(), Some(url), attempts, now()), dead: false },
+            Ok(url) => Decided {
+                result: p.result(SinkKind::Email, Outcome::Done, String::new(), Some(url), attempts, now()),
+                dead: false,
+            },
             Err(why) => fail(why, attempts),
         };
         cx.ledger.record(&[(t, id, Step::Done { result: decided.result.clone(), reported: false })], &[])?;

@@ -22,14 +22,14 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::call::{CallError, Cx, Request};
+use super::call::{azuga_auth, azuga_interval_ms, CallError, Cx, Request};
 use super::ledger::{LedgerError, Step};
 use super::{now, Decided, Executor, Pending, SinkKind};
 use crate::connect::tenants::{AzugaTenant, Tenant};
 use crate::engine::{Action, FenceChange};
 use crate::geo::{haversine_m, LatLon, Shape};
 use crate::kafka::records::Outcome;
-use crate::sim::azuga::MAX_RADIUS_M;
+use crate::sim::azuga::check_geomark;
 
 #[derive(Default)]
 pub struct GeofenceSink;
@@ -91,26 +91,15 @@ struct Group {
     plan: Option<Plan>,
 }
 
-fn interval(az: &AzugaTenant) -> i64 {
-    // A little above the budget: the server measures between its own
-    // receipts, which the answer-to-send spacing already covers.
-    az.rate_limit_ms as i64 + 50
-}
-
-fn basic(az: &AzugaTenant) -> (&'static str, String) {
-    use base64::Engine as _;
-    ("Authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", az.api_key.expose()))))
-}
-
 impl GeofenceSink {
     fn request(az: &AzugaTenant, api: &'static str, method: &'static str, body: Option<Value>) -> Request {
         Request {
             api,
             method,
             url: format!("{}/v1/geomarks", az.base_url),
-            headers: vec![basic(az)],
+            headers: vec![azuga_auth(az)],
             body: body.map(|b| b.to_string()),
-            interval_ms: interval(az),
+            interval_ms: azuga_interval_ms(az),
         }
     }
 
@@ -131,12 +120,16 @@ impl GeofenceSink {
                 .extra(tenant, &format!("fence/{appointment}"))?
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default();
-            let mut g = Group { appointment, mapping, live: Vec::new(), decided: Vec::new(), recovering: false, plan: None };
+            let mut g =
+                Group { appointment, mapping, live: Vec::new(), decided: Vec::new(), recovering: false, plan: None };
             for p in by.remove(&g.appointment).unwrap_or_default() {
                 let rev = revision(&p.command.action);
                 if rev <= g.mapping.revision {
                     let why = format!("revision {rev} not above the applied revision {}", g.mapping.revision);
-                    g.decided.push(Decided { result: p.result(SinkKind::Geofence, Outcome::Superseded, why, None, 0, now()), dead: false });
+                    g.decided.push(Decided {
+                        result: p.result(SinkKind::Geofence, Outcome::Superseded, why, None, 0, now()),
+                        dead: false,
+                    });
                     continue;
                 }
                 g.recovering |= matches!(cx.ledger.step(tenant, &p.command.id)?, Some(Step::Intent { .. }));
@@ -149,12 +142,16 @@ impl GeofenceSink {
 
     fn plan(g: &Group, remote: &Option<Vec<Value>>) -> Plan {
         let Some(last) = g.live.last() else { return Plan::Nothing(String::new()) };
-        let names: Vec<&str> = g.live.iter().filter_map(|p| fence_of(&p.command.action).map(|f| f.name.as_str())).collect();
+        let names: Vec<&str> =
+            g.live.iter().filter_map(|p| fence_of(&p.command.action).map(|f| f.name.as_str())).collect();
         let mut id = g.mapping.id;
         let mut remote_same: Option<&Value> = None;
         if let (true, Some(list)) = (g.recovering, remote) {
             if id.is_none() {
-                id = list.iter().find(|m| m["name"].as_str().is_some_and(|n| names.contains(&n))).and_then(|m| m["id"].as_u64());
+                id = list
+                    .iter()
+                    .find(|m| m["name"].as_str().is_some_and(|n| names.contains(&n)))
+                    .and_then(|m| m["id"].as_u64());
             }
             remote_same = id.and_then(|i| list.iter().find(|m| m["id"].as_u64() == Some(i)));
             if let (Some(_), None) = (id, remote_same) {
@@ -198,11 +195,9 @@ fn fence_of(a: &Action) -> Option<&FenceChange> {
 
 /// Checks what Azuga would refuse, so one bad fence cannot sink a bulk call.
 fn local_check(g: &Value) -> Result<(), String> {
-    crate::sim::azuga::check_geomark(g).map_err(|e| format!("Azuga would reject the geofence: {e}"))?;
-    match g["geofenceRadius"].as_f64() {
-        Some(r) if r <= MAX_RADIUS_M => Ok(()),
-        _ => Err("Azuga would reject the geofence: radius above ten miles".into()),
-    }
+    // The simulator's checks are Azuga's documented ones (radius ≤ 10 miles,
+    // coordinates in range, a name, `Circular`).
+    check_geomark(g).map_err(|e| format!("Azuga would reject the geofence: {e}"))
 }
 
 impl Executor for GeofenceSink {
@@ -237,7 +232,10 @@ impl Executor for GeofenceSink {
             };
             if let Some(why) = bad {
                 for p in g.live.drain(..) {
-                    g.decided.push(Decided { result: p.result(SinkKind::Geofence, Outcome::Failed, why.clone(), None, 0, now()), dead: true });
+                    g.decided.push(Decided {
+                        result: p.result(SinkKind::Geofence, Outcome::Failed, why.clone(), None, 0, now()),
+                        dead: true,
+                    });
                 }
                 continue;
             }
@@ -252,15 +250,31 @@ impl Executor for GeofenceSink {
         if !intents.is_empty() {
             cx.ledger.record(&intents, &[])?;
         }
-        let creates: Vec<usize> = (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Create(_)))).collect();
-        let updates: Vec<usize> = (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Update(..)))).collect();
-        let deletes: Vec<usize> = (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Delete(_)))).collect();
+        let creates: Vec<usize> =
+            (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Create(_)))).collect();
+        let updates: Vec<usize> =
+            (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Update(..)))).collect();
+        let deletes: Vec<usize> =
+            (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Delete(_)))).collect();
         let mut outcome: HashMap<usize, Result<Option<u64>, CallError>> = HashMap::new();
         for chunk in creates.chunks(100) {
-            let items: Vec<Value> = chunk.iter().filter_map(|i| match &groups[*i].plan { Some(Plan::Create(v)) => Some(v.clone()), _ => None }).collect();
-            let r = cx.call(t, &Self::request(az, "POST /v1/geomarks", "POST", Some(Value::Array(items))), &mut attempts);
+            let items: Vec<Value> = chunk
+                .iter()
+                .filter_map(|i| match &groups[*i].plan {
+                    Some(Plan::Create(v)) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect();
+            let r =
+                cx.call(t, &Self::request(az, "POST /v1/geomarks", "POST", Some(Value::Array(items))), &mut attempts);
             let ids: Vec<Option<u64>> = match &r {
-                Ok(a) => serde_json::from_str::<Value>(&a.body).ok().and_then(|v| v["data"].as_array().cloned()).unwrap_or_default().iter().map(|m| m["id"].as_u64()).collect(),
+                Ok(a) => serde_json::from_str::<Value>(&a.body)
+                    .ok()
+                    .and_then(|v| v["data"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| m["id"].as_u64())
+                    .collect(),
                 Err(_) => Vec::new(),
             };
             for (k, i) in chunk.iter().enumerate() {
@@ -281,13 +295,26 @@ impl Executor for GeofenceSink {
                 .collect();
             let r = cx.call(t, &Self::request(az, "PUT /v1/geomarks", "PUT", Some(Value::Array(items))), &mut attempts);
             for i in chunk {
-                let id = match &groups[*i].plan { Some(Plan::Update(id, _)) => Some(*id), _ => None };
+                let id = match &groups[*i].plan {
+                    Some(Plan::Update(id, _)) => Some(*id),
+                    _ => None,
+                };
                 outcome.insert(*i, r.clone().map(|_| id));
             }
         }
         for chunk in deletes.chunks(100) {
-            let ids: Vec<u64> = chunk.iter().filter_map(|i| match &groups[*i].plan { Some(Plan::Delete(id)) => Some(*id), _ => None }).collect();
-            let r = cx.call(t, &Self::request(az, "DELETE /v1/geomarks", "DELETE", Some(json!({"ids": ids}))), &mut attempts);
+            let ids: Vec<u64> = chunk
+                .iter()
+                .filter_map(|i| match &groups[*i].plan {
+                    Some(Plan::Delete(id)) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            let r = cx.call(
+                t,
+                &Self::request(az, "DELETE /v1/geomarks", "DELETE", Some(json!({"ids": ids}))),
+                &mut attempts,
+            );
             for i in chunk {
                 outcome.insert(*i, r.clone().map(|_| None));
             }
@@ -299,21 +326,64 @@ impl Executor for GeofenceSink {
             let last_rev = g.live.last().map_or(g.mapping.revision, |p| revision(&p.command.action));
             let (mapping, results): (Option<Mapping>, Vec<Decided>) = match (plan, outcome.remove(&i)) {
                 (Plan::Nothing(why), _) => {
-                    let id = g.mapping.id.filter(|_| g.live.last().is_some_and(|p| fence_of(&p.command.action).is_some()));
-                    let rs = g.live.iter().map(|p| Decided { result: p.result(SinkKind::Geofence, Outcome::Done, why.clone(), id.map(|i| i.to_string()), attempts, now()), dead: false }).collect();
+                    let id =
+                        g.mapping.id.filter(|_| g.live.last().is_some_and(|p| fence_of(&p.command.action).is_some()));
+                    let rs = g
+                        .live
+                        .iter()
+                        .map(|p| Decided {
+                            result: p.result(
+                                SinkKind::Geofence,
+                                Outcome::Done,
+                                why.clone(),
+                                id.map(|i| i.to_string()),
+                                attempts,
+                                now(),
+                            ),
+                            dead: false,
+                        })
+                        .collect();
                     (Some(Mapping { id, revision: last_rev }), rs)
                 }
                 (Plan::Delete(_), Some(Ok(_))) => {
-                    let rs = g.live.iter().map(|p| Decided { result: p.result(SinkKind::Geofence, Outcome::Done, String::new(), None, attempts, now()), dead: false }).collect();
+                    let rs = g
+                        .live
+                        .iter()
+                        .map(|p| Decided {
+                            result: p.result(SinkKind::Geofence, Outcome::Done, String::new(), None, attempts, now()),
+                            dead: false,
+                        })
+                        .collect();
                     (Some(Mapping { id: None, revision: last_rev }), rs)
                 }
                 (_, Some(Ok(id))) => {
-                    let rs = g.live.iter().map(|p| Decided { result: p.result(SinkKind::Geofence, Outcome::Done, String::new(), id.map(|i| i.to_string()), attempts, now()), dead: false }).collect();
+                    let rs = g
+                        .live
+                        .iter()
+                        .map(|p| Decided {
+                            result: p.result(
+                                SinkKind::Geofence,
+                                Outcome::Done,
+                                String::new(),
+                                id.map(|i| i.to_string()),
+                                attempts,
+                                now(),
+                            ),
+                            dead: false,
+                        })
+                        .collect();
                     (Some(Mapping { id, revision: last_rev }), rs)
                 }
                 (_, Some(Err(e))) => {
                     let why = format!("Azuga rejected geofence: {e}");
-                    let rs = g.live.iter().map(|p| Decided { result: p.result(SinkKind::Geofence, Outcome::Failed, why.clone(), None, attempts, now()), dead: true }).collect();
+                    let rs = g
+                        .live
+                        .iter()
+                        .map(|p| Decided {
+                            result: p.result(SinkKind::Geofence, Outcome::Failed, why.clone(), None, attempts, now()),
+                            dead: true,
+                        })
+                        .collect();
                     (None, rs)
                 }
                 (_, None) => (None, Vec::new()),
@@ -340,7 +410,12 @@ mod tests {
 
     #[test]
     fn polygons_go_to_azuga_as_the_circle_around_them() {
-        let ring = vec![LatLon::new(35.0, -80.0), LatLon::new(35.0, -79.99), LatLon::new(35.01, -79.99), LatLon::new(35.01, -80.0)];
+        let ring = vec![
+            LatLon::new(35.0, -80.0),
+            LatLon::new(35.0, -79.99),
+            LatLon::new(35.01, -79.99),
+            LatLon::new(35.01, -80.0),
+        ];
         let (c, r) = circle_of(&Shape::Polygon { ring: ring.clone() });
         assert!((c.lat - 35.005).abs() < 1e-9 && (c.lon + 79.995).abs() < 1e-9);
         for p in ring {

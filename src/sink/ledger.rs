@@ -83,7 +83,11 @@ impl Ledger {
     }
 
     /// Records several steps (and extras) atomically, in one write.
-    pub fn record(&self, steps: &[(&str, &str, Step)], extras: &[(&str, &str, Option<serde_json::Value>)]) -> Result<(), LedgerError> {
+    pub fn record(
+        &self,
+        steps: &[(&str, &str, Step)],
+        extras: &[(&str, &str, Option<serde_json::Value>)],
+    ) -> Result<(), LedgerError> {
         let mut b = WriteBatch::default();
         for (tenant, id, step) in steps {
             let v = serde_json::to_vec(step).map_err(|e| LedgerError::Io(e.to_string()))?;
@@ -91,7 +95,9 @@ impl Ledger {
         }
         for (tenant, name, value) in extras {
             match value {
-                Some(v) => b.put(extra_key(tenant, name), serde_json::to_vec(v).map_err(|e| LedgerError::Io(e.to_string()))?),
+                Some(v) => {
+                    b.put(extra_key(tenant, name), serde_json::to_vec(v).map_err(|e| LedgerError::Io(e.to_string()))?)
+                }
                 None => b.delete(extra_key(tenant, name)),
             }
         }

@@ -32,8 +32,18 @@ impl Metrics {
             "Commands decided, by kind and outcome (done, superseded, failed, duplicate).",
             &["sink", "kind", "outcome"],
         );
-        let api_calls = counter(&r, "geoclock_sink_api_calls_total", "Vendor API calls by status class.", &["sink", "api", "status"]);
-        let retries = counter(&r, "geoclock_sink_retries_total", "Vendor calls retried after a transient failure.", &["sink", "api"]);
+        let api_calls = counter(
+            &r,
+            "geoclock_sink_api_calls_total",
+            "Vendor API calls by status class.",
+            &["sink", "api", "status"],
+        );
+        let retries = counter(
+            &r,
+            "geoclock_sink_retries_total",
+            "Vendor calls retried after a transient failure.",
+            &["sink", "api"],
+        );
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "geoclock_sink_effect_latency_seconds",

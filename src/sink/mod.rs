@@ -56,7 +56,10 @@ impl SinkKind {
         matches!(
             (self, action),
             (SinkKind::Clock, Action::Clock(_))
-                | (SinkKind::Geofence, Action::CreateGeofence(_) | Action::UpdateGeofence(_) | Action::DeleteGeofence { .. })
+                | (
+                    SinkKind::Geofence,
+                    Action::CreateGeofence(_) | Action::UpdateGeofence(_) | Action::DeleteGeofence { .. }
+                )
                 | (SinkKind::Email, Action::SendServiceLink(_))
         )
     }
@@ -80,7 +83,15 @@ pub struct Decided {
 
 impl Pending {
     /// The result for this command.
-    pub fn result(&self, sink: SinkKind, outcome: Outcome, reason: String, remote_ref: Option<String>, attempts: u32, now: Ts) -> SinkResult {
+    pub fn result(
+        &self,
+        sink: SinkKind,
+        outcome: Outcome,
+        reason: String,
+        remote_ref: Option<String>,
+        attempts: u32,
+        now: Ts,
+    ) -> SinkResult {
         SinkResult {
             command_id: self.command.id.clone(),
             appointment: self.command.appointment.to_string(),
@@ -99,7 +110,8 @@ impl Pending {
 /// Carries out one tenant's commands (in order) and decides each.
 pub trait Executor: Send + Sync {
     /// A ledger failure ends the sink (a restart recovers from the intents).
-    fn execute(&self, cx: &call::Cx, tenant: &Tenant, batch: Vec<Pending>) -> Result<Vec<Decided>, ledger::LedgerError>;
+    fn execute(&self, cx: &call::Cx, tenant: &Tenant, batch: Vec<Pending>)
+        -> Result<Vec<Decided>, ledger::LedgerError>;
 }
 
 /// Wall-clock now (the I/O edge).

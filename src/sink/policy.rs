@@ -20,7 +20,9 @@ use std::time::Duration;
 pub enum Verdict {
     Success,
     /// Try again; `rate_limited` when the server said 429.
-    Transient { rate_limited: bool },
+    Transient {
+        rate_limited: bool,
+    },
     Permanent,
 }
 

@@ -117,9 +117,15 @@ mod tests {
     #[test]
     fn window_in_the_locations_zone() {
         let l = link();
-        assert_eq!(window_text(l.window_start, l.window_end, Some("America/New_York")), "Sat 28 Nov 2026, 9:00 AM – 11:00 AM EST");
+        assert_eq!(
+            window_text(l.window_start, l.window_end, Some("America/New_York")),
+            "Sat 28 Nov 2026, 9:00 AM – 11:00 AM EST"
+        );
         assert_eq!(window_text(l.window_start, l.window_end, None), "Sat 28 Nov 2026, 2:00 PM – 4:00 PM UTC");
-        assert_eq!(window_text(l.window_start, l.window_end, Some("Not/AZone")), "Sat 28 Nov 2026, 2:00 PM – 4:00 PM UTC");
+        assert_eq!(
+            window_text(l.window_start, l.window_end, Some("Not/AZone")),
+            "Sat 28 Nov 2026, 2:00 PM – 4:00 PM UTC"
+        );
         assert_eq!(
             window_text(l.window_start, Ts::parse("2026-11-29T16:00:00Z").ok(), Some("Europe/Berlin")),
             "Sat 28 Nov 2026, 3:00 PM – Sun 29 Nov 2026, 5:00 PM CET"

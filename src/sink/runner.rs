@@ -74,7 +74,14 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
-    pub fn new(kind: SinkKind, brokers: &str, catalogue: Catalogue, state_dir: PathBuf, tenants: Vec<Tenant>, registry: Arc<dyn SchemaRegistry>) -> SinkConfig {
+    pub fn new(
+        kind: SinkKind,
+        brokers: &str,
+        catalogue: Catalogue,
+        state_dir: PathBuf,
+        tenants: Vec<Tenant>,
+        registry: Arc<dyn SchemaRegistry>,
+    ) -> SinkConfig {
         SinkConfig {
             kind,
             brokers: brokers.to_string(),
@@ -125,7 +132,9 @@ impl Sink {
     /// Finishes the batch in hand, commits, and returns.
     pub fn stop(mut self) -> Result<(), SinkError> {
         self.stop.store(true, Ordering::SeqCst);
-        self.handle.take().map_or(Ok(()), |h| h.join().unwrap_or_else(|_| Err(SinkError::Kafka("sink thread panicked".into()))))
+        self.handle
+            .take()
+            .map_or(Ok(()), |h| h.join().unwrap_or_else(|_| Err(SinkError::Kafka("sink thread panicked".into()))))
     }
 
     pub fn is_finished(&self) -> bool {
@@ -138,11 +147,17 @@ struct Received {
     dead: Option<DeadLetter>,
 }
 
-fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tokio::runtime::Handle) -> Result<(), SinkError> {
+fn run(
+    config: SinkConfig,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) -> Result<(), SinkError> {
     let kind = config.kind;
     let component = format!("sink-{}", kind.name());
     let kafka = |e: rdkafka::error::KafkaError| SinkError::Kafka(e.to_string());
-    let codec = Arc::new(Codec::new(config.registry.clone(), &config.catalogue).map_err(|e| SinkError::Codec(e.to_string()))?);
+    let codec =
+        Arc::new(Codec::new(config.registry.clone(), &config.catalogue).map_err(|e| SinkError::Codec(e.to_string()))?);
     let publisher = Publisher::new(&config.brokers, codec.clone(), config.catalogue.clone(), &component)
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
     let group = config.group.clone().unwrap_or_else(|| format!("{}-sink-{}", config.catalogue.prefix, kind.name()));
@@ -177,15 +192,18 @@ fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tok
         // Collect a batch.
         let mut received: Vec<Received> = Vec::new();
         let mut offsets: HashMap<i32, i64> = HashMap::new();
-        let deadline = Instant::now() + config.linger;
+        // The batch lingers from its first record, so records arriving
+        // together (several partitions) are decided together.
+        let mut deadline: Option<Instant> = None;
         while received.len() < config.batch {
-            let wait = if received.is_empty() { Duration::from_millis(200) } else { deadline.saturating_duration_since(Instant::now()) };
+            let wait = deadline.map_or(Duration::from_millis(200), |d| d.saturating_duration_since(Instant::now()));
             let Some(msg) = consumer.poll(wait) else {
-                if !received.is_empty() || stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                if deadline.is_some() || offsets.is_empty() {
                     break;
                 }
                 continue;
             };
+            let deadline_at = *deadline.get_or_insert_with(|| Instant::now() + config.linger);
             let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
@@ -197,16 +215,25 @@ fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tok
             let time = Ts(msg.timestamp().to_millis().unwrap_or(0));
             let Some(value) = msg.payload() else { continue };
             match codec.decode_command(value) {
-                Ok(tc) if kind.handles(&tc.command.action) => {
-                    received.push(Received { pending: Some(Pending { tenant: tc.tenant, command: tc.command, time }), dead: None })
-                }
+                Ok(tc) if kind.handles(&tc.command.action) => received.push(Received {
+                    pending: Some(Pending { tenant: tc.tenant, command: tc.command, time }),
+                    dead: None,
+                }),
                 Ok(_) => {}
                 Err(e) => received.push(Received {
                     pending: None,
-                    dead: Some(DeadLetter::for_error(&e, &commands, msg.partition(), msg.offset(), msg.key(), Some(value), &component)),
+                    dead: Some(DeadLetter::for_error(
+                        &e,
+                        &commands,
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key(),
+                        Some(value),
+                        &component,
+                    )),
                 }),
             }
-            if Instant::now() >= deadline && !received.is_empty() {
+            if Instant::now() >= deadline_at {
                 break;
             }
         }
@@ -219,14 +246,22 @@ fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tok
         let mut reported: Vec<(String, String, Decided)> = Vec::new();
         for r in received {
             if let Some(d) = r.dead {
-                out.push(Outgoing { topic: Topic::DeadLetters, key: d.key.clone().unwrap_or_default(), value: Some(codec.encode_dead_letter(&d).map_err(|e| SinkError::Codec(e.to_string()))?) });
+                out.push(Outgoing {
+                    topic: Topic::DeadLetters,
+                    key: d.key.clone().unwrap_or_default(),
+                    value: Some(codec.encode_dead_letter(&d).map_err(|e| SinkError::Codec(e.to_string()))?),
+                });
                 metrics.command(kind.name(), "undecodable", "failed");
             }
             let Some(p) = r.pending else { continue };
             if let Some(Step::Done { result, reported: was }) = cx.ledger.step(&p.tenant, &p.command.id)? {
                 metrics.command(kind.name(), p.command.action.kind(), "duplicate");
                 if !was {
-                    reported.push((p.tenant.clone(), p.command.id.clone(), Decided { dead: result.outcome == Outcome::Failed, result }));
+                    reported.push((
+                        p.tenant.clone(),
+                        p.command.id.clone(),
+                        Decided { dead: result.outcome == Outcome::Failed, result },
+                    ));
                 }
                 continue;
             }
@@ -249,8 +284,21 @@ fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tok
                         let ds = match tenants.get(tenant.as_str()) {
                             Some(t) => executor.execute(cx, t, cmds)?,
                             None => {
-                                let ds = super::unconfigured(kind, cmds, &format!("tenant {tenant:?} is not in the tenants file"));
-                                let steps: Vec<_> = ds.iter().map(|d| (tenant.as_str(), d.result.command_id.as_str(), Step::Done { result: d.result.clone(), reported: false })).collect();
+                                let ds = super::unconfigured(
+                                    kind,
+                                    cmds,
+                                    &format!("tenant {tenant:?} is not in the tenants file"),
+                                );
+                                let steps: Vec<_> = ds
+                                    .iter()
+                                    .map(|d| {
+                                        (
+                                            tenant.as_str(),
+                                            d.result.command_id.as_str(),
+                                            Step::Done { result: d.result.clone(), reported: false },
+                                        )
+                                    })
+                                    .collect();
                                 cx.ledger.record(&steps, &[])?;
                                 ds
                             }
@@ -259,7 +307,10 @@ fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tok
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(SinkError::Kafka("executor panicked".into())))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(SinkError::Kafka("executor panicked".into()))))
+                .collect()
         });
         for r in decided {
             let (tenant, ds) = r?;
@@ -267,7 +318,10 @@ fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tok
                 let outcome = d.result.outcome.as_str();
                 metrics.command(kind.name(), &d.result.kind, outcome);
                 if d.result.outcome == Outcome::Done {
-                    metrics.latency(kind.name(), (d.result.executed_at.millis() - d.result.command_time.millis()) as f64 / 1000.0);
+                    metrics.latency(
+                        kind.name(),
+                        (d.result.executed_at.millis() - d.result.command_time.millis()) as f64 / 1000.0,
+                    );
                 }
                 tracing::info!(sink = kind.name(), tenant = %tenant, command = %d.result.command_id, kind = %d.result.kind, outcome, reason = %d.result.reason, "decided");
                 reported.push((tenant.clone(), d.result.command_id.clone(), d));
@@ -289,7 +343,11 @@ fn run(config: SinkConfig, metrics: Metrics, stop: Arc<AtomicBool>, runtime: tok
                     value: None,
                     component: component.clone(),
                 };
-                out.push(Outgoing { topic: Topic::DeadLetters, key: dl.key.clone().unwrap_or_default(), value: Some(codec.encode_dead_letter(&dl).map_err(|e| SinkError::Codec(e.to_string()))?) });
+                out.push(Outgoing {
+                    topic: Topic::DeadLetters,
+                    key: dl.key.clone().unwrap_or_default(),
+                    value: Some(codec.encode_dead_letter(&dl).map_err(|e| SinkError::Codec(e.to_string()))?),
+                });
             }
         }
         if !out.is_empty() {

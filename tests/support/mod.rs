@@ -1,4 +1,6 @@
 pub mod broker;
+#[allow(dead_code)]
+pub mod kafka;
 
 use std::path::{Path, PathBuf};
 
