@@ -137,6 +137,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
             metrics: metrics.clone(),
             connector: vendor.name(),
             tenant: t.name.clone(),
+            watermark: Default::default(),
         };
         let ledger_path = opts.state_dir.join(format!("{}-{}.ledger.jsonl", vendor.name(), t.name));
         let (tx, rx) = mpsc::channel(1024);

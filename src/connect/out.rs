@@ -1,8 +1,14 @@
 //! What a tenant task publishes, decided with its ledger: changed entities,
-//! new valid pings, dead letters. The order is always decide → publish and
-//! wait for acks → record in the ledger (see [`super::ledger`]).
+//! new valid pings, dead letters, and ticks. The order is always decide →
+//! publish and wait for acks → record in the ledger (see [`super::ledger`]).
+//!
+//! Ticks carry event-time progress to the processor (fences and watches
+//! expire on them): after a batch of pings, a tick at the newest ping time
+//! seen minus [`TICK_LATENESS_MS`], only when that moves forward. Points
+//! buffered longer than that may arrive after their appointment expired.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -21,7 +27,12 @@ pub struct Out {
     pub metrics: Metrics,
     pub connector: &'static str,
     pub tenant: String,
+    /// The last tick published (ms), shared by the tenant's clones.
+    pub watermark: Arc<AtomicI64>,
 }
+
+/// How far event time trails the newest ping in the ticks.
+pub const TICK_LATENESS_MS: i64 = 30 * 60_000;
 
 impl Out {
     fn count(&self, records: &[Outgoing]) {
@@ -109,10 +120,19 @@ impl Out {
         if dups > 0 {
             self.metrics.duplicate(self.connector, &self.tenant, "ping", dups);
         }
+        let published = records.len();
+        let newest = batch.keys().map(|(_, t)| *t).max();
+        let tick = newest.map(|t| t - TICK_LATENESS_MS).filter(|t| *t > self.watermark.load(Ordering::Relaxed));
+        if let Some(t) = tick {
+            records.push(self.publisher.event(&self.tenant, &Event::Tick(crate::model::Ts(t)))?);
+        }
         self.publisher.send_all(&records).await?;
+        if let Some(t) = tick {
+            self.watermark.fetch_max(t, Ordering::Relaxed);
+        }
         ledger.record(entries)?;
         self.count(&records);
-        Ok(records.len())
+        Ok(published)
     }
 
     /// Publishes a dead letter; failures are logged (the caller has already

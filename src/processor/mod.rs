@@ -81,9 +81,17 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// Reads a YAML (or JSON) tenants file and validates every tenant's settings.
+    /// Reads a tenants file and validates every tenant's settings: the
+    /// deployment's TOML file (`*.toml`, see [`crate::connect::tenants`];
+    /// its `settings` per tenant are used, its secrets are resolved too) or
+    /// a YAML/JSON file with `default:` and `tenants: {name: settings}`.
     pub fn load(path: &Path) -> Result<Tenants, ProcessorError> {
         let bad = |error: String| ProcessorError::Tenants { path: path.display().to_string(), error };
+        if path.extension().is_some_and(|e| e == "toml") {
+            let list = crate::connect::tenants::load(path).map_err(|e| bad(e.to_string()))?;
+            let tenants = list.into_iter().map(|t| (t.name, t.settings)).collect();
+            return Ok(Tenants { default: Settings::default(), tenants });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let t: Tenants = serde_yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         t.validate()?;
@@ -350,5 +358,22 @@ impl Drop for Processor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_come_from_the_deployments_toml_file_too() {
+        let path = std::env::temp_dir().join(format!("geoclock-tenants-{}.toml", std::process::id()));
+        std::fs::write(&path, "[[tenants]]\nname = \"acme\"\nsettings = { window_hours = 3 }\n").unwrap();
+        let t = Tenants::load(&path).unwrap();
+        assert_eq!(t.settings("acme").window_hours, 3.0);
+        assert_eq!(t.settings("other"), Settings::default());
+        std::fs::write(&path, "[[tenants]]\nname = \"acme\"\nsettings = { window_hours = -3 }\n").unwrap();
+        assert!(Tenants::load(&path).is_err());
+        let _ = std::fs::remove_file(&path);
     }
 }

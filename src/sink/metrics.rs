@@ -3,7 +3,7 @@
 //! `kind` (command kind), `outcome` (`done`, `superseded`, `failed`,
 //! `duplicate`), `api` (`METHOD /path` without ids), `status` (class).
 
-use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::connect::metrics::{counter, render_registry, status_class};
 
@@ -15,6 +15,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     latency: HistogramVec,
     rate_wait: CounterVec,
+    lag: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -60,7 +61,13 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("metric: {e}"));
         r.register(Box::new(rate_wait.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
-        Metrics { registry: r, commands, api_calls, retries, latency, rate_wait }
+        let lag = IntGaugeVec::new(
+            Opts::new("geoclock_sink_lag_records", "Commands on the sink's assigned partitions not yet consumed."),
+            &["sink"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        r.register(Box::new(lag.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        Metrics { registry: r, commands, api_calls, retries, latency, rate_wait, lag }
     }
 
     pub fn command(&self, sink: &str, kind: &str, outcome: &str) {
@@ -81,6 +88,10 @@ impl Metrics {
 
     pub fn rate_wait(&self, sink: &str, api: &str, seconds: f64) {
         self.rate_wait.with_label_values(&[sink, api]).inc_by(seconds);
+    }
+
+    pub fn lag(&self, sink: &str, records: i64) {
+        self.lag.with_label_values(&[sink]).set(records.max(0));
     }
 
     pub fn render(&self) -> String {

@@ -142,6 +142,22 @@ impl Sink {
     }
 }
 
+/// Records behind on the assigned partitions (high watermark − position).
+fn lag(consumer: &BaseConsumer, topic: &str) -> i64 {
+    let Ok(position) = consumer.position() else { return 0 };
+    position
+        .elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| {
+            let (_, high) = consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(2)).ok()?;
+            Some(match e.offset() {
+                rdkafka::Offset::Offset(o) => high - o,
+                _ => 0,
+            })
+        })
+        .sum()
+}
+
 struct Received {
     pending: Option<Pending>,
     dead: Option<DeadLetter>,
@@ -188,7 +204,12 @@ fn run(
     };
     let tenants: HashMap<&str, &Tenant> = config.tenants.iter().map(|t| (t.name.as_str(), t)).collect();
     tracing::info!(sink = kind.name(), group = %group, topic = %commands, "sink started");
+    let mut lag_at = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if lag_at.elapsed() >= Duration::from_secs(5) {
+            lag_at = Instant::now();
+            metrics.lag(kind.name(), lag(&consumer, &commands));
+        }
         // Collect a batch.
         let mut received: Vec<Received> = Vec::new();
         let mut offsets: HashMap<i32, i64> = HashMap::new();
