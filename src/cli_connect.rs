@@ -247,6 +247,9 @@ pub enum SinkCmd {
         /// SMTP relay for tenants without email.smtp_url: smtp://host:port (add ?tls=required for STARTTLS), smtps://host:port.
         #[arg(long, env = "GEOCLOCK_SMTP")]
         smtp: Option<String>,
+        /// The report server (http://HOST:PORT) the daily Activity Report email is fetched from.
+        #[arg(long, env = "GEOCLOCK_REPORT_URL")]
+        report_url: Option<String>,
     },
 }
 
@@ -285,16 +288,17 @@ pub fn sink(cmd: SinkCmd) -> anyhow::Result<()> {
     use geoclock::sink::runner::{Sink, SinkConfig};
     use geoclock::sink::SinkKind;
     init_logs();
-    let (kind, a, smtp) = match cmd {
-        SinkCmd::Clock { common } => (SinkKind::Clock, common, None),
-        SinkCmd::Geofence { common } => (SinkKind::Geofence, common, None),
-        SinkCmd::Email { common, smtp } => (SinkKind::Email, common, smtp),
+    let (kind, a, smtp, report_url) = match cmd {
+        SinkCmd::Clock { common } => (SinkKind::Clock, common, None, None),
+        SinkCmd::Geofence { common } => (SinkKind::Geofence, common, None, None),
+        SinkCmd::Email { common, smtp, report_url } => (SinkKind::Email, common, smtp, report_url),
     };
     let tenants = tenants::load(&a.tenants)?;
     let catalogue = Catalogue { prefix: a.prefix, ..Catalogue::default() };
     let mut config = SinkConfig::new(kind, &a.brokers, catalogue, a.state_dir, tenants, registry(a.schema_registry)?);
     config.group = a.group;
     config.smtp = smtp;
+    config.report_url = report_url;
     config.metrics_addr = a.metrics;
     config.batch = a.batch.max(1);
     config.sync = !a.no_fsync;

@@ -45,7 +45,7 @@ enum Top {
         /// RocksDB directory (one per process).
         #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "./geoclock-state")]
         state_dir: PathBuf,
-        /// Tenants file (YAML): `default:` settings and `tenants: {name: settings}`.
+        /// Tenants file: the deployment's TOML file (its per-tenant `settings`), or YAML with `default:` and `tenants: {name: settings}`.
         #[arg(long, env = "GEOCLOCK_TENANTS")]
         tenants: Option<PathBuf>,
         /// Serve Prometheus metrics on this address (`127.0.0.1:9464`).

@@ -72,6 +72,7 @@ impl Rig {
                 r#"
 [[tenants]]
 name = "acme"
+timezone = "America/New_York"
 [tenants.servicetrade]
 base_url = "{st}"
 username = "geoclock-admin"
@@ -86,6 +87,8 @@ rate_limit_ms = {azuga_budget_ms}
 [tenants.email]
 from = "Acme Field Service <service@acme.example>"
 smtp_url = {{ value = "smtp://{smtp}" }}
+report_recipients = ["ops@acme.example", "owner@acme.example"]
+report_token = {{ value = "report-token-1" }}
 "#,
                 st = st_run.url(),
                 az = az_run.url(),
@@ -608,4 +611,56 @@ fn sigkilled_sinks_restart_and_every_effect_happens_exactly_once() {
     assert!(repeats <= 1, "at most the one message in flight at the kill is re-sent (same Message-ID): {repeats}");
     assert!(rig.az.snapshot().trackme.len() <= links.len() + 1, "TrackMe links are reused across the restart");
     assert!(links.iter().all(|c| results[&c.id].outcome == Outcome::Done));
+}
+
+/// A report server answering for one day: CSV and JSON, token required.
+fn report_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("report server");
+    let url = format!("http://{}", server.server_addr().to_ip().expect("ip"));
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            log.lock().unwrap().push(req.url().to_string());
+            let authorized = req
+                .headers()
+                .iter()
+                .any(|h| h.field.equiv("Authorization") && h.value.as_str() == "Bearer report-token-1");
+            let body = if !authorized {
+                let _ = req.respond(tiny_http::Response::from_string("no").with_status_code(401));
+                continue;
+            } else if req.url().contains("format=csv") {
+                "appointment,tech,fence_result\n70001,1000,arrived\n70002,1001,not_arrived\n".to_string()
+            } else {
+                r#"[{"fence_result":"arrived","failures":[]},{"fence_result":"not_arrived","failures":["no_tech_assigned"]}]"#.to_string()
+            };
+            let _ = req.respond(tiny_http::Response::from_string(body));
+        }
+    });
+    (url, asked)
+}
+
+#[test]
+fn the_daily_report_is_mailed_once_per_tenant_and_day() {
+    let rig = Rig::new("daily", 0);
+    let (url, asked) = report_server();
+    let day = geoclock::sink::daily::due_day(geoclock::sink::now(), Some("America/New_York"));
+    let id = geoclock::sink::daily::report_id("acme", day);
+    for _ in 0..2 {
+        // Two sink runs (a restart): the report goes out once.
+        let mut c = rig.config(SinkKind::Email);
+        c.report_url = Some(url.clone());
+        let sink = Sink::start(c, rig.rt.handle().clone()).expect("sink");
+        rig.wait_results(&HashSet::from([id.clone()]), Duration::from_secs(60));
+        sink.stop().expect("clean stop");
+    }
+    let mails = rig.smtp.mailbox.mails();
+    assert_eq!(mails.len(), 1, "one report email: {mails:#?}");
+    let m = &mails[0];
+    assert_eq!(m.to, vec!["ops@acme.example".to_string(), "owner@acme.example".to_string()]);
+    assert_eq!(m.subject, format!("Activity Report acme {day}: 2 appointments, 1 arrived, 1 with failures"));
+    assert!(m.raw.contains(&format!("activity-report-acme-{day}.csv")), "the CSV is attached");
+    assert_eq!(rig.smtp.mailbox.stats(), (1, 0));
+    assert_eq!(rig.results()[&id].kind, "daily_report");
+    assert_eq!(asked.lock().unwrap().len(), 2, "fetched once (CSV and JSON), not again after the restart");
 }

@@ -4,6 +4,7 @@
 //! ```toml
 //! [[tenants]]
 //! name = "acme"
+//! timezone = "America/New_York"            # IANA; report days and times (default UTC)
 //! settings = { window_hours = 8 }          # engine Settings, validated
 //! [tenants.servicetrade]
 //! base_url = "http://127.0.0.1:8081"      # the API is under {base_url}/api
@@ -46,6 +47,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct RawTenant {
     name: String,
+    timezone: Option<String>,
     #[serde(default)]
     settings: Settings,
     servicetrade: Option<RawServiceTrade>,
@@ -180,6 +182,8 @@ pub struct AzugaTenant {
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub name: String,
+    /// IANA zone for report days and times (`None`: UTC).
+    pub timezone: Option<String>,
     pub settings: Settings,
     pub servicetrade: Option<ServiceTradeTenant>,
     pub azuga: Option<AzugaTenant>,
@@ -218,6 +222,11 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
             return Err(invalid("listed twice"));
         }
         t.settings.validate().map_err(|error| TenantsError::Settings { tenant: t.name.clone(), error })?;
+        if let Some(z) = &t.timezone {
+            if z.parse::<chrono_tz::Tz>().is_err() {
+                return Err(invalid(&format!("timezone {z:?} is not an IANA zone name")));
+            }
+        }
         let servicetrade = match &t.servicetrade {
             Some(s) => Some(ServiceTradeTenant {
                 base_url: s.base_url.trim_end_matches('/').to_string(),
@@ -254,7 +263,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
             }),
             None => None,
         };
-        out.push(Tenant { name: t.name, settings: t.settings, servicetrade, azuga, email });
+        out.push(Tenant { name: t.name, timezone: t.timezone, settings: t.settings, servicetrade, azuga, email });
     }
     Ok(out)
 }
@@ -308,6 +317,10 @@ rate_limit_ms = 100
         assert!(e.contains("GEOCLOCK_TEST_UNSET_PW") && e.contains("servicetrade.password"), "{e}");
         let e = parse(&FILE.replace("name = \"acme\"", "name = \"a b\""), "t.toml").unwrap_err().to_string();
         assert!(e.contains("a b"), "{e}");
+        let e = parse(&FILE.replace("name = \"acme\"", "name = \"acme\"\ntimezone = \"Mars/Olympus\""), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Mars/Olympus"), "{e}");
         let e = parse(&FILE.replace("window_hours = 4", "window_hours = -1"), "t.toml").unwrap_err().to_string();
         assert!(e.contains("window_hours"), "{e}");
         assert!(parse(&FILE.replace("rate_limit_ms", "rate_limt_ms"), "t.toml").is_err());

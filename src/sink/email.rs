@@ -37,12 +37,14 @@ pub struct EmailSink {
     /// `smtp://host:port` (or with `?tls=required`, or `smtps://`) for
     /// tenants without their own relay. Never logged.
     default_smtp: Option<String>,
+    /// The report server the daily report is fetched from.
+    report_url: Option<String>,
     transports: Mutex<HashMap<String, Arc<SmtpTransport>>>,
 }
 
 impl EmailSink {
-    pub fn new(default_smtp: Option<String>) -> EmailSink {
-        EmailSink { default_smtp, transports: Mutex::new(HashMap::new()) }
+    pub fn new(default_smtp: Option<String>, report_url: Option<String>) -> EmailSink {
+        EmailSink { default_smtp, report_url, transports: Mutex::new(HashMap::new()) }
     }
 
     fn transport(&self, url: &str) -> Result<Arc<SmtpTransport>, String> {
@@ -216,5 +218,18 @@ impl EmailSink {
 impl Executor for EmailSink {
     fn execute(&self, cx: &Cx, tenant: &Tenant, batch: Vec<Pending>) -> Result<Vec<Decided>, LedgerError> {
         batch.iter().map(|p| self.one(cx, tenant, p)).collect()
+    }
+
+    fn housekeeping(&self, cx: &Cx, tenants: &[Tenant]) -> Result<Vec<(String, Decided)>, LedgerError> {
+        let Some(base) = &self.report_url else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for t in tenants {
+            let day = super::daily::due_day(now(), t.timezone.as_deref());
+            let smtp = |url: &str, msg: &Message, attempts: &mut u32| self.send(cx, url, msg, attempts);
+            if let Some(d) = super::daily::send(cx, base, t, day, &smtp, self.default_smtp.as_deref())? {
+                out.push((t.name.clone(), d));
+            }
+        }
+        Ok(out)
     }
 }

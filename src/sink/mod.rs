@@ -21,6 +21,7 @@
 
 pub mod call;
 pub mod clock;
+pub mod daily;
 pub mod email;
 pub mod geofence;
 pub mod ledger;
@@ -112,6 +113,12 @@ pub trait Executor: Send + Sync {
     /// A ledger failure ends the sink (a restart recovers from the intents).
     fn execute(&self, cx: &call::Cx, tenant: &Tenant, batch: Vec<Pending>)
         -> Result<Vec<Decided>, ledger::LedgerError>;
+
+    /// Work not driven by a command (the daily report), run between
+    /// batches about once a minute: (tenant, outcome) pairs to publish.
+    fn housekeeping(&self, _cx: &call::Cx, _tenants: &[Tenant]) -> Result<Vec<(String, Decided)>, ledger::LedgerError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Wall-clock now (the I/O edge).

@@ -64,6 +64,8 @@ pub struct SinkConfig {
     pub registry: Arc<dyn SchemaRegistry>,
     /// Default SMTP relay URL for the email sink.
     pub smtp: Option<String>,
+    /// The report server, for the email sink's daily report.
+    pub report_url: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub batch: usize,
     pub linger: Duration,
@@ -91,6 +93,7 @@ impl SinkConfig {
             tenants,
             registry,
             smtp: None,
+            report_url: None,
             metrics_addr: None,
             batch: 500,
             linger: Duration::from_millis(200),
@@ -200,15 +203,42 @@ fn run(
     let executor: Box<dyn Executor> = match kind {
         SinkKind::Clock => Box::new(ClockSink::default()),
         SinkKind::Geofence => Box::new(GeofenceSink),
-        SinkKind::Email => Box::new(EmailSink::new(config.smtp.clone())),
+        SinkKind::Email => Box::new(EmailSink::new(config.smtp.clone(), config.report_url.clone())),
     };
     let tenants: HashMap<&str, &Tenant> = config.tenants.iter().map(|t| (t.name.as_str(), t)).collect();
     tracing::info!(sink = kind.name(), group = %group, topic = %commands, "sink started");
     let mut lag_at = Instant::now();
+    let mut housekeeping_at: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         if lag_at.elapsed() >= Duration::from_secs(5) {
             lag_at = Instant::now();
             metrics.lag(kind.name(), lag(&consumer, &commands));
+        }
+        if housekeeping_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            housekeeping_at = Some(Instant::now());
+            let done = executor.housekeeping(&cx, &config.tenants)?;
+            let mut out = Vec::new();
+            for (tenant, d) in &done {
+                metrics.command(kind.name(), &d.result.kind, d.result.outcome.as_str());
+                tracing::info!(sink = kind.name(), tenant = %tenant, kind = %d.result.kind, outcome = d.result.outcome.as_str(), reason = %d.result.reason, "decided");
+                let key = topics::key(tenant, &d.result.command_id).map_err(|e| SinkError::Codec(e.to_string()))?;
+                let value = codec.encode_result(tenant, &d.result).map_err(|e| SinkError::Codec(e.to_string()))?;
+                out.push(Outgoing { topic: Topic::Results, key, value: Some(value) });
+            }
+            if !out.is_empty() {
+                runtime.block_on(publisher.send_all(&out)).map_err(|e| SinkError::Kafka(e.to_string()))?;
+                let steps: Vec<(&str, &str, Step)> = done
+                    .iter()
+                    .map(|(t, d)| {
+                        (
+                            t.as_str(),
+                            d.result.command_id.as_str(),
+                            Step::Done { result: d.result.clone(), reported: true },
+                        )
+                    })
+                    .collect();
+                cx.ledger.record(&steps, &[])?;
+            }
         }
         // Collect a batch.
         let mut received: Vec<Received> = Vec::new();
