@@ -6,6 +6,7 @@
 //! topic catalogue, record codec and broker administration.
 
 pub mod connect;
+pub mod demo;
 pub mod engine;
 pub mod geo;
 pub mod kafka;

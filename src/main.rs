@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod cli_connect;
+mod cli_demo;
+mod cli_report;
 
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::registry::FileRegistry;
@@ -80,6 +82,13 @@ enum Top {
     Connect {
         #[command(subcommand)]
         command: cli_connect::ConnectCmd,
+    },
+    /// Everything in one process on a simulated day: embedded broker, simulators, connectors, processor, sinks, report.
+    Demo(cli_demo::DemoArgs),
+    /// The Activity Report server (see src/report/).
+    Report {
+        #[command(subcommand)]
+        command: cli_report::ReportCmd,
     },
     /// Sink workers: commands → ServiceTrade, Azuga and SMTP, each exactly once (see src/sink/).
     Sink {
@@ -249,6 +258,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Top::Sim { command } => cli_connect::sim(command),
         Top::Connect { command } => cli_connect::connect(command),
         Top::Sink { command } => cli_connect::sink(command),
+        Top::Demo(args) => cli_demo::demo(args),
+        Top::Report { command } => cli_report::report(command),
     }
 }
 

@@ -24,15 +24,16 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Output, Scenario, ScenarioError};
-use crate::engine::{Command, Engine};
+use crate::engine::Command;
 use crate::kafka::admin::ensure_topics;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
 use crate::processor::{self, Config, Processor, Tenants, STATE_STORE};
-use crate::report::{rows, ReportRow};
+pub use crate::report::state::merge_rows;
+use crate::report::state::rows_from_state;
+use crate::report::ReportRow;
 use crate::store::rocks::{RocksConfig, RocksStore};
-use crate::store::StateStore;
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -125,44 +126,8 @@ impl Scenario {
     /// Report rows from the engines the processor left in RocksDB.
     fn report_from_state(&self, dir: &std::path::Path, partitions: i32) -> Result<Vec<ReportRow>, ScenarioError> {
         let store = RocksStore::open(dir, &[STATE_STORE], &RocksConfig::default()).map_err(|e| err("state", e))?;
-        let mut per_task = Vec::new();
-        for p in 0..partitions {
-            let prefix = processor::task::row_prefix(p);
-            let rows_of = store.scan_prefix(STATE_STORE, prefix.as_bytes()).map_err(|e| err("state", e))?;
-            let tenant_prefix = format!("{}/", self.tenant);
-            let mine: Vec<(Vec<u8>, Vec<u8>)> = rows_of
-                .into_iter()
-                .filter_map(|(k, v)| k[prefix.len()..].strip_prefix(tenant_prefix.as_bytes()).map(|k| (k.to_vec(), v)))
-                .collect();
-            let engine = Engine::from_rows(
-                self.tenant.clone(),
-                self.settings.clone(),
-                mine.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            )
-            .map_err(|e| err("state", e))?;
-            per_task.push(rows(&engine));
-        }
-        Ok(merge_rows(per_task))
+        rows_from_state(&store, partitions, &self.tenant, &self.settings).map_err(|e| err("state", e))
     }
-}
-
-/// Every task holds the same appointments and technicians (entity topics
-/// are read by all), so rows line up; each task knows the pings of its own
-/// vehicles. Task 0's row is the base; a row from another task replaces it
-/// when it learned more from pings ([`ReportRow::ping_rank`]). A technician
-/// whose vehicles sit on different partitions is the one case this cannot
-/// merge exactly (each task saw part of the pings).
-pub fn merge_rows(per_task: Vec<Vec<ReportRow>>) -> Vec<ReportRow> {
-    let mut tasks = per_task.into_iter();
-    let Some(mut base) = tasks.next() else { return Vec::new() };
-    for other in tasks {
-        for (b, o) in base.iter_mut().zip(other) {
-            if o.ping_rank() > b.ping_rank() {
-                *b = o;
-            }
-        }
-    }
-    base
 }
 
 fn wait_idle(proc: &Processor, partitions: i32, timeout: Duration) -> Result<(), ScenarioError> {

@@ -1,0 +1,54 @@
+//! `geoclock report serve`: parsing and wiring only (see src/report/serve.rs).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum ReportCmd {
+    /// The Activity Report per tenant and day: GET /report/TENANT?day=YYYY-MM-DD&format=html|csv|json (token required).
+    Serve {
+        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
+        prefix: String,
+        /// Partitions of the processor's topics.
+        #[arg(long, env = "GEOCLOCK_PARTITIONS", default_value_t = 6)]
+        partitions: i32,
+        /// The tenants file (TOML): report tokens, timezones, ServiceTrade web URL.
+        #[arg(long, env = "GEOCLOCK_TENANTS")]
+        tenants: PathBuf,
+        #[arg(long, env = "GEOCLOCK_REPORT_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the replica of the processor's state lives.
+        #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "geoclock-state")]
+        state_dir: PathBuf,
+        #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
+        schema_registry: Option<String>,
+    },
+}
+
+pub fn report(cmd: ReportCmd) -> anyhow::Result<()> {
+    crate::cli_connect::init_logs();
+    let ReportCmd::Serve { brokers, prefix, partitions, tenants, listen, state_dir, schema_registry } = cmd;
+    let tenants = geoclock::connect::tenants::load(&tenants)?;
+    let rt = crate::cli_connect::runtime()?;
+    let opts = geoclock::report::serve::Options {
+        brokers,
+        catalogue: geoclock::kafka::topics::Catalogue { prefix, partitions, replication: 1 },
+        registry: crate::cli_connect::registry(schema_registry)?,
+        listen,
+        state_dir,
+    };
+    let server = geoclock::report::serve::start(opts, tenants, rt.handle().clone())?;
+    println!("report at {}/report/TENANT?token=... (metrics at /metrics)", server.url());
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        server.stop().await;
+        Ok::<_, anyhow::Error>(())
+    })
+}

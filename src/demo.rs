@@ -1,0 +1,359 @@
+//! `geoclock demo`: the whole pipeline in one process, on a simulated day.
+//!
+//! An embedded Kafka-protocol broker (librdkafka's mock cluster, in memory)
+//! unless `brokers` names a real one; the ServiceTrade and Azuga simulators
+//! holding a generated working day; a mail receiver; both connectors, the
+//! processor, the three sinks and the report server, wired exactly as the
+//! separate processes would be (topics, HTTP, SMTP).
+//!
+//! Time: simulated time starts 30 minutes before the first departure and
+//! runs `speed` times faster than the wall clock. The driver releases each
+//! technician's En Route press (ServiceTrade) and each GPS fix (Azuga) when
+//! simulated time reaches it; the connectors pick them up through webhooks
+//! and polling as they would in production. Nothing in the pipeline reads
+//! the simulated clock: decisions use event time only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::connect::tenants::{self, Tenant};
+use crate::connect::{self, Connector, Vendor};
+use crate::engine::Event;
+use crate::kafka::admin::ensure_topics;
+use crate::kafka::registry::{FileRegistry, SchemaRegistry};
+use crate::kafka::topics::Catalogue;
+use crate::model::Ts;
+use crate::processor::{self, Processor, Tenants};
+use crate::sim::azuga::{self, AzugaSim};
+use crate::sim::fleet::{generate, FleetConfig};
+use crate::sim::server::Running;
+use crate::sim::servicetrade::{self as st, ServiceTradeSim};
+use crate::sim::smtp::SmtpSim;
+use crate::sink::runner::{Sink, SinkConfig};
+use crate::sink::SinkKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo: {what}: {message}")]
+    Start { what: &'static str, message: String },
+}
+
+fn start_err(what: &'static str) -> impl Fn(String) -> DemoError {
+    move |message| DemoError::Start { what, message }
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// A real broker; `None` runs the embedded mock cluster.
+    pub brokers: Option<String>,
+    pub technicians: usize,
+    /// Simulated seconds per wall-clock second.
+    pub speed: f64,
+    pub seed: u64,
+    pub state_dir: PathBuf,
+    /// Where the report and metrics listen (port 0: any).
+    pub report_listen: String,
+    pub metrics_listen: SocketAddr,
+}
+
+/// What the demo prints and tests read: where everything is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Endpoints {
+    pub brokers: String,
+    pub embedded_broker: bool,
+    pub report: String,
+    pub report_token: String,
+    pub metrics: String,
+    pub mailbox: String,
+    pub servicetrade: String,
+    pub azuga: String,
+    pub tenant: String,
+}
+
+/// Progress, from the simulators and the mailbox (what the outside world saw).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Progress {
+    pub sim_time: String,
+    pub fixes_released: usize,
+    pub fixes_total: usize,
+    pub geofences: usize,
+    pub arrivals_clocked: usize,
+    pub clock_changes: usize,
+    pub emails: usize,
+    pub day_over: bool,
+}
+
+pub const TENANT: &str = "acme";
+const REPORT_TOKEN: &str = "demo-report-token";
+
+pub struct Demo {
+    pub endpoints: Endpoints,
+    _mock: Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    st: Arc<ServiceTradeSim>,
+    az: Arc<AzugaSim>,
+    smtp: SmtpSim,
+    servers: Vec<Running>,
+    connectors: Vec<Connector>,
+    processor: Option<Processor>,
+    sinks: Vec<Sink>,
+    report: Option<crate::report::serve::Server>,
+    driver: tokio::task::JoinHandle<()>,
+    progress: Arc<std::sync::Mutex<Progress>>,
+}
+
+fn tenants_text(st: &str, az: &str, smtp: SocketAddr, azuga_budget_ms: u64) -> String {
+    format!(
+        r#"
+[[tenants]]
+name = "{TENANT}"
+timezone = "America/New_York"
+settings = {{ window_hours = 2 }}
+[tenants.servicetrade]
+base_url = "{st}"
+username = "geoclock-admin"
+password = {{ value = "secret" }}
+webhook_secret = {{ value = "demo-st-hook" }}
+reconcile_interval_ms = 5000
+api_interval_ms = 0
+[tenants.azuga]
+base_url = "{az}"
+api_key = {{ value = "azuga-key" }}
+webhook_secret = {{ value = "demo-az-hook" }}
+rate_limit_ms = {azuga_budget_ms}
+poll_interval_ms = 5000
+entity_sync_interval_ms = 10000
+max_ping_age_s = 31536000
+max_ping_future_s = 31536000
+[tenants.email]
+from = "Acme Field Service <service@acme.example>"
+smtp_url = {{ value = "smtp://{smtp}" }}
+report_token = {{ value = "{REPORT_TOKEN}" }}
+servicetrade_web_url = "{st}"
+"#
+    )
+}
+
+impl Demo {
+    /// Starts everything on `runtime`. Blocking calls stay off its workers.
+    pub fn start(opts: &DemoOptions, runtime: &tokio::runtime::Runtime) -> Result<Demo, DemoError> {
+        // Scratch state: wiped at start, but only a directory the demo made.
+        let marker = opts.state_dir.join(".geoclock-demo");
+        let occupied = std::fs::read_dir(&opts.state_dir).is_ok_and(|mut d| d.next().is_some());
+        if occupied && !marker.exists() {
+            return Err(start_err("state dir")(format!(
+                "{} is not empty and was not made by the demo; choose another --state-dir",
+                opts.state_dir.display()
+            )));
+        }
+        let _ = std::fs::remove_dir_all(&opts.state_dir);
+        std::fs::create_dir_all(&opts.state_dir).map_err(|e| start_err("state dir")(e.to_string()))?;
+        std::fs::write(&marker, b"").map_err(|e| start_err("state dir")(e.to_string()))?;
+        let (mock, brokers) = match &opts.brokers {
+            Some(b) => (None, b.clone()),
+            None => {
+                let m =
+                    rdkafka::mocking::MockCluster::new(1).map_err(|e| start_err("embedded broker")(e.to_string()))?;
+                let b = m.bootstrap_servers();
+                (Some(m), b)
+            }
+        };
+        let catalogue = Catalogue { prefix: "geoclock".into(), partitions: 3, replication: 1 };
+        if let Some(m) = &mock {
+            // The mock cluster has no CreateTopics: create them directly.
+            for t in crate::kafka::topics::Topic::ALL {
+                m.create_topic(&catalogue.name(t), catalogue.partitions, 1)
+                    .map_err(|e| start_err("embedded broker topics")(e.to_string()))?;
+            }
+        }
+        runtime
+            .block_on(ensure_topics(&brokers, &catalogue, Duration::from_secs(30)))
+            .map_err(|e| start_err("topics")(e.to_string()))?;
+        let today = chrono::Utc::now().timestamp().div_euclid(86_400) * 86_400;
+        let mut world = generate(&FleetConfig {
+            seed: opts.seed,
+            tenant: TENANT.into(),
+            technicians: opts.technicians,
+            day_start: Ts::from_secs(today + 12 * 3600),
+            ..FleetConfig::default()
+        });
+        // En Route presses are released by the driver as simulated time
+        // passes; the Azuga simulator holds the fixes until `advance`.
+        let clocks = std::mem::take(&mut world.clocks);
+        let fixes = world.pings.clone();
+        let azuga_budget_ms = ((60_000.0 / opts.speed.max(1.0)) as u64).max(100);
+        let (st, st_run) = runtime
+            .block_on(ServiceTradeSim::start(st::Config::default(), &world, "127.0.0.1:0"))
+            .map_err(|e| start_err("servicetrade simulator")(e.to_string()))?;
+        let az_cfg = azuga::Config { rate_limit_ms: azuga_budget_ms, ..azuga::Config::default() };
+        let (az, az_run) = runtime
+            .block_on(AzugaSim::start(az_cfg, &world, "127.0.0.1:0"))
+            .map_err(|e| start_err("azuga simulator")(e.to_string()))?;
+        let smtp = runtime
+            .block_on(SmtpSim::start("127.0.0.1:0", "127.0.0.1:0"))
+            .map_err(|e| start_err("mail receiver")(e.to_string()))?;
+        let text = tenants_text(&st_run.url(), &az_run.url(), smtp.smtp_addr, azuga_budget_ms);
+        let tenants: Vec<Tenant> = tenants::parse(&text, "demo").map_err(|e| start_err("tenants")(e.to_string()))?;
+        std::fs::write(opts.state_dir.join("tenants.toml"), &text).map_err(|e| start_err("tenants")(e.to_string()))?;
+        let registry: Arc<dyn SchemaRegistry> = Arc::new(FileRegistry::in_memory());
+
+        let mut connectors = Vec::new();
+        for vendor in [Vendor::ServiceTrade, Vendor::Azuga] {
+            let o = connect::Options {
+                brokers: brokers.clone(),
+                catalogue: catalogue.clone(),
+                registry: registry.clone(),
+                listen: "127.0.0.1:0".into(),
+                public_url: None,
+                register_webhooks: true,
+                state_dir: opts.state_dir.join("connect"),
+            };
+            let c = runtime
+                .block_on(connect::start(vendor, o, &tenants))
+                .map_err(|e| start_err("connector")(e.to_string()))?;
+            connectors.push(c);
+        }
+        let mut pc =
+            processor::Config::new(&brokers, catalogue.clone(), opts.state_dir.join("processor"), registry.clone());
+        pc.tenants = Tenants {
+            default: Default::default(),
+            tenants: tenants.iter().map(|t| (t.name.clone(), t.settings.clone())).collect(),
+        };
+        pc.limits.commit_interval = Duration::from_millis(200);
+        let processor =
+            Processor::start(pc, runtime.handle().clone()).map_err(|e| start_err("processor")(e.to_string()))?;
+        let mut sinks = Vec::new();
+        for kind in [SinkKind::Geofence, SinkKind::Clock, SinkKind::Email] {
+            let mut c = SinkConfig::new(
+                kind,
+                &brokers,
+                catalogue.clone(),
+                opts.state_dir.join("sinks"),
+                tenants.clone(),
+                registry.clone(),
+            );
+            c.linger = Duration::from_millis(100);
+            c.sync = false;
+            sinks.push(Sink::start(c, runtime.handle().clone()).map_err(|e| start_err("sink")(e.to_string()))?);
+        }
+        let report = crate::report::serve::start(
+            crate::report::serve::Options {
+                brokers: brokers.clone(),
+                catalogue: catalogue.clone(),
+                registry: registry.clone(),
+                listen: opts.report_listen.clone(),
+                state_dir: opts.state_dir.join("report"),
+            },
+            tenants.clone(),
+            runtime.handle().clone(),
+        )
+        .map_err(|e| start_err("report server")(e.to_string()))?;
+        // One /metrics for the whole process.
+        let (pm, sm): (Arc<processor::metrics::Metrics>, Vec<_>) =
+            (processor.metrics(), sinks.iter().map(|s| s.metrics.clone()).collect());
+        let cm: Vec<_> = connectors.iter().map(|c| c.metrics.clone()).collect();
+        let metrics_addr = crate::telemetry::serve_metrics(opts.metrics_listen, move || {
+            let mut out = pm.render();
+            // Sinks share metric names: one family, rendered once.
+            if let Some(first) = sm.first() {
+                out.push_str(&first.render());
+            }
+            if let Some(first) = cm.first() {
+                out.push_str(&first.render());
+            }
+            out
+        })
+        .map_err(|e| start_err("metrics")(e.to_string()))?;
+
+        let start = fixes.first().map_or(Ts(today * 1000), |f| f.release_at).minus_millis(30 * 60_000);
+        let end = fixes.last().map_or(start, |f| f.release_at).plus_millis(30 * 60_000);
+        let progress = Arc::new(std::sync::Mutex::new(Progress { fixes_total: fixes.len(), ..Progress::default() }));
+        let driver = {
+            let (st, az, progress, speed) = (st.clone(), az.clone(), progress.clone(), opts.speed);
+            runtime.spawn(async move {
+                let began = Instant::now();
+                let mut clocks = clocks.into_iter().peekable();
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tick.tick().await;
+                    let now = start.plus_millis((began.elapsed().as_secs_f64() * speed * 1000.0) as i64);
+                    while let Some(c) = clocks.next_if(|c| c.time <= now) {
+                        let _ = st.apply(Event::Clock(c), None);
+                    }
+                    let released = az.advance(now.min(end));
+                    let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                    p.sim_time = now.min(end).to_rfc3339();
+                    p.fixes_released += released;
+                    p.day_over = now >= end;
+                }
+            })
+        };
+        let endpoints = Endpoints {
+            embedded_broker: mock.is_some(),
+            brokers,
+            report: format!("{}/report/{TENANT}", report.url()),
+            report_token: REPORT_TOKEN.into(),
+            metrics: format!("http://{metrics_addr}/metrics"),
+            mailbox: format!("{}/messages", smtp.http.url()),
+            servicetrade: st_run.url(),
+            azuga: az_run.url(),
+            tenant: TENANT.into(),
+        };
+        Ok(Demo {
+            endpoints,
+            _mock: mock,
+            st,
+            az,
+            smtp,
+            servers: vec![st_run, az_run],
+            connectors,
+            processor: Some(processor),
+            sinks,
+            report: Some(report),
+            driver,
+            progress,
+        })
+    }
+
+    /// What the outside world has seen so far.
+    pub fn progress(&self) -> Progress {
+        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let posted: Vec<_> = self.st.snapshot().clocks.into_iter().filter(|c| c.lat.is_some()).collect();
+        p.clock_changes = posted.len();
+        p.arrivals_clocked = posted
+            .iter()
+            .filter(|c| {
+                c.event.activity == crate::model::Activity::Onsite && c.event.action == crate::model::ClockAction::In
+            })
+            .count();
+        p.geofences = self.az.snapshot().geomarks.len();
+        p.emails = self.smtp.mailbox.mails().len();
+        p
+    }
+
+    /// Stops everything, in pipeline order, committing what is in hand.
+    pub fn stop(mut self, runtime: &tokio::runtime::Runtime) {
+        self.driver.abort();
+        for c in self.connectors.drain(..) {
+            runtime.block_on(c.stop());
+        }
+        if let Some(p) = self.processor.take() {
+            if let Err(e) = p.stop() {
+                tracing::warn!(error = %e, "processor stop");
+            }
+        }
+        for s in self.sinks.drain(..) {
+            if let Err(e) = s.stop() {
+                tracing::warn!(error = %e, "sink stop");
+            }
+        }
+        if let Some(r) = self.report.take() {
+            runtime.block_on(r.stop());
+        }
+        for s in self.servers.drain(..) {
+            runtime.block_on(s.stop());
+        }
+        runtime.block_on(self.smtp.stop());
+    }
+}

@@ -1,0 +1,123 @@
+//! `geoclock demo` end to end, as a newcomer runs it: one process, the
+//! embedded broker, a bounded simulated day. Checked only from the outside:
+//! its printed endpoints, the simulators' state, the mailbox, the report
+//! and the metrics.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn get(url: &str) -> String {
+    ureq::get(url).call().expect("GET").body_mut().read_to_string().expect("body")
+}
+
+fn get_json(url: &str) -> Value {
+    serde_json::from_str(&get(url)).expect("JSON")
+}
+
+#[test]
+fn demo_runs_a_day_fences_clocks_mails_and_reports() {
+    let dir = std::env::temp_dir().join(format!("geoclock-demo-test-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_geoclock"))
+        .args(["demo", "--technicians", "4", "--speed", "1800", "--json"])
+        .args(["--report", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(&dir)
+        .env("GEOCLOCK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("geoclock demo starts");
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(120)).expect("the demo prints its endpoints");
+    let ep: Value = serde_json::from_str(&first).expect("endpoints JSON");
+    assert_eq!(ep["embedded_broker"], true, "no broker needed");
+
+    // Progress until the simulated day is over and effects have landed.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last = Value::Null;
+    loop {
+        assert!(Instant::now() < deadline, "the day did not complete: {last}");
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else { continue };
+        last = serde_json::from_str(&line).expect("progress JSON");
+        let n = |k: &str| last[k].as_u64().unwrap_or(0);
+        if last["day_over"] == true && n("geofences") > 0 && n("arrivals_clocked") >= 4 && n("emails") >= 4 {
+            break;
+        }
+    }
+    // Let the last commands land.
+    std::thread::sleep(Duration::from_secs(5));
+
+    // Fences at Azuga, arrivals clocked at ServiceTrade, Service Links in the mailbox.
+    let az = get_json(&format!("{}/admin/state", ep["azuga"].as_str().unwrap()));
+    assert!(!az["geomarks"].as_array().unwrap().is_empty() || az["trackme"].as_array().is_some_and(|t| !t.is_empty()));
+    let st = get_json(&format!("{}/admin/state", ep["servicetrade"].as_str().unwrap()));
+    let posted: Vec<&Value> = st["clocks"].as_array().unwrap().iter().filter(|c| !c["lat"].is_null()).collect();
+    let onsite_in: Vec<&Value> =
+        posted.iter().copied().filter(|c| c["event"]["activity"] == "onsite" && c["event"]["action"] == "in").collect();
+    assert!(onsite_in.len() >= 4, "arrivals clocked On Site: {}", onsite_in.len());
+    let mails = get_json(ep["mailbox"].as_str().unwrap());
+    let mails = mails.as_array().unwrap();
+    assert!(mails.len() >= 4);
+    for m in mails {
+        assert!(m["subject"].as_str().unwrap().contains("is on the way to"), "{m}");
+        assert!(m["text"].as_str().unwrap().contains("https://trackme.azuga.example/"), "TrackMe link in {m}");
+        assert_eq!(m["deliveries"], 1, "each email once");
+    }
+
+    // The report agrees with what happened: every On Site clock-in posted
+    // is an arrival row, with its evidence.
+    let token = ep["report_token"].as_str().unwrap();
+    let base = ep["report"].as_str().unwrap();
+    let rows_json =
+        get_json(&format!("{base}?format=json&token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]));
+    let rows =
+        rows_json.as_array().cloned().unwrap_or_else(|| rows_json["rows"].as_array().cloned().unwrap_or_default());
+    assert!(!rows.is_empty(), "report rows: {rows_json}");
+    for c in &onsite_in {
+        let (user, appt) = (&c["event"]["user"], &c["event"]["appointment"]);
+        let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        let row = rows
+            .iter()
+            .find(|r| text(&r["appointment"]) == text(appt) && text(&r["tech"]) == text(user))
+            .unwrap_or_else(|| panic!("no report row for appointment {appt} tech {user}"));
+        assert_eq!(row["fence_result"], "arrived", "{row}");
+        assert!(row["arrival"]["distance_m"].is_number(), "arrival evidence in {row}");
+        assert!(row["onsite_clock_in"].is_string());
+    }
+    let html = get(&format!("{base}?token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]));
+    assert!(html.contains("<table"), "HTML report");
+    assert_eq!(
+        ureq::get(&format!("{base}?format=json")).call().map(|_| 200).unwrap_or_else(|e| match e {
+            ureq::Error::StatusCode(s) => s,
+            _ => 0,
+        }),
+        401,
+        "the report needs the token"
+    );
+
+    let metrics = get(ep["metrics"].as_str().unwrap());
+    for name in [
+        "geoclock_processor_records_total",
+        "geoclock_sink_commands_total",
+        "geoclock_connector_records_published_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+
+    // Ctrl-C: a clean stop.
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = child.wait().expect("exit");
+    assert!(status.success(), "clean shutdown: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
