@@ -42,3 +42,33 @@ fn malformed_or_missing_files_exit_non_zero_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read scenario"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_example_tenants_file_loads_and_the_configuration_reference_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tenants.example.toml");
+    for (k, v) in [
+        ("ACME_ST_PASSWORD", "p"),
+        ("ACME_ST_HOOK", "h"),
+        ("ACME_AZ_KEY", "k"),
+        ("ACME_AZ_HOOK", "h2"),
+        ("ACME_REPORT_TOKEN", "t"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    let t = geoclock::connect::tenants::load(&path).expect("deploy/tenants.example.toml loads");
+    assert_eq!(t[0].name, "acme");
+    assert!(t[0].email.as_ref().is_some_and(|e| e.report_token.is_some()));
+    // docs/configuration.md is generated from --help: it names every command's flags.
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"))
+        .unwrap();
+    for cmd in [vec!["demo"], vec!["process"], vec!["sink", "email"], vec!["report", "serve"]] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let help = String::from_utf8(geoclock(&args).stdout).unwrap();
+        assert!(
+            doc.contains(help.trim()),
+            "docs/configuration.md is stale for `geoclock {}`: run scripts/config-doc",
+            cmd.join(" ")
+        );
+    }
+}
