@@ -159,7 +159,12 @@ impl Demo {
                 (Some(m), b)
             }
         };
-        let catalogue = Catalogue { prefix: "geoclock".into(), partitions: 3, replication: 1 };
+        // On a real broker every run is a fresh day: its own topics and groups.
+        let prefix = match &mock {
+            Some(_) => "geoclock".to_string(),
+            None => format!("geoclock-demo-{}", chrono::Utc::now().timestamp()),
+        };
+        let catalogue = Catalogue { prefix, partitions: 3, replication: 1 };
         if let Some(m) = &mock {
             // The mock cluster has no CreateTopics: create them directly.
             for t in crate::kafka::topics::Topic::ALL {
@@ -221,6 +226,7 @@ impl Demo {
             tenants: tenants.iter().map(|t| (t.name.clone(), t.settings.clone())).collect(),
         };
         pc.limits.commit_interval = Duration::from_millis(200);
+        pc.group_id = format!("{}-processor", catalogue.prefix);
         let processor =
             Processor::start(pc, runtime.handle().clone()).map_err(|e| start_err("processor")(e.to_string()))?;
         let mut sinks = Vec::new();
