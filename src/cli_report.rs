@@ -18,19 +18,23 @@ pub enum ReportCmd {
         /// The tenants file (TOML): report tokens, timezones, ServiceTrade web URL.
         #[arg(long, env = "GEOCLOCK_TENANTS")]
         tenants: PathBuf,
+        /// The report, /healthz, /readyz and /metrics.
         #[arg(long, env = "GEOCLOCK_REPORT_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Where the replica of the processor's state lives.
+        /// Where the replica of the processor's state lives (in DIR/report-replica).
         #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "geoclock-state")]
         state_dir: PathBuf,
         #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
         schema_registry: Option<String>,
+        /// Also serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long, env = "GEOCLOCK_METRICS")]
+        metrics: Option<std::net::SocketAddr>,
     },
 }
 
 pub fn report(cmd: ReportCmd) -> anyhow::Result<()> {
     crate::cli_connect::init_logs();
-    let ReportCmd::Serve { brokers, prefix, partitions, tenants, listen, state_dir, schema_registry } = cmd;
+    let ReportCmd::Serve { brokers, prefix, partitions, tenants, listen, state_dir, schema_registry, metrics } = cmd;
     let tenants = geoclock::connect::tenants::load(&tenants)?;
     let rt = crate::cli_connect::runtime()?;
     let opts = geoclock::report::serve::Options {
@@ -41,7 +45,11 @@ pub fn report(cmd: ReportCmd) -> anyhow::Result<()> {
         state_dir,
     };
     let server = geoclock::report::serve::start(opts, tenants, rt.handle().clone())?;
-    println!("report at {}/report/TENANT?token=... (metrics at /metrics)", server.url());
+    println!("report at {}/report/TENANT (token required; metrics at /metrics)", server.url());
+    if let Some(addr) = metrics {
+        let bound = geoclock::telemetry::serve_metrics(addr, server.metrics_renderer())?;
+        println!("metrics at http://{bound}/metrics");
+    }
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

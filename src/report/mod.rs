@@ -1,8 +1,18 @@
-//! The Activity Report: one row per appointment and technician, derived
-//! purely from engine state (`rows`, `state`), joined with the sinks'
-//! results (`join`), rendered as HTML, CSV and JSON (`render`) and served
-//! per tenant and day from a replica of the processor's state (`replica`,
-//! `serve`).
+//! The Activity Report (design §1.6): one row per scheduled appointment and
+//! technician.
+//!
+//! - `rows`: the rows, derived purely from an engine's state;
+//! - `state`: the rows of a processor state store (all tasks merged);
+//! - `join`: rows joined with the sinks' results (pure): fence at Azuga,
+//!   Service Link delivered, clock events posted, sink failures in words;
+//! - `render`: HTML, CSV and JSON for one tenant and local day (pure);
+//! - `replica`: a read replica of the processor's state (restored
+//!   continuously from its changelog) and of the sinks' results;
+//! - `serve`: `geoclock report serve`, the report over HTTP per tenant and
+//!   day, behind the tenant's report token.
+//!
+//! Only `replica` and `serve` do I/O; everything they show is computed by
+//! the pure modules, so a scenario's report and the served report agree.
 
 pub mod join;
 pub mod render;

@@ -1,45 +1,113 @@
 //! The Activity Report as HTML, CSV and JSON, for one tenant and local day.
-//! Pure: the lines, the day and the timezone are passed in.
+//! Pure: the lines, the day and the time zone are passed in.
 //!
-//! Invariants: a line belongs to the local day its window starts on (lines
-//! without a window belong to no day); HTML and CSV show times in the
-//! tenant's zone, JSON in RFC 3339 UTC; every value is escaped for its
-//! format (HTML entities; CSV quoting per RFC 4180, and a leading `=`, `+`,
-//! `-` or `@` is prefixed with `'` so spreadsheets do not run it).
+//! Invariants:
+//! - a line belongs to the local day (in the tenant's zone) its appointment
+//!   window starts on; a line without a window belongs to no day;
+//! - HTML and CSV show times in the tenant's zone (CSV as RFC 3339 with the
+//!   local offset, so it stays unambiguous across DST changes); JSON keeps
+//!   the engine's RFC 3339 UTC;
+//! - JSON is an array with one object per line: the engine's row exactly
+//!   as [`super::rows`] serialises it, except that `failures` continues with
+//!   the sink failures (sentences) after the engine's reason codes and
+//!   `failure_reason` is the first of them, plus the sink columns
+//!   (`fence_in_azuga`, `geomark_id`, `service_link_delivered`,
+//!   `trackme_url`, `clock_events_posted`, `sink_failures`,
+//!   `failure_texts`, `quick_link`);
+//! - CSV is RFC 4180 (header row, CRLF, quotes doubled); a text cell that a
+//!   spreadsheet would run as a formula (leading `=`, `+`, `-`, `@`, tab or
+//!   CR, and not a number) is prefixed with `'`;
+//! - HTML escapes every value; the page is self-contained (inline style and
+//!   script, whose hashes [`content_security_policy`] allows, and nothing
+//!   else); the table has exactly one header row and one row per line.
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::join::ReportLine;
+use super::ReportRow;
 use crate::model::Ts;
-use crate::sink::render::escape_html;
 
-fn zone(tz: Option<&str>) -> Tz {
-    tz.and_then(|z| z.parse::<Tz>().ok()).unwrap_or(chrono_tz::UTC)
+/// The zone named `name` (IANA), UTC when absent or unknown (the tenants
+/// file validates names at load).
+pub fn zone(name: Option<&str>) -> Tz {
+    name.and_then(|z| z.parse::<Tz>().ok()).unwrap_or(chrono_tz::UTC)
+}
+
+fn at(t: Ts, tz: Tz) -> DateTime<Tz> {
+    DateTime::<Utc>::from_timestamp_millis(t.millis()).unwrap_or_default().with_timezone(&tz)
 }
 
 /// The local date of `t` in `tz`.
-pub fn local_day(t: Ts, tz: Option<&str>) -> NaiveDate {
-    let utc = DateTime::<Utc>::from_timestamp_millis(t.millis()).unwrap_or_default();
-    zone(tz).from_utc_datetime(&utc.naive_utc()).date_naive()
+pub fn local_day(t: Ts, tz: Tz) -> NaiveDate {
+    at(t, tz).date_naive()
 }
 
-/// The lines whose window starts on `day` in `tz`.
-pub fn for_day(lines: Vec<ReportLine>, day: NaiveDate, tz: Option<&str>) -> Vec<ReportLine> {
-    lines.into_iter().filter(|l| l.row.window_start.is_some_and(|w| local_day(w, tz) == day)).collect()
+/// Whether `row`'s window starts on `day` in `tz`.
+pub fn starts_on(row: &ReportRow, day: NaiveDate, tz: Tz) -> bool {
+    row.window_start.is_some_and(|w| local_day(w, tz) == day)
 }
 
-fn local(t: Option<Ts>, tz: Option<&str>) -> String {
-    let Some(t) = t else { return String::new() };
-    let utc = DateTime::<Utc>::from_timestamp_millis(t.millis()).unwrap_or_default();
-    zone(tz).from_utc_datetime(&utc.naive_utc()).format("%Y-%m-%d %H:%M").to_string()
+/// The rows whose window starts on `day` in `tz`, in their order.
+pub fn for_day(rows: Vec<ReportRow>, day: NaiveDate, tz: Tz) -> Vec<ReportRow> {
+    rows.into_iter().filter(|r| starts_on(r, day, tz)).collect()
 }
 
-const COLUMNS: [&str; 21] = [
+fn code<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn opt<T: ToString>(v: Option<&T>) -> String {
+    v.map(ToString::to_string).unwrap_or_default()
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+// ------------------------------------------------------------------ JSON
+
+fn json_line(l: &ReportLine) -> Value {
+    let mut v = serde_json::to_value(&l.row).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        let failures = l.failures();
+        m.insert("failure_reason".into(), failures.first().map_or(Value::Null, |f| Value::String(f.clone())));
+        m.insert("failures".into(), json!(failures));
+        m.insert("failure_texts".into(), json!(l.failure_texts()));
+        m.insert("sink_failures".into(), json!(l.sink_failures));
+        m.insert("fence_in_azuga".into(), json!(l.fence_in_azuga.as_str()));
+        m.insert("geomark_id".into(), json!(l.geomark_id));
+        m.insert("service_link_delivered".into(), json!(l.service_link_delivered));
+        m.insert("trackme_url".into(), json!(l.trackme_url));
+        m.insert("clock_events_posted".into(), json!(l.clock_events_posted));
+        m.insert("quick_link".into(), json!(l.quick_link));
+    }
+    v
+}
+
+/// The lines as a JSON array (see the module docs).
+pub fn json(lines: &[ReportLine]) -> String {
+    let all = Value::Array(lines.iter().map(json_line).collect());
+    serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
+}
+
+// ------------------------------------------------------------------- CSV
+
+/// The CSV header, in column order.
+pub const CSV_COLUMNS: [&str; 34] = [
     "appointment",
     "job",
     "job_number",
+    "quick_link",
     "location",
+    "location_name",
     "status",
     "window_start",
     "window_end",
@@ -49,82 +117,80 @@ const COLUMNS: [&str; 21] = [
     "tech_found_in_azuga",
     "vehicle",
     "fence_created",
+    "fence_name",
     "fence_in_azuga",
+    "geomark_id",
     "fence_result",
-    "service_link",
-    "enroute_in",
-    "enroute_out",
-    "onsite_in",
-    "onsite_out",
-    "arrival",
+    "service_link_sent",
+    "service_link_delivered",
+    "enroute_clock_in",
+    "enroute_clock_out",
+    "onsite_clock_in",
+    "onsite_clock_out",
+    "clock_events_posted",
+    "arrival_time",
+    "arrival_vehicle",
+    "arrival_lat",
+    "arrival_lon",
+    "arrival_distance_m",
+    "passed_through",
+    "failure_reason",
+    "failures",
 ];
 
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(ToString::to_string).unwrap_or_default()
+fn csv_time(t: Option<Ts>, tz: Tz) -> String {
+    t.map(|t| at(t, tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)).unwrap_or_default()
 }
 
-fn yes_no(v: Option<bool>) -> String {
-    match v {
-        Some(true) => "yes".into(),
-        Some(false) => "no".into(),
-        None => String::new(),
-    }
-}
-
-fn enum_text<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn cells(l: &ReportLine, tz: Option<&str>) -> Vec<String> {
+fn csv_record(l: &ReportLine, tz: Tz) -> [String; 34] {
     let r = &l.row;
-    let service_link = match (r.service_link_sent, l.service_link_delivered) {
-        (Some(t), Some(false)) => format!("{} (not delivered)", local(Some(t), tz)),
-        (Some(t), _) => local(Some(t), tz),
-        _ => String::new(),
-    };
-    let arrival = r.arrival.as_ref().map_or(String::new(), |a| {
-        format!(
-            "{} at {:.5},{:.5}, {} m from centre ({})",
-            local(Some(a.time), tz),
-            a.lat,
-            a.lon,
-            a.distance_m,
-            a.vehicle
-        )
-    });
-    vec![
+    let a = r.arrival.as_ref();
+    let texts = l.failure_texts();
+    [
         r.appointment.to_string(),
-        opt(&r.job),
-        opt(&r.job_number),
-        r.location_name.clone().unwrap_or_else(|| opt(&r.location)),
+        opt(r.job.as_ref()),
+        opt(r.job_number.as_ref()),
+        l.quick_link.clone().unwrap_or_default(),
+        opt(r.location.as_ref()),
+        r.location_name.clone().unwrap_or_default(),
         r.status.to_string(),
-        local(r.window_start, tz),
-        local(r.window_end, tz),
-        opt(&r.tech),
-        opt(&r.tech_name),
-        opt(&r.tech_email),
-        if r.tech_found_in_azuga { "yes".into() } else { "no".into() },
-        opt(&r.vehicle),
-        if r.fence_created { "yes".into() } else { "no".into() },
-        yes_no(l.fence_in_azuga),
-        enum_text(&r.fence_result),
-        service_link,
-        local(r.enroute_clock_in, tz),
-        local(r.enroute_clock_out, tz),
-        local(r.onsite_clock_in, tz),
-        local(r.onsite_clock_out, tz),
-        arrival,
+        csv_time(r.window_start, tz),
+        csv_time(r.window_end, tz),
+        opt(r.tech.as_ref()),
+        r.tech_name.clone().unwrap_or_default(),
+        r.tech_email.clone().unwrap_or_default(),
+        yes_no(r.tech_found_in_azuga).into(),
+        opt(r.vehicle.as_ref()),
+        yes_no(r.fence_created).into(),
+        r.fence_name.clone().unwrap_or_default(),
+        l.fence_in_azuga.as_str().into(),
+        l.geomark_id.clone().unwrap_or_default(),
+        code(&r.fence_result),
+        csv_time(r.service_link_sent, tz),
+        l.service_link_delivered.map(|d| yes_no(d).to_string()).unwrap_or_default(),
+        csv_time(r.enroute_clock_in, tz),
+        csv_time(r.enroute_clock_out, tz),
+        csv_time(r.onsite_clock_in, tz),
+        csv_time(r.onsite_clock_out, tz),
+        l.clock_events_posted.to_string(),
+        csv_time(a.map(|a| a.time), tz),
+        opt(a.map(|a| &a.vehicle)),
+        a.map(|a| format!("{:.6}", a.lat)).unwrap_or_default(),
+        a.map(|a| format!("{:.6}", a.lon)).unwrap_or_default(),
+        a.map(|a| a.distance_m.to_string()).unwrap_or_default(),
+        r.passed_through
+            .as_ref()
+            .map(|p| format!("{} to {} ({})", csv_time(Some(p.from), tz), csv_time(Some(p.to), tz), p.vehicle))
+            .unwrap_or_default(),
+        texts.first().cloned().unwrap_or_default(),
+        texts.join("; "),
     ]
 }
 
-fn failures(l: &ReportLine) -> Vec<String> {
-    let mut f: Vec<String> = l.row.failures.iter().map(enum_text).collect();
-    f.extend(l.sink_failures.iter().cloned());
-    f
-}
-
-fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+/// One CSV field: formula-like text defused, quoted when needed.
+pub fn csv_cell(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err();
+    let s = if formula { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -132,123 +198,452 @@ fn csv_cell(s: &str) -> String {
     }
 }
 
-pub fn csv(lines: &[ReportLine], tz: Option<&str>) -> String {
-    let mut out = String::new();
-    let header: Vec<&str> = COLUMNS.iter().copied().chain(["failures", "quick_link"]).collect();
-    out.push_str(&header.join(","));
+/// The lines as CSV (see the module docs).
+pub fn csv(lines: &[ReportLine], tz: Tz) -> String {
+    let mut out = CSV_COLUMNS.join(",");
     out.push_str("\r\n");
     for l in lines {
-        let mut c = cells(l, tz);
-        c.push(failures(l).join("; "));
-        c.push(l.quick_link.clone().unwrap_or_default());
-        out.push_str(&c.iter().map(|s| csv_cell(s)).collect::<Vec<_>>().join(","));
+        let cells: Vec<String> = csv_record(l, tz).iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
         out.push_str("\r\n");
     }
     out
 }
 
-pub fn json(lines: &[ReportLine]) -> String {
-    serde_json::to_string_pretty(lines).unwrap_or_else(|_| "[]".into())
+// ------------------------------------------------------------------ HTML
+
+/// Escapes text for HTML content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-const SCRIPT: &str = r#"<script>
-(function () {
-  var t = document.getElementById('report');
-  var dir = {};
-  t.querySelectorAll('th').forEach(function (th, i) {
-    th.addEventListener('click', function () {
-      var rows = Array.prototype.slice.call(t.tBodies[0].rows);
-      dir[i] = !dir[i];
-      rows.sort(function (a, b) {
-        var x = a.cells[i].innerText, y = b.cells[i].innerText;
-        var nx = parseFloat(x), ny = parseFloat(y);
-        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-        return dir[i] ? c : -c;
-      });
-      rows.forEach(function (r) { t.tBodies[0].appendChild(r); });
+/// `(key, heading)` of the HTML table's columns, in order. The key is what
+/// `#sort=KEY` (or `#sort=-KEY`, descending) in the page URL sorts by.
+pub const HTML_COLUMNS: [(&str, &str); 23] = [
+    ("appointment", "Appointment"),
+    ("job", "Job"),
+    ("job_number", "Job no."),
+    ("location", "Location"),
+    ("status", "Status"),
+    ("window_start", "Window start"),
+    ("window_end", "Window end"),
+    ("tech", "Tech id"),
+    ("tech_name", "Technician"),
+    ("tech_email", "Email"),
+    ("tech_found_in_azuga", "In Azuga"),
+    ("vehicle", "Vehicle"),
+    ("fence_created", "Fence created"),
+    ("fence_in_azuga", "Fence at Azuga"),
+    ("fence_result", "Fence result"),
+    ("service_link", "Service Link"),
+    ("enroute_clock_in", "En Route in"),
+    ("enroute_clock_out", "En Route out"),
+    ("onsite_clock_in", "On Site in"),
+    ("onsite_clock_out", "On Site out"),
+    ("clock_events_posted", "Clock events posted"),
+    ("arrival", "Arrival evidence"),
+    ("failures", "Failures"),
+];
+
+/// One table cell: its text, and optionally a sort key, a tooltip and a link.
+#[derive(Default)]
+struct Cell {
+    text: String,
+    sort: Option<String>,
+    title: Option<String>,
+    link: Option<String>,
+    class: Option<&'static str>,
+}
+
+fn text(s: impl Into<String>) -> Cell {
+    Cell { text: s.into(), ..Cell::default() }
+}
+
+/// A time: `HH:MM` on the report day, `Mon D HH:MM` otherwise; sorted by
+/// instant, the full local time as tooltip.
+fn time_cell(t: Option<Ts>, day: NaiveDate, tz: Tz) -> Cell {
+    let Some(t) = t else { return Cell::default() };
+    let local = at(t, tz);
+    let shown = if local.date_naive() == day { local.format("%H:%M") } else { local.format("%b %-d %H:%M") };
+    Cell {
+        text: shown.to_string(),
+        sort: Some(t.millis().to_string()),
+        title: Some(local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)),
+        ..Cell::default()
+    }
+}
+
+fn html_cells(l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 23] {
+    let r = &l.row;
+    let mut job = text(opt(r.job.as_ref()));
+    job.link = l.quick_link.clone().filter(|_| r.job.is_some());
+    let service_link = match (r.service_link_sent, l.service_link_delivered) {
+        (None, _) => Cell::default(),
+        (Some(t), delivered) => {
+            let mut c = time_cell(Some(t), day, tz);
+            c.text = match delivered {
+                Some(true) => format!("sent {}, delivered", c.text),
+                Some(false) => format!("sent {}, not delivered", c.text),
+                None => format!("sent {}", c.text),
+            };
+            c
+        }
+    };
+    let arrival = match (&r.arrival, &r.passed_through) {
+        (Some(a), _) => {
+            let mut c = time_cell(Some(a.time), day, tz);
+            c.text = format!(
+                "{} · {:.5}, {:.5} · {} m from centre · {}",
+                local_time(a.time, tz),
+                a.lat,
+                a.lon,
+                a.distance_m,
+                a.vehicle
+            );
+            c.link = Some(format!(
+                "https://www.openstreetmap.org/?mlat={:.6}&mlon={:.6}#map=18/{:.6}/{:.6}",
+                a.lat, a.lon, a.lat, a.lon
+            ));
+            c
+        }
+        (None, Some(p)) => {
+            let mut c = time_cell(Some(p.from), day, tz);
+            c.text = format!(
+                "drove through between {} and {} · {}",
+                local_time(p.from, tz),
+                local_time(p.to, tz),
+                p.vehicle
+            );
+            c
+        }
+        (None, None) => Cell::default(),
+    };
+    let texts = l.failure_texts();
+    let failures = Cell {
+        sort: Some(format!("{:03}{}", texts.len(), texts.join("; "))),
+        text: texts.join("\n"),
+        class: Some("failures"),
+        ..Cell::default()
+    };
+    [
+        text(r.appointment.to_string()),
+        job,
+        text(opt(r.job_number.as_ref())),
+        text(r.location_name.clone().unwrap_or_else(|| opt(r.location.as_ref()))),
+        text(r.status),
+        time_cell(r.window_start, day, tz),
+        time_cell(r.window_end, day, tz),
+        text(opt(r.tech.as_ref())),
+        text(r.tech_name.clone().unwrap_or_default()),
+        text(r.tech_email.clone().unwrap_or_default()),
+        text(yes_no(r.tech_found_in_azuga)),
+        text(opt(r.vehicle.as_ref())),
+        text(yes_no(r.fence_created)),
+        text(l.fence_in_azuga.as_str()),
+        text(code(&r.fence_result).replace('_', " ")),
+        service_link,
+        time_cell(r.enroute_clock_in, day, tz),
+        time_cell(r.enroute_clock_out, day, tz),
+        time_cell(r.onsite_clock_in, day, tz),
+        time_cell(r.onsite_clock_out, day, tz),
+        text(l.clock_events_posted.to_string()),
+        arrival,
+        failures,
+    ]
+}
+
+fn local_time(t: Ts, tz: Tz) -> String {
+    at(t, tz).format("%H:%M:%S").to_string()
+}
+
+fn push_cell(out: &mut String, c: &Cell) {
+    out.push_str("<td");
+    if let Some(class) = c.class {
+        out.push_str(&format!(" class=\"{class}\""));
+    }
+    if let Some(s) = &c.sort {
+        out.push_str(&format!(" data-sort=\"{}\"", escape(s)));
+    }
+    if let Some(t) = &c.title {
+        out.push_str(&format!(" title=\"{}\"", escape(t)));
+    }
+    out.push('>');
+    let body = escape(&c.text).replace('\n', "<br>");
+    match &c.link {
+        Some(href) => out.push_str(&format!(
+            "<a href=\"{}\" rel=\"noreferrer noopener\" target=\"_blank\">{body}</a>",
+            escape(href)
+        )),
+        None => out.push_str(&body),
+    }
+    out.push_str("</td>");
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+h1{font-size:1.3em}nav a{margin-right:1em}\
+table{border-collapse:collapse;font-size:13px}\
+th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left}\
+th{background:#eee;cursor:pointer;position:sticky;top:0;white-space:nowrap}\
+th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}\
+tr.failed td{background:#fdecea}td.failures{color:#8a1c1c;min-width:18em}\
+table.only-failed tbody tr:not(.failed){display:none}";
+
+const SCRIPT: &str = r#"(function () {
+  'use strict';
+  var table = document.getElementById('report');
+  var body = table.tBodies[0];
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var number = /^-?\d+(\.\d+)?$/;
+  function key(row, i) {
+    var c = row.cells[i];
+    return c.hasAttribute('data-sort') ? c.getAttribute('data-sort') : c.textContent.trim();
+  }
+  function compare(a, b) {
+    if (number.test(a) && number.test(b)) return parseFloat(a) - parseFloat(b);
+    return a.localeCompare(b, undefined, { numeric: true, sensitivity: 'base' });
+  }
+  function sortBy(i, ascending) {
+    heads.forEach(function (h) { h.removeAttribute('aria-sort'); });
+    heads[i].setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+    var rows = Array.prototype.slice.call(body.rows).map(function (r, n) { return { k: key(r, i), n: n, r: r }; });
+    rows.sort(function (x, y) {
+      if ((x.k === '') !== (y.k === '')) return x.k === '' ? 1 : -1;
+      var c = x.k === '' ? 0 : compare(x.k, y.k);
+      return (ascending ? c : -c) || x.n - y.n;
+    });
+    rows.forEach(function (x) { body.appendChild(x.r); });
+  }
+  heads.forEach(function (th, i) {
+    th.tabIndex = 0;
+    function toggle() { sortBy(i, th.getAttribute('aria-sort') !== 'ascending'); }
+    th.addEventListener('click', toggle);
+    th.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); toggle(); }
     });
   });
-  t.setAttribute('data-sortable', 'ready');
-})();
-</script>"#;
+  var only = document.getElementById('only-failed');
+  only.addEventListener('change', function () { table.classList.toggle('only-failed', only.checked); });
+  var token = new URLSearchParams(location.search).get('token');
+  if (token) {
+    document.querySelectorAll('a.keep-token').forEach(function (a) {
+      var u = new URL(a.getAttribute('href'), location.href);
+      u.searchParams.set('token', token);
+      a.href = u.toString();
+    });
+  }
+  var wanted = /^#sort=(-?)([a-z_]+)$/.exec(location.hash);
+  if (wanted) {
+    heads.forEach(function (th, i) {
+      if (th.getAttribute('data-key') === wanted[2]) sortBy(i, wanted[1] !== '-');
+    });
+  }
+  table.setAttribute('data-sortable', 'ready');
+})();"#;
 
-pub fn html(tenant: &str, day: NaiveDate, tz: Option<&str>, lines: &[ReportLine]) -> String {
-    let e = escape_html;
-    let zone_name = zone(tz).name().to_string();
-    let arrived = lines.iter().filter(|l| enum_text(&l.row.fence_result) == "arrived").count();
-    let failed = lines.iter().filter(|l| !failures(l).is_empty()).count();
+fn sha256_source(s: &str) -> String {
+    format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s.as_bytes())))
+}
+
+/// The `Content-Security-Policy` for [`html`] pages: its own inline style
+/// and script (by hash), nothing else loaded, no framing.
+pub fn content_security_policy() -> String {
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        sha256_source(SCRIPT),
+        sha256_source(STYLE)
+    )
+}
+
+/// The report page for `tenant` and local `day` (see the module docs).
+pub fn html(tenant: &str, day: NaiveDate, tz: Tz, lines: &[ReportLine]) -> String {
+    let e = escape;
+    let arrived = lines.iter().filter(|l| l.row.fence_result == super::FenceResult::Arrived).count();
+    let failed = lines.iter().filter(|l| l.has_failures()).count();
+    let nav_day = |d: Option<NaiveDate>, label: &str| {
+        d.map(|d| format!("<a class=\"keep-token\" href=\"?day={d}\">{label}</a>")).unwrap_or_default()
+    };
     let mut out = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Activity Report {t} {day}</title>\n<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:13px}}th,td{{border:1px solid #ccc;padding:3px 6px;vertical-align:top}}th{{background:#eee;cursor:pointer}}tr.failed td{{background:#fde8e8}}td.failures{{color:#a00}}</style></head>\n<body>\n<h1>Activity Report: {t}, {day}</h1>\n<p>{n} appointment rows, {arrived} arrived, {failed} with failures. Times in {z}. Click a heading to sort.</p>\n<table id=\"report\" data-sortable=\"no\">\n<thead><tr>",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"referrer\" content=\"no-referrer\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Activity Report · {t} · {day}</title>\n<style>{STYLE}</style></head>\n<body>\n\
+<h1>Activity Report: {t}, {weekday} {day}</h1>\n\
+<nav>{prev}{next}<a class=\"keep-token\" href=\"?day={day}&amp;format=csv\">CSV</a>\
+<a class=\"keep-token\" href=\"?day={day}&amp;format=json\">JSON</a></nav>\n\
+<p>{n} appointment {rows_word}, {arrived} arrived, {failed} with failures. Times in {z}. \
+Click a heading to sort. <label><input type=\"checkbox\" id=\"only-failed\"> only rows with failures</label></p>\n\
+<table id=\"report\" data-sortable=\"pending\">\n<thead><tr>",
         t = e(tenant),
+        weekday = day.format("%A"),
+        prev = nav_day(day.pred_opt(), "&larr; previous day"),
+        next = nav_day(day.succ_opt(), "next day &rarr;"),
         n = lines.len(),
-        z = e(&zone_name),
+        rows_word = if lines.len() == 1 { "row" } else { "rows" },
+        z = e(tz.name()),
     );
-    for c in COLUMNS.iter().chain(["failures"].iter()) {
-        out.push_str(&format!("<th>{}</th>", e(c)));
+    for (key, heading) in HTML_COLUMNS {
+        out.push_str(&format!("<th data-key=\"{key}\" scope=\"col\">{}</th>", e(heading)));
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for l in lines {
-        let f = failures(l);
-        out.push_str(if f.is_empty() { "<tr>" } else { "<tr class=\"failed\">" });
-        for (i, c) in cells(l, tz).iter().enumerate() {
-            match (i, &l.quick_link) {
-                (1, Some(link)) if !c.is_empty() => {
-                    out.push_str(&format!("<td><a href=\"{}\">{}</a></td>", e(link), e(c)))
-                }
-                _ => out.push_str(&format!("<td>{}</td>", e(c))),
-            }
+        out.push_str(if l.has_failures() { "<tr class=\"failed\">" } else { "<tr>" });
+        for c in html_cells(l, day, tz).iter() {
+            push_cell(&mut out, c);
         }
-        out.push_str(&format!("<td class=\"failures\">{}</td></tr>\n", e(&f.join("; "))));
+        out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table>\n");
+    if lines.is_empty() {
+        out.push_str("<p>No appointments start on this day.</p>\n");
+    }
+    out.push_str("<script>");
     out.push_str(SCRIPT);
-    out.push_str("\n</body></html>\n");
+    out.push_str("</script>\n</body></html>\n");
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::records::{Outcome, SinkResult};
     use crate::report::join::join;
     use crate::scenario::Scenario;
     use std::collections::HashMap;
 
-    fn lines() -> Vec<ReportLine> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/arrival_basic.yaml");
+    fn lines(file: &str) -> Vec<ReportLine> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(file);
         let rows = Scenario::load(&path).unwrap().run().unwrap().report;
-        join(rows, &HashMap::new(), &HashMap::new(), Some("https://st.example"))
+        join(rows, &[], &HashMap::new(), Some("https://st.example"))
+    }
+
+    fn ny() -> Tz {
+        zone(Some("America/New_York"))
     }
 
     #[test]
-    fn days_are_local() {
+    fn days_are_local_to_the_tenant() {
         let t = Ts::parse("2026-11-28T03:00:00Z").unwrap();
-        assert_eq!(local_day(t, None).to_string(), "2026-11-28");
-        assert_eq!(local_day(t, Some("America/New_York")).to_string(), "2026-11-27");
-        let l = lines();
-        let day = local_day(l[0].row.window_start.unwrap(), None);
-        assert_eq!(for_day(l.clone(), day, None).len(), l.len());
-        assert!(for_day(l, day.succ_opt().unwrap(), None).is_empty());
+        assert_eq!(local_day(t, zone(None)).to_string(), "2026-11-28");
+        assert_eq!(local_day(t, ny()).to_string(), "2026-11-27");
+        assert_eq!(zone(Some("Mars/Olympus")), chrono_tz::UTC);
+        let mut rows: Vec<ReportRow> = lines("arrival_basic.yaml").into_iter().map(|l| l.row).collect();
+        let day = local_day(rows[0].window_start.unwrap(), zone(None));
+        assert_eq!(for_day(rows.clone(), day, zone(None)).len(), rows.len());
+        assert!(for_day(rows.clone(), day.succ_opt().unwrap(), zone(None)).is_empty());
+        // 03:00 UTC is the evening before in New York.
+        rows[0].window_start = Some(t);
+        assert_eq!(for_day(rows.clone(), NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(), ny()).len(), 1);
+        assert!(for_day(rows.clone(), NaiveDate::from_ymd_opt(2026, 11, 28).unwrap(), ny()).is_empty());
+        rows[0].window_start = None;
+        assert!(!starts_on(&rows[0], day, zone(None)), "no window, no day");
     }
 
     #[test]
-    fn csv_quotes_and_defuses_formulas() {
+    fn csv_is_rfc_4180_with_local_times_and_defused_formulas() {
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
         assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
         assert_eq!(csv_cell("=cmd()"), "'=cmd()");
-        let text = csv(&lines(), Some("America/New_York"));
-        let mut it = text.split("\r\n");
-        assert!(it.next().unwrap().starts_with("appointment,job,job_number"));
-        assert_eq!(text.split("\r\n").filter(|l| !l.is_empty()).count(), 1 + lines().len());
+        assert_eq!(csv_cell("-80.843100"), "-80.843100", "numbers stay numbers");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        let mut l = lines("arrival_basic.yaml");
+        l[0].row.tech_name = Some("=HYPERLINK(\"x\")".into());
+        l[0].sink_failures.push("Azuga rejected geofence: radius 5 m, minimum 50 m".into());
+        let text = csv(&l, ny());
+        let records: Vec<&str> = text.split_terminator("\r\n").collect();
+        assert_eq!(records[0], CSV_COLUMNS.join(","));
+        assert_eq!(records.len(), 1 + l.len());
+        assert!(text.ends_with("\r\n"));
+        assert!(records[1].contains("2026-11-28T09:00:00-05:00"), "window start in New York time: {}", records[1]);
+        assert!(records[1].contains("\"'=HYPERLINK(\"\"x\"\")\""), "{}", records[1]);
+        assert!(records[1].contains("minimum 50 m\""), "{}", records[1]);
     }
 
     #[test]
-    fn html_has_the_sortable_table_links_and_escapes() {
-        let mut l = lines();
-        l[0].sink_failures.push("Azuga rejected geofence: <b>".into());
-        let page = html("acme", NaiveDate::from_ymd_opt(2026, 11, 28).unwrap(), None, &l);
-        assert!(page.contains("<table id=\"report\""));
+    fn json_is_the_engine_row_plus_the_sink_columns() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/did_not_arrive.yaml");
+        let rows = Scenario::load(&path).unwrap().run().unwrap().report;
+        let failed = SinkResult {
+            command_id: "f1".into(),
+            appointment: rows[0].appointment.to_string(),
+            kind: "create_geofence".into(),
+            sink: "geofence".into(),
+            outcome: Outcome::Failed,
+            reason: "Azuga rejected geofence: HTTP 422".into(),
+            remote_ref: None,
+            attempts: 3,
+            executed_at: Ts(1),
+            command_time: Ts(0),
+        };
+        let l = join(rows.clone(), &[failed], &HashMap::new(), None);
+        let v: Value = serde_json::from_str(&json(&l)).unwrap();
+        let got = v.as_array().unwrap();
+        assert_eq!(got.len(), rows.len());
+        let mut engine = serde_json::to_value(&rows[0]).unwrap();
+        let mut codes = engine["failures"].as_array().unwrap().clone();
+        assert!(!codes.is_empty());
+        codes.push(json!("Azuga rejected geofence: HTTP 422"));
+        assert_eq!(got[0]["failures"], Value::Array(codes.clone()));
+        assert_eq!(got[0]["failure_reason"], codes[0]);
+        assert_eq!(got[0]["fence_in_azuga"], "failed");
+        let mut row = got[0].clone();
+        for k in [
+            "failures",
+            "failure_reason",
+            "failure_texts",
+            "sink_failures",
+            "fence_in_azuga",
+            "geomark_id",
+            "service_link_delivered",
+            "trackme_url",
+            "clock_events_posted",
+            "quick_link",
+        ] {
+            row.as_object_mut().unwrap().remove(k);
+            engine.as_object_mut().unwrap().remove(k);
+        }
+        assert_eq!(row, engine, "every engine column unchanged");
+    }
+
+    #[test]
+    fn html_has_the_sortable_table_links_highlights_and_escapes() {
+        let mut l = lines("arrival_basic.yaml");
+        l[0].sink_failures.push("Azuga rejected geofence: <b>\"x\"</b>".into());
+        l[0].row.tech_name = Some("<script>alert(1)</script>".into());
+        let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let page = html("acme", day, ny(), &l);
+        assert!(page.contains("<table id=\"report\" data-sortable=\"pending\">"));
         assert!(page.contains("href=\"https://st.example/job/900\""));
-        assert!(page.contains("class=\"failed\"") && page.contains("&lt;b&gt;"));
-        assert!(!page.contains("<b>"));
+        assert!(page.contains("<tr class=\"failed\">"));
+        assert!(page.contains("&lt;b&gt;&quot;x&quot;&lt;/b&gt;") && !page.contains("<b>"));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert_eq!(page.matches("<script").count(), 1, "only the page's own script");
+        assert_eq!(page.matches("<tr").count(), 1 + l.len(), "one header row and one row per line");
+        assert_eq!(page.matches("<th ").count(), HTML_COLUMNS.len());
+        assert!(page.contains("Times in America/New_York"));
+        assert!(page.contains("href=\"?day=2026-11-27\"") && page.contains("href=\"?day=2026-11-29\""));
+        // The arrival evidence: ping time, position, distance, with a map link.
+        let a = l[0].row.arrival.as_ref().unwrap();
+        assert!(page.contains(&format!("{} m from centre", a.distance_m)), "{page}");
+        assert!(page.contains("openstreetmap.org"));
+        // The policy allows exactly this script and style.
+        let csp = content_security_policy();
+        assert!(csp.contains(&sha256_source(SCRIPT)) && csp.contains("default-src 'none'"));
+        assert!(page.contains(&format!("<script>{SCRIPT}</script>")));
+        assert!(page.contains(&format!("<style>{STYLE}</style>")));
+        assert!(!SCRIPT.contains("</") && !SCRIPT.contains("<tr"));
+        let empty = html("acme", day, ny(), &[]);
+        assert!(empty.contains("No appointments start on this day."));
     }
 }

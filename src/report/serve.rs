@@ -1,47 +1,71 @@
 //! `geoclock report serve`: the Activity Report over HTTP.
 //!
-//! `GET /report/{tenant}?day=YYYY-MM-DD&format=html|csv|json` (day: the
-//! tenant's local day, default today there; format default html), with the
-//! tenant's report token as `Authorization: Bearer …` or `?token=…`.
-//! Unknown tenants and wrong or missing tokens get the same 401 (which
-//! tenants exist is not revealed); a tenant without a token gets 403. Tokens
-//! are compared in constant time and never logged. `/healthz`, `/metrics`
-//! (`geoclock_report_requests_total{format,status}`).
+//! - `GET /report/{tenant}?day=YYYY-MM-DD&format=html|csv|json` (also
+//!   `/report/{tenant}.csv`, `.json`, `.html`): the tenant's report for its
+//!   local day (default: today in the tenant's zone; format default html).
+//! - `GET /healthz` (alive), `GET /readyz` (the replica caught up once),
+//!   `GET /metrics` (`geoclock_report_requests_total{format,status}`,
+//!   `geoclock_report_replica_ready`).
+//!
+//! Access, checked in this order before anything else is looked at: a
+//! tenant not in the tenants file → 404 (the answer names no tenant); a
+//! tenant without `email.report_token` → 403 (its report is disabled); no
+//! token or a wrong one → 401. The token is `Authorization: Bearer TOKEN`
+//! or `?token=TOKEN`; both are compared through their SHA-256 digests, in
+//! time independent of where they differ and of their lengths. Tokens
+//! never reach logs, metrics or error texts; report answers are not cached
+//! (`Cache-Control: no-store`) and send no referrer (a `?token=` URL must
+//! not leak to ServiceTrade through the quick links).
+//!
+//! Until the replica has caught up once the report answers 503 with
+//! `Retry-After` rather than a partial report. Building a report reads
+//! RocksDB, so it runs on the blocking pool.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::NaiveDate;
-use prometheus::{IntCounterVec, Registry};
+use prometheus::{IntCounterVec, IntGauge, Registry};
+use sha2::{Digest, Sha256};
 
 use super::join::join;
-use super::render::{csv, for_day, html, json, local_day};
-use super::replica::Replica;
-use super::state::rows_from_state;
+use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
+use super::replica::{Replica, ReplicaError};
 use crate::connect::metrics::{counter, render_registry};
 use crate::connect::tenants::Tenant;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
+use crate::model::Ts;
 use crate::sim::server::{serve, Running};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    #[error("report server: schemas: {0}")]
+    Codec(#[from] crate::kafka::codec::CodecError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     #[error("report server: {0}")]
-    Start(String),
+    Listen(#[from] crate::sim::SimError),
+    #[error("report server: metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
+/// Where the report server reads from and listens.
 pub struct Options {
     pub brokers: String,
     pub catalogue: Catalogue,
     pub registry: Arc<dyn SchemaRegistry>,
+    /// `HOST:PORT` (port 0: any free port; see [`Server::url`]).
     pub listen: String,
-    pub state_dir: std::path::PathBuf,
+    /// The replica lives in `{state_dir}/report-replica`.
+    pub state_dir: PathBuf,
 }
 
 struct App {
@@ -49,132 +73,306 @@ struct App {
     tenants: HashMap<String, Tenant>,
     registry: Registry,
     requests: IntCounterVec,
+    ready: IntGauge,
+}
+
+impl App {
+    fn render_metrics(&self) -> String {
+        self.ready.set(i64::from(self.replica.ready()));
+        render_registry(&self.registry)
+    }
 }
 
 /// A running report server.
 pub struct Server {
     running: Running,
-    _app: Arc<App>,
+    app: Arc<App>,
 }
 
 impl Server {
+    /// `http://HOST:PORT`
     pub fn url(&self) -> String {
         self.running.url()
     }
 
-    pub async fn stop(self) {
-        self.running.stop().await;
+    /// Whether the replica has caught up once (reports are served).
+    pub fn ready(&self) -> bool {
+        self.app.replica.ready()
     }
 
+    /// The server's Prometheus metrics, for a process-wide `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.app.render_metrics()
+    }
+
+    /// The same, as a function a separate metrics listener can own.
+    pub fn metrics_renderer(&self) -> impl Fn() -> String + Send + 'static {
+        let app = self.app.clone();
+        move || app.render_metrics()
+    }
+
+    /// Stops accepting, finishes in-flight requests, stops the replica.
+    pub async fn stop(self) {
+        self.running.stop().await;
+        let app = self.app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.replica.stop()).await;
+    }
+
+    /// Waits until the server ends (for the CLI).
     pub async fn wait(self) {
         self.running.wait().await;
     }
 }
 
-/// Starts the replica and serves on `opts.listen`, on `runtime`.
+/// Starts the replica and serves on `opts.listen`, on `runtime`. Call it
+/// from outside the runtime (it blocks until the listener is bound).
 pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handle) -> Result<Server, ReportError> {
-    let codec =
-        Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue).map_err(|e| ReportError::Start(e.to_string()))?);
-    let replica = Replica::start(&opts.brokers, &opts.catalogue, codec, &opts.state_dir.join("report-replica"))
-        .map_err(|e| ReportError::Start(e.to_string()))?;
+    let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
+    let replica = Replica::start(&opts.brokers, &opts.catalogue, codec, &opts.state_dir.join("report-replica"))?;
     let registry = Registry::new();
     let requests = counter(
         &registry,
         "geoclock_report_requests_total",
-        "Report requests by format and status.",
+        "Report requests by format (html, csv, json, other) and HTTP status.",
         &["format", "status"],
     );
+    let ready = IntGauge::new("geoclock_report_replica_ready", "1 once the report replica has caught up.")?;
+    registry.register(Box::new(ready.clone()))?;
     let app = Arc::new(App {
         replica,
         tenants: tenants.into_iter().map(|t| (t.name.clone(), t)).collect(),
         registry,
         requests,
+        ready,
     });
     let router = Router::new()
         .route("/report/{tenant}", get(report))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(|s: State<Arc<App>>| async move { render_registry(&s.registry) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.render_metrics() }))
         .with_state(app.clone());
-    let running = runtime.block_on(serve(router, &opts.listen)).map_err(|e| ReportError::Start(e.to_string()))?;
-    Ok(Server { running, _app: app })
+    let running = match runtime.block_on(serve(router, &opts.listen)) {
+        Ok(r) => r,
+        Err(e) => {
+            app.replica.stop();
+            return Err(e.into());
+        }
+    };
+    Ok(Server { running, app })
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.replica.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "catching up with the processor's changelog and the sinks' results\n")
+            .into_response()
+    }
+}
+
+/// The report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "html" => Some(Format::Html),
+            "csv" => Some(Format::Csv),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Html => "html",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// The tenant a `/report/{segment}` names, and the format its suffix asks
+/// for: `acme` or `acme.csv` (a tenant named `acme.csv` wins over the
+/// suffix).
+pub fn resolve_tenant<'a, T>(tenants: &'a HashMap<String, T>, segment: &str) -> Option<(&'a T, Option<Format>)> {
+    if let Some(t) = tenants.get(segment) {
+        return Some((t, None));
+    }
+    let (stem, suffix) = segment.rsplit_once('.')?;
+    Some((tenants.get(stem)?, Some(Format::parse(suffix)?)))
+}
+
+/// The token a request presents: the `Authorization: Bearer` header, else
+/// the `token` query parameter.
+pub fn presented_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    bearer.or(query.get("token").map(String::as_str)).filter(|t| !t.is_empty())
+}
+
+/// Compares two tokens in time independent of their contents and lengths.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], text).into_response()
 }
 
 async fn report(
     State(app): State<Arc<App>>,
-    Path(tenant): Path<String>,
+    Path(segment): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let format = match q.get("format").map(String::as_str).unwrap_or("html") {
-        f @ ("html" | "csv" | "json") => f,
-        _ => "other",
-    };
-    let answer = answer(&app, &tenant, &q, &headers, format).await;
-    app.requests.with_label_values(&[format, answer.status().as_str()]).inc();
-    answer
+    let asked = q.get("format").map(String::as_str);
+    let (response, format) = answer(&app, &segment, &q, &headers).await;
+    let label = format.map(Format::as_str).or(asked.and_then(Format::parse).map(Format::as_str)).unwrap_or("other");
+    let status = response.status();
+    app.requests.with_label_values(&[label, status.as_str()]).inc();
+    tracing::debug!(format = label, status = status.as_u16(), "report request");
+    response
 }
 
+/// The answer, and the format it was for when known.
 async fn answer(
     app: &Arc<App>,
-    tenant: &str,
+    segment: &str,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
-    format: &str,
-) -> Response {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .or(q.get("token").map(String::as_str))
-        .unwrap_or("");
-    let Some(t) = app.tenants.get(tenant) else {
-        return (StatusCode::UNAUTHORIZED, "unknown tenant or wrong token\n").into_response();
+) -> (Response, Option<Format>) {
+    let Some((tenant, suffix)) = resolve_tenant(&app.tenants, segment) else {
+        return (plain(StatusCode::NOT_FOUND, "no such report\n"), None);
     };
-    let Some(token) = t.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
-        return (StatusCode::FORBIDDEN, "the report is disabled for this tenant (no email.report_token)\n")
-            .into_response();
+    let Some(expected) = tenant.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
+        return (plain(StatusCode::FORBIDDEN, "report disabled for this tenant\n"), suffix);
     };
-    if !same(given.as_bytes(), token.expose().as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, "unknown tenant or wrong token\n").into_response();
+    if !presented_token(headers, q).is_some_and(|given| token_matches(given, expected.expose())) {
+        let mut r = plain(StatusCode::UNAUTHORIZED, "a valid report token is required\n");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"geoclock-report\""));
+        return (r, suffix);
     }
-    if format == "other" {
-        return (StatusCode::BAD_REQUEST, "format must be html, csv or json\n").into_response();
-    }
-    let tz = t.timezone.clone();
-    let day = match q.get("day") {
-        Some(d) => match d.parse::<NaiveDate>() {
-            Ok(d) => d,
-            Err(_) => return (StatusCode::BAD_REQUEST, "day must be YYYY-MM-DD\n").into_response(),
+    let format = match (suffix, q.get("format").map(String::as_str)) {
+        (s, None) => s.unwrap_or(Format::Html),
+        (None, Some(f)) => match Format::parse(f) {
+            Some(f) => f,
+            None => return (plain(StatusCode::BAD_REQUEST, "format must be html, csv or json\n"), None),
         },
-        None => local_day(crate::sink::now(), tz.as_deref()),
+        (Some(s), Some(f)) if s.as_str() == f => s,
+        (Some(s), Some(_)) => return (plain(StatusCode::BAD_REQUEST, "two different formats asked for\n"), Some(s)),
     };
-    let (app, t, format) = (app.clone(), t.clone(), format.to_string());
-    let built = tokio::task::spawn_blocking(move || {
-        let rows = rows_from_state(app.replica.store.as_ref(), app.replica.partitions, &t.name, &t.settings)?;
-        let (results, commands) = {
-            let f = app.replica.feed.lock().unwrap_or_else(|e| e.into_inner());
-            (f.results.get(&t.name).cloned().unwrap_or_default(), f.commands.get(&t.name).cloned().unwrap_or_default())
-        };
-        let web = t.email.as_ref().and_then(|e| e.servicetrade_web_url.clone());
-        let lines = for_day(join(rows, &results, &commands, web.as_deref()), day, tz.as_deref());
-        Ok::<_, super::state::StateRowsError>(match format.as_str() {
-            "csv" => ("text/csv; charset=utf-8", csv(&lines, tz.as_deref())),
-            "json" => ("application/json", json(&lines)),
-            _ => ("text/html; charset=utf-8", html(&t.name, day, tz.as_deref(), &lines)),
-        })
-    })
-    .await;
-    match built {
-        Ok(Ok((ctype, body))) => ([(header::CONTENT_TYPE, ctype)], body).into_response(),
+    let tz = zone(tenant.timezone.as_deref());
+    let day = match q.get("day") {
+        None => local_day(Ts::from_millis(chrono::Utc::now().timestamp_millis()), tz),
+        Some(d) => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Ok(d) => d,
+            Err(_) => return (plain(StatusCode::BAD_REQUEST, "day must be YYYY-MM-DD\n"), Some(format)),
+        },
+    };
+    if !app.replica.ready() {
+        let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "the report is catching up; try again shortly\n");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return (r, Some(format));
+    }
+    let (app, tenant) = (app.clone(), tenant.clone());
+    let built = tokio::task::spawn_blocking(move || build(&app, &tenant, day, format)).await;
+    let response = match built {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::warn!(tenant, error = %e, "report rows");
-            (StatusCode::SERVICE_UNAVAILABLE, "report state not readable yet\n").into_response()
+            tracing::warn!(error = %e, "report not built");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "report state not readable\n")
         }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "report task failed\n").into_response(),
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "report not built\n"),
+    };
+    (response, Some(format))
+}
+
+/// The report of `tenant` for `day` in `format`. Blocking.
+fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<Response, ReplicaError> {
+    let tz = zone(tenant.timezone.as_deref());
+    let rows = for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz);
+    let appointments: Vec<String> = rows.iter().map(|r| r.appointment.to_string()).collect();
+    let feed = app.replica.feed(&tenant.name, appointments.iter().map(String::as_str))?;
+    let web = tenant.email.as_ref().and_then(|e| e.servicetrade_web_url.as_deref());
+    let lines = join(rows, &feed.results, &feed.commands, web);
+    let common = [
+        (header::CACHE_CONTROL, "no-store".to_string()),
+        (header::REFERRER_POLICY, "no-referrer".to_string()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+    ];
+    Ok(match format {
+        Format::Html => (
+            common,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+                (header::CONTENT_SECURITY_POLICY, content_security_policy()),
+            ],
+            html(&tenant.name, day, tz, &lines),
+        )
+            .into_response(),
+        Format::Csv => (
+            common,
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8; header=present".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("inline; filename=\"activity-report-{}-{day}.csv\"", tenant.name),
+                ),
+            ],
+            csv(&lines, tz),
+        )
+            .into_response(),
+        Format::Json => {
+            (common, [(header::CONTENT_TYPE, "application/json".to_string())], json(&lines)).into_response()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_resolve_with_or_without_a_format_suffix() {
+        let tenants: HashMap<String, u8> = HashMap::from([("acme".into(), 1), ("odd.csv".into(), 2)]);
+        assert_eq!(resolve_tenant(&tenants, "acme"), Some((&1, None)));
+        assert_eq!(resolve_tenant(&tenants, "acme.csv"), Some((&1, Some(Format::Csv))));
+        assert_eq!(resolve_tenant(&tenants, "acme.json"), Some((&1, Some(Format::Json))));
+        assert_eq!(resolve_tenant(&tenants, "odd.csv"), Some((&2, None)), "a tenant's own name wins");
+        assert_eq!(resolve_tenant(&tenants, "acme.pdf"), None);
+        assert_eq!(resolve_tenant(&tenants, "nobody"), None);
+        assert_eq!(resolve_tenant(&tenants, ""), None);
+    }
+
+    #[test]
+    fn tokens_come_from_the_bearer_header_or_the_query() {
+        let mut h = HeaderMap::new();
+        let mut q = HashMap::new();
+        assert_eq!(presented_token(&h, &q), None);
+        q.insert("token".to_string(), "from-query".to_string());
+        assert_eq!(presented_token(&h, &q), Some("from-query"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  from-header "));
+        assert_eq!(presented_token(&h, &q), Some("from-header"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+        assert_eq!(presented_token(&h, &q), Some("from-query"), "other schemes are not tokens");
+        q.insert("token".to_string(), String::new());
+        assert_eq!(presented_token(&h, &q), None, "an empty token is none");
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cre", "s3cret"));
+        assert!(!token_matches("s3creT", "s3cret"));
+        assert!(!token_matches("", "s3cret"));
     }
 }

@@ -2,15 +2,22 @@
 //! a replica restored from its changelog).
 //!
 //! Every processor task holds the same appointments and technicians (entity
-//! topics are read by all), so rows line up across tasks; each task knows
-//! the pings of its own vehicles. Task 0's row is the base; a row from
-//! another task replaces it when it learned more from pings
-//! ([`ReportRow::ping_rank`]). A technician whose vehicles sit on different
+//! topics are read by all); each task knows the pings of its own vehicles.
+//! Rows are matched across tasks by (appointment, technician): the first
+//! task's row is the base, and a row from a later task replaces it when it
+//! learned more from pings ([`ReportRow::ping_rank`]). Rows only some tasks
+//! have (a replica whose tasks are restored to different points) are kept,
+//! after the rows of the tasks before them. When all tasks are restored to
+//! the same input the order is the engine's (appointment, then technician
+//! on the appointment). A technician whose vehicles sit on different
 //! partitions is the one case this cannot merge exactly.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 
 use super::{rows, ReportRow};
 use crate::engine::Engine;
-use crate::model::Settings;
+use crate::model::{Id, Settings};
 use crate::processor::{task::row_prefix, STATE_STORE};
 use crate::store::{StateStore, StoreError};
 
@@ -30,18 +37,14 @@ pub fn rows_from_state(
     settings: &Settings,
 ) -> Result<Vec<ReportRow>, StateRowsError> {
     let mut per_task = Vec::new();
-    let tenant_prefix = format!("{tenant}/");
     for p in 0..partitions {
-        let prefix = row_prefix(p);
-        let mine: Vec<(Vec<u8>, Vec<u8>)> = store
-            .scan_prefix(STATE_STORE, prefix.as_bytes())?
-            .into_iter()
-            .filter_map(|(k, v)| k[prefix.len()..].strip_prefix(tenant_prefix.as_bytes()).map(|k| (k.to_vec(), v)))
-            .collect();
+        // `{task}/{tenant}/{engine key}`: the engine reads its keys bare.
+        let prefix = format!("{}{tenant}/", row_prefix(p));
+        let mine = store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
         let engine = Engine::from_rows(
             tenant.to_string(),
             settings.clone(),
-            mine.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            mine.iter().filter_map(|(k, v)| Some((k.get(prefix.len()..)?, v.as_slice()))),
         )
         .map_err(|e| StateRowsError::Rows { tenant: tenant.to_string(), message: e.to_string() })?;
         per_task.push(rows(&engine));
@@ -51,14 +54,48 @@ pub fn rows_from_state(
 
 /// Merges the tasks' rows (see the module docs).
 pub fn merge_rows(per_task: Vec<Vec<ReportRow>>) -> Vec<ReportRow> {
-    let mut tasks = per_task.into_iter();
-    let Some(mut base) = tasks.next() else { return Vec::new() };
-    for other in tasks {
-        for (b, o) in base.iter_mut().zip(other) {
-            if o.ping_rank() > b.ping_rank() {
-                *b = o;
+    let mut out: Vec<ReportRow> = Vec::new();
+    let mut at: HashMap<(Id, Option<Id>), usize> = HashMap::new();
+    for rows in per_task {
+        for row in rows {
+            match at.entry((row.appointment.clone(), row.tech.clone())) {
+                Entry::Occupied(i) => {
+                    let base = &mut out[*i.get()];
+                    if row.ping_rank() > base.ping_rank() {
+                        *base = row;
+                    }
+                }
+                Entry::Vacant(v) => {
+                    v.insert(out.len());
+                    out.push(row);
+                }
             }
         }
     }
-    base
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::FenceResult;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn rows_merge_by_appointment_and_technician_even_when_tasks_disagree() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/multi_tech.yaml");
+        let rows = Scenario::load(&path).unwrap().run().unwrap().report;
+        assert_eq!(rows.len(), 2);
+        let mut weaker = rows.clone();
+        for r in &mut weaker {
+            r.fence_result = FenceResult::NotArrived;
+            r.arrival = None;
+        }
+        // Task 1 is behind and knows only the second row; task 2 has all.
+        let merged = merge_rows(vec![weaker.clone(), vec![rows[1].clone()], rows.clone()]);
+        assert_eq!(merged, rows);
+        let merged = merge_rows(vec![vec![weaker[1].clone()], weaker.clone()]);
+        assert_eq!(merged, vec![weaker[1].clone(), weaker[0].clone()], "a row only a later task has is kept");
+        assert!(merge_rows(Vec::new()).is_empty());
+    }
 }

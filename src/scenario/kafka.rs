@@ -56,19 +56,33 @@ fn err(what: &str, e: impl std::fmt::Display) -> ScenarioError {
 impl Scenario {
     /// Runs the scenario through the broker and the processor.
     pub fn run_via_kafka(&self, opts: &ViaKafka) -> Result<Output, ScenarioError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| err("runtime", e))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let catalogue = Catalogue {
             prefix: format!("scenario-{}-{nanos}", std::process::id()),
             partitions: opts.partitions,
             replication: 1,
         };
+        self.run_via_kafka_on(opts, &catalogue, Arc::new(FileRegistry::in_memory()))
+    }
+
+    /// [`Scenario::run_via_kafka`] on the topics of `catalogue` (created
+    /// when missing; `opts.partitions` is ignored) with `registry`. The
+    /// topics stay on the broker, the processor's changelog included, so
+    /// that other readers (the report server) can follow them.
+    pub fn run_via_kafka_on(
+        &self,
+        opts: &ViaKafka,
+        catalogue: &Catalogue,
+        registry: Arc<FileRegistry>,
+    ) -> Result<Output, ScenarioError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| err("runtime", e))?;
+        let catalogue = catalogue.clone();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         runtime.block_on(ensure_topics(&opts.brokers, &catalogue, opts.timeout)).map_err(|e| err("topics", e))?;
-        let registry = Arc::new(FileRegistry::in_memory());
         let codec = Codec::new(registry.clone(), &catalogue).map_err(|e| err("codec", e))?;
         self.produce(&runtime, &opts.brokers, &catalogue, &codec)?;
 
@@ -79,11 +93,11 @@ impl Scenario {
         config.tenants =
             Tenants { tenants: BTreeMap::from([(self.tenant.clone(), self.settings.clone())]), ..Tenants::default() };
         let proc = Processor::start(config, runtime.handle().clone()).map_err(|e| err("processor", e))?;
-        wait_idle(&proc, opts.partitions, opts.timeout)?;
+        wait_idle(&proc, catalogue.partitions, opts.timeout)?;
         proc.stop().map_err(|e| err("processor stop", e))?;
 
         let commands = read_commands(&opts.brokers, &catalogue, &codec, opts.timeout)?;
-        let report = self.report_from_state(&state_dir, opts.partitions)?;
+        let report = self.report_from_state(&state_dir, catalogue.partitions)?;
         if let Some(t) = temp {
             let _ = std::fs::remove_dir_all(t);
         }
