@@ -95,8 +95,18 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
         assert!(row["arrival"]["distance_m"].is_number(), "arrival evidence in {row}");
         assert!(row["onsite_clock_in"].is_string());
     }
-    let html = get(&format!("{base}?token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]));
+    let page = format!("{base}?token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]);
+    let html = get(&page);
     assert!(html.contains("<table"), "HTML report");
+    // In a real browser: the page loads, its sorting script runs, every row is there.
+    let browser = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--dump-dom", &page])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium is installed (scripts/install-nisshi.sh installs it)");
+    let dom = String::from_utf8_lossy(&browser.stdout);
+    assert!(dom.contains("data-sortable=\"ready\""), "the page's script ran in the browser: {dom}");
+    assert_eq!(dom.matches("<tr").count(), rows.len() + 1, "header and one row per report line");
     assert_eq!(
         ureq::get(&format!("{base}?format=json")).call().map(|_| 200).unwrap_or_else(|e| match e {
             ureq::Error::StatusCode(s) => s,

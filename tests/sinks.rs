@@ -569,6 +569,7 @@ fn sigkilled_sinks_restart_and_every_effect_happens_exactly_once() {
     rig.send(&links);
 
     // Clock sink: killed twice mid-batch.
+    let began = Instant::now();
     let mut all_ids = ids(&clocks);
     for fraction in [4, 2] {
         let mut child = rig.spawn(SinkKind::Clock);
@@ -582,11 +583,17 @@ fn sigkilled_sinks_restart_and_every_effect_happens_exactly_once() {
     }
     let mut child = rig.spawn(SinkKind::Clock);
     let results = rig.wait_results(&all_ids, Duration::from_secs(300));
+    eprintln!(
+        "clock: {} commands through 3 sink processes (2 SIGKILLed) in {:.1} s",
+        clocks.len(),
+        began.elapsed().as_secs_f64()
+    );
     kill(&mut child);
     assert_same_effects(clock_effects(&rig.st), expected_clock_effects(&clocks));
     assert!(clocks.iter().all(|c| results[&c.id].outcome == Outcome::Done));
 
     // Email sink: killed mid-batch.
+    let began = Instant::now();
     let mut child = rig.spawn(SinkKind::Email);
     let deadline = Instant::now() + Duration::from_secs(120);
     while rig.smtp.mailbox.stats().0 < links.len() as u64 / 3 {
@@ -597,6 +604,11 @@ fn sigkilled_sinks_restart_and_every_effect_happens_exactly_once() {
     let mut child = rig.spawn(SinkKind::Email);
     all_ids = ids(&links);
     let results = rig.wait_results(&all_ids, Duration::from_secs(300));
+    eprintln!(
+        "email: {} Service Links through 2 sink processes (1 SIGKILLed) in {:.1} s",
+        links.len(),
+        began.elapsed().as_secs_f64()
+    );
     kill(&mut child);
     let mails = rig.smtp.mailbox.mails();
     let (accepted, repeats) = rig.smtp.mailbox.stats();
