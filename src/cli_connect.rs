@@ -142,18 +142,11 @@ pub fn registry(arg: Option<String>) -> anyhow::Result<Arc<dyn SchemaRegistry>> 
     })
 }
 
-pub fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GEOCLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
-    init_logs();
     let rt = runtime()?;
     rt.block_on(async {
         match cmd {
@@ -197,7 +190,6 @@ pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
 }
 
 pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
-    init_logs();
     let (vendor, a) = match cmd {
         ConnectCmd::Servicetrade { common } => (Vendor::ServiceTrade, common),
         ConnectCmd::Azuga { common } => (Vendor::Azuga, common),
@@ -287,7 +279,6 @@ pub struct SinkArgs {
 pub fn sink(cmd: SinkCmd) -> anyhow::Result<()> {
     use geoclock::sink::runner::{Sink, SinkConfig};
     use geoclock::sink::SinkKind;
-    init_logs();
     let (kind, a, smtp, report_url) = match cmd {
         SinkCmd::Clock { common } => (SinkKind::Clock, common, None, None),
         SinkCmd::Geofence { common } => (SinkKind::Geofence, common, None, None),

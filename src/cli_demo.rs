@@ -39,12 +39,6 @@ pub struct DemoArgs {
 }
 
 pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
-    // The progress lines are the demo's output: only warnings and errors
-    // are logged unless GEOCLOCK_LOG says otherwise.
-    if std::env::var_os("GEOCLOCK_LOG").is_none() {
-        std::env::set_var("GEOCLOCK_LOG", "warn");
-    }
-    crate::cli_connect::init_logs();
     let rt = crate::cli_connect::runtime()?;
     let opts = DemoOptions {
         brokers: a.brokers,

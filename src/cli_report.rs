@@ -33,7 +33,6 @@ pub enum ReportCmd {
 }
 
 pub fn report(cmd: ReportCmd) -> anyhow::Result<()> {
-    crate::cli_connect::init_logs();
     let ReportCmd::Serve { brokers, prefix, partitions, tenants, listen, state_dir, schema_registry, metrics } = cmd;
     let tenants = geoclock::connect::tenants::load(&tenants)?;
     let rt = crate::cli_connect::runtime()?;

@@ -161,14 +161,21 @@ enum Via {
 }
 
 fn main() -> ExitCode {
-    let level = std::env::var("GEOCLOCK_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
+    let cli = Cli::parse();
+    // GEOCLOCK_LOG is an EnvFilter (`info`, `geoclock=debug,rdkafka=warn`);
+    // the demo's output is its progress lines, so it logs warnings only.
+    let default = if matches!(cli.command, Top::Demo(_)) { "warn" } else { "info" };
+    let filter = std::env::var("GEOCLOCK_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
