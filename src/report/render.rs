@@ -212,21 +212,9 @@ pub fn csv(lines: &[ReportLine], tz: Tz) -> String {
 
 // ------------------------------------------------------------------ HTML
 
-/// Escapes text for HTML content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML content and quoted attribute values (the one
+/// escaper the emails use too).
+pub use crate::sink::render::escape_html as escape;
 
 /// `(key, heading)` of the HTML table's columns, in order. The key is what
 /// `#sort=KEY` (or `#sort=-KEY`, descending) in the page URL sorts by.
