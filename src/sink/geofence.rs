@@ -324,80 +324,49 @@ impl Executor for GeofenceSink {
             decided.append(&mut g.decided);
             let Some(plan) = g.plan.take() else { continue };
             let last_rev = g.live.last().map_or(g.mapping.revision, |p| revision(&p.command.action));
-            let (mapping, results): (Option<Mapping>, Vec<Decided>) = match (plan, outcome.remove(&i)) {
+            // What the appointment's commands come to: the mapping to keep
+            // and one verdict for all of them (none: no answer yet).
+            let (mapping, verdict) = match (plan, outcome.remove(&i)) {
                 (Plan::Nothing(why), _) => {
                     let id =
                         g.mapping.id.filter(|_| g.live.last().is_some_and(|p| fence_of(&p.command.action).is_some()));
-                    let rs = g
-                        .live
-                        .iter()
-                        .map(|p| Decided {
-                            result: p.result(
-                                SinkKind::Geofence,
-                                Outcome::Done,
-                                why.clone(),
-                                id.map(|i| i.to_string()),
-                                attempts,
-                                now(),
-                            ),
-                            dead: false,
-                        })
-                        .collect();
-                    (Some(Mapping { id, revision: last_rev }), rs)
+                    (Some(Mapping { id, revision: last_rev }), Some((Outcome::Done, why, id)))
                 }
                 (Plan::Delete(_), Some(Ok(_))) => {
-                    let rs = g
-                        .live
-                        .iter()
-                        .map(|p| Decided {
-                            result: p.result(SinkKind::Geofence, Outcome::Done, String::new(), None, attempts, now()),
-                            dead: false,
-                        })
-                        .collect();
-                    (Some(Mapping { id: None, revision: last_rev }), rs)
+                    (Some(Mapping { id: None, revision: last_rev }), Some((Outcome::Done, String::new(), None)))
                 }
                 (_, Some(Ok(id))) => {
-                    let rs = g
-                        .live
-                        .iter()
-                        .map(|p| Decided {
-                            result: p.result(
-                                SinkKind::Geofence,
-                                Outcome::Done,
-                                String::new(),
-                                id.map(|i| i.to_string()),
-                                attempts,
-                                now(),
-                            ),
-                            dead: false,
-                        })
-                        .collect();
-                    (Some(Mapping { id, revision: last_rev }), rs)
+                    (Some(Mapping { id, revision: last_rev }), Some((Outcome::Done, String::new(), id)))
                 }
-                (_, Some(Err(e))) => {
-                    let why = format!("Azuga rejected geofence: {e}");
-                    let rs = g
-                        .live
-                        .iter()
-                        .map(|p| Decided {
-                            result: p.result(SinkKind::Geofence, Outcome::Failed, why.clone(), None, attempts, now()),
-                            dead: true,
-                        })
-                        .collect();
-                    (None, rs)
-                }
-                (_, None) => (None, Vec::new()),
+                (_, Some(Err(e))) => (None, Some((Outcome::Failed, format!("Azuga rejected geofence: {e}"), None))),
+                (_, None) => (None, None),
             };
+            let results: Vec<Decided> = verdict.map_or_else(Vec::new, |(outcome, why, id)| {
+                g.live
+                    .iter()
+                    .map(|p| Decided {
+                        result: p.result(
+                            SinkKind::Geofence,
+                            outcome,
+                            why.clone(),
+                            id.map(|i| i.to_string()),
+                            attempts,
+                            now(),
+                        ),
+                        dead: outcome == Outcome::Failed,
+                    })
+                    .collect()
+            });
             let steps: Vec<(&str, &str, Step)> = results
                 .iter()
                 .map(|d| (t, d.result.command_id.as_str(), Step::Done { result: d.result.clone(), reported: false }))
                 .collect();
-            let extra = mapping.map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
             let key = format!("fence/{}", g.appointment);
-            match extra {
-                Some(v) => cx.ledger.record(&steps, &[(t, &key, Some(v))])?,
-                None => cx.ledger.record(&steps, &[])?,
-            }
+            let extras: Vec<(&str, &str, Option<Value>)> = mapping
+                .map(|m| (t, key.as_str(), Some(serde_json::to_value(m).unwrap_or(Value::Null))))
+                .into_iter()
+                .collect();
+            cx.ledger.record(&steps, &extras)?;
             decided.extend(results);
         }
         Ok(decided)

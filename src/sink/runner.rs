@@ -145,6 +145,70 @@ impl Sink {
     }
 }
 
+/// Where decided outcomes go: metrics and logs, then the results (and
+/// dead-letter) topics, then the ledger's `reported` mark.
+struct Outcomes<'a> {
+    kind: SinkKind,
+    codec: &'a Codec,
+    publisher: &'a Publisher,
+    runtime: &'a tokio::runtime::Handle,
+    commands: &'a str,
+    component: &'a str,
+    metrics: &'a Metrics,
+}
+
+impl Outcomes<'_> {
+    /// Counts and logs one outcome.
+    fn note(&self, tenant: &str, d: &Decided) {
+        let (sink, r) = (self.kind.name(), &d.result);
+        self.metrics.command(sink, &r.kind, r.outcome.as_str());
+        if r.outcome == Outcome::Done {
+            self.metrics.latency(sink, (r.executed_at.millis() - r.command_time.millis()) as f64 / 1000.0);
+        }
+        tracing::info!(sink, tenant, command = %r.command_id, kind = %r.kind, outcome = r.outcome.as_str(), reason = %r.reason, "decided");
+    }
+
+    /// Publishes `extra` and the results of `reported` (failures also as
+    /// dead letters), waits for the acks, then marks them reported.
+    fn publish(&self, cx: &Cx, mut extra: Vec<Outgoing>, reported: &[(String, Decided)]) -> Result<(), SinkError> {
+        let codec_err = |e: crate::kafka::codec::CodecError| SinkError::Codec(e.to_string());
+        for (tenant, d) in reported {
+            let key = topics::key(tenant, &d.result.command_id).map_err(|e| SinkError::Codec(e.to_string()))?;
+            let value = self.codec.encode_result(tenant, &d.result).map_err(codec_err)?;
+            extra.push(Outgoing { topic: Topic::Results, key: key.clone(), value: Some(value) });
+            if d.dead {
+                let dl = DeadLetter {
+                    reason: d.result.reason.clone(),
+                    kind: "rejected".into(),
+                    topic: self.commands.to_string(),
+                    partition: -1,
+                    offset: -1,
+                    key: Some(key.clone()),
+                    value: None,
+                    component: self.component.to_string(),
+                };
+                extra.push(Outgoing {
+                    topic: Topic::DeadLetters,
+                    key,
+                    value: Some(self.codec.encode_dead_letter(&dl).map_err(codec_err)?),
+                });
+            }
+        }
+        if extra.is_empty() {
+            return Ok(());
+        }
+        self.runtime.block_on(self.publisher.send_all(&extra)).map_err(|e| SinkError::Kafka(e.to_string()))?;
+        let steps: Vec<(&str, &str, Step)> = reported
+            .iter()
+            .map(|(t, d)| {
+                (t.as_str(), d.result.command_id.as_str(), Step::Done { result: d.result.clone(), reported: true })
+            })
+            .collect();
+        cx.ledger.record(&steps, &[])?;
+        Ok(())
+    }
+}
+
 /// Records behind on the assigned partitions (high watermark − position).
 fn lag(consumer: &BaseConsumer, topic: &str) -> i64 {
     let Ok(position) = consumer.position() else { return 0 };
@@ -206,6 +270,15 @@ fn run(
         SinkKind::Email => Box::new(EmailSink::new(config.smtp.clone(), config.report_url.clone())),
     };
     let tenants: HashMap<&str, &Tenant> = config.tenants.iter().map(|t| (t.name.as_str(), t)).collect();
+    let out = Outcomes {
+        kind,
+        codec: &codec,
+        publisher: &publisher,
+        runtime: &runtime,
+        commands: &commands,
+        component: &component,
+        metrics: &metrics,
+    };
     tracing::info!(sink = kind.name(), group = %group, topic = %commands, "sink started");
     let mut lag_at = Instant::now();
     let mut housekeeping_at: Option<Instant> = None;
@@ -217,28 +290,10 @@ fn run(
         if housekeeping_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             housekeeping_at = Some(Instant::now());
             let done = executor.housekeeping(&cx, &config.tenants)?;
-            let mut out = Vec::new();
             for (tenant, d) in &done {
-                metrics.command(kind.name(), &d.result.kind, d.result.outcome.as_str());
-                tracing::info!(sink = kind.name(), tenant = %tenant, kind = %d.result.kind, outcome = d.result.outcome.as_str(), reason = %d.result.reason, "decided");
-                let key = topics::key(tenant, &d.result.command_id).map_err(|e| SinkError::Codec(e.to_string()))?;
-                let value = codec.encode_result(tenant, &d.result).map_err(|e| SinkError::Codec(e.to_string()))?;
-                out.push(Outgoing { topic: Topic::Results, key, value: Some(value) });
+                out.note(tenant, d);
             }
-            if !out.is_empty() {
-                runtime.block_on(publisher.send_all(&out)).map_err(|e| SinkError::Kafka(e.to_string()))?;
-                let steps: Vec<(&str, &str, Step)> = done
-                    .iter()
-                    .map(|(t, d)| {
-                        (
-                            t.as_str(),
-                            d.result.command_id.as_str(),
-                            Step::Done { result: d.result.clone(), reported: true },
-                        )
-                    })
-                    .collect();
-                cx.ledger.record(&steps, &[])?;
-            }
+            out.publish(&cx, Vec::new(), &done)?;
         }
         // Collect a batch.
         let mut received: Vec<Received> = Vec::new();
@@ -293,11 +348,11 @@ fn run(
         }
         // Decide.
         let mut by_tenant: Vec<(String, Vec<Pending>)> = Vec::new();
-        let mut out: Vec<Outgoing> = Vec::new();
-        let mut reported: Vec<(String, String, Decided)> = Vec::new();
+        let mut extra: Vec<Outgoing> = Vec::new();
+        let mut reported: Vec<(String, Decided)> = Vec::new();
         for r in received {
             if let Some(d) = r.dead {
-                out.push(Outgoing {
+                extra.push(Outgoing {
                     topic: Topic::DeadLetters,
                     key: d.key.clone().unwrap_or_default(),
                     value: Some(codec.encode_dead_letter(&d).map_err(|e| SinkError::Codec(e.to_string()))?),
@@ -308,11 +363,7 @@ fn run(
             if let Some(Step::Done { result, reported: was }) = cx.ledger.step(&p.tenant, &p.command.id)? {
                 metrics.command(kind.name(), p.command.action.kind(), "duplicate");
                 if !was {
-                    reported.push((
-                        p.tenant.clone(),
-                        p.command.id.clone(),
-                        Decided { dead: result.outcome == Outcome::Failed, result },
-                    ));
+                    reported.push((p.tenant.clone(), Decided { dead: result.outcome == Outcome::Failed, result }));
                 }
                 continue;
             }
@@ -366,51 +417,11 @@ fn run(
         for r in decided {
             let (tenant, ds) = r?;
             for d in ds {
-                let outcome = d.result.outcome.as_str();
-                metrics.command(kind.name(), &d.result.kind, outcome);
-                if d.result.outcome == Outcome::Done {
-                    metrics.latency(
-                        kind.name(),
-                        (d.result.executed_at.millis() - d.result.command_time.millis()) as f64 / 1000.0,
-                    );
-                }
-                tracing::info!(sink = kind.name(), tenant = %tenant, command = %d.result.command_id, kind = %d.result.kind, outcome, reason = %d.result.reason, "decided");
-                reported.push((tenant.clone(), d.result.command_id.clone(), d));
+                out.note(&tenant, &d);
+                reported.push((tenant.clone(), d));
             }
         }
-        // Publish results (and dead letters), then mark reported, then commit.
-        for (tenant, id, d) in &reported {
-            let key = topics::key(tenant, id).map_err(|e| SinkError::Codec(e.to_string()))?;
-            let value = codec.encode_result(tenant, &d.result).map_err(|e| SinkError::Codec(e.to_string()))?;
-            out.push(Outgoing { topic: Topic::Results, key: key.clone(), value: Some(value) });
-            if d.dead {
-                let dl = DeadLetter {
-                    reason: d.result.reason.clone(),
-                    kind: "rejected".into(),
-                    topic: commands.clone(),
-                    partition: -1,
-                    offset: -1,
-                    key: Some(key),
-                    value: None,
-                    component: component.clone(),
-                };
-                out.push(Outgoing {
-                    topic: Topic::DeadLetters,
-                    key: dl.key.clone().unwrap_or_default(),
-                    value: Some(codec.encode_dead_letter(&dl).map_err(|e| SinkError::Codec(e.to_string()))?),
-                });
-            }
-        }
-        if !out.is_empty() {
-            runtime.block_on(publisher.send_all(&out)).map_err(|e| SinkError::Kafka(e.to_string()))?;
-        }
-        let steps: Vec<(&str, &str, Step)> = reported
-            .iter()
-            .map(|(t, id, d)| (t.as_str(), id.as_str(), Step::Done { result: d.result.clone(), reported: true }))
-            .collect();
-        if !steps.is_empty() {
-            cx.ledger.record(&steps, &[])?;
-        }
+        out.publish(&cx, extra, &reported)?;
         let mut tpl = TopicPartitionList::new();
         for (p, o) in &offsets {
             tpl.add_partition_offset(&commands, *p, rdkafka::Offset::Offset(*o)).map_err(kafka)?;
