@@ -197,7 +197,7 @@ fn clock(
     ev: &Evidence,
     cause: ClockCause,
 ) -> Command {
-    let (act, dir) = (activity_str(activity), if action == ClockAction::In { "in" } else { "out" });
+    let (act, dir) = (activity.as_str(), action.as_str());
     Command {
         id: command_id(&[ctx.tenant, "clock", appt.as_str(), user.as_str(), act, dir]),
         appointment: appt.clone(),
@@ -211,13 +211,5 @@ fn clock(
             vehicle: ev.vehicle.clone(),
             cause,
         }),
-    }
-}
-
-fn activity_str(a: Activity) -> &'static str {
-    match a {
-        Activity::Enroute => "enroute",
-        Activity::Onsite => "onsite",
-        Activity::Offsite => "offsite",
     }
 }

@@ -118,6 +118,27 @@ pub enum ClockAction {
     Out,
 }
 
+impl Activity {
+    /// The name ServiceTrade and the schemas use (`enroute`, `onsite`, `offsite`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Enroute => "enroute",
+            Activity::Onsite => "onsite",
+            Activity::Offsite => "offsite",
+        }
+    }
+}
+
+impl ClockAction {
+    /// `in` or `out`, as ServiceTrade's `eventType` and the schemas say.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockAction::In => "in",
+            ClockAction::Out => "out",
+        }
+    }
+}
+
 /// A ServiceTrade clock event (a technician pressing a status, or geoclock
 /// acting for them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

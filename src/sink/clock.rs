@@ -19,39 +19,16 @@ use super::{now, Decided, Executor, Pending, SinkKind};
 use crate::connect::tenants::{ServiceTradeTenant, Tenant};
 use crate::engine::{Action, ClockChange};
 use crate::kafka::records::Outcome;
-use crate::model::{Activity, ClockAction};
 
 #[derive(Default)]
 pub struct ClockSink {
     sessions: Mutex<HashMap<String, String>>,
 }
 
-fn activity(a: Activity) -> &'static str {
-    match a {
-        Activity::Enroute => "enroute",
-        Activity::Onsite => "onsite",
-        Activity::Offsite => "offsite",
-    }
-}
-
-fn event_type(a: ClockAction) -> &'static str {
-    match a {
-        ClockAction::In => "in",
-        ClockAction::Out => "out",
-    }
-}
-
 impl ClockSink {
     fn login(&self, cx: &Cx, tenant: &str, st: &ServiceTradeTenant, attempts: &mut u32) -> Result<String, CallError> {
         let body = json!({"username": st.username, "password": st.password.expose()}).to_string();
-        let req = Request {
-            api: "POST /api/auth",
-            method: "POST",
-            url: format!("{}/api/auth", st.base_url),
-            headers: Vec::new(),
-            body: Some(body),
-            interval_ms: st.api_interval_ms as i64,
-        };
+        let req = request(st, "POST /api/auth", "/auth", Some(body));
         let a = cx.call(tenant, &req, attempts)?;
         let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
         let token = v["data"]["authToken"].as_str().map(str::to_string).ok_or(CallError::Permanent {
@@ -100,31 +77,21 @@ impl ClockSink {
         c: &ClockChange,
         attempts: &mut u32,
     ) -> Result<Option<String>, CallError> {
-        let req = Request {
-            api: "GET /api/clock",
-            method: "GET",
-            url: format!(
-                "{}/api/clock?userId={}&appointmentId={}&activity={}&limit=500",
-                st.base_url,
-                urlencode(c.user.as_str()),
-                urlencode(appt),
-                activity(c.activity)
-            ),
-            headers: Vec::new(),
-            body: None,
-            interval_ms: st.api_interval_ms as i64,
-        };
+        let query = format!(
+            "/clock?userId={}&appointmentId={}&activity={}&limit=500",
+            urlencode(c.user.as_str()),
+            urlencode(appt),
+            c.activity.as_str()
+        );
+        let req = request(st, "GET /api/clock", &query, None);
         let v = self.with_session(cx, tenant, st, req, attempts)?;
         let secs = c.time.millis().div_euclid(1000);
         let found = v["data"]["clockEvents"].as_array().and_then(|events| {
-            events.iter().find(|e| {
-                e["eventType"].as_str() == Some(event_type(c.action)) && e["eventTime"].as_i64() == Some(secs)
-            })
+            events
+                .iter()
+                .find(|e| e["eventType"].as_str() == Some(c.action.as_str()) && e["eventTime"].as_i64() == Some(secs))
         });
-        Ok(found.map(|e| match &e["id"] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }))
+        Ok(found.map(|e| id_text(&e["id"])))
     }
 
     fn post(
@@ -138,23 +105,12 @@ impl ClockSink {
     ) -> Result<String, CallError> {
         let body = json!({
             "userId": c.user, "appointmentId": appt,
-            "activity": activity(c.activity), "eventType": event_type(c.action),
+            "activity": c.activity.as_str(), "eventType": c.action.as_str(),
             "eventTime": c.time.millis().div_euclid(1000), "lat": c.lat, "lon": c.lon,
         });
-        let req = Request {
-            api: "POST /api/clock",
-            method: "POST",
-            url: format!("{}/api/clock", st.base_url),
-            headers: Vec::new(),
-            body: Some(body.to_string()),
-            interval_ms: st.api_interval_ms as i64,
-        };
+        let req = request(st, "POST /api/clock", "/clock", Some(body.to_string()));
         let v = self.with_session(cx, tenant, st, req, attempts)?;
-        Ok(match &v["data"]["id"] {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        })
+        Ok(id_text(&v["data"]["id"]))
     }
 
     fn one(&self, cx: &Cx, tenant: &Tenant, st: &ServiceTradeTenant, p: &Pending) -> Result<Decided, LedgerError> {
@@ -205,6 +161,29 @@ impl ClockSink {
         };
         cx.ledger.record(&[(t, id, Step::Done { result: decided.result.clone(), reported: false })], &[])?;
         Ok(decided)
+    }
+}
+
+/// A ServiceTrade call: `api` is `METHOD /api/...` (the budget key), `path`
+/// what follows `/api` in the URL (query included).
+fn request(st: &ServiceTradeTenant, api: &'static str, path: &str, body: Option<String>) -> Request {
+    let method = if api.starts_with("GET") { "GET" } else { "POST" };
+    Request {
+        api,
+        method,
+        url: format!("{}/api{path}", st.base_url),
+        headers: Vec::new(),
+        body,
+        interval_ms: st.api_interval_ms as i64,
+    }
+}
+
+/// A JSON id as text (ServiceTrade ids come as numbers or strings).
+fn id_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

@@ -4,9 +4,7 @@
 use apache_avro::types::Value;
 
 use super::validate::{check_id, check_id_str, check_lat, check_latlon, check_lon, check_tenant, check_ts, invalid};
-use super::value::{
-    action_str, activity_str, latlon, opt, record, s, symbol, ts, Rec, ACTIVITY, CAUSE, CLOCK_ACTION, COMMAND_KIND,
-};
+use super::value::{latlon, opt, record, s, symbol, ts, Rec, ACTIVITY, CAUSE, CLOCK_ACTION, COMMAND_KIND};
 use super::AvroRecord;
 use crate::engine::{Action, ClockCause, ClockChange, Command, FenceChange, ServiceLink};
 use crate::geo::{LatLon, Shape};
@@ -147,8 +145,8 @@ fn clock_value(c: &ClockChange) -> Result<Value, CodecError> {
     };
     Ok(record(vec![
         ("user", s(c.user.as_str())),
-        ("activity", symbol(&ACTIVITY, activity_str(c.activity))),
-        ("action", symbol(&CLOCK_ACTION, action_str(c.action))),
+        ("activity", symbol(&ACTIVITY, c.activity.as_str())),
+        ("action", symbol(&CLOCK_ACTION, c.action.as_str())),
         ("time", ts(c.time)),
         ("lat", Value::Double(c.lat)),
         ("lon", Value::Double(c.lon)),

@@ -4,7 +4,7 @@
 use apache_avro::types::Value;
 
 use super::validate::{check_id, check_id_str, check_lat, check_latlon, check_lon, check_tenant, check_ts};
-use super::value::{action_str, activity_str, latlon, opt, record, s, symbol, ts, Rec, ACTIVITY, CLOCK_ACTION, STATUS};
+use super::value::{latlon, opt, record, s, symbol, ts, Rec, ACTIVITY, CLOCK_ACTION, STATUS};
 use super::AvroRecord;
 use crate::geo::LatLon;
 use crate::kafka::codec::{CodecError, RecordType};
@@ -204,8 +204,8 @@ impl AvroRecord for ClockEvent {
             ("tenant", s(tenant)),
             ("user", s(self.user.as_str())),
             ("appointment", s(self.appointment.as_str())),
-            ("activity", symbol(&ACTIVITY, activity_str(self.activity))),
-            ("action", symbol(&CLOCK_ACTION, action_str(self.action))),
+            ("activity", symbol(&ACTIVITY, self.activity.as_str())),
+            ("action", symbol(&CLOCK_ACTION, self.action.as_str())),
             ("time", ts(self.time)),
         ]))
     }

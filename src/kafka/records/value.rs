@@ -50,21 +50,6 @@ pub(super) const CAUSE: [&str; 2] = ["arrival", "exit"];
 pub(super) const COMMAND_KIND: [&str; 5] =
     ["create_geofence", "update_geofence", "delete_geofence", "send_service_link", "clock"];
 
-pub(super) fn activity_str(a: Activity) -> &'static str {
-    match a {
-        Activity::Enroute => "enroute",
-        Activity::Onsite => "onsite",
-        Activity::Offsite => "offsite",
-    }
-}
-
-pub(super) fn action_str(a: ClockAction) -> &'static str {
-    match a {
-        ClockAction::In => "in",
-        ClockAction::Out => "out",
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Reading values
 

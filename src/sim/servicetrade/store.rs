@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::engine::{EntityRef, Event};
-use crate::model::{Activity, ClockAction, ClockEvent, Id, Job, Location, Ts, User};
 use crate::model::{Appointment, AppointmentStatus};
+use crate::model::{ClockEvent, Id, Job, Location, Ts, User};
 
 /// Entity types as they appear in webhook payloads and paths.
 pub const TYPES: [&str; 5] = ["user", "location", "job", "appointment", "clock"];
@@ -75,14 +75,6 @@ fn secs(t: Ts) -> i64 {
 
 fn uri(kind: &str, id: &impl std::fmt::Display) -> String {
     format!("/api/{kind}/{id}")
-}
-
-pub fn activity_str(a: Activity) -> &'static str {
-    match a {
-        Activity::Enroute => "enroute",
-        Activity::Onsite => "onsite",
-        Activity::Offsite => "offsite",
-    }
 }
 
 fn split_name(name: &str) -> (&str, &str) {
@@ -146,8 +138,8 @@ impl Store {
             "id": c.id, "uri": uri("clock", &c.id),
             "user": {"id": e.user, "name": self.users.get(&e.user).map(|u| u.value.name.clone())},
             "appointmentId": e.appointment, "jobId": job,
-            "activity": activity_str(e.activity),
-            "eventType": match e.action { ClockAction::In => "in", ClockAction::Out => "out" },
+            "activity": e.activity.as_str(),
+            "eventType": e.action.as_str(),
             "eventTime": secs(e.time), "lat": c.lat, "lon": c.lon, "updated": updated,
         })
     }
@@ -208,7 +200,7 @@ impl Store {
                     .filter(|r| {
                         eq("userId", Some(&r.value.event.user)) && eq("appointmentId", Some(&r.value.event.appointment))
                     })
-                    .filter(|r| activity.is_none_or(|a| a == activity_str(r.value.event.activity)))
+                    .filter(|r| activity.is_none_or(|a| a == r.value.event.activity.as_str()))
                     .map(|r| self.clock_json(&r.value, r.updated))
                     .collect()
             }
