@@ -52,7 +52,7 @@ use serde_json::{json, Value};
 
 use super::calls::CallLog;
 use super::rng::Rng;
-use super::server::{admin_error, log_calls, one_or_many, serve, Running};
+use super::server::{admin_error, log_calls, one_or_many, serve, shared_admin, Running};
 use super::webhook::{Faults, Item, Outbox};
 use super::world::{ScheduledPing, World};
 use super::SimError;
@@ -223,19 +223,9 @@ impl AzugaSim {
             .route("/admin/events", post(admin_events))
             .route("/admin/advance", post(admin_advance))
             .route("/admin/state", get(|s: State<Arc<Self>>| async move { Json(s.snapshot()) }))
-            .route(
-                "/admin/calls",
-                get(|s: State<Arc<Self>>, q: Query<HashMap<String, String>>| async move {
-                    Json(s.calls.snapshot(q.get("prefix").map(String::as_str).unwrap_or("")))
-                }),
-            )
-            .route("/admin/deliveries", get(|s: State<Arc<Self>>| async move { Json(s.outbox.deliveries()) }))
-            .route(
-                "/admin/outbox",
-                get(|s: State<Arc<Self>>| async move { Json(json!({"pending": s.outbox.pending()})) }),
-            )
             .layer(axum::middleware::from_fn_with_state(self.calls.clone(), log_calls))
             .with_state(self.clone())
+            .merge(shared_admin(self.calls.clone(), self.outbox.clone()))
     }
 
     pub fn snapshot(&self) -> Snapshot {

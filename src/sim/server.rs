@@ -1,18 +1,21 @@
 //! What both simulators share: serving a router on a loopback address, the
 //! call-log layer, the admin answers, and request parsing that never panics.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::calls::CallLog;
+use super::webhook::Outbox;
 use super::SimError;
 
 /// A simulator serving HTTP. Dropping it leaves the server running until the
@@ -62,21 +65,41 @@ pub async fn serve(router: Router, listen: &str) -> Result<Running, SimError> {
     Ok(Running { addr, shutdown: Some(tx), handle })
 }
 
+/// The admin endpoints both simulators have, over their call log and
+/// webhook outbox: `GET /admin/calls?prefix=`, `GET /admin/deliveries`,
+/// `GET /admin/outbox`, and chaos: `POST /admin/chaos {status, count}` makes
+/// the next `count` API calls fail with `status` (a 429 carries
+/// `Retry-After: 1`) before any handler runs ([`log_calls`]);
+/// `GET /admin/chaos` → `{pending, rate_limited}` where `rate_limited`
+/// counts the simulator's own rate-limit refusals (not injected ones).
+/// Merge it into the simulator's router after its state is applied.
+pub fn shared_admin(calls: Arc<CallLog>, outbox: Outbox) -> Router {
+    Router::new()
+        .route(
+            "/admin/calls",
+            get(|s: State<Arc<CallLog>>, q: Query<HashMap<String, String>>| async move {
+                axum::Json(s.snapshot(q.get("prefix").map(String::as_str).unwrap_or("")))
+            }),
+        )
+        .route("/admin/chaos", get(chaos_state).post(chaos))
+        .with_state(calls)
+        .merge(
+            Router::new()
+                .route("/admin/deliveries", get(|s: State<Outbox>| async move { axum::Json(s.deliveries()) }))
+                .route(
+                    "/admin/outbox",
+                    get(|s: State<Outbox>| async move { axum::Json(serde_json::json!({"pending": s.pending()})) }),
+                )
+                .with_state(outbox),
+        )
+}
+
 /// Records every non-admin request in the call log, with its status, and
-/// answers injected failures.
-///
-/// Chaos (both simulators): `POST /admin/chaos {status, count}` makes the
-/// next `count` API calls fail with `status` (a 429 carries `Retry-After:
-/// 1`) before any handler runs; `GET /admin/chaos` → `{pending,
-/// rate_limited}` where `rate_limited` counts the simulator's own rate-limit
-/// refusals (not injected ones).
+/// answers the injected failures (see [`shared_admin`]).
 pub async fn log_calls(State(log): State<Arc<CallLog>>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    if path == "/admin/chaos" {
-        return chaos(&log, req).await;
-    }
     let injected = if path.starts_with("/admin") { None } else { log.take_injected() };
     let resp = match injected {
         Some(status) => {
@@ -97,21 +120,17 @@ pub async fn log_calls(State(log): State<Arc<CallLog>>, req: Request, next: Next
     resp
 }
 
-async fn chaos(log: &CallLog, req: Request) -> Response {
+async fn chaos_state(State(log): State<Arc<CallLog>>) -> Response {
+    axum::Json(serde_json::json!({"pending": log.injected_left(), "rate_limited": log.rate_limited()})).into_response()
+}
+
+async fn chaos(State(log): State<Arc<CallLog>>, body: axum::body::Bytes) -> Response {
     #[derive(serde::Deserialize)]
     struct Chaos {
         status: u16,
         count: u64,
     }
-    if req.method() == axum::http::Method::GET {
-        let body = serde_json::json!({"pending": log.injected_left(), "rate_limited": log.rate_limited()});
-        return axum::Json(body).into_response();
-    }
-    let bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    match serde_json::from_slice::<Chaos>(&bytes) {
+    match serde_json::from_slice::<Chaos>(&body) {
         Ok(c) if (400..600).contains(&c.status) => {
             log.inject(c.status, c.count);
             axum::Json(serde_json::json!({"pending": c.count})).into_response()

@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 
 use super::calls::CallLog;
 use super::rng::Rng;
-use super::server::{admin_error, log_calls, now_ms, one_or_many, serve, Running};
+use super::server::{admin_error, log_calls, now_ms, one_or_many, serve, shared_admin, Running};
 use super::webhook::{Faults, Item, Outbox};
 use super::world::World;
 use super::SimError;
@@ -202,14 +202,9 @@ impl ServiceTradeSim {
         }
         r.route("/admin/events", post(admin_events))
             .route("/admin/state", get(|s: State<Arc<Self>>| async move { Json(s.snapshot()) }))
-            .route("/admin/calls", get(admin_calls))
-            .route("/admin/deliveries", get(|s: State<Arc<Self>>| async move { Json(s.outbox.deliveries()) }))
-            .route(
-                "/admin/outbox",
-                get(|s: State<Arc<Self>>| async move { Json(json!({"pending": s.outbox.pending()})) }),
-            )
             .layer(axum::middleware::from_fn_with_state(self.calls.clone(), log_calls))
             .with_state(self.clone())
+            .merge(shared_admin(self.calls.clone(), self.outbox.clone()))
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -487,9 +482,4 @@ async fn admin_events(State(sim): State<Arc<ServiceTradeSim>>, body: Bytes) -> R
         }
     }
     Json(json!({"applied": n})).into_response()
-}
-
-async fn admin_calls(State(sim): State<Arc<ServiceTradeSim>>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
-    Json(sim.calls.snapshot(prefix)).into_response()
 }
