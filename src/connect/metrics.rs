@@ -6,6 +6,7 @@
 //! so bounded), plus one bounded label per metric (`topic`, `call`/`status`,
 //! `outcome`, `reason`). No label ever carries an id, a URL or a secret.
 
+use prometheus::core::Collector;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
@@ -19,11 +20,16 @@ pub struct Metrics {
     cursor_lag: GaugeVec,
 }
 
-pub(crate) fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    // Registration fails only for a duplicate name, which is a programming error.
+/// Registers a metric built from fixed names and labels. Building or
+/// registering fails only for a bad or duplicate name: a programming error.
+pub(crate) fn registered<C: Collector + Clone + 'static>(r: &Registry, name: &str, built: prometheus::Result<C>) -> C {
+    let c = built.unwrap_or_else(|e| panic!("metric {name}: {e}"));
     r.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     c
+}
+
+pub(crate) fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(r, name, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 /// A bounded label for an HTTP answer: `2xx`, `4xx`, `429`, `5xx`, or
@@ -86,15 +92,15 @@ impl Metrics {
             "Items already published, dropped (pings, unchanged entities).",
             &["connector", "tenant", "kind"],
         );
-        let cursor_lag = GaugeVec::new(
-            Opts::new(
-                "geoclock_connector_reconcile_cursor_lag_seconds",
-                "Wall clock minus the oldest reconciliation cursor.",
+        let name = "geoclock_connector_reconcile_cursor_lag_seconds";
+        let cursor_lag = registered(
+            &r,
+            name,
+            GaugeVec::new(
+                Opts::new(name, "Wall clock minus the oldest reconciliation cursor."),
+                &["connector", "tenant"],
             ),
-            &["connector", "tenant"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        r.register(Box::new(cursor_lag.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        );
         Metrics { registry: r, published, api_calls, webhooks, dead_letters, duplicates, cursor_lag }
     }
 

@@ -5,7 +5,7 @@
 
 use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::connect::metrics::{counter, render_registry, status_class};
+use crate::connect::metrics::{counter, registered, render_registry, status_class};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -45,28 +45,31 @@ impl Metrics {
             "Vendor calls retried after a transient failure.",
             &["sink", "api"],
         );
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "geoclock_sink_effect_latency_seconds",
-                "From the command record's timestamp to its effect (done outcomes).",
-            )
-            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0]),
-            &["sink"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        r.register(Box::new(latency.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
-        let rate_wait = CounterVec::new(
-            Opts::new("geoclock_sink_rate_limit_wait_seconds_total", "Time spent waiting for a rate budget."),
-            &["sink", "api"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        r.register(Box::new(rate_wait.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
-        let lag = IntGaugeVec::new(
-            Opts::new("geoclock_sink_lag_records", "Commands on the sink's assigned partitions not yet consumed."),
-            &["sink"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        r.register(Box::new(lag.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        let name = "geoclock_sink_effect_latency_seconds";
+        let latency = registered(
+            &r,
+            name,
+            HistogramVec::new(
+                HistogramOpts::new(name, "From the command record's timestamp to its effect (done outcomes).")
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0]),
+                &["sink"],
+            ),
+        );
+        let name = "geoclock_sink_rate_limit_wait_seconds_total";
+        let rate_wait = registered(
+            &r,
+            name,
+            CounterVec::new(Opts::new(name, "Time spent waiting for a rate budget."), &["sink", "api"]),
+        );
+        let name = "geoclock_sink_lag_records";
+        let lag = registered(
+            &r,
+            name,
+            IntGaugeVec::new(
+                Opts::new(name, "Commands on the sink's assigned partitions not yet consumed."),
+                &["sink"],
+            ),
+        );
         Metrics { registry: r, commands, api_calls, retries, latency, rate_wait, lag }
     }
 
