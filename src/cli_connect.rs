@@ -90,6 +90,42 @@ impl SimArgs {
     }
 }
 
+/// What every process on the pipeline needs: the tenants, the broker, the
+/// topics and the schema registry.
+#[derive(Args)]
+pub struct PipelineArgs {
+    /// The tenants file (TOML; see src/connect/tenants.rs).
+    #[arg(long, env = "GEOCLOCK_TENANTS")]
+    tenants: PathBuf,
+    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
+    prefix: String,
+    /// Schema registry: a Confluent REST URL, or a file path (default: built in, ids derived from the schemas).
+    #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
+    schema_registry: Option<String>,
+}
+
+impl PipelineArgs {
+    pub fn tenants(&self) -> anyhow::Result<Vec<tenants::Tenant>> {
+        Ok(tenants::load(&self.tenants)?)
+    }
+
+    /// The topics, with `partitions` when the process needs to know them.
+    pub fn catalogue(&self, partitions: Option<i32>) -> Catalogue {
+        let c = Catalogue { prefix: self.prefix.clone(), ..Catalogue::default() };
+        Catalogue { partitions: partitions.unwrap_or(c.partitions), ..c }
+    }
+
+    pub fn registry(&self) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
+        registry(self.schema_registry.clone())
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+}
+
 #[derive(Subcommand)]
 pub enum ConnectCmd {
     /// ServiceTrade → Kafka: initial sync, webhook inbox, updatedAfter reconciliation.
@@ -106,13 +142,8 @@ pub enum ConnectCmd {
 
 #[derive(Args)]
 pub struct ConnectArgs {
-    /// The tenants file (TOML; see src/connect/tenants.rs).
-    #[arg(long, env = "GEOCLOCK_TENANTS")]
-    tenants: PathBuf,
-    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
-    prefix: String,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     /// Webhook inbox and /metrics.
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: String,
@@ -125,9 +156,6 @@ pub struct ConnectArgs {
     /// Where the ledgers (published fingerprints, cursors) live.
     #[arg(long, default_value = "geoclock-state")]
     state_dir: PathBuf,
-    /// Schema registry: a Confluent REST URL, or a file path (default: built in, ids derived from the schemas).
-    #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
-    schema_registry: Option<String>,
 }
 
 /// The schema registry named on the command line: a Confluent REST URL, a
@@ -194,11 +222,11 @@ pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
         ConnectCmd::Servicetrade { common } => (Vendor::ServiceTrade, common),
         ConnectCmd::Azuga { common } => (Vendor::Azuga, common),
     };
-    let tenants = tenants::load(&a.tenants)?;
-    let catalogue = Catalogue { prefix: a.prefix, ..Catalogue::default() };
-    let registry = registry(a.schema_registry)?;
+    let tenants = a.pipeline.tenants()?;
+    let catalogue = a.pipeline.catalogue(None);
+    let registry = a.pipeline.registry()?;
     let opts = Options {
-        brokers: a.brokers,
+        brokers: a.pipeline.brokers().to_string(),
         catalogue,
         registry,
         listen: a.listen,
@@ -247,13 +275,8 @@ pub enum SinkCmd {
 
 #[derive(Args)]
 pub struct SinkArgs {
-    /// The tenants file (TOML; see src/connect/tenants.rs).
-    #[arg(long, env = "GEOCLOCK_TENANTS")]
-    tenants: PathBuf,
-    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
-    prefix: String,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     /// Consumer group (default: PREFIX-sink-KIND).
     #[arg(long, env = "GEOCLOCK_SINK_GROUP")]
     group: Option<String>,
@@ -272,8 +295,6 @@ pub struct SinkArgs {
     /// Do not fsync ledger steps (survives a process crash, not a machine crash).
     #[arg(long)]
     no_fsync: bool,
-    #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
-    schema_registry: Option<String>,
 }
 
 pub fn sink(cmd: SinkCmd) -> anyhow::Result<()> {
@@ -284,9 +305,8 @@ pub fn sink(cmd: SinkCmd) -> anyhow::Result<()> {
         SinkCmd::Geofence { common } => (SinkKind::Geofence, common, None, None),
         SinkCmd::Email { common, smtp, report_url } => (SinkKind::Email, common, smtp, report_url),
     };
-    let tenants = tenants::load(&a.tenants)?;
-    let catalogue = Catalogue { prefix: a.prefix, ..Catalogue::default() };
-    let mut config = SinkConfig::new(kind, &a.brokers, catalogue, a.state_dir, tenants, registry(a.schema_registry)?);
+    let p = &a.pipeline;
+    let mut config = SinkConfig::new(kind, p.brokers(), p.catalogue(None), a.state_dir, p.tenants()?, p.registry()?);
     config.group = a.group;
     config.smtp = smtp;
     config.report_url = report_url;

@@ -8,24 +8,17 @@ use clap::Subcommand;
 pub enum ReportCmd {
     /// The Activity Report per tenant and day: GET /report/TENANT?day=YYYY-MM-DD&format=html|csv|json (token required).
     Serve {
-        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long, env = "GEOCLOCK_TOPIC_PREFIX", default_value = "geoclock")]
-        prefix: String,
+        #[command(flatten)]
+        pipeline: crate::cli_connect::PipelineArgs,
         /// Partitions of the processor's topics.
         #[arg(long, env = "GEOCLOCK_PARTITIONS", default_value_t = 6)]
         partitions: i32,
-        /// The tenants file (TOML): report tokens, timezones, ServiceTrade web URL.
-        #[arg(long, env = "GEOCLOCK_TENANTS")]
-        tenants: PathBuf,
         /// The report, /healthz, /readyz and /metrics.
         #[arg(long, env = "GEOCLOCK_REPORT_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
         /// Where the replica of the processor's state lives (in DIR/report-replica).
         #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "geoclock-state")]
         state_dir: PathBuf,
-        #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
-        schema_registry: Option<String>,
         /// Also serve Prometheus metrics at http://ADDR/metrics.
         #[arg(long, env = "GEOCLOCK_METRICS")]
         metrics: Option<std::net::SocketAddr>,
@@ -33,13 +26,13 @@ pub enum ReportCmd {
 }
 
 pub fn report(cmd: ReportCmd) -> anyhow::Result<()> {
-    let ReportCmd::Serve { brokers, prefix, partitions, tenants, listen, state_dir, schema_registry, metrics } = cmd;
-    let tenants = geoclock::connect::tenants::load(&tenants)?;
+    let ReportCmd::Serve { pipeline, partitions, listen, state_dir, metrics } = cmd;
+    let tenants = pipeline.tenants()?;
     let rt = crate::cli_connect::runtime()?;
     let opts = geoclock::report::serve::Options {
-        brokers,
-        catalogue: geoclock::kafka::topics::Catalogue { prefix, partitions, replication: 1 },
-        registry: crate::cli_connect::registry(schema_registry)?,
+        brokers: pipeline.brokers().to_string(),
+        catalogue: pipeline.catalogue(Some(partitions)),
+        registry: pipeline.registry()?,
         listen,
         state_dir,
     };
