@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use criterion::{criterion_group, criterion_main, Criterion};
+use geoclock::engine::{Action, ClockCause, ClockChange, Command};
 use geoclock::kafka::codec::{frame, unframe, Codec, RecordType};
 use geoclock::kafka::records::AvroRecord;
 use geoclock::kafka::registry::{FileRegistry, SchemaRegistry};
 use geoclock::kafka::topics::Catalogue;
-use geoclock::model::{Id, Ping, Ts};
+use geoclock::model::{Activity, ClockAction, Id, Ping, Ts};
 use serde::Deserialize;
 
 /// What an apache-avro user would deserialize a ping into.
@@ -101,6 +102,34 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let v = black_box(&ping).to_value(tenant).expect("value");
             frame(7, &apache_avro::to_avro_datum(&schema, v).expect("encode"))
+        })
+    });
+    g.finish();
+
+    // A clock command, as the processor writes one per arrival.
+    let command = Command {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        appointment: Id::number(700_123),
+        action: Action::Clock(ClockChange {
+            user: Id::number(11),
+            activity: Activity::Onsite,
+            action: ClockAction::In,
+            time: Ts(1_764_336_000_000),
+            lat: 40.7128,
+            lon: -74.006,
+            vehicle: Id::text("veh-000123"),
+            cause: ClockCause::Arrival,
+        }),
+    };
+    let command_schema = codec.schema(RecordType::Command).clone();
+    let mut g = c.benchmark_group("command_encode");
+    g.bench_function("codec (Value + own encoder, names resolved once)", |b| {
+        b.iter(|| codec.encode_command(black_box(tenant), black_box(&command)).expect("encode"))
+    });
+    g.bench_function("apache-avro to_avro_datum (Value, validates and resolves per call)", |b| {
+        b.iter(|| {
+            let v = black_box(&command).to_value(tenant).expect("value");
+            frame(7, &apache_avro::to_avro_datum(&command_schema, v).expect("encode"))
         })
     });
     g.finish();

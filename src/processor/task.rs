@@ -674,11 +674,20 @@ impl CommitJob {
             // 3. The state writes and the offsets markers that complete it.
             Ok::<_, TaskError>(changelog::produce(producer, changelog, p, records, timeout).await?)
         })?;
+        let produced = self.started.elapsed();
         if let Some(next) = next {
             self.batch.offset(&self.changelog, self.p, next);
         }
         // 4. State, input offsets and changelog position, atomically.
         self.env.store.commit(&self.batch)?;
+        tracing::debug!(
+            partition = self.p,
+            records = self.out.len(),
+            rows = self.records.len(),
+            produce_ms = produced.as_millis() as u64,
+            total_ms = self.started.elapsed().as_millis() as u64,
+            "batch committed"
+        );
         self.env.metrics.batches.inc();
         self.env.metrics.commit_seconds.observe(self.started.elapsed().as_secs_f64());
         Ok(())

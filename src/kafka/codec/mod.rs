@@ -48,6 +48,7 @@
 //! Nothing here panics on any input bytes (see `decoder`).
 
 mod decoder;
+mod encoder;
 mod framing;
 
 use std::sync::{Arc, RwLock};
@@ -336,8 +337,7 @@ impl Codec {
             return Ok(out);
         }
         let value = record.to_value(tenant)?;
-        let datum = apache_avro::to_avro_datum(&reader.schema, value).map_err(|e| CodecError::Encode(e.to_string()))?;
-        out.extend_from_slice(&datum);
+        encoder::write_datum(&value, &reader.schema, &reader.names, &mut out)?;
         Ok(out)
     }
 
@@ -453,9 +453,9 @@ impl Codec {
     /// Encodes a dead letter.
     pub fn encode_dead_letter(&self, dead: &DeadLetter) -> Result<Vec<u8>, CodecError> {
         let reader = self.reader(RecordType::DeadLetter);
-        let datum = apache_avro::to_avro_datum(&reader.schema, dead_letter_value(dead))
-            .map_err(|e| CodecError::Encode(e.to_string()))?;
-        Ok(frame(reader.id, &datum))
+        let mut out = frame(reader.id, &[]);
+        encoder::write_datum(&dead_letter_value(dead), &reader.schema, &reader.names, &mut out)?;
+        Ok(out)
     }
 
     /// Decodes a dead letter.
