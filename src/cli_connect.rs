@@ -45,8 +45,9 @@ pub enum SimCmd {
 
 #[derive(Args)]
 pub struct SimArgs {
-    #[arg(long, default_value = "127.0.0.1:8081")]
-    listen: String,
+    /// Where to listen [default: 127.0.0.1:8081 for servicetrade, 127.0.0.1:8082 for azuga]
+    #[arg(long)]
+    listen: Option<String>,
     /// A scenario YAML file to hold (entities, clock events, pings).
     #[arg(long, conflicts_with = "generate")]
     seed_file: Option<PathBuf>,
@@ -186,7 +187,12 @@ pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
             }
             SimCmd::Servicetrade { common } => {
                 let config = servicetrade::Config { faults: common.faults(), ..servicetrade::Config::default() };
-                let (_sim, running) = ServiceTradeSim::start(config, &common.world()?, &common.listen).await?;
+                let (_sim, running) = ServiceTradeSim::start(
+                    config,
+                    &common.world()?,
+                    common.listen.as_deref().unwrap_or("127.0.0.1:8081"),
+                )
+                .await?;
                 println!("servicetrade simulator on {}", running.url());
                 tokio::select! {
                     _ = running.wait() => {}
@@ -195,7 +201,9 @@ pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
             }
             SimCmd::Azuga { common, rate_limit_ms, manual_time } => {
                 let config = azuga::Config { rate_limit_ms, faults: common.faults(), ..azuga::Config::default() };
-                let (sim, running) = AzugaSim::start(config, &common.world()?, &common.listen).await?;
+                let (sim, running) =
+                    AzugaSim::start(config, &common.world()?, common.listen.as_deref().unwrap_or("127.0.0.1:8082"))
+                        .await?;
                 println!("azuga simulator on {}", running.url());
                 if !manual_time {
                     let sim = sim.clone();

@@ -91,6 +91,7 @@ webhook_secret = {{ value = "az-hook-secret" }}
 rate_limit_ms = 120
 poll_interval_ms = 400
 entity_sync_interval_ms = 600
+history_interval_ms = 500
 "#
     );
     parse(&text, "e2e.toml").expect("tenants")
@@ -251,6 +252,7 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
     let world = generate(&FleetConfig { technicians: 50, seed: 7, day_start, ..FleetConfig::default() });
     let end = world.pings.last().unwrap().release_at;
     let mid = world.pings[world.pings.len() / 2].release_at;
+    let three_quarters = world.pings[world.pings.len() * 3 / 4].release_at;
     assert!(end.millis() < now_s * 1000, "the whole day is in the past");
 
     let st_faults = Faults {
@@ -264,6 +266,7 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
     };
     let az_faults = Faults {
         seed: 12,
+        drop_rate: 0.15,
         duplicate_rate: 0.2,
         reorder_rate: 0.15,
         max_batch: 50,
@@ -351,7 +354,16 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
         name: "Truck 1 (new plates)".into(),
     }))
     .unwrap();
-    wait_for("down-time webhooks given up", 20, || if sts.outbox().idle() { Ok(()) } else { Err("busy".into()) });
+    // Fixes keep coming while the connector is down: their webhooks fail
+    // and are dropped; only the location-history backfill can recover them.
+    azs.advance(three_quarters);
+    wait_for("down-time webhooks given up", 30, || {
+        if sts.outbox().idle() && azs.outbox().idle() {
+            Ok(())
+        } else {
+            Err("busy".into())
+        }
+    });
     let (c_st, c_az) = rt.block_on(both(&broker.bootstrap(), &catalogue, &dir, &t, (&ports.0, &ports.1)));
 
     // Afternoon: the rest of the day (late fixes included).
@@ -381,6 +393,14 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
     assert!(faults_seen.iter().any(|d| serde_json::to_value(d.outcome).unwrap() == "lost"), "some webhooks were lost");
     assert!(faults_seen.iter().any(|d| d.copies == 2), "some webhooks were duplicated");
     assert!(azs.outbox().deliveries().iter().any(|d| d.copies == 2));
+    let az_lost = azs
+        .outbox()
+        .deliveries()
+        .iter()
+        .filter(|d| matches!(serde_json::to_value(d.outcome).unwrap().as_str(), Some("lost" | "failed")))
+        .count();
+    assert!(az_lost > 10, "GPS webhooks were lost or failed while down ({az_lost})");
+    assert!(azs.calls().count("GET", "/v1/location-history") > 0);
     let dead = seen.lock().unwrap().iter().filter(|(t, _, _)| *t == Topic::DeadLetters).count();
     assert_eq!(dead, 0, "a clean day has no dead letters");
     let metrics = ureq::get(&format!("{}/metrics", c_az.url())).call().unwrap().body_mut().read_to_string().unwrap();

@@ -95,6 +95,10 @@ struct RawAzuga {
     poll_interval_ms: u64,
     #[serde(default = "d_sync")]
     entity_sync_interval_ms: u64,
+    #[serde(default = "d_history")]
+    history_interval_ms: u64,
+    #[serde(default = "d_history_overlap")]
+    history_overlap_ms: i64,
     #[serde(default = "d_age")]
     max_ping_age_s: i64,
     #[serde(default = "d_future")]
@@ -121,6 +125,12 @@ fn d_poll() -> u64 {
 }
 fn d_sync() -> u64 {
     600_000
+}
+fn d_history() -> u64 {
+    300_000
+}
+fn d_history_overlap() -> i64 {
+    3_600_000
 }
 fn d_age() -> i64 {
     7 * 86_400
@@ -175,6 +185,12 @@ pub struct AzugaTenant {
     pub rate_limit_ms: u64,
     pub poll_interval_ms: u64,
     pub entity_sync_interval_ms: u64,
+    /// Location-history backfill period (recovers fixes whose webhook was
+    /// lost or arrived while the connector was down).
+    pub history_interval_ms: u64,
+    /// Each backfill re-reads this far behind the newest fix it saw, for
+    /// late (buffered) fixes.
+    pub history_overlap_ms: i64,
     pub max_ping_age_s: i64,
     pub max_ping_future_s: i64,
 }
@@ -248,6 +264,8 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 rate_limit_ms: a.rate_limit_ms,
                 poll_interval_ms: a.poll_interval_ms.max(10),
                 entity_sync_interval_ms: a.entity_sync_interval_ms.max(10),
+                history_interval_ms: a.history_interval_ms.max(10),
+                history_overlap_ms: a.history_overlap_ms.max(0),
                 max_ping_age_s: a.max_ping_age_s,
                 max_ping_future_s: a.max_ping_future_s,
             }),

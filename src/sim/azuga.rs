@@ -13,7 +13,11 @@
 //!   `trackeeId`, the paired vehicle); `GET /v1/pairings` → `{vehicleId,
 //!   driverId, fromDate, toDate}` (ms); `GET /v1/live-locations` → the latest
 //!   released fix per vehicle `{vehicleId, vehicleName, date, speed,
-//!   latitude, longitude, user{userId, fullName}}`.
+//!   latitude, longitude, user{userId, fullName}}`;
+//!   `GET /v1/location-history?fromDate=&toDate=` (ms, `fromDate <=
+//!   date < toDate`; inferred, like Azuga's breadcrumb report) → every
+//!   released fix of the account in that range, once each, in time order,
+//!   same item shape.
 //! - Geomarks: `GET /v1/geomarks` (all, with `id`), `POST /v1/geomarks`
 //!   (bulk create), `PUT /v1/geomarks` (bulk update, items carry `id`),
 //!   `DELETE /v1/geomarks {ids}`; radius at most
@@ -152,6 +156,16 @@ impl Data {
             .and_then(|p| self.drivers.get(&p.driver))
     }
 
+    /// A live-location (or location-history) item.
+    fn location_item(&self, p: &Ping) -> Value {
+        let driver = self.paired_driver(&p.vehicle, p.time).map(|x| json!({"userId": x.id, "fullName": x.name}));
+        let name = self.vehicles.get(&p.vehicle).map(|v| v.name.clone());
+        json!({
+            "vehicleId": p.vehicle, "vehicleName": name, "date": p.time.millis(), "speed": p.speed_mph,
+            "latitude": p.lat, "longitude": p.lon, "user": driver,
+        })
+    }
+
     fn gps_message(&self, p: &Ping) -> Value {
         let driver = self.paired_driver(&p.vehicle, p.time);
         let speed = p.speed_mph.unwrap_or(0.0);
@@ -213,6 +227,7 @@ impl AzugaSim {
             .route("/v1/drivers", get(drivers_v1))
             .route("/v1/pairings", get(pairings))
             .route("/v1/live-locations", get(live_locations))
+            .route("/v1/location-history", get(location_history))
             .route(
                 "/v1/geomarks",
                 get(geomarks_list).post(geomarks_create).put(geomarks_update).delete(geomarks_delete),
@@ -453,16 +468,38 @@ async fn live_locations(State(sim): State<Arc<AzugaSim>>, headers: HeaderMap) ->
     let live: Vec<Ping> = d.live.values().cloned().collect();
     let mut list = Vec::with_capacity(live.len());
     for p in live {
-        let driver = d.paired_driver(&p.vehicle, p.time).map(|x| json!({"userId": x.id, "fullName": x.name}));
-        let name = d.vehicles.get(&p.vehicle).map(|v| v.name.clone());
-        list.push(json!({
-            "vehicleId": p.vehicle, "vehicleName": name, "date": p.time.millis(), "speed": p.speed_mph,
-            "latitude": p.lat, "longitude": p.lon, "user": driver,
-        }));
+        list.push(d.location_item(&p));
         if d.served_keys.insert((p.vehicle.clone(), p.time)) {
             d.served_live.push(p);
         }
     }
+    data(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryQuery {
+    from_date: i64,
+    to_date: i64,
+}
+
+async fn location_history(
+    State(sim): State<Arc<AzugaSim>>,
+    headers: HeaderMap,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(r) = sim.guard(&headers, "GET /v1/location-history") {
+        return r;
+    }
+    let Ok(Query(q)) = q else {
+        return fail(StatusCode::BAD_REQUEST, "fromDate and toDate (ms) are required");
+    };
+    let d = lock(&sim.data);
+    let mut fixes: BTreeMap<(Ts, Id), &Ping> = BTreeMap::new();
+    for p in d.released.iter().filter(|p| q.from_date <= p.time.millis() && p.time.millis() < q.to_date) {
+        fixes.entry((p.time, p.vehicle.clone())).or_insert(p);
+    }
+    let list: Vec<Value> = fixes.into_values().map(|p| d.location_item(p)).collect();
     data(Value::Array(list))
 }
 

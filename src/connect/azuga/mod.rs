@@ -13,6 +13,15 @@
 //!   missing from a list is tombstoned.
 //! - The webhook is registered once per tenant and URL (remembered in the
 //!   ledger).
+//! - Webhooks are lossy and live locations show only each vehicle's newest
+//!   fix, so a location-history backfill runs at start and every
+//!   `history_interval_ms`: it reads every fix from `history_overlap_ms`
+//!   before the newest one it has seen (the `location_history` cursor in the
+//!   ledger, advanced only after the pings are published) up to the
+//!   furthest future a ping may have. Fixes already published are dropped by the duplicate
+//!   check, so a fix that reaches Azuga is on the topic once however many
+//!   webhooks were lost and however long the connector was down; a first
+//!   start reads back `max_ping_age_s`.
 
 pub mod map;
 
@@ -139,6 +148,7 @@ pub struct Task {
 }
 
 const HOOK_CURSOR: &str = "webhook_registered";
+const HISTORY_CURSOR: &str = "location_history";
 
 impl Task {
     pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook_url: Option<String>) -> Task {
@@ -189,6 +199,8 @@ impl Task {
         let mut poll = tokio::time::interval(Duration::from_millis(self.cfg.poll_interval_ms));
         let mut sync = tokio::time::interval(Duration::from_millis(self.cfg.entity_sync_interval_ms));
         sync.tick().await;
+        let mut history = tokio::time::interval(Duration::from_millis(self.cfg.history_interval_ms));
+        history.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -204,6 +216,11 @@ impl Task {
                 _ = poll.tick() => {
                     if let Err(e) = self.poll_live().await {
                         tracing::warn!(tenant = %tenant, error = %e, "live-location poll failed");
+                    }
+                }
+                _ = history.tick() => {
+                    if let Err(e) = self.backfill_history().await {
+                        tracing::warn!(tenant = %tenant, error = %e, "location-history backfill failed");
                     }
                 }
                 _ = sync.tick() => {
@@ -228,6 +245,40 @@ impl Task {
         }
         let limits = self.limits();
         self.out.pings(&mut self.ledger, pings, &limits, "api.azuga.live_locations").await?;
+        Ok(())
+    }
+
+    /// Reads the account's location history since the cursor (less the
+    /// overlap) and publishes what was never published.
+    pub async fn backfill_history(&mut self) -> Result<(), ConnectError> {
+        let limits = self.limits();
+        let from = match self.ledger.state().cursor(HISTORY_CURSOR) {
+            Some(newest) => newest - self.cfg.history_overlap_ms,
+            None => limits.now_ms - self.cfg.max_ping_age_s * 1000,
+        };
+        // Fixes further ahead would be refused as from the future anyway.
+        let to = limits.now_ms + self.cfg.max_ping_future_s * 1000 + 1;
+        let path = format!("/v1/location-history?fromDate={from}&toDate={to}");
+        let items = self.client.list("location_history", &path).await?;
+        let mut pings = Vec::with_capacity(items.len());
+        for v in items {
+            match map::live_location(&v) {
+                Ok(p) => pings.push((p, v)),
+                Err(why) => {
+                    self.out
+                        .dead_letter("api.azuga.location_history", "malformed", &why, v.to_string().as_bytes())
+                        .await
+                }
+            }
+        }
+        let newest = pings.iter().map(|(p, _)| p.time.millis()).filter(|t| *t <= limits.now_ms).max();
+        let published = self.out.pings(&mut self.ledger, pings, &limits, "api.azuga.location_history").await?;
+        if published > 0 {
+            tracing::info!(tenant = %self.out.tenant, published, "location history: recovered fixes");
+        }
+        if let Some(newest) = newest.filter(|n| self.ledger.state().cursor(HISTORY_CURSOR).is_none_or(|c| *n > c)) {
+            self.ledger.record(vec![Entry::Cursor { name: HISTORY_CURSOR.into(), at: newest }])?;
+        }
         Ok(())
     }
 
