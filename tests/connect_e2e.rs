@@ -411,6 +411,16 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
         "{metrics}"
     );
     assert!(!metrics.contains("az-hook-secret") && !metrics.contains("azuga-key"));
+    // Reconciliation keeps passing: its lag is seconds, though the newest
+    // change the simulator holds is hours old.
+    let metrics = ureq::get(&format!("{}/metrics", c_st.url())).call().unwrap().body_mut().read_to_string().unwrap();
+    let lag: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("geoclock_connector_reconcile_cursor_lag_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no reconcile lag gauge in {metrics}"));
+    assert!(lag < 30.0, "reconcile lag {lag} s");
 
     rt.block_on(async { tokio::join!(c_st.stop(), c_az.stop(), st_run.stop(), az_run.stop()) });
     let _ = std::fs::remove_dir_all(&dir);

@@ -97,7 +97,7 @@ impl Metrics {
             &r,
             name,
             GaugeVec::new(
-                Opts::new(name, "Wall clock minus the oldest reconciliation cursor."),
+                Opts::new(name, "Seconds since the start of the last reconciliation pass that completed (set after every pass, failed ones included)."),
                 &["connector", "tenant"],
             ),
         );

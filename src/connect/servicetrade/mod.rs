@@ -206,11 +206,21 @@ pub struct Task {
     pub cfg: ServiceTradeTenant,
     pub hook_url: Option<String>,
     reconciles: u64,
+    /// Wall-clock start (s) of the last pass that completed, or of the task.
+    reconciled_at: i64,
 }
 
 impl Task {
     pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook_url: Option<String>) -> Task {
-        Task { client: Client::new(cfg.clone(), out.clone()), ledger, out, cfg, hook_url, reconciles: 0 }
+        Task {
+            client: Client::new(cfg.clone(), out.clone()),
+            ledger,
+            out,
+            cfg,
+            hook_url,
+            reconciles: 0,
+            reconciled_at: chrono::Utc::now().timestamp(),
+        }
     }
 
     async fn start(&mut self) -> Result<(), ConnectError> {
@@ -255,6 +265,8 @@ impl Task {
                     let full = self.reconciles.is_multiple_of(u64::from(self.cfg.full_sweep_every));
                     if let Err(e) = self.reconcile(full).await {
                         tracing::warn!(tenant = %tenant, error = %e, "reconciliation failed");
+                        let behind = chrono::Utc::now().timestamp() - self.reconciled_at;
+                        self.out.metrics.cursor_lag("servicetrade", &self.out.tenant, behind.max(0) as f64);
                     }
                 }
             }
@@ -298,7 +310,6 @@ impl Task {
     /// One pass over every resource (see the module doc).
     pub async fn reconcile(&mut self, full: bool) -> Result<(), ConnectError> {
         let now_s = chrono::Utc::now().timestamp();
-        let mut oldest = now_s;
         for kind in TYPES {
             let cursor = self.ledger.state().cursor(kind);
             let after = if full { None } else { cursor.map(|c| c - 1) };
@@ -335,9 +346,13 @@ impl Task {
             }
             self.out.entities(&mut self.ledger, items).await?;
             self.ledger.record(vec![Entry::Cursor { name: kind.to_string(), at: max_updated }])?;
-            oldest = oldest.min(self.ledger.state().cursor(kind).unwrap_or(0));
         }
-        self.out.metrics.cursor_lag("servicetrade", &self.out.tenant, (now_s - oldest).max(0) as f64);
+        // Everything changed before this pass started is now published: the
+        // lag is how old that guarantee is (it grows while passes fail, and
+        // not on a quiet tenant whose newest change is old).
+        self.reconciled_at = now_s;
+        let behind = chrono::Utc::now().timestamp() - now_s;
+        self.out.metrics.cursor_lag("servicetrade", &self.out.tenant, behind.max(0) as f64);
         Ok(())
     }
 }
