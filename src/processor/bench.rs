@@ -92,6 +92,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
         .map_err(|x| e("runtime", x))?;
     let events = opts.day.events();
     let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
+    // The day's entities come first, then its pings (and clock events).
+    let split = events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len());
     let mut report = BenchReport { pings, latency_rate: opts.latency_rate, ..BenchReport::default() };
 
     // 1. Throughput.
@@ -106,7 +108,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     // Sustained rate: from the first task to reach the pings (every task
     // reads all of the day's entities first, as they were produced before
     // the pings) to all idle, which includes committing the last batch.
-    let entities = events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len()) as u64;
+    let entities = split as u64;
     let mut first: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -149,7 +151,6 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     };
     // Entities first, and the processor caught up with them, as in
     // production (where they are mirrored long before the day's pings).
-    let split = events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len());
     produce(&runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
     std::thread::sleep(Duration::from_millis(500));
     while !proc.status().iter().all(|s| s.idle) {

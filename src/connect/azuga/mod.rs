@@ -234,18 +234,23 @@ impl Task {
 
     pub async fn poll_live(&mut self) -> Result<(), ConnectError> {
         let items = self.client.list("live_locations", "/v1/live-locations").await?;
-        let mut pings = Vec::new();
-        for v in items {
-            match map::live_location(&v) {
-                Ok(p) => pings.push((p, v)),
-                Err(why) => {
-                    self.out.dead_letter("api.azuga.live_locations", "malformed", &why, v.to_string().as_bytes()).await
-                }
-            }
-        }
+        let pings = self.locations(items, "api.azuga.live_locations").await;
         let limits = self.limits();
         self.out.pings(&mut self.ledger, pings, &limits, "api.azuga.live_locations").await?;
         Ok(())
+    }
+
+    /// Live-location or location-history items as pings; malformed ones
+    /// become dead letters.
+    async fn locations(&self, items: Vec<Value>, source: &str) -> Vec<(crate::model::Ping, Value)> {
+        let mut pings = Vec::with_capacity(items.len());
+        for v in items {
+            match map::live_location(&v) {
+                Ok(p) => pings.push((p, v)),
+                Err(why) => self.out.dead_letter(source, "malformed", &why, v.to_string().as_bytes()).await,
+            }
+        }
+        pings
     }
 
     /// Reads the account's location history since the cursor (less the
@@ -260,17 +265,7 @@ impl Task {
         let to = limits.now_ms + self.cfg.max_ping_future_s * 1000 + 1;
         let path = format!("/v1/location-history?fromDate={from}&toDate={to}");
         let items = self.client.list("location_history", &path).await?;
-        let mut pings = Vec::with_capacity(items.len());
-        for v in items {
-            match map::live_location(&v) {
-                Ok(p) => pings.push((p, v)),
-                Err(why) => {
-                    self.out
-                        .dead_letter("api.azuga.location_history", "malformed", &why, v.to_string().as_bytes())
-                        .await
-                }
-            }
-        }
+        let pings = self.locations(items, "api.azuga.location_history").await;
         let newest = pings.iter().map(|(p, _)| p.time.millis()).filter(|t| *t <= limits.now_ms).max();
         let published = self.out.pings(&mut self.ledger, pings, &limits, "api.azuga.location_history").await?;
         if published > 0 {

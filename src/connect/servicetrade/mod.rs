@@ -265,8 +265,7 @@ impl Task {
                     let full = self.reconciles.is_multiple_of(u64::from(self.cfg.full_sweep_every));
                     if let Err(e) = self.reconcile(full).await {
                         tracing::warn!(tenant = %tenant, error = %e, "reconciliation failed");
-                        let behind = chrono::Utc::now().timestamp() - self.reconciled_at;
-                        self.out.metrics.cursor_lag("servicetrade", &self.out.tenant, behind.max(0) as f64);
+                        self.report_lag();
                     }
                 }
             }
@@ -351,8 +350,13 @@ impl Task {
         // lag is how old that guarantee is (it grows while passes fail, and
         // not on a quiet tenant whose newest change is old).
         self.reconciled_at = now_s;
-        let behind = chrono::Utc::now().timestamp() - now_s;
-        self.out.metrics.cursor_lag("servicetrade", &self.out.tenant, behind.max(0) as f64);
+        self.report_lag();
         Ok(())
+    }
+
+    /// Seconds since the start of the last completed pass, as the gauge.
+    fn report_lag(&self) {
+        let behind = chrono::Utc::now().timestamp() - self.reconciled_at;
+        self.out.metrics.cursor_lag("servicetrade", &self.out.tenant, behind.max(0) as f64);
     }
 }
