@@ -17,7 +17,7 @@
 //!   touches only the vehicle's watch list: no allocation, no lookup beyond
 //!   one hash probe.
 
-use super::command::{command_id, Action, ClockCause, ClockChange, Command};
+use super::command::{assignment_command_id, Action, ClockCause, ClockChange, Command};
 use super::persist::RowKey;
 use super::state::{keep_earliest, Assignment, Crossing, Evidence, Sample, State, Watch};
 use super::{Ctx, EngineError};
@@ -143,7 +143,16 @@ fn observe(
     {
         let ev = evidence(w, p, point);
         a.onsite.insert(p.time, ClockAction::Out);
-        out.push(clock(ctx, &w.appointment, &w.user, Activity::Onsite, ClockAction::Out, &ev, ClockCause::Exit));
+        out.push(clock(
+            ctx,
+            &w.appointment,
+            &w.user,
+            a.generation,
+            Activity::Onsite,
+            ClockAction::Out,
+            &ev,
+            ClockCause::Exit,
+        ));
         a.exited = Some(ev);
     }
 }
@@ -179,19 +188,21 @@ pub fn try_arrive(ctx: &Ctx, appt: &Id, user: &Id, a: &mut Assignment, out: &mut
     let t = ev.time;
     if a.enroute.open_from(t) {
         a.enroute.insert(t, ClockAction::Out);
-        out.push(clock(ctx, appt, user, Activity::Enroute, ClockAction::Out, &ev, ClockCause::Arrival));
+        out.push(clock(ctx, appt, user, a.generation, Activity::Enroute, ClockAction::Out, &ev, ClockCause::Arrival));
     }
     if !a.onsite.has(ClockAction::In) {
         a.onsite.insert(t, ClockAction::In);
-        out.push(clock(ctx, appt, user, Activity::Onsite, ClockAction::In, &ev, ClockCause::Arrival));
+        out.push(clock(ctx, appt, user, a.generation, Activity::Onsite, ClockAction::In, &ev, ClockCause::Arrival));
     }
     a.arrival = Some(ev);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn clock(
     ctx: &Ctx,
     appt: &Id,
     user: &Id,
+    generation: u32,
     activity: Activity,
     action: ClockAction,
     ev: &Evidence,
@@ -199,7 +210,7 @@ fn clock(
 ) -> Command {
     let (act, dir) = (activity.as_str(), action.as_str());
     Command {
-        id: command_id(&[ctx.tenant, "clock", appt.as_str(), user.as_str(), act, dir]),
+        id: assignment_command_id(&[ctx.tenant, "clock", appt.as_str(), user.as_str(), act, dir], generation),
         appointment: appt.clone(),
         action: Action::Clock(ClockChange {
             user: user.clone(),

@@ -103,6 +103,19 @@ impl Action {
 
 /// The id of a decision: SHA-256 over length-prefixed parts, first 16 bytes
 /// in hex. Parts are never ambiguous (`["a:b","c"]` ≠ `["a","b:c"]`).
+/// The id of a command about one (appointment, technician): `parts` for
+/// the appointment's first life, with its generation appended once it was
+/// revived after retirement ([`super::retention`]).
+pub fn assignment_command_id(parts: &[&str], generation: u32) -> String {
+    if generation == 0 {
+        return command_id(parts);
+    }
+    let g = format!("g{generation}");
+    let mut all = parts.to_vec();
+    all.push(&g);
+    command_id(&all)
+}
+
 pub fn command_id(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     h.update(b"geoclock.command.v1");

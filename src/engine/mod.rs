@@ -11,7 +11,8 @@
 //! - Duplicate-safety: re-handling an event immediately changes nothing; a
 //!   ping or clock event re-delivered at any later point changes nothing.
 //! - Once: at most one arrival (En Route out / On Site in), one exit and one
-//!   Service Link per (appointment, technician).
+//!   Service Link per (appointment, technician) and generation (an
+//!   appointment revived after retirement is a new generation).
 //! - Exit (auto clock-out) is decided only by a ping newer than every ping
 //!   seen from that vehicle; late pings can arrive, never exit.
 //! - Event time: expiry moves only on [`Event::Tick`]; arrivals are judged
@@ -19,7 +20,8 @@
 //!
 //! The rules live in one module each: [`fences`] (lifecycle), [`watches`]
 //! (which vehicle's pings concern which appointment), [`arrival`] (pings),
-//! [`service_link`] (clock events). The Activity Report reads the state
+//! [`service_link`] (clock events), [`retention`] (what is forgotten when).
+//! The Activity Report reads the state
 //! through [`crate::report`].
 
 pub mod arrival;
@@ -29,6 +31,7 @@ pub mod fences;
 pub mod persist;
 #[cfg(test)]
 mod properties;
+pub mod retention;
 pub mod service_link;
 pub mod state;
 pub mod timeline;
@@ -102,6 +105,7 @@ impl Engine {
         mark_entity(st, event);
         let affected: BTreeSet<Id> = match event {
             Event::Ping(p) => return arrival::on_ping(&ctx, st, p, out),
+            Event::Clock(c) if retention::ignores(st, c) => return Ok(()),
             Event::Clock(c) => {
                 st.dirty.mark(|| RowKey::Appointment(c.appointment.clone()));
                 service_link::on_clock(&ctx, st, c, out);
@@ -158,15 +162,14 @@ impl Engine {
                 if st.watermark.is_some_and(|w| w >= *t) {
                     return Ok(());
                 }
-                st.watermark = Some(*t);
+                let before = st.watermark.replace(*t);
                 st.dirty.mark(|| RowKey::Meta);
-                watches::due(st, *t).into_iter().collect()
+                refresh_all(&ctx, st, watches::due(st, *t), out);
+                retention::on_tick(&ctx, st, before, *t);
+                return Ok(());
             }
         };
-        for appt in &affected {
-            st.dirty.mark(|| RowKey::Appointment(appt.clone()));
-            refresh(&ctx, st, appt, out);
-        }
+        refresh_all(&ctx, st, affected, out);
         Ok(())
     }
 }
@@ -199,6 +202,13 @@ fn mark_entity(st: &mut State, event: &Event) {
 
 fn state_deleted(a: &crate::model::Appointment) -> crate::model::Appointment {
     crate::model::Appointment { status: AppointmentStatus::Deleted, ..a.clone() }
+}
+
+fn refresh_all(ctx: &Ctx, st: &mut State, appts: impl IntoIterator<Item = Id>, out: &mut Vec<Command>) {
+    for appt in appts {
+        st.dirty.mark(|| RowKey::Appointment(appt.clone()));
+        refresh(ctx, st, &appt, out);
+    }
 }
 
 /// Brings one appointment's derived state and commands up to date with the

@@ -18,15 +18,15 @@
 //!
 //! Key layout (UTF-8, relative to the tenant): `u/`, `l/`, `j/`, `d/`, `v/`
 //! followed by the entity id; `p/` and a driver id (pairing history); `a/`
-//! and an appointment id; `g/` and a vehicle id (latest ping); `m`
-//! (watermark). Values are JSON.
+//! and an appointment id; `g/` and a vehicle id (latest ping); `r/` and a
+//! retired appointment id (its last fence revision); `m` (watermark). Values are JSON.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::command::FenceChange;
-use super::state::{Assignment, FenceRecord, Reason, State};
+use super::state::{Assignment, FenceRecord, Generation, Reason, Retired, State};
 use super::{fences, watches, Ctx, Engine, EngineError};
 use crate::geo::{LatLon, PreparedFence};
 use crate::model::{Appointment, Driver, Id, Job, Location, Pairing, Settings, Ts, User, Vehicle};
@@ -42,6 +42,7 @@ pub enum RowKey {
     Pairings(Id),
     Appointment(Id),
     LastPing(Id),
+    Retired(Id),
     Meta,
 }
 
@@ -56,6 +57,7 @@ impl RowKey {
             RowKey::Pairings(id) => ("p/", id),
             RowKey::Appointment(id) => ("a/", id),
             RowKey::LastPing(id) => ("g/", id),
+            RowKey::Retired(id) => ("r/", id),
             RowKey::Meta => return b"m".to_vec(),
         };
         let mut k = tag.as_bytes().to_vec();
@@ -80,6 +82,9 @@ struct AppointmentRow {
     appointment: Option<Appointment>,
     fence: Option<FenceRow>,
     assignments: Vec<(Id, Assignment)>,
+    /// Set when revived after retirement (see [`super::retention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revived: Option<Generation>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -170,11 +175,17 @@ impl Engine {
                         let row: AppointmentRow = serde_json::from_slice(value).map_err(parse_err)?;
                         appts.push((row.id.clone(), row));
                     }
+                    "r/" => {
+                        st.retired.insert(id, serde_json::from_slice::<Retired>(value).map_err(parse_err)?);
+                    }
                     "g/" => lasts.push((id, serde_json::from_slice(value).map_err(parse_err)?)),
                     _ => return Err(bad(format!("unknown tag {tag:?}"))),
                 }
             }
             for (id, row) in &appts {
+                if let Some(g) = row.revived {
+                    st.generations.insert(id.clone(), g);
+                }
                 if let Some(a) = &row.appointment {
                     st.put_appointment(a.clone());
                 }
@@ -224,6 +235,7 @@ fn row_value(st: &State, key: &RowKey) -> Option<Vec<u8>> {
             (!list.is_empty()).then(|| json(&list))
         }
         RowKey::LastPing(id) => st.watches.get(id).and_then(|vw| vw.last).map(|l| json(&l)),
+        RowKey::Retired(id) => st.retired.get(id).map(json),
         RowKey::Meta => Some(json(&Meta { watermark: st.watermark })),
         RowKey::Appointment(id) => {
             let row = AppointmentRow {
@@ -242,6 +254,7 @@ fn row_value(st: &State, key: &RowKey) -> Option<Vec<u8>> {
                     .flatten()
                     .map(|(user, slot)| (user.clone(), st.assignments[*slot].clone()))
                     .collect(),
+                revived: st.generations.get(id).copied(),
             };
             let empty = row.appointment.is_none() && row.fence.is_none() && row.assignments.is_empty();
             (!empty).then(|| json(&row))

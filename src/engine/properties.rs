@@ -142,12 +142,14 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn settings() -> impl Strategy<Value = Settings> {
-    (prop_oneof![Just(0u64), Just(180)], any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-        |(min_dwell_s, arrival_requires_enroute, auto_clock_out_on_exit, service_link)| Settings {
+    let flags = (any::<bool>(), any::<bool>(), any::<bool>());
+    (prop_oneof![Just(0u64), Just(180)], flags, prop_oneof![Just(1u32), Just(30)]).prop_map(
+        |(min_dwell_s, (arrival_requires_enroute, auto_clock_out_on_exit, service_link), retention_days)| Settings {
             min_dwell_s,
             arrival_requires_enroute,
             auto_clock_out_on_exit,
             service_link,
+            retention_days,
             ..Settings::default()
         },
     )
@@ -161,12 +163,39 @@ fn scenario() -> impl Strategy<Value = (Settings, Vec<Event>)> {
                 .enumerate()
                 .map(|(i, (s, start, techs))| Event::Appointment(appointment(i, s, start, &techs)))
         });
-    (settings(), initial, prop::collection::vec(event(), 0..120)).prop_map(|(s, initial, events)| {
-        let mut all = world();
-        all.extend(initial);
-        all.extend(events);
-        (s, all)
-    })
+    // Then, sometimes, event time days later (retiring appointments when
+    // retention is one day) and more events (reviving some).
+    let late_tick = (2880i64..8 * 1440).prop_map(|m| Event::Tick(minute(m)));
+    let later = (prop::collection::vec(late_tick, 0..2), prop::collection::vec(event(), 0..30));
+    (settings(), initial, prop::collection::vec(event(), 0..120), later).prop_map(
+        |(s, initial, events, (ticks, after))| {
+            let mut all = world();
+            all.extend(initial);
+            all.extend(events);
+            if !ticks.is_empty() {
+                all.extend(ticks);
+                all.extend(after.into_iter().map(eight_days_later));
+            }
+            (s, all)
+        },
+    )
+}
+
+/// The same event eight days later (after any late tick).
+fn eight_days_later(e: Event) -> Event {
+    let shift = |t: Ts| t.plus_millis(8 * 86_400_000);
+    match e {
+        Event::Ping(p) => Event::Ping(Ping { time: shift(p.time), ..p }),
+        Event::Clock(c) => Event::Clock(ClockEvent { time: shift(c.time), ..c }),
+        Event::Tick(t) => Event::Tick(shift(t)),
+        Event::Pairing(p) => Event::Pairing(Pairing { from: shift(p.from), to: p.to.map(shift), ..p }),
+        Event::Appointment(a) => Event::Appointment(Appointment {
+            window_start: a.window_start.map(shift),
+            window_end: a.window_end.map(shift),
+            ..a
+        }),
+        other => other,
+    }
 }
 
 fn run(settings: &Settings, events: &[Event]) -> (Vec<Command>, String) {
@@ -269,6 +298,15 @@ fn generator_exercises_every_command_kind() {
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
     for _ in 0..300 {
         let (settings, events) = scenario().new_tree(&mut runner).expect("tree").current();
+        let mut engine = Engine::new("acme", settings.clone()).expect("valid settings");
+        for e in &events {
+            engine.handle(e, &mut Vec::new()).expect("generated events are valid");
+        }
+        let st = engine.state();
+        let revived_links = st.assignments.iter().filter(|a| a.generation > 0 && a.link != Default::default()).count();
+        *kinds.entry("retired").or_default() += st.retired.len() + st.generations.len();
+        *kinds.entry("revived").or_default() += st.generations.len();
+        *kinds.entry("revived_clocked").or_default() += revived_links;
         for c in run(&settings, &events).0 {
             let k = match &c.action {
                 Action::Clock(k) if k.cause == super::ClockCause::Exit => "exit",
@@ -277,7 +315,11 @@ fn generator_exercises_every_command_kind() {
             *kinds.entry(k).or_default() += 1;
         }
     }
-    for k in ["create_geofence", "update_geofence", "delete_geofence", "send_service_link", "clock", "exit"] {
+    let retention = ["retired", "revived", "revived_clocked"];
+    for k in ["create_geofence", "update_geofence", "delete_geofence", "send_service_link", "clock", "exit"]
+        .into_iter()
+        .chain(retention)
+    {
         assert!(kinds.get(k).copied().unwrap_or(0) >= 5, "generator rarely produces {k}: {kinds:?}");
     }
 }

@@ -15,7 +15,7 @@
 //! pings decisive (a late En Route clock-in), so arrival is re-tried.
 
 use super::arrival::try_arrive;
-use super::command::{command_id, Action, Command, ServiceLink};
+use super::command::{assignment_command_id, Action, Command, ServiceLink};
 use super::fences::location_point;
 use super::state::{LinkState, Reason, State};
 use super::Ctx;
@@ -64,7 +64,10 @@ fn attempt(ctx: &Ctx, st: &mut State, appt: &Id, user: &Id, at: Ts, out: &mut Ve
         Ok(link) => {
             st.assignments[slot].link = LinkState::Sent { at, vehicle: link.vehicle.clone(), to: link.to.clone() };
             out.push(Command {
-                id: command_id(&[ctx.tenant, "service_link", appt.as_str(), user.as_str()]),
+                id: assignment_command_id(
+                    &[ctx.tenant, "service_link", appt.as_str(), user.as_str()],
+                    st.assignments[slot].generation,
+                ),
                 appointment: appt.clone(),
                 action: Action::SendServiceLink(link),
             });

@@ -3,8 +3,12 @@
 //! (assignment).
 //!
 //! Invariants:
-//! - Assignments are never removed: they hold the evidence the Activity
-//!   Report needs even after a technician is unassigned or the fence is gone.
+//! - Assignments are kept while their appointment is: they hold the evidence
+//!   the Activity Report needs even after a technician is unassigned or the
+//!   fence is gone. Only retention ([`super::retention`]) removes an
+//!   appointment with its fence record and assignments, leaving its last
+//!   fence revision in `retired` so that a revived appointment's commands
+//!   continue the revision sequence.
 //! - `watches[v]` holds one entry per (appointment, technician) whose driver
 //!   drives vehicle `v` at some time near the appointment's window; it is
 //!   derived from the entities and rebuilt whenever they change
@@ -99,6 +103,14 @@ pub struct Assignment {
     /// the fence within the window (sparse GPS skipping over it).
     pub passed_through: Option<Crossing>,
     pub link: LinkState,
+    /// How many times the appointment was revived after retirement when
+    /// this assignment began ([`super::retention`]); part of its command ids.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Assignment {
@@ -122,6 +134,22 @@ pub fn keep_earliest(slot: &mut Option<Evidence>, e: &Evidence) {
     if slot.as_ref().is_none_or(|x| e.time < x.time) {
         *slot = Some(e.clone());
     }
+}
+
+/// What is kept of a retired appointment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    pub revision: u32,
+    pub generation: u32,
+}
+
+/// An appointment revived after retirement: its generation, and the event
+/// time it was revived at. It takes only pings and clock events from then
+/// on (earlier ones belong to a visit of an earlier generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub n: u32,
+    pub since: Ts,
 }
 
 /// An appointment's fence: what Azuga holds (`live`), the last spec it had
@@ -242,6 +270,8 @@ pub struct State {
     pub index: Index,
     pub fences: BTreeMap<Id, FenceRecord>,
     pub assignments: Vec<Assignment>,
+    /// Slots of retired assignments, reused before `assignments` grows.
+    pub free_slots: Vec<usize>,
     pub slots: FxHashMap<(Id, Id), usize>,
     /// appointment → its assignment slots, by technician, in creation order.
     pub slots_of: FxHashMap<Id, SmallVec<[(Id, usize); 2]>>,
@@ -252,6 +282,12 @@ pub struct State {
     pub live_until: BTreeSet<(Ts, Id)>,
     /// `(drop time, appointment)` of appointments with watches.
     pub watch_until: BTreeSet<(Ts, Id)>,
+    /// `(window_end, appointment)` of appointments with a window, for retention.
+    pub retire_at: BTreeSet<(Ts, Id)>,
+    /// Retired appointments: their last fence revision and generation.
+    pub retired: FxHashMap<Id, Retired>,
+    /// Appointments revived after retirement (absent: first generation).
+    pub generations: FxHashMap<Id, Generation>,
     /// Event-time progress from ticks.
     pub watermark: Option<Ts>,
     /// What changed since the last drain, when tracking (see [`super::persist`]).
@@ -297,12 +333,19 @@ fn del<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, BTreeSet<Id>>, key: Optio
 impl State {
     /// The assignment slot for (appointment, user), created on first use.
     pub fn slot(&mut self, appointment: &Id, user: &Id) -> usize {
-        let next = self.assignments.len();
-        let slot = *self.slots.entry((appointment.clone(), user.clone())).or_insert(next);
-        if slot == next {
-            self.assignments.push(Assignment::default());
-            self.slots_of.entry(appointment.clone()).or_default().push((user.clone(), slot));
+        if let Some(slot) = self.slots.get(&(appointment.clone(), user.clone())) {
+            return *slot;
         }
+        let slot = match self.free_slots.pop() {
+            Some(free) => free,
+            None => {
+                self.assignments.push(Assignment::default());
+                self.assignments.len() - 1
+            }
+        };
+        self.assignments[slot].generation = self.generations.get(appointment).map_or(0, |g| g.n);
+        self.slots.insert((appointment.clone(), user.clone()), slot);
+        self.slots_of.entry(appointment.clone()).or_default().push((user.clone(), slot));
         slot
     }
 
@@ -378,26 +421,62 @@ impl State {
         out
     }
 
-    /// Appointments are never removed: a delete marks them `deleted`.
+    /// A delete marks an appointment `deleted`; only retention removes one
+    /// ([`State::remove_appointment`]). A retired appointment seen again
+    /// starts from its retired fence revision.
     pub fn put_appointment(&mut self, a: Appointment) -> BTreeSet<Id> {
         let id = a.id.clone();
+        if let Some(r) = self.retired.remove(&id) {
+            self.fences.insert(id.clone(), FenceRecord { revision: r.revision, ..FenceRecord::default() });
+            let since = self.watermark.unwrap_or(Ts(i64::MIN));
+            self.generations.insert(id.clone(), Generation { n: r.generation + 1, since });
+            self.dirty.mark(|| super::persist::RowKey::Retired(id.clone()));
+        }
         let old = self.appointments.insert(id.clone(), a);
         let new = &self.appointments[&id];
         if old.as_ref() == Some(new) {
             return BTreeSet::new();
         }
-        let (new_job, new_techs) = (new.job.clone(), new.techs.clone());
+        let (new_job, new_techs, new_end) = (new.job.clone(), new.techs.clone(), new.window().map(|w| w.1));
         if let Some(old) = old {
-            del(&mut self.index.appts_by_job, old.job, &id);
-            for t in old.techs {
-                del(&mut self.index.appts_by_tech, Some(t), &id);
-            }
+            self.unindex_appointment(&id, old);
         }
         add(&mut self.index.appts_by_job, new_job, &id);
         for t in new_techs {
             add(&mut self.index.appts_by_tech, Some(t), &id);
         }
+        if let Some(end) = new_end {
+            self.retire_at.insert((end, id.clone()));
+        }
         BTreeSet::from([id])
+    }
+
+    fn unindex_appointment(&mut self, id: &Id, old: Appointment) {
+        if let Some((_, end)) = old.window() {
+            self.retire_at.remove(&(end, id.clone()));
+        }
+        del(&mut self.index.appts_by_job, old.job, id);
+        for t in old.techs {
+            del(&mut self.index.appts_by_tech, Some(t), id);
+        }
+    }
+
+    /// Forgets an appointment, its fence record and its assignments (their
+    /// slots are reused), keeping its last fence revision in `retired`.
+    /// Watches must be dropped by the caller ([`super::watches::rebuild`]
+    /// drops them once the appointment is gone).
+    pub fn remove_appointment(&mut self, id: &Id) {
+        if let Some(old) = self.appointments.remove(id) {
+            self.unindex_appointment(id, old);
+        }
+        let revision = self.fences.remove(id).map_or(0, |f| f.revision);
+        let generation = self.generations.remove(id).map_or(0, |g| g.n);
+        self.retired.insert(id.clone(), Retired { revision, generation });
+        for (user, slot) in self.slots_of.remove(id).into_iter().flatten() {
+            self.slots.remove(&(id.clone(), user));
+            self.assignments[slot] = Assignment::default();
+            self.free_slots.push(slot);
+        }
     }
 
     pub fn put_driver(&mut self, id: &Id, new: Option<Driver>) -> BTreeSet<Id> {

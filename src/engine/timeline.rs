@@ -95,6 +95,32 @@ impl PairingBook {
         changed
     }
 
+    /// Drops every pairing whose effective end is before `cutoff`; the
+    /// others keep their effective intervals (a pairing's end depends only
+    /// on later pairings, whose ends are later). Returns the drivers whose
+    /// history changed, sorted.
+    pub fn prune_ended_before(&mut self, cutoff: Ts) -> Vec<Id> {
+        let mut changed = Vec::new();
+        for (driver, list) in self.by_driver.iter_mut() {
+            let ends: Vec<Ts> = list
+                .iter()
+                .map(|p| {
+                    let next = list.iter().map(|q| q.from).find(|f| *f > p.from).unwrap_or(Ts::MAX);
+                    p.to.unwrap_or(Ts::MAX).min(next)
+                })
+                .collect();
+            let before = list.len();
+            let mut ends = ends.into_iter();
+            list.retain(|_| ends.next().is_some_and(|end| end >= cutoff));
+            if list.len() != before {
+                changed.push(driver.clone());
+            }
+        }
+        self.by_driver.retain(|_, list| !list.is_empty());
+        changed.sort();
+        changed
+    }
+
     /// The driver's pairings with their effective intervals, in order.
     pub fn effective(&self, driver: &Id) -> Vec<(&Id, Interval)> {
         let Some(list) = self.by_driver.get(driver) else { return Vec::new() };

@@ -37,6 +37,8 @@ pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
     if st.watermark.is_some_and(|m| m > until) {
         return;
     }
+    // A revived appointment watches only from its revival on.
+    let since = st.generations.get(appt).map_or(Ts(i64::MIN), |g| g.since);
     let mut techs = a.techs.clone();
     dedup_in_order(&mut techs);
     let mut routed: Vec<Id> = Vec::new();
@@ -49,6 +51,10 @@ pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
         let slot = st.slot(appt, &tech);
         let done = ctx.is_done(&st.assignments[slot]);
         for (vehicle, paired) in vehicles {
+            let paired: Vec<_> = paired.into_iter().map(|(f, t)| (f.max(since), t)).filter(|(f, t)| f < t).collect();
+            if paired.is_empty() {
+                continue;
+            }
             let watch = Watch {
                 appointment: appt.clone(),
                 user: tech.clone(),

@@ -26,6 +26,10 @@ pub struct Settings {
     pub auto_clock_out_on_exit: bool,
     /// Ignore pings whose reported accuracy is worse than this (metres).
     pub max_accuracy_m: Option<f64>,
+    /// Days an appointment's state (fence record, technicians' evidence) is
+    /// kept after `windowEnd + window_hours` + 24 h; the Activity Report
+    /// covers this span. Bounds the processor's state as days pass.
+    pub retention_days: u32,
 }
 
 impl Default for Settings {
@@ -39,6 +43,7 @@ impl Default for Settings {
             arrival_requires_enroute: true,
             auto_clock_out_on_exit: false,
             max_accuracy_m: None,
+            retention_days: 30,
         }
     }
 }
@@ -73,6 +78,8 @@ impl Settings {
             "0 to 16093.44",
         )?;
         check("min_dwell_s", self.min_dwell_s as f64, self.min_dwell_s <= 86_400, "0 to 86400")?;
+        let days = self.retention_days;
+        check("retention_days", days as f64, (1..=3650).contains(&days), "1 to 3650")?;
         if let Some(a) = self.max_accuracy_m {
             check("max_accuracy_m", a, a > 0.0, "above 0")?;
         }
@@ -81,6 +88,10 @@ impl Settings {
 
     pub fn window_ms(&self) -> i64 {
         (self.window_hours * 3_600_000.0).round() as i64
+    }
+
+    pub fn retention_ms(&self) -> i64 {
+        self.retention_days as i64 * 86_400_000
     }
 
     pub fn min_dwell_ms(&self) -> i64 {

@@ -1,0 +1,214 @@
+//! Retention: keeps the state bounded as event time passes.
+//!
+//! Rules, applied on every [`super::Event::Tick`] after expiry:
+//! - An appointment whose `window_end` is before
+//!   `t − (window_hours + 24 h + retention_days)` and that has no fence live
+//!   in Azuga is retired: the appointment, its fence record, its
+//!   technicians' assignments (clock lines, samples, evidence, Service Link)
+//!   and its watches are dropped; only its last fence revision is kept
+//!   (`State::retired`, row `r/`), a few bytes per appointment.
+//! - Once per hour of event time, pairings whose effective end is before
+//!   both that cut-off and the reach of every kept appointment's watches
+//!   (`window_start − window_hours − 24 h`) are pruned.
+//!
+//! Invariants:
+//! - Decided by event time and state only: replay, restore from rows and the
+//!   re-processing of a batch cut short retire and prune the same things at
+//!   the same tick, so rows and commands are identical.
+//! - Nothing retired could still decide anything: its watches were dropped
+//!   at `window_end + window_hours + 24 h` and its fence removed from Azuga
+//!   at `window_end + window_hours`. A clock event naming a retired
+//!   appointment is ignored. An appointment seen again after retirement (a
+//!   rescheduled one, say) starts its next generation: its fence continues
+//!   from the retired revision (so the geofence sink, which applies only
+//!   increasing revisions, takes its commands) and its technicians start
+//!   fresh assignments whose clock and Service Link command ids carry the
+//!   generation, so the new visit is clocked as a new one.
+//! - Pruned pairings are ones no kept appointment's watch window reaches, so
+//!   no watch changes.
+//! - The Activity Report covers what is kept: a retired appointment has no
+//!   report row.
+
+use super::persist::RowKey;
+use super::state::State;
+use super::watches::{self, EVIDENCE_HORIZON_MS};
+use super::Ctx;
+use crate::model::{ClockEvent, Id, Ts};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A clock event for a retired appointment, or from before the revival of
+/// a revived one: it belongs to a visit whose state is gone.
+pub fn ignores(st: &State, c: &ClockEvent) -> bool {
+    st.retired.contains_key(&c.appointment) || st.generations.get(&c.appointment).is_some_and(|g| c.time < g.since)
+}
+
+/// Retires and prunes what event time `t` puts past retention; `before` is
+/// the watermark the tick replaced.
+pub fn on_tick(ctx: &Ctx, st: &mut State, before: Option<Ts>, t: Ts) {
+    let reach = ctx.settings.window_ms() + EVIDENCE_HORIZON_MS;
+    let cutoff = t.minus_millis(reach.saturating_add(ctx.settings.retention_ms()));
+    let due: Vec<Id> = st.retire_at.iter().take_while(|(end, _)| *end < cutoff).map(|(_, id)| id.clone()).collect();
+    for id in due {
+        if st.fences.get(&id).is_some_and(|f| f.live.is_some()) {
+            continue;
+        }
+        st.remove_appointment(&id);
+        watches::rebuild(ctx, st, &id);
+        st.dirty.mark(|| RowKey::Appointment(id.clone()));
+        st.dirty.mark(|| RowKey::Retired(id.clone()));
+    }
+    if before.is_none_or(|b| b.millis().div_euclid(HOUR_MS) != t.millis().div_euclid(HOUR_MS)) {
+        let earliest_start = st.appointments.values().filter_map(|a| a.window()).map(|(ws, _)| ws).min();
+        let horizon = earliest_start.map_or(cutoff, |ws| ws.minus_millis(reach).min(cutoff));
+        for driver in st.pairings.prune_ended_before(horizon) {
+            st.dirty.mark(|| RowKey::Pairings(driver));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::Retired;
+    use crate::engine::{Action, Command, Engine, Event};
+    use crate::model::{Activity, Appointment, AppointmentStatus, ClockAction, Pairing, Settings};
+
+    fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn ts(s: &str) -> Ts {
+        Ts::parse(s).unwrap()
+    }
+
+    fn appt(id: &str, start: &str, end: &str) -> Event {
+        Event::Appointment(Appointment {
+            id: Id::text(id),
+            job: Some(Id::text("j1")),
+            status: AppointmentStatus::Scheduled,
+            window_start: Some(ts(start)),
+            window_end: Some(ts(end)),
+            techs: vec![Id::text("u1")],
+        })
+    }
+
+    type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// An engine with two appointments a week apart, and the rows it wrote.
+    fn engine() -> (Engine, Vec<Command>, Rows) {
+        let settings = Settings { retention_days: 2, ..Settings::default() };
+        let mut e = Engine::new("acme", settings).unwrap();
+        e.track_changes();
+        let mut out = Vec::new();
+        let events = [
+            Event::User(json(r#"{"id": "u1", "name": "Ann", "email": "ann@acme.example"}"#)),
+            Event::Location(json(r#"{"id": "l1", "name": "Plant", "lat": 35.2, "lon": -80.8}"#)),
+            Event::Job(json(r#"{"id": "j1", "number": "J-1", "location": "l1"}"#)),
+            Event::Driver(json(r#"{"id": "d1", "name": "Ann", "email": "ann@acme.example"}"#)),
+            Event::Pairing(Pairing {
+                driver: Id::text("d1"),
+                vehicle: Id::text("v1"),
+                from: ts("2026-11-01T00:00:00Z"),
+                to: Some(ts("2026-11-02T00:00:00Z")),
+            }),
+            Event::Pairing(Pairing {
+                driver: Id::text("d1"),
+                vehicle: Id::text("v2"),
+                from: ts("2026-11-20T00:00:00Z"),
+                to: None,
+            }),
+            appt("a1", "2026-11-20T14:00:00Z", "2026-11-20T16:00:00Z"),
+            appt("a2", "2026-11-28T14:00:00Z", "2026-11-28T16:00:00Z"),
+            Event::Clock(ClockEvent {
+                user: Id::text("u1"),
+                appointment: Id::text("a1"),
+                activity: Activity::Enroute,
+                action: ClockAction::In,
+                time: ts("2026-11-20T13:00:00Z"),
+            }),
+        ];
+        for ev in &events {
+            e.handle(ev, &mut out).unwrap();
+        }
+        let rows = e.drain_rows().into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        (e, out, rows)
+    }
+
+    fn tick(e: &mut Engine, t: Ts) -> Vec<Command> {
+        let mut out = Vec::new();
+        e.handle(&Event::Tick(t), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn appointments_are_retired_after_retention_and_revive_with_later_revisions() {
+        let (mut e, _, _) = engine();
+        // a1 ends 11-20 16:00; + 8 h + 24 h + 2 days = 11-24 00:00.
+        let retire = ts("2026-11-24T00:00:00Z");
+        tick(&mut e, retire);
+        assert!(e.state().appointments.contains_key(&Id::text("a1")), "not before the cut-off");
+        let out = tick(&mut e, Ts(retire.0 + 1));
+        assert!(out.is_empty(), "{out:?}");
+        let st = e.state();
+        assert!(!st.appointments.contains_key(&Id::text("a1")) && !st.fences.contains_key(&Id::text("a1")));
+        assert_eq!(st.retired.get(&Id::text("a1")), Some(&Retired { revision: 2, generation: 0 }), "created, deleted");
+        assert!(st.assignment(&Id::text("a1"), &Id::text("u1")).is_none());
+        assert_eq!(st.free_slots.len(), 1);
+        assert!(st.appointments.contains_key(&Id::text("a2")));
+        let rows = e.drain_rows();
+        assert!(rows.contains(&(b"a/a1".to_vec(), None)), "{rows:?}");
+        assert!(rows.contains(&(b"r/a1".to_vec(), Some(br#"{"revision":2,"generation":0}"#.to_vec()))));
+        // The old pairing (ended 11-02) is pruned; the current one is kept.
+        assert_eq!(e.state().pairings.of_driver(&Id::text("d1")).len(), 1);
+
+        // A clock event for a retired appointment changes nothing.
+        let mut out = Vec::new();
+        let late = ClockEvent {
+            user: Id::text("u1"),
+            appointment: Id::text("a1"),
+            activity: Activity::Onsite,
+            action: ClockAction::In,
+            time: ts("2026-11-20T15:00:00Z"),
+        };
+        e.handle(&Event::Clock(late), &mut out).unwrap();
+        assert!(out.is_empty() && e.drain_rows().is_empty());
+
+        // Revived with a later window: its fence continues at revision 3, reusing the slot.
+        let mut out = Vec::new();
+        e.handle(&appt("a1", "2026-11-29T14:00:00Z", "2026-11-29T16:00:00Z"), &mut out).unwrap();
+        match &out[..] {
+            [Command { action: Action::CreateGeofence(f), .. }] => assert_eq!(f.revision, 3),
+            other => panic!("{other:?}"),
+        }
+        assert!(e.state().retired.is_empty() && e.state().free_slots.is_empty());
+        assert_eq!(e.state().assignment(&Id::text("a1"), &Id::text("u1")).map(|a| a.generation), Some(1));
+        let rows = e.drain_rows();
+        assert!(rows.contains(&(b"r/a1".to_vec(), None)), "{rows:?}");
+    }
+
+    #[test]
+    fn a_restored_engine_retires_exactly_as_the_original() {
+        let settings = Settings { retention_days: 2, ..Settings::default() };
+        let (mut e, _, first) = engine();
+        let mut rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = first.into_iter().collect();
+        tick(&mut e, ts("2026-11-25T00:00:00Z"));
+        for (k, v) in e.drain_rows() {
+            match v {
+                Some(v) => rows.insert(k, v),
+                None => rows.remove(&k),
+            };
+        }
+        assert!(rows.contains_key(b"r/a1".as_slice()) && !rows.contains_key(b"a/a1".as_slice()));
+        let mut restored =
+            Engine::from_rows("acme", settings, rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).unwrap();
+        assert_eq!(restored.state().retired, e.state().retired);
+        assert_eq!(restored.state().appointments, e.state().appointments);
+        let revive = appt("a1", "2026-11-29T14:00:00Z", "2026-11-29T16:00:00Z");
+        let (mut out_r, mut out_e) = (Vec::new(), Vec::new());
+        restored.handle(&revive, &mut out_r).unwrap();
+        e.handle(&revive, &mut out_e).unwrap();
+        assert!(!out_e.is_empty());
+        assert_eq!(out_r, out_e);
+    }
+}
