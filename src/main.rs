@@ -105,9 +105,14 @@ enum BenchCmd {
         brokers: String,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
-        /// Technicians (vehicles) in the generated day; each pings every 2 min for 12 h.
+        /// Technicians (vehicles) in the generated day; each pings every
+        /// `--ping-every-s` for 12 h.
         #[arg(long, default_value_t = 2000)]
         techs: usize,
+        /// Seconds between a vehicle's pings (smaller: a longer ping stream
+        /// past the one-off entity load, closer to a sustained rate).
+        #[arg(long, default_value_t = 120)]
+        ping_every_s: i64,
         /// Pings per second offered in the latency run.
         #[arg(long, default_value_t = 5000)]
         latency_rate: u64,
@@ -237,11 +242,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             processor.stop()?;
             Ok(())
         }
-        Top::Bench { command: BenchCmd::Processor { brokers, partitions, techs, latency_rate } } => {
+        Top::Bench { command: BenchCmd::Processor { brokers, partitions, techs, ping_every_s, latency_rate } } => {
+            anyhow::ensure!((1..=3600).contains(&ping_every_s), "--ping-every-s must be 1 to 3600");
             let opts = geoclock::processor::bench::BenchOptions {
                 brokers,
                 partitions,
-                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s: 120 },
+                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s },
                 latency_rate,
                 state_dir: std::env::temp_dir().join(format!("geoclock-bench-{}", std::process::id())),
             };
