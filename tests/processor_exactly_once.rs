@@ -347,3 +347,67 @@ fn a_crash_after_commands_reemits_them_identically() {
     drop(p2);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A zombie: p1 stalls in a batch's commit (commands acknowledged, state not
+/// yet written) and is stopped (SIGSTOP) until p2 has taken its partitions
+/// over (claimed, restored, re-processing the cut batch); resumed, p1 writes
+/// that batch's state to the changelog before it learns it lost the
+/// partition. Nobody may restore those writes: a fresh p3 restoring every
+/// partition must report them fenced, and the commands stay exactly the
+/// engine's.
+#[test]
+fn a_zombies_late_writes_are_fenced_off() {
+    let w = world("zo", 300);
+    let (brokers, prefix) = (&w.brokers, &w.prefix);
+    let root = std::env::temp_dir().join(format!("geoclock-zo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut p1 = Proc::start_with(brokers, prefix, &root.join("s1"), Some("stall_after_commands:3"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !p1.logged("stalling after commands") {
+        assert!(Instant::now() < deadline, "p1 never stalled:\n{}", p1.log.lock().unwrap().join("\n"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signal = |sig: &str, p: &Proc| {
+        let _ = Command::new("kill").arg(sig).arg(p.child.id().to_string()).status();
+    };
+    signal("-STOP", &p1);
+    let stalled: String = {
+        let log = p1.log.lock().unwrap();
+        let line = log.iter().find(|l| l.contains("stalling after commands")).unwrap();
+        line.split("partition=").nth(1).unwrap().split(' ').next().unwrap().to_string()
+    };
+    // p2 takes every partition once p1's session times out.
+    let mut p2 = Proc::start(brokers, prefix, &root.join("s2"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let took = format!("task ready partition={stalled} ");
+    while !p2.logged(&took) {
+        assert!(Instant::now() < deadline, "p2 never took {stalled}:\n{}", p2.log.lock().unwrap().join("\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal("-CONT", &p1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p1.logged("stall over") {
+        assert!(Instant::now() < deadline, "p1 never resumed:\n{}", p1.log.lock().unwrap().join("\n"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    p1.kill();
+    let logs = || format!("p1:\n{}\np2:\n{}", p1.log.lock().unwrap().join("\n"), p2.log.lock().unwrap().join("\n"));
+    w.check(logs);
+    // p2 leaves cleanly; p3 restores everything from the changelogs.
+    signal("-TERM", &p2);
+    let _ = p2.child.wait();
+    let p3 = Proc::start(brokers, prefix, &root.join("s3"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p3.log.lock().unwrap().iter().filter(|l| l.contains("task ready")).count() < 3 {
+        assert!(Instant::now() < deadline, "p3 not ready:\n{}", p3.log.lock().unwrap().join("\n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready = p3.log.lock().unwrap().iter().find(|l| l.contains(&took)).cloned().unwrap_or_default();
+    let fenced: u64 =
+        ready.split("fenced_records=").nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(fenced > 0, "p1's late writes were not fenced:\n{ready}\n{}", logs());
+    w.check(|| p3.log.lock().unwrap().join("\n"));
+    drop(p3);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::topics::{Catalogue, Topic};
-use geoclock::store::changelog::{begin_record, produce, records, restore, Restore};
+use geoclock::store::changelog::{begin_record, claim, produce, produce_as, records, restore, Restore};
 use geoclock::store::rocks::{RocksConfig, RocksStore};
 use geoclock::store::{Batch, StateStore};
 use rdkafka::config::ClientConfig;
@@ -153,4 +153,60 @@ fn a_batch_cut_short_is_not_applied_and_its_plan_is_returned() {
     assert_eq!(stats.incomplete, None);
     assert_eq!(all(&a), all(&b));
     assert_eq!(b.offset("geoclock.azuga.pings", 1).unwrap(), Some(200));
+}
+
+/// A zombie: owner A keeps appending after owner B claimed the partition.
+/// Restores (fresh, and incremental ones that already passed the claim)
+/// apply A's batches from before the claim and B's, never A's later ones;
+/// A's batch cut by the claim hands its plan over and its writes are dropped.
+#[test]
+fn records_of_a_superseded_owner_are_never_applied() {
+    let broker = Broker::start(Storage::Memory);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let catalogue = Catalogue { prefix: "st4".into(), partitions: 2, replication: 1 };
+    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
+    let changelog = catalogue.name(Topic::VehicleStateChangelog);
+    let p = producer(&broker.bootstrap());
+    let send = |recs: &[(Vec<u8>, Option<Vec<u8>>)], owner: i64| {
+        rt.block_on(produce_as(&p, &changelog, 1, recs, Some(owner), T)).expect("acknowledged");
+    };
+    let put = |k: &str, v: &str, next: i64| {
+        let mut b = Batch::default();
+        b.put(STORE, k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        b.offset("pings", 1, next);
+        records(STORE, &b)
+    };
+    let a = rt.block_on(claim(&p, &changelog, 1, T)).unwrap();
+    send(&[begin_record(b"a0".to_vec())], a);
+    send(&put("acme/v1", "a0", 10), a);
+    // A begins batch a1 and writes part of it; then B claims.
+    send(&[begin_record(b"a1".to_vec())], a);
+    send(&put("acme/v2", "a1 cut", 20)[..1], a);
+    let b = rt.block_on(claim(&p, &changelog, 1, T)).unwrap();
+    assert!(b > a);
+    // The replica-style incremental restore right after the claim.
+    let inc = RocksStore::open(&dir("g"), &[STORE], &RocksConfig::default()).unwrap();
+    let stats = restore(&opts(&broker, &changelog, 1, 1000), &inc, |_, _| {}).unwrap();
+    assert_eq!(stats.incomplete.as_deref(), Some(&b"a1"[..]), "the cut batch's plan is handed over");
+    // A, not knowing, finishes a1 and commits another batch; B re-does a1.
+    send(&put("acme/v2", "a1 rest", 20)[1..], a);
+    send(&[begin_record(b"a2".to_vec())], a);
+    send(&put("acme/v3", "zombie", 30), a);
+    send(&[begin_record(b"a1".to_vec())], b);
+    send(&put("acme/v2", "a1 by b", 20), b);
+    send(&put("acme/v4", "a1 by b", 20), b);
+    send(&[begin_record(b"b1".to_vec())], a);
+    send(&put("acme/v5", "zombie again", 40), a);
+    for store in [RocksStore::open(&dir("h"), &[STORE], &RocksConfig::default()).unwrap(), inc] {
+        let stats = restore(&opts(&broker, &changelog, 1, 2), &store, |_, _| {}).unwrap();
+        assert!(stats.fenced >= 6, "{stats:?}");
+        assert_eq!(stats.incomplete, None, "A's later begin markers are fenced too");
+        let rows: Vec<(String, String)> = all(&store)
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect();
+        let want = [("acme/v1", "a0"), ("acme/v2", "a1 by b"), ("acme/v4", "a1 by b")];
+        assert_eq!(rows, want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec());
+        assert_eq!(store.offset("pings", 1).unwrap(), Some(20));
+    }
 }

@@ -31,9 +31,19 @@
 //! after 3 is restored from the changelog. Local RocksDB may lag the
 //! changelog (its WAL is off) but never leads it.
 //!
-//! On start the task restores whole batches from its changelog partition
-//! into RocksDB, rebuilds the engines from the rows, and resumes every input
-//! from the offsets stored with them. A task told it lost its partition
+//! On start the task first claims its changelog partition
+//! ([`changelog::claim`]): the claim's offset is its owner epoch, carried by
+//! every changelog record it writes, and restores skip records of an older
+//! epoch written after it. So a zombie (an instance that lost the partition
+//! and has not noticed yet) can still append a batch, with the same
+//! commands (same input, same state, deterministic engine), but its state
+//! writes are never restored by anyone. Local RocksDB is trusted only if the
+//! task's last run here ended in a clean stop; otherwise (crash, lost
+//! partition: a zombie may have committed locally what the changelog fences
+//! off) the partition's local rows and offsets are forgotten first. Then it
+//! restores whole batches from its changelog partition into RocksDB,
+//! rebuilds the engines from the rows, and resumes every input from the
+//! offsets stored with them. A task told it lost its partition
 //! writes nothing more; one whose partition is revoked finishes and commits
 //! its batch first.
 
@@ -147,6 +157,8 @@ struct Task {
     /// Its own idempotent producer: a fatal producer error ends this task
     /// only, and its restart gets a fresh one.
     producer: FutureProducer,
+    /// This task's owner epoch: the offset of its changelog claim.
+    owner: i64,
     last_highs: Instant,
     /// The input of the previous record fetched (records come in runs).
     last_input: std::cell::Cell<usize>,
@@ -214,6 +226,20 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         chunk: 5_000,
         timeout: env.limits.timeout,
     };
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // nisshi answers OutOfOrderSequenceNumber to pipelined idempotent
+        // batches; one request in flight keeps the sequence strict.
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", (env.limits.timeout.as_millis() as u64).to_string())
+        .create()?;
+    // Fence any previous owner first: restore then reads up to and past the
+    // claim, and skips whatever a zombie appends after it.
+    let owner = env.runtime.block_on(changelog::claim(&producer, &changelog, p, env.limits.timeout))?;
+    trust_or_forget_local(p, &env, &changelog)?;
     let metrics = env.metrics.clone();
     let stats = changelog::restore(&restore, env.store.as_ref(), |done, total| {
         metrics.restore_remaining.set(&p.to_string(), (total - done) as i64);
@@ -222,6 +248,8 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
     tracing::info!(
         partition = p,
         restored_records = stats.records,
+        fenced_records = stats.fenced,
+        owner,
         tenants = engines.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "task ready"
@@ -235,16 +263,6 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         .set("fetch.wait.max.ms", "50")
         .create()?;
     let inputs = inputs(p, &env, &consumer)?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        // nisshi answers OutOfOrderSequenceNumber to pipelined idempotent
-        // batches; one request in flight keeps the sequence strict.
-        .set("max.in.flight.requests.per.connection", "1")
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", (env.limits.timeout.as_millis() as u64).to_string())
-        .create()?;
     let mut starts = Vec::with_capacity(inputs.len());
     let mut tpl = TopicPartitionList::new();
     for i in &inputs {
@@ -267,6 +285,7 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         pending: 0,
         changelog,
         producer,
+        owner,
         last_highs: Instant::now(),
         last_input: std::cell::Cell::new(0),
         counted: Vec::new(),
@@ -293,6 +312,37 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         }
     }
     task.run(&consumer)
+}
+
+/// The name of the local flag saying partition `p`'s rows were left by a
+/// clean stop (1) or not (0: running, crashed or lost).
+fn clean_name(p: i32) -> String {
+    format!("{p:05}#clean")
+}
+
+/// Local RocksDB is trusted only after a clean stop. A task that crashed or
+/// lost its partition may have committed locally a batch the changelog
+/// fences off (written after a newer owner's claim), so its rows, input
+/// offsets and changelog position are forgotten and restored from the
+/// changelog instead (as Kafka Streams wipes local state without a clean
+/// checkpoint). Then the flag is cleared until the next clean stop.
+fn trust_or_forget_local(p: i32, env: &TaskEnv, changelog: &str) -> Result<(), TaskError> {
+    let store = env.store.as_ref();
+    if store.offset(&clean_name(p), 0)? != Some(1) {
+        let had = store.offset(changelog, p)?.is_some_and(|o| o > 0);
+        store.forget(STATE_STORE, row_prefix(p).as_bytes(), &row_prefix(p))?;
+        let mut reset = Batch::default();
+        reset.offset(changelog, p, 0);
+        reset.offset(&changelog::owner_name(changelog), p, 0);
+        store.commit(&reset)?;
+        if had {
+            tracing::warn!(partition = p, "local state not left by a clean stop: restoring from the changelog");
+        }
+    }
+    let mut running = Batch::default();
+    running.offset(&clean_name(p), 0, 0);
+    store.commit(&running)?;
+    Ok(())
 }
 
 fn inputs(p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, TaskError> {
@@ -355,6 +405,11 @@ impl Task {
             if self.control.stop.load(Ordering::SeqCst) {
                 self.commit()?;
                 self.wait_in_flight()?;
+                if !self.control.lost.load(Ordering::SeqCst) {
+                    let mut clean = Batch::default();
+                    clean.offset(&clean_name(self.p), 0, 1);
+                    self.env.store.commit(&clean)?;
+                }
                 tracing::info!(partition = self.p, "task stopped");
                 return Ok(());
             }
@@ -594,6 +649,7 @@ impl Task {
             batch,
             producer: self.producer.clone(),
             changelog: self.changelog.clone(),
+            owner: self.owner,
             p: self.p,
             env: self.env.clone(),
             started,
@@ -637,6 +693,7 @@ struct CommitJob {
     batch: Batch,
     producer: FutureProducer,
     changelog: String,
+    owner: i64,
     p: i32,
     env: TaskEnv,
     started: Instant,
@@ -645,6 +702,7 @@ struct CommitJob {
 impl CommitJob {
     fn run(mut self) -> Result<(), TaskError> {
         let (producer, timeout, changelog, p) = (&self.producer, self.env.limits.timeout, &self.changelog, self.p);
+        let owner = Some(self.owner);
         let (begin, out, records) = (&self.begin, &self.out, &self.records);
         let next = self.env.runtime.block_on(async move {
             let sends = out.iter().map(|(topic, key, value, ts, seq)| async move {
@@ -664,7 +722,7 @@ impl CommitJob {
             // 1. The plan: from here on a crash re-processes this batch in
             //    exactly this order, so whatever part of it reached the
             //    broker is re-produced identically.
-            changelog::produce(producer, changelog, p, begin, timeout).await?;
+            changelog::produce_as(producer, changelog, p, begin, owner, timeout).await?;
             // 2. Commands: a changelog batch that restore would apply must
             //    never exist without its commands on the broker.
             for d in futures::future::join_all(sends).await {
@@ -672,7 +730,7 @@ impl CommitJob {
             }
             super::fault::commands_acknowledged(p, out.iter().filter(|o| o.3.is_some()).count());
             // 3. The state writes and the offsets markers that complete it.
-            Ok::<_, TaskError>(changelog::produce(producer, changelog, p, records, timeout).await?)
+            Ok::<_, TaskError>(changelog::produce_as(producer, changelog, p, records, owner, timeout).await?)
         })?;
         let produced = self.started.elapsed();
         if let Some(next) = next {

@@ -15,6 +15,19 @@
 //!   `offset/{topic}/{partition}`, value = the next input offset as 8 bytes
 //!   big-endian. Compaction keeps the latest marker per input partition.
 //!
+//! Owners (fencing without transactions): a task that takes a partition
+//! first produces a claim marker (key = `0x00` + `claim`) and waits for its
+//! offset; that offset is its owner epoch, and every record it produces
+//! afterwards carries it in the [`OWNER_HEADER`] (8 bytes big-endian).
+//! Restore keeps the highest epoch seen so far (claims and headers; records
+//! without the header are epoch 0) and skips every record of a lower epoch:
+//! a zombie (an instance that lost the partition but has not noticed yet)
+//! may still append a batch after the new owner's claim, and that batch is
+//! never applied. Writes held when a newer claim appears are dropped with
+//! it (the cut batch's begin marker, written before the claim, still hands
+//! its plan to the new owner, which re-processes it). The epoch is stored
+//! with the restored position, so incremental restores keep skipping.
+//!
 //! Restoring replays a changelog partition in order from the position
 //! stored locally (the changelog's own offset, kept beside the state) to the
 //! high watermark seen at the start. Writes are applied when an offsets
@@ -34,7 +47,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -42,6 +55,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Batch, StateStore, StoreError, StoreName};
 
 const MARKER: u8 = 0x00;
+
+/// Changelog record header: the producing owner's epoch.
+pub const OWNER_HEADER: &str = "geoclock-owner";
+
+/// The changelog key of an owner's claim.
+pub fn claim_key() -> Vec<u8> {
+    let mut k = vec![MARKER];
+    k.extend_from_slice(b"claim");
+    k
+}
+
+/// The name the highest owner epoch restored is stored under (as an offset).
+pub fn owner_name(topic: &str) -> String {
+    format!("{topic}#owner")
+}
 
 /// The changelog key of an offsets marker.
 pub fn marker_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -95,6 +123,31 @@ pub async fn produce(
     records: &[(Vec<u8>, Option<Vec<u8>>)],
     timeout: Duration,
 ) -> Result<Option<i64>, StoreError> {
+    produce_as(producer, topic, partition, records, None, timeout).await
+}
+
+/// Claims a changelog partition: produces the claim marker and returns its
+/// offset, the owner epoch to produce with ([`produce_as`]).
+pub async fn claim(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<i64, StoreError> {
+    let next = produce(producer, topic, partition, &[(claim_key(), Some(b"claim".to_vec()))], timeout).await?;
+    next.map(|n| n - 1).ok_or_else(|| StoreError::Changelog(format!("claim of {topic}/{partition}: no offset")))
+}
+
+/// [`produce`], every record carrying `owner` in the [`OWNER_HEADER`].
+pub async fn produce_as(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    records: &[(Vec<u8>, Option<Vec<u8>>)],
+    owner: Option<i64>,
+    timeout: Duration,
+) -> Result<Option<i64>, StoreError> {
+    let owner_bytes = owner.map(i64::to_be_bytes);
     let failed = |e: &dyn std::fmt::Display| StoreError::Changelog(format!("produce to {topic}/{partition}: {e}"));
     // Enqueue everything first (so the producer batches it), then await the
     // acknowledgements; a full local queue is waited out, never dropped.
@@ -104,6 +157,9 @@ pub async fn produce(
         let mut r = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).partition(partition).key(key);
         if let Some(v) = value {
             r = r.payload(v);
+        }
+        if let Some(o) = &owner_bytes {
+            r = r.headers(OwnedHeaders::new().insert(Header { key: OWNER_HEADER, value: Some(&o[..]) }));
         }
         loop {
             match producer.send_result(r) {
@@ -133,6 +189,8 @@ pub async fn produce(
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RestoreStats {
     pub records: u64,
+    /// Records of a superseded owner (a zombie's), not applied.
+    pub fenced: u64,
     pub from: i64,
     pub to: i64,
     /// The plan of a batch begun but not finished at the end of the log.
@@ -172,7 +230,9 @@ pub fn restore(
         .map_err(kafka)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
     let from = state.offset(topic, partition)?.unwrap_or(low).max(low);
-    let mut stats = RestoreStats { records: 0, from, to: from, incomplete: None };
+    let mut stats = RestoreStats { records: 0, fenced: 0, from, to: from, incomplete: None };
+    let owners = owner_name(topic);
+    let mut owner = state.offset(&owners, partition)?.unwrap_or(0);
     if from >= high {
         return Ok(stats);
     }
@@ -180,7 +240,7 @@ pub fn restore(
     tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(kafka)?;
     consumer.assign(&tpl).map_err(kafka)?;
     let total = (high - from) as u64;
-    let begin = begin_key();
+    let (begin, claim) = (begin_key(), claim_key());
     // `batch`: writes followed by a marker, not yet committed; `held`:
     // writes not (yet) followed by one; `plan`: the latest begin marker's
     // plan when no marker followed it.
@@ -199,6 +259,19 @@ pub fn restore(
         let key = msg.key().unwrap_or_default();
         next = msg.offset() + 1;
         stats.records += 1;
+        if key == claim.as_slice() {
+            if msg.offset() > owner {
+                owner = msg.offset();
+                held.clear();
+            }
+            continue;
+        }
+        let epoch = record_owner(&msg);
+        if epoch < owner {
+            stats.fenced += 1;
+            continue;
+        }
+        owner = epoch;
         if key == begin.as_slice() {
             stats.incomplete = Some(msg.payload().unwrap_or_default().to_vec());
             continue;
@@ -213,6 +286,7 @@ pub fn restore(
             batch.writes.push((store, k, v));
         }
         batch.offset(&t, p, n);
+        batch.offset(&owners, partition, owner);
         applied = next;
         if batch.writes.len() + batch.offsets.len() >= chunk {
             commit_restored(state, &mut batch, topic, partition, applied)?;
@@ -230,9 +304,22 @@ pub fn restore(
     if !held.is_empty() {
         tracing::warn!(topic, partition, writes = held.len(), "changelog ends inside a batch: not applied");
     }
+    if stats.fenced > 0 {
+        tracing::warn!(topic, partition, records = stats.fenced, "skipped records of a superseded owner");
+    }
     stats.to = applied;
     tracing::info!(topic, partition, records = stats.records, from, to = applied, "changelog restored");
     Ok(stats)
+}
+
+/// The owner epoch a changelog record was produced with (0: none).
+fn record_owner(msg: &impl Message) -> i64 {
+    let Some(headers) = msg.headers() else { return 0 };
+    headers
+        .iter()
+        .find(|h| h.key == OWNER_HEADER)
+        .and_then(|h| <[u8; 8]>::try_from(h.value?).ok())
+        .map_or(0, i64::from_be_bytes)
 }
 
 fn commit_restored(

@@ -103,4 +103,7 @@ pub trait StateStore: Send + Sync {
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     /// The next input offset stored for a topic partition.
     fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError>;
+    /// Atomically deletes every row of `store` under `prefix` and every
+    /// stored offset whose topic name starts with `offsets_prefix`.
+    fn forget(&self, store: StoreName, prefix: &[u8], offsets_prefix: &str) -> Result<(), StoreError>;
 }

@@ -130,6 +130,25 @@ impl StateStore for RocksStore {
         Ok(())
     }
 
+    fn forget(&self, store: StoreName, prefix: &[u8], offsets_prefix: &str) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        let cf = self.cf(store)?;
+        for (k, _) in self.scan_prefix(store, prefix)? {
+            wb.delete_cf(cf, k);
+        }
+        let meta = self.cf(META)?;
+        let offsets = format!("offset/{offsets_prefix}").into_bytes();
+        for item in self.db.iterator_cf(meta, rocksdb::IteratorMode::From(&offsets, rocksdb::Direction::Forward)) {
+            let (k, _) = item?;
+            if !k.starts_with(&offsets) {
+                break;
+            }
+            wb.delete_cf(meta, k);
+        }
+        self.db.write_opt(wb, &self.write_opts)?;
+        Ok(())
+    }
+
     fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
         let key = offset_key(topic, partition);
         match self.db.get_cf(self.cf(META)?, &key)? {
