@@ -14,8 +14,11 @@
 //! 4. Then it commits one [`Batch`] — the same writes plus the input offsets
 //!    and the changelog position — as ONE RocksDB write batch, so state and
 //!    offsets are never seen apart.
-//! 5. On start it first restores from the changelog whatever the local state
-//!    lacks ([`changelog::restore`]: writes are applied only once an offsets
+//! 0. On start it claims the changelog partition ([`changelog::claim`]):
+//!    the claim's offset is its owner epoch, stamped on every record it
+//!    produces in 1 and 3.
+//! 5. On start, after the claim, it first restores from the changelog
+//!    whatever the local state lacks ([`changelog::restore`]: writes are applied only once an offsets
 //!    marker follows them), then resumes input from the offsets stored with
 //!    the state, never from the consumer group's committed offsets.
 //!
@@ -32,6 +35,13 @@
 //!   it and input resumes after it (local RocksDB, whose WAL is off, may lag
 //!   the changelog, never lead it);
 //! - after 4: done.
+//! - a zombie (a previous owner still running after losing the partition)
+//!   writing at any of these points: its commands are the ones the new
+//!   owner produces too (same input from the same restored state, same
+//!   ids), and its changelog records after the new owner's claim carry an
+//!   older epoch, so no restore applies them; it may have committed such a
+//!   batch to its own RocksDB (4), which is why local state not left by a
+//!   clean stop is forgotten and restored from the changelog.
 //!
 //! Under compaction the latest begin and offsets markers and each key's
 //! latest write survive in order, so the restored state is the state at the
