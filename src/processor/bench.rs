@@ -50,6 +50,10 @@ pub struct BenchReport {
     pub pings: usize,
     pub raw_pings_per_s: f64,
     pub processor_pings_per_s: f64,
+    /// CPU time of this process (every thread, not the broker's) per ping,
+    /// in µs: a steadier comparison than rates on a shared machine.
+    pub raw_cpu_us_per_ping: Option<f64>,
+    pub processor_cpu_us_per_ping: Option<f64>,
     pub latency_samples: usize,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -66,6 +70,9 @@ impl std::fmt::Display for BenchReport {
             self.processor_pings_per_s,
             100.0 * self.processor_pings_per_s / self.raw_pings_per_s.max(1.0)
         )?;
+        if let (Some(raw), Some(proc)) = (self.raw_cpu_us_per_ping, self.processor_cpu_us_per_ping) {
+            writeln!(f, "CPU per ping (this process) raw {raw:.2} µs, processor {proc:.2} µs")?;
+        }
         write!(
             f,
             "ping produce → command     p50 {:.1} ms, p99 {:.1} ms ({} clock commands at {} pings/s offered)",
@@ -76,6 +83,22 @@ impl std::fmt::Display for BenchReport {
 
 fn e(what: &str, err: impl std::fmt::Display) -> ProcessorError {
     ProcessorError::Codec(format!("bench {what}: {err}"))
+}
+
+/// User + system CPU seconds of this process so far (Linux `/proc`, whose
+/// clock ticks are always 1/100 s); `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn per_ping_us(from: Option<f64>, to: Option<f64>, pings: usize) -> Option<f64> {
+    Some((to? - from?) * 1e6 / pings.max(1) as f64)
 }
 
 fn now_ms() -> i64 {
@@ -103,8 +126,10 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let catalogue = fresh(&runtime, opts, "tput")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     produce(&runtime, &opts.brokers, &catalogue, &codec, &events, None)?;
+    let cpu_before = cpu_seconds();
     let (drained, span) = raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions)?;
     report.raw_pings_per_s = drained as f64 / span.as_secs_f64().max(1e-9);
+    report.raw_cpu_us_per_ping = per_ping_us(cpu_before, cpu_seconds(), drained as usize);
     let dir = opts.state_dir.join("tput");
     let _ = std::fs::remove_dir_all(&dir);
     let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
@@ -113,11 +138,13 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     // the pings) to all idle, which includes committing the last batch.
     let entities = split as u64;
     let mut first: Option<Instant> = None;
+    let mut cpu_first = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let st = proc.status();
         if first.is_none() && st.iter().any(|s| s.processed > entities) {
             first = Some(Instant::now());
+            cpu_first = cpu_seconds();
         }
         if st.len() == opts.partitions as usize && st.iter().all(|s| s.idle && s.processed > 0) {
             break;
@@ -129,6 +156,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     }
     let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
     report.processor_pings_per_s = pings as f64 / elapsed.as_secs_f64().max(1e-9);
+    report.processor_cpu_us_per_ping = per_ping_us(cpu_first, cpu_seconds(), pings);
     let m = proc.metrics();
     eprintln!(
         "throughput run: {:.2} s, {} batches, {:.2} s committing (summed over tasks)",
