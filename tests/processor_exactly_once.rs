@@ -77,6 +77,15 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Waits up to `secs` for a log line containing `needle`.
+    fn wait_logged(&self, needle: &str, secs: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.logged(needle) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.log.lock().unwrap().join("\n"));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
@@ -259,11 +268,7 @@ fn sigkilled_processors_neither_lose_nor_double_a_command() {
 
     // 2. A new member, killed as soon as it is assigned (restoring).
     let mut p3 = Proc::start(brokers, prefix, &dir("s3"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !p3.logged("partition assigned") {
-        assert!(Instant::now() < deadline, "p3 never assigned:\n{}", p3.log.lock().unwrap().join("\n"));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    p3.wait_logged("partition assigned", 60, "p3 never assigned");
     p3.kill();
 
     // 3. p1's stale state directory comes back in a new process.
@@ -306,11 +311,7 @@ fn graceful_rebalances_emit_every_command_exactly_once() {
     }
     // Scale out: p2 joins and takes partitions from p1.
     let mut p2 = Proc::start(brokers, prefix, &root.join("s2"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !p2.logged("task ready") {
-        assert!(Instant::now() < deadline, "p2 never got a partition:\n{}", p2.log.lock().unwrap().join("\n"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p2.wait_logged("task ready", 60, "p2 never got a partition");
     // Scale in: p2 leaves gracefully (SIGTERM: commit, leave the group).
     std::thread::sleep(Duration::from_millis(500));
     let _ = Command::new("kill").arg("-TERM").arg(p2.child.id().to_string()).status();
@@ -362,11 +363,7 @@ fn a_zombies_late_writes_are_fenced_off() {
     let root = std::env::temp_dir().join(format!("geoclock-zo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let mut p1 = Proc::start_with(brokers, prefix, &root.join("s1"), Some("stall_after_commands:3"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !p1.logged("stalling after commands") {
-        assert!(Instant::now() < deadline, "p1 never stalled:\n{}", p1.log.lock().unwrap().join("\n"));
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    p1.wait_logged("stalling after commands", 120, "p1 never stalled");
     let signal = |sig: &str, p: &Proc| {
         let _ = Command::new("kill").arg(sig).arg(p.child.id().to_string()).status();
     };
@@ -378,18 +375,10 @@ fn a_zombies_late_writes_are_fenced_off() {
     };
     // p2 takes every partition once p1's session times out.
     let mut p2 = Proc::start(brokers, prefix, &root.join("s2"));
-    let deadline = Instant::now() + Duration::from_secs(90);
     let took = format!("task ready partition={stalled} ");
-    while !p2.logged(&took) {
-        assert!(Instant::now() < deadline, "p2 never took {stalled}:\n{}", p2.log.lock().unwrap().join("\n"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p2.wait_logged(&took, 90, &format!("p2 never took {stalled}"));
     signal("-CONT", &p1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !p1.logged("stall over") {
-        assert!(Instant::now() < deadline, "p1 never resumed:\n{}", p1.log.lock().unwrap().join("\n"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p1.wait_logged("stall over", 30, "p1 never resumed");
     std::thread::sleep(Duration::from_secs(2));
     p1.kill();
     let logs = || format!("p1:\n{}\np2:\n{}", p1.log.lock().unwrap().join("\n"), p2.log.lock().unwrap().join("\n"));

@@ -51,6 +51,15 @@ fn apply(rt: &tokio::runtime::Runtime, p: &FutureProducer, changelog: &str, loca
     local.commit(b).expect("local commit");
 }
 
+/// A broker, a runtime and a fresh changelog topic (2 partitions).
+fn setup(storage: Storage, prefix: &str) -> (Broker, tokio::runtime::Runtime, String) {
+    let broker = Broker::start(storage);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let catalogue = Catalogue { prefix: prefix.into(), partitions: 2, replication: 1 };
+    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
+    (broker, rt, catalogue.name(Topic::VehicleStateChangelog))
+}
+
 fn opts<'a>(broker: &'a Broker, topic: &'a str, partition: i32, chunk: usize) -> Restore<'a> {
     Restore { brokers: broker.brokers(), topic, partition, store: STORE, chunk, timeout: T }
 }
@@ -61,11 +70,7 @@ fn all(s: &RocksStore) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[test]
 fn fresh_instance_restores_state_and_offsets_and_resumes_incrementally() {
-    let broker = Broker::start(Storage::Memory);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let catalogue = Catalogue { prefix: "st".into(), partitions: 2, replication: 1 };
-    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
-    let changelog = catalogue.name(Topic::VehicleStateChangelog);
+    let (broker, rt, changelog) = setup(Storage::Memory, "st");
     let p = producer(&broker.bootstrap());
 
     let a = RocksStore::open(&dir("a"), &[STORE], &RocksConfig::default()).unwrap();
@@ -106,11 +111,7 @@ fn fresh_instance_restores_state_and_offsets_and_resumes_incrementally() {
 
 #[test]
 fn changelog_survives_a_broker_restart() {
-    let broker = Broker::start(Storage::Sqlite);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let catalogue = Catalogue { prefix: "st2".into(), partitions: 2, replication: 1 };
-    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
-    let changelog = catalogue.name(Topic::VehicleStateChangelog);
+    let (broker, rt, changelog) = setup(Storage::Sqlite, "st2");
     let a = RocksStore::open(&dir("c"), &[STORE], &RocksConfig::default()).unwrap();
     {
         let p = producer(&broker.bootstrap());
@@ -127,11 +128,7 @@ fn changelog_survives_a_broker_restart() {
 
 #[test]
 fn a_batch_cut_short_is_not_applied_and_its_plan_is_returned() {
-    let broker = Broker::start(Storage::Memory);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let catalogue = Catalogue { prefix: "st3".into(), partitions: 2, replication: 1 };
-    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
-    let changelog = catalogue.name(Topic::VehicleStateChangelog);
+    let (broker, rt, changelog) = setup(Storage::Memory, "st3");
     let a = RocksStore::open(&dir("e"), &[STORE], &RocksConfig::default()).unwrap();
     let p = producer(&broker.bootstrap());
     // Batch 0 complete; batch 1 begun, some writes, then the "crash".
@@ -161,11 +158,7 @@ fn a_batch_cut_short_is_not_applied_and_its_plan_is_returned() {
 /// A's batch cut by the claim hands its plan over and its writes are dropped.
 #[test]
 fn records_of_a_superseded_owner_are_never_applied() {
-    let broker = Broker::start(Storage::Memory);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let catalogue = Catalogue { prefix: "st4".into(), partitions: 2, replication: 1 };
-    rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
-    let changelog = catalogue.name(Topic::VehicleStateChangelog);
+    let (broker, rt, changelog) = setup(Storage::Memory, "st4");
     let p = producer(&broker.bootstrap());
     let send = |recs: &[(Vec<u8>, Option<Vec<u8>>)], owner: i64| {
         rt.block_on(produce_as(&p, &changelog, 1, recs, Some(owner), T)).expect("acknowledged");
