@@ -4,6 +4,8 @@
 //! En Route / On Site presses, reschedules, status changes, re-pairings and
 //! ticks, under random settings.
 
+use std::collections::BTreeMap;
+
 use proptest::prelude::*;
 
 use super::{Action, Command, Engine, EntityRef, Event};
@@ -208,6 +210,17 @@ fn run(settings: &Settings, events: &[Event]) -> (Vec<Command>, String) {
     (out, report)
 }
 
+/// Generations each appointment lived by the end (1 + times revived).
+fn lives(settings: &Settings, events: &[Event]) -> BTreeMap<Id, usize> {
+    let mut engine = Engine::new("acme", settings.clone()).expect("valid settings");
+    for e in events {
+        engine.handle(e, &mut Vec::new()).expect("generated events are valid");
+    }
+    let st = engine.state();
+    let revived = st.generations.iter().map(|(a, g)| (a.clone(), g.n as usize + 1));
+    revived.chain(st.retired.iter().map(|(a, r)| (a.clone(), r.generation as usize + 1))).collect()
+}
+
 fn is_fact(e: &Event) -> bool {
     matches!(e, Event::Ping(_) | Event::Clock(_) | Event::Tick(_))
 }
@@ -277,14 +290,24 @@ proptest! {
                 _ => {}
             }
         }
-        let n = clocks.len();
-        clocks.sort();
-        clocks.dedup();
-        prop_assert_eq!(clocks.len(), n, "a technician was clocked twice");
-        let n = links.len();
-        links.sort();
-        links.dedup();
-        prop_assert_eq!(links.len(), n, "two Service Links for one technician");
+        // Once per generation: an appointment revived after retirement is a
+        // new visit (see retention), which may be clocked and linked again.
+        let lives = lives(&settings, &events);
+        let allowed = |appt: &Id| lives.get(appt).copied().unwrap_or(1);
+        let mut clocked: BTreeMap<(Id, Id, Activity, ClockAction), usize> = BTreeMap::new();
+        for k in clocks {
+            *clocked.entry(k).or_default() += 1;
+        }
+        for ((appt, user, activity, action), n) in &clocked {
+            prop_assert!(*n <= allowed(appt), "{user} clocked {activity:?} {action:?} {n} times on {appt}");
+        }
+        let mut linked: BTreeMap<(Id, Id), usize> = BTreeMap::new();
+        for k in links {
+            *linked.entry(k).or_default() += 1;
+        }
+        for ((appt, user), n) in &linked {
+            prop_assert!(*n <= allowed(appt), "{n} Service Links for {user} on {appt}");
+        }
     }
 }
 
