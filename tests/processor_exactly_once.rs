@@ -321,6 +321,9 @@ fn graceful_rebalances_emit_every_command_exactly_once() {
     assert!(p1.logged("event=\"revoked\""), "p1 never gave a partition away:\n{}", logs());
     assert!(p2.logged("task stopped"), "p2 did not stop its tasks:\n{}", logs());
     assert_eq!(duplicates, 0, "a graceful rebalance re-processed input:\n{}", logs());
+    // Every task holds the day's 1 500 appointments (global tables).
+    let held = p1.counter("geoclock_processor_state_appointments");
+    assert!(held >= 1500.0, "state_appointments {held}");
     p2.kill();
     drop(p1);
     let _ = std::fs::remove_dir_all(&root);

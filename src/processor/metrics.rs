@@ -86,6 +86,9 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub lag: Family,
     pub restore_remaining: Family,
+    /// Appointments held in state (every tenant), per task: bounded by
+    /// retention.
+    pub state_appointments: Family,
     pub rebalances: Family,
 }
 
@@ -105,6 +108,7 @@ impl Metrics {
             commit_seconds: Histogram::new(COMMIT_BUCKETS),
             lag: Family::default(),
             restore_remaining: Family::default(),
+            state_appointments: Family::default(),
             rebalances: Family::default(),
         }
     }
@@ -165,6 +169,14 @@ impl Metrics {
         );
         family(
             &mut o,
+            "geoclock_processor_state_appointments",
+            "gauge",
+            "Appointments held in state (all tenants, bounded by retention_days), per task",
+            "partition",
+            &self.state_appointments,
+        );
+        family(
+            &mut o,
             "geoclock_processor_rebalances_total",
             "counter",
             "Partitions assigned, revoked or lost",
@@ -191,10 +203,12 @@ mod tests {
         m.records.add("azuga.pings", 3);
         m.commit_seconds.observe(0.003);
         m.lag.set("0", 7);
+        m.state_appointments.set("1", 42);
         let text = m.render();
         assert!(text.contains("geoclock_processor_records_total{topic=\"azuga.pings\"} 3"), "{text}");
         assert!(text.contains("geoclock_processor_commit_seconds_bucket{le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("geoclock_processor_commit_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
         assert!(text.contains("geoclock_processor_lag_records{partition=\"0\"} 7"), "{text}");
+        assert!(text.contains("geoclock_processor_state_appointments{partition=\"1\"} 42"), "{text}");
     }
 }

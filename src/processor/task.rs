@@ -641,6 +641,8 @@ impl Task {
             }
         }
         m.commands.inc_by(self.commands.len() as u64);
+        let held: usize = self.engines.values().map(|e| e.state().appointments.len()).sum();
+        m.state_appointments.set(&self.p.to_string(), held as i64);
         m.dead_letters.inc_by(self.dead.len() as u64);
         let job = CommitJob {
             begin,
