@@ -200,22 +200,24 @@ fn eight_days_later(e: Event) -> Event {
     }
 }
 
-fn run(settings: &Settings, events: &[Event]) -> (Vec<Command>, String) {
+/// The engine after every event, and the commands it decided.
+fn replay(settings: &Settings, events: &[Event]) -> (Engine, Vec<Command>) {
     let mut engine = Engine::new("acme", settings.clone()).expect("valid settings");
     let mut out = Vec::new();
     for e in events {
         engine.handle(e, &mut out).expect("generated events are valid");
     }
+    (engine, out)
+}
+
+fn run(settings: &Settings, events: &[Event]) -> (Vec<Command>, String) {
+    let (engine, out) = replay(settings, events);
     let report = serde_json::to_string(&rows(&engine)).expect("serializable");
     (out, report)
 }
 
 /// Generations each appointment lived by the end (1 + times revived).
-fn lives(settings: &Settings, events: &[Event]) -> BTreeMap<Id, usize> {
-    let mut engine = Engine::new("acme", settings.clone()).expect("valid settings");
-    for e in events {
-        engine.handle(e, &mut Vec::new()).expect("generated events are valid");
-    }
+fn lives(engine: &Engine) -> BTreeMap<Id, usize> {
     let st = engine.state();
     let revived = st.generations.iter().map(|(a, g)| (a.clone(), g.n as usize + 1));
     revived.chain(st.retired.iter().map(|(a, r)| (a.clone(), r.generation as usize + 1))).collect()
@@ -270,7 +272,7 @@ proptest! {
 
     #[test]
     fn no_technician_is_clocked_twice_and_ids_are_unique((settings, events) in scenario()) {
-        let (out, _) = run(&settings, &events);
+        let (engine, out) = replay(&settings, &events);
         let mut ids: Vec<&str> = out.iter().map(|c| c.id.as_str()).collect();
         ids.sort_unstable();
         let n = ids.len();
@@ -292,7 +294,7 @@ proptest! {
         }
         // Once per generation: an appointment revived after retirement is a
         // new visit (see retention), which may be clocked and linked again.
-        let lives = lives(&settings, &events);
+        let lives = lives(&engine);
         let allowed = |appt: &Id| lives.get(appt).copied().unwrap_or(1);
         let mut clocked: BTreeMap<(Id, Id, Activity, ClockAction), usize> = BTreeMap::new();
         for k in clocks {
@@ -321,16 +323,13 @@ fn generator_exercises_every_command_kind() {
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
     for _ in 0..300 {
         let (settings, events) = scenario().new_tree(&mut runner).expect("tree").current();
-        let mut engine = Engine::new("acme", settings.clone()).expect("valid settings");
-        for e in &events {
-            engine.handle(e, &mut Vec::new()).expect("generated events are valid");
-        }
+        let (engine, out) = replay(&settings, &events);
         let st = engine.state();
         let revived_links = st.assignments.iter().filter(|a| a.generation > 0 && a.link != Default::default()).count();
         *kinds.entry("retired").or_default() += st.retired.len() + st.generations.len();
         *kinds.entry("revived").or_default() += st.generations.len();
         *kinds.entry("revived_clocked").or_default() += revived_links;
-        for c in run(&settings, &events).0 {
+        for c in out {
             let k = match &c.action {
                 Action::Clock(k) if k.cause == super::ClockCause::Exit => "exit",
                 a => a.kind(),

@@ -428,7 +428,7 @@ impl State {
         let id = a.id.clone();
         if let Some(r) = self.retired.remove(&id) {
             self.fences.insert(id.clone(), FenceRecord { revision: r.revision, ..FenceRecord::default() });
-            let since = self.watermark.unwrap_or(Ts(i64::MIN));
+            let since = self.watermark.unwrap_or(Ts::MIN);
             self.generations.insert(id.clone(), Generation { n: r.generation + 1, since });
             self.dirty.mark(|| super::persist::RowKey::Retired(id.clone()));
         }

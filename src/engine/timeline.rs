@@ -102,13 +102,7 @@ impl PairingBook {
     pub fn prune_ended_before(&mut self, cutoff: Ts) -> Vec<Id> {
         let mut changed = Vec::new();
         for (driver, list) in self.by_driver.iter_mut() {
-            let ends: Vec<Ts> = list
-                .iter()
-                .map(|p| {
-                    let next = list.iter().map(|q| q.from).find(|f| *f > p.from).unwrap_or(Ts::MAX);
-                    p.to.unwrap_or(Ts::MAX).min(next)
-                })
-                .collect();
+            let ends: Vec<Ts> = list.iter().map(|p| effective_end(list, p)).collect();
             let before = list.len();
             let mut ends = ends.into_iter();
             list.retain(|_| ends.next().is_some_and(|end| end >= cutoff));
@@ -124,14 +118,7 @@ impl PairingBook {
     /// The driver's pairings with their effective intervals, in order.
     pub fn effective(&self, driver: &Id) -> Vec<(&Id, Interval)> {
         let Some(list) = self.by_driver.get(driver) else { return Vec::new() };
-        list.iter()
-            .map(|p| {
-                let next = list.iter().map(|q| q.from).find(|f| *f > p.from).unwrap_or(Ts::MAX);
-                let to = p.to.unwrap_or(Ts::MAX).min(next);
-                (&p.vehicle, (p.from, to))
-            })
-            .filter(|(_, (f, t))| f < t)
-            .collect()
+        list.iter().map(|p| (&p.vehicle, (p.from, effective_end(list, p)))).filter(|(_, (f, t))| f < t).collect()
     }
 
     /// The driver's pairings as stored (sorted by start, then vehicle).
@@ -158,6 +145,13 @@ impl PairingBook {
         }
         out
     }
+}
+
+/// When pairing `p` of a driver's sorted `list` ends: its own `to`, or the
+/// start of the driver's next pairing, whichever is first.
+fn effective_end(list: &[Pairing], p: &Pairing) -> Ts {
+    let next = list.iter().map(|q| q.from).find(|f| *f > p.from).unwrap_or(Ts::MAX);
+    p.to.unwrap_or(Ts::MAX).min(next)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
         return;
     }
     // A revived appointment watches only from its revival on.
-    let since = st.generations.get(appt).map_or(Ts(i64::MIN), |g| g.since);
+    let since = st.generations.get(appt).map_or(Ts::MIN, |g| g.since);
     let mut techs = a.techs.clone();
     dedup_in_order(&mut techs);
     let mut routed: Vec<Id> = Vec::new();

@@ -107,6 +107,11 @@ fn now_ms() -> i64 {
 
 const T: Duration = Duration::from_secs(60);
 
+/// How many events come before the day's first ping (its entities).
+fn entity_count(events: &[Event]) -> usize {
+    events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len())
+}
+
 /// The ping spacing of the latency run's day.
 const LATENCY_PING_EVERY_S: i64 = 120;
 
@@ -119,7 +124,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let events = opts.day.events();
     let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
     // The day's entities come first, then its pings (and clock events).
-    let split = events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len());
+    let split = entity_count(&events);
     let mut report = BenchReport { pings, latency_rate: opts.latency_rate, ..BenchReport::default() };
 
     // 1. Throughput.
@@ -171,7 +176,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     // every 2 min at most): a denser day only lengthens the run.
     drop(events);
     let events = Day { ping_every_s: opts.day.ping_every_s.max(LATENCY_PING_EVERY_S), ..opts.day.clone() }.events();
-    let split = events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len());
+    let split = entity_count(&events);
     let catalogue = fresh(&runtime, opts, "lat")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     let dir = opts.state_dir.join("lat");

@@ -330,7 +330,7 @@ fn trust_or_forget_local(p: i32, env: &TaskEnv, changelog: &str) -> Result<(), T
     let store = env.store.as_ref();
     if store.offset(&clean_name(p), 0)? != Some(1) {
         let had = store.offset(changelog, p)?.is_some_and(|o| o > 0);
-        store.forget(STATE_STORE, row_prefix(p).as_bytes(), &row_prefix(p))?;
+        store.forget(STATE_STORE, &row_prefix(p), &row_prefix(p))?;
         let mut reset = Batch::default();
         reset.offset(changelog, p, 0);
         reset.offset(&changelog::owner_name(changelog), p, 0);

@@ -18,9 +18,10 @@
 //!    the claim's offset is its owner epoch, stamped on every record it
 //!    produces in 1 and 3.
 //! 5. On start, after the claim, it first restores from the changelog
-//!    whatever the local state lacks ([`changelog::restore`]: writes are applied only once an offsets
-//!    marker follows them), then resumes input from the offsets stored with
-//!    the state, never from the consumer group's committed offsets.
+//!    whatever the local state lacks ([`changelog::restore`]: writes are
+//!    applied only once an offsets marker follows them), then resumes input
+//!    from the offsets stored with the state, never from the consumer
+//!    group's committed offsets.
 //!
 //! Why no crash point loses or doubles an effect:
 //! - before 1 is acknowledged: nothing of the batch reached the broker; it is
@@ -113,7 +114,8 @@ pub trait StateStore: Send + Sync {
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     /// The next input offset stored for a topic partition.
     fn offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError>;
-    /// Atomically deletes every row of `store` under `prefix` and every
-    /// stored offset whose topic name starts with `offsets_prefix`.
-    fn forget(&self, store: StoreName, prefix: &[u8], offsets_prefix: &str) -> Result<(), StoreError>;
+    /// Atomically deletes every row of `store` whose key starts with the
+    /// text `prefix` and every stored offset whose topic name starts with
+    /// `offsets_prefix`.
+    fn forget(&self, store: StoreName, prefix: &str, offsets_prefix: &str) -> Result<(), StoreError>;
 }

@@ -41,6 +41,17 @@ pub struct RocksStore {
     _cache: Arc<Cache>,
 }
 
+/// The first key after every key starting with a UTF-8 `prefix` (UTF-8
+/// never holds the byte 0xff, so the last byte can always be bumped).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    match end.last_mut() {
+        Some(last) => *last += 1,
+        None => end.push(0xff),
+    }
+    end
+}
+
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     format!("offset/{topic}/{partition}").into_bytes()
 }
@@ -130,20 +141,11 @@ impl StateStore for RocksStore {
         Ok(())
     }
 
-    fn forget(&self, store: StoreName, prefix: &[u8], offsets_prefix: &str) -> Result<(), StoreError> {
+    fn forget(&self, store: StoreName, prefix: &str, offsets_prefix: &str) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
-        let cf = self.cf(store)?;
-        for (k, _) in self.scan_prefix(store, prefix)? {
-            wb.delete_cf(cf, k);
-        }
-        let meta = self.cf(META)?;
         let offsets = format!("offset/{offsets_prefix}").into_bytes();
-        for item in self.db.iterator_cf(meta, rocksdb::IteratorMode::From(&offsets, rocksdb::Direction::Forward)) {
-            let (k, _) = item?;
-            if !k.starts_with(&offsets) {
-                break;
-            }
-            wb.delete_cf(meta, k);
+        for (cf, prefix) in [(self.cf(store)?, prefix.as_bytes()), (self.cf(META)?, offsets.as_slice())] {
+            wb.delete_range_cf(cf, prefix, prefix_end(prefix).as_slice());
         }
         self.db.write_opt(wb, &self.write_opts)?;
         Ok(())
@@ -197,6 +199,25 @@ mod tests {
         assert_eq!(s.get("b", b"k1").unwrap(), Some(b"w1".to_vec()));
         assert_eq!(s.offset("pings", 3).unwrap(), Some(42));
         assert_eq!(s.offset("pings", 4).unwrap(), None);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn forget_drops_one_prefix_of_rows_and_offsets() {
+        let dir = temp("forget");
+        let s = RocksStore::open(&dir, &["a"], &RocksConfig::default()).unwrap();
+        let mut b = Batch::default();
+        for k in ["00001/x", "00001/y", "00002/x", "00001", "000010/x"] {
+            b.put("a", k.as_bytes().to_vec(), b"v".to_vec());
+        }
+        b.offset("00001/pings", 1, 7);
+        b.offset("00002/pings", 1, 8);
+        s.commit(&b).unwrap();
+        s.forget("a", "00001/", "00001/").unwrap();
+        let keys: Vec<Vec<u8>> = s.scan_prefix("a", b"").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&b"00001"[..], b"000010/x", b"00002/x"].map(<[u8]>::to_vec).to_vec());
+        assert_eq!(s.offset("00001/pings", 1).unwrap(), None);
+        assert_eq!(s.offset("00002/pings", 1).unwrap(), Some(8));
         std::fs::remove_dir_all(&dir).ok();
     }
 
