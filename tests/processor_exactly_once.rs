@@ -157,6 +157,13 @@ struct World {
     expected: BTreeMap<String, EngineCommand>,
 }
 
+/// A fresh state directory root for one test's processes.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("geoclock-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
 fn world(name: &str, techs: usize) -> World {
     let broker = Broker::start(Storage::Memory);
     let brokers = broker.brokers().to_string();
@@ -252,8 +259,7 @@ impl World {
 fn sigkilled_processors_neither_lose_nor_double_a_command() {
     let w = world("eo", 600);
     let (brokers, prefix) = (&w.brokers, &w.prefix);
-    let root = std::env::temp_dir().join(format!("geoclock-eo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = scratch("eo");
     let dir = |n: &str| root.join(n);
     let mut p1 = Proc::start(brokers, prefix, &dir("s1"));
     let p2 = Proc::start(brokers, prefix, &dir("s2"));
@@ -301,8 +307,7 @@ fn sigkilled_processors_neither_lose_nor_double_a_command() {
 fn graceful_rebalances_emit_every_command_exactly_once() {
     let w = world("rb", 300);
     let (brokers, prefix) = (&w.brokers, &w.prefix);
-    let root = std::env::temp_dir().join(format!("geoclock-rb-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = scratch("rb");
     let p1 = Proc::start(brokers, prefix, &root.join("s1"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while p1.counter("geoclock_processor_records_total") < 10_000.0 {
@@ -337,8 +342,7 @@ fn graceful_rebalances_emit_every_command_exactly_once() {
 fn a_crash_after_commands_reemits_them_identically() {
     let w = world("ac", 300);
     let (brokers, prefix) = (&w.brokers, &w.prefix);
-    let root = std::env::temp_dir().join(format!("geoclock-ac-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = scratch("ac");
     let mut p1 = Proc::start_with(brokers, prefix, &root.join("s1"), Some("after_commands:3"));
     let status = p1.child.wait().expect("p1 ends");
     assert!(!status.success(), "p1 should have aborted");
@@ -363,8 +367,7 @@ fn a_crash_after_commands_reemits_them_identically() {
 fn a_zombies_late_writes_are_fenced_off() {
     let w = world("zo", 300);
     let (brokers, prefix) = (&w.brokers, &w.prefix);
-    let root = std::env::temp_dir().join(format!("geoclock-zo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = scratch("zo");
     let mut p1 = Proc::start_with(brokers, prefix, &root.join("s1"), Some("stall_after_commands:3"));
     p1.wait_logged("stalling after commands", 120, "p1 never stalled");
     let signal = |sig: &str, p: &Proc| {

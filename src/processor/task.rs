@@ -320,6 +320,13 @@ fn clean_name(p: i32) -> String {
     format!("{p:05}#clean")
 }
 
+/// Sets partition `p`'s clean-stop flag.
+fn mark_clean(store: &dyn StateStore, p: i32, clean: bool) -> Result<(), StoreError> {
+    let mut flag = Batch::default();
+    flag.offset(&clean_name(p), 0, i64::from(clean));
+    store.commit(&flag)
+}
+
 /// Local RocksDB is trusted only after a clean stop. A task that crashed or
 /// lost its partition may have committed locally a batch the changelog
 /// fences off (written after a newer owner's claim), so its rows, input
@@ -339,10 +346,7 @@ fn trust_or_forget_local(p: i32, env: &TaskEnv, changelog: &str) -> Result<(), T
             tracing::warn!(partition = p, "local state not left by a clean stop: restoring from the changelog");
         }
     }
-    let mut running = Batch::default();
-    running.offset(&clean_name(p), 0, 0);
-    store.commit(&running)?;
-    Ok(())
+    Ok(mark_clean(store, p, false)?)
 }
 
 fn inputs(p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, TaskError> {
@@ -406,9 +410,7 @@ impl Task {
                 self.commit()?;
                 self.wait_in_flight()?;
                 if !self.control.lost.load(Ordering::SeqCst) {
-                    let mut clean = Batch::default();
-                    clean.offset(&clean_name(self.p), 0, 1);
-                    self.env.store.commit(&clean)?;
+                    mark_clean(self.env.store.as_ref(), self.p, true)?;
                 }
                 tracing::info!(partition = self.p, "task stopped");
                 return Ok(());
