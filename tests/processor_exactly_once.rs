@@ -326,7 +326,7 @@ fn graceful_rebalances_emit_every_command_exactly_once() {
     assert!(p1.logged("event=\"revoked\""), "p1 never gave a partition away:\n{}", logs());
     assert!(p2.logged("task stopped"), "p2 did not stop its tasks:\n{}", logs());
     assert_eq!(duplicates, 0, "a graceful rebalance re-processed input:\n{}", logs());
-    // Every task holds the day's 1 500 appointments (global tables).
+    // p1's appointment-stage tasks hold the day's 1 500 appointments.
     let held = p1.counter("geoclock_processor_state_appointments");
     assert!(held >= 1500.0, "state_appointments {held}");
     p2.kill();
@@ -377,11 +377,11 @@ fn a_zombies_late_writes_are_fenced_off() {
     let stalled: String = {
         let log = p1.log.lock().unwrap();
         let line = log.iter().find(|l| l.contains("stalling after commands")).unwrap();
-        line.split("partition=").nth(1).unwrap().split(' ').next().unwrap().to_string()
+        line.split("task=").nth(1).unwrap().split(' ').next().unwrap().to_string()
     };
     // p2 takes every partition once p1's session times out.
     let mut p2 = Proc::start(brokers, prefix, &root.join("s2"));
-    let took = format!("task ready partition={stalled} ");
+    let took = format!("task ready task={stalled} ");
     p2.wait_logged(&took, 90, &format!("p2 never took {stalled}"));
     signal("-CONT", &p1);
     p1.wait_logged("stall over", 30, "p1 never resumed");
@@ -394,7 +394,8 @@ fn a_zombies_late_writes_are_fenced_off() {
     let _ = p2.child.wait();
     let p3 = Proc::start(brokers, prefix, &root.join("s3"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while p3.log.lock().unwrap().iter().filter(|l| l.contains("task ready")).count() < 3 {
+    // Three partitions, a task per stage each.
+    while p3.log.lock().unwrap().iter().filter(|l| l.contains("task ready")).count() < 6 {
         assert!(Instant::now() < deadline, "p3 not ready:\n{}", p3.log.lock().unwrap().join("\n"));
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -22,6 +22,8 @@ pub enum Event {
     Ping(Ping),
     Delete(EntityRef),
     Tick(Ts),
+    /// A fence route from stage one (input of stage two only; see [`super::route`]).
+    Route(super::route::Route),
 }
 
 /// Names an entity to delete.
@@ -52,6 +54,7 @@ impl Event {
             Event::Ping(_) => "ping",
             Event::Delete(_) => "delete",
             Event::Tick(_) => "tick",
+            Event::Route(_) => "route",
         }
     }
 }

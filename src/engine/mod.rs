@@ -32,6 +32,7 @@ pub mod persist;
 #[cfg(test)]
 mod properties;
 pub mod retention;
+pub mod route;
 pub mod service_link;
 pub mod state;
 pub mod timeline;
@@ -46,6 +47,7 @@ pub use state::{Evidence, LinkState, Reason};
 use crate::geo::GeoError;
 use crate::model::{AppointmentStatus, Id, Settings, SettingsError};
 use persist::RowKey;
+pub use route::{Role, Route};
 use state::{Assignment, State};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -54,6 +56,8 @@ pub enum EngineError {
     Settings(#[from] SettingsError),
     #[error("invalid ping: {0}")]
     InvalidPing(GeoError),
+    #[error("{event} events are not input of the {role:?} stage")]
+    NotMyInput { event: &'static str, role: Role },
     #[error("invalid pairing for driver {driver}: `to` ({to}) is not after `from` ({from})")]
     InvalidPairing { driver: Id, from: String, to: String },
 }
@@ -97,13 +101,59 @@ impl Engine {
         &self.state
     }
 
+    /// Runs only one stage of the engine ([`route`]).
+    pub fn set_role(&mut self, role: Role) {
+        self.state.role = role;
+    }
+
+    pub fn role(&self) -> Role {
+        self.state.role
+    }
+
+    /// Adds to this engine's assignments what `other` (a stage-two engine)
+    /// learned about the same ones ([`state::Assignment::absorb`]): the
+    /// Activity Report of a two-stage run.
+    pub fn absorb_assignments(&mut self, other: &Engine) {
+        for ((appt, user), slot) in &other.state.slots {
+            if let Some(&mine) = self.state.slots.get(&(appt.clone(), user.clone())) {
+                let theirs = &other.state.assignments[*slot];
+                self.state.assignments[mine].absorb(theirs);
+            }
+        }
+    }
+
+    /// Forgets every Service Link decision (tests comparing the rest).
+    #[cfg(test)]
+    pub(crate) fn forget_links(&mut self) {
+        for a in &mut self.state.assignments {
+            a.link = LinkState::NotAttempted;
+        }
+    }
+
+    /// Stage one: the routes decided since the last call, in order.
+    pub fn drain_routes(&mut self) -> Vec<Route> {
+        std::mem::take(&mut self.state.routes_out)
+    }
+
     /// Applies one event, appending the commands it decides to `out`.
     /// On error the state is unchanged and nothing is appended.
     pub fn handle(&mut self, event: &Event, out: &mut Vec<Command>) -> Result<(), EngineError> {
         let ctx = Ctx { tenant: &self.tenant, settings: &self.settings };
         let st = &mut self.state;
         mark_entity(st, event);
+        match (st.role, event) {
+            (Role::Vehicles, Event::Route(r)) => {
+                route::apply(&ctx, st, r, out);
+                return Ok(());
+            }
+            (Role::Vehicles, Event::Ping(_)) => {}
+            (Role::Vehicles, _) | (_, Event::Route(_)) | (Role::Appointments, Event::Ping(_)) => {
+                return Err(EngineError::NotMyInput { event: event.kind(), role: st.role });
+            }
+            _ => {}
+        }
         let affected: BTreeSet<Id> = match event {
+            Event::Route(_) => BTreeSet::new(),
             Event::Ping(p) => return arrival::on_ping(&ctx, st, p, out),
             Event::Clock(c) if retention::ignores(st, c) => return Ok(()),
             Event::Clock(c) => {
@@ -195,7 +245,7 @@ fn mark_entity(st: &mut State, event: &Event) {
             EntityRef::Pairing { driver, .. } => RowKey::Pairings(driver.clone()),
             EntityRef::Appointment(_) => return,
         },
-        Event::Appointment(_) | Event::Clock(_) | Event::Ping(_) | Event::Tick(_) => return,
+        Event::Appointment(_) | Event::Clock(_) | Event::Ping(_) | Event::Tick(_) | Event::Route(_) => return,
     };
     st.dirty.rows.insert(key);
 }
@@ -215,6 +265,9 @@ fn refresh_all(ctx: &Ctx, st: &mut State, appts: impl IntoIterator<Item = Id>, o
 /// entities. Idempotent: a second call emits nothing.
 fn refresh(ctx: &Ctx, st: &mut State, appt: &Id, out: &mut Vec<Command>) {
     fences::reconcile(ctx, st, appt, out);
-    watches::rebuild(ctx, st, appt);
+    let old = watches::rebuild(ctx, st, appt);
+    if st.role == Role::Appointments {
+        route::publish_watches(st, appt, old);
+    }
     service_link::retry_pending(ctx, st, appt, out);
 }

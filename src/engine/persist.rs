@@ -19,7 +19,8 @@
 //! Key layout (UTF-8, relative to the tenant): `u/`, `l/`, `j/`, `d/`, `v/`
 //! followed by the entity id; `p/` and a driver id (pairing history); `a/`
 //! and an appointment id; `g/` and a vehicle id (latest ping); `r/` and a
-//! retired appointment id (its last fence revision); `m` (watermark). Values are JSON.
+//! retired appointment id (its last fence revision); `w/` and an
+//! appointment id (stage two: the routes applied for it); `m` (watermark). Values are JSON.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::FenceChange;
 use super::state::{Assignment, FenceRecord, Generation, Reason, Retired, State};
+use super::route::{self, Routed};
 use super::{fences, watches, Ctx, Engine, EngineError};
 use crate::geo::{LatLon, PreparedFence};
 use crate::model::{Appointment, Driver, Id, Job, Location, Pairing, Settings, Ts, User, Vehicle};
@@ -43,6 +45,8 @@ pub enum RowKey {
     Appointment(Id),
     LastPing(Id),
     Retired(Id),
+    /// Stage two: the routes applied for an appointment.
+    Routes(Id),
     Meta,
 }
 
@@ -58,6 +62,7 @@ impl RowKey {
             RowKey::Appointment(id) => ("a/", id),
             RowKey::LastPing(id) => ("g/", id),
             RowKey::Retired(id) => ("r/", id),
+            RowKey::Routes(id) => ("w/", id),
             RowKey::Meta => return b"m".to_vec(),
         };
         let mut k = tag.as_bytes().to_vec();
@@ -85,6 +90,16 @@ struct AppointmentRow {
     /// Set when revived after retirement (see [`super::retention`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revived: Option<Generation>,
+    /// Stage one: watches routes published in this generation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    route_seq: u64,
+    /// Stage one: every vehicle routed to in this generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    routed_vehicles: Vec<Id>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,6 +148,7 @@ impl Engine {
         let mut engine = Engine::new(tenant, settings)?;
         let mut appts: Vec<(Id, AppointmentRow)> = Vec::new();
         let mut lasts: Vec<(Id, (Ts, LatLon))> = Vec::new();
+        let mut routed: Vec<(Id, Routed)> = Vec::new();
         {
             let st = &mut engine.state;
             for (key, value) in rows {
@@ -179,12 +195,19 @@ impl Engine {
                         st.retired.insert(id, serde_json::from_slice::<Retired>(value).map_err(parse_err)?);
                     }
                     "g/" => lasts.push((id, serde_json::from_slice(value).map_err(parse_err)?)),
+                    "w/" => routed.push((id, serde_json::from_slice(value).map_err(parse_err)?)),
                     _ => return Err(bad(format!("unknown tag {tag:?}"))),
                 }
             }
             for (id, row) in &appts {
                 if let Some(g) = row.revived {
                     st.generations.insert(id.clone(), g);
+                }
+                if row.route_seq > 0 {
+                    st.route_seq.insert(id.clone(), row.route_seq);
+                }
+                if !row.routed_vehicles.is_empty() {
+                    st.routed_vehicles.insert(id.clone(), row.routed_vehicles.clone());
                 }
                 if let Some(a) = &row.appointment {
                     st.put_appointment(a.clone());
@@ -214,6 +237,9 @@ impl Engine {
         for id in &ids {
             watches::rebuild(&ctx, st, id);
         }
+        for (id, r) in routed {
+            route::restore(&ctx, st, &id, r);
+        }
         for (v, last) in lasts {
             if let Some(vw) = st.watches.get_mut(&v) {
                 vw.last = Some(last);
@@ -236,6 +262,7 @@ fn row_value(st: &State, key: &RowKey) -> Option<Vec<u8>> {
         }
         RowKey::LastPing(id) => st.watches.get(id).and_then(|vw| vw.last).map(|l| json(&l)),
         RowKey::Retired(id) => st.retired.get(id).map(json),
+        RowKey::Routes(id) => st.routed.get(id).map(json),
         RowKey::Meta => Some(json(&Meta { watermark: st.watermark })),
         RowKey::Appointment(id) => {
             let row = AppointmentRow {
@@ -255,6 +282,8 @@ fn row_value(st: &State, key: &RowKey) -> Option<Vec<u8>> {
                     .map(|(user, slot)| (user.clone(), st.assignments[*slot].clone()))
                     .collect(),
                 revived: st.generations.get(id).copied(),
+                route_seq: st.route_seq.get(id).copied().unwrap_or(0),
+                routed_vehicles: st.routed_vehicles.get(id).cloned().unwrap_or_default(),
             };
             let empty = row.appointment.is_none() && row.fence.is_none() && row.assignments.is_empty();
             (!empty).then(|| json(&row))

@@ -30,6 +30,7 @@
 //!   report row.
 
 use super::persist::RowKey;
+use super::route::{self, Role};
 use super::state::State;
 use super::watches::{self, EVIDENCE_HORIZON_MS};
 use super::Ctx;
@@ -53,8 +54,13 @@ pub fn on_tick(ctx: &Ctx, st: &mut State, before: Option<Ts>, t: Ts) {
         if st.fences.get(&id).is_some_and(|f| f.live.is_some()) {
             continue;
         }
+        let routed = st.routed_vehicles.get(&id).cloned().unwrap_or_default();
+        let (generation, seq) = (st.generations.get(&id).map_or(0, |g| g.n), st.route_seq.get(&id).copied());
         st.remove_appointment(&id);
         watches::rebuild(ctx, st, &id);
+        if st.role == Role::Appointments {
+            route::publish_retired(st, &id, routed, generation, seq.unwrap_or(0));
+        }
         st.dirty.mark(|| RowKey::Appointment(id.clone()));
         st.dirty.mark(|| RowKey::Retired(id.clone()));
     }

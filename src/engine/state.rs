@@ -129,6 +129,46 @@ impl Assignment {
     }
 }
 
+impl Assignment {
+    /// Adds what another task learned about the same assignment (stage two
+    /// holds the ping evidence, stage one the clock events and the Service
+    /// Link): clock facts and samples are united, the earliest evidence of
+    /// each kind is kept, the link stays this one's. Another generation's
+    /// assignment is a different visit and is ignored.
+    pub fn absorb(&mut self, o: &Assignment) {
+        if o.generation != self.generation {
+            return;
+        }
+        for (t, a) in o.enroute.events() {
+            self.enroute.insert(*t, *a);
+        }
+        for (t, a) in o.onsite.events() {
+            self.onsite.insert(*t, *a);
+        }
+        for s in &o.samples {
+            self.insert_sample(s.clone());
+        }
+        for (mine, theirs) in [
+            (&mut self.arrival, &o.arrival),
+            (&mut self.inside_in_window, &o.inside_in_window),
+            (&mut self.inside_outside_window, &o.inside_outside_window),
+            (&mut self.exited, &o.exited),
+        ] {
+            if let Some(e) = theirs {
+                keep_earliest(mine, e);
+            }
+        }
+        if let Some(c) = &o.passed_through {
+            if self.passed_through.as_ref().is_none_or(|x| c.from < x.from) {
+                self.passed_through = Some(c.clone());
+            }
+        }
+        if self.arrival.is_some() {
+            self.samples = Vec::new();
+        }
+    }
+}
+
 /// Remember the earliest evidence.
 pub fn keep_earliest(slot: &mut Option<Evidence>, e: &Evidence) {
     if slot.as_ref().is_none_or(|x| e.time < x.time) {
@@ -290,6 +330,17 @@ pub struct State {
     pub generations: FxHashMap<Id, Generation>,
     /// Event-time progress from ticks.
     pub watermark: Option<Ts>,
+    /// Which stage this state serves ([`super::route`]).
+    pub role: super::route::Role,
+    /// Stage one: routes decided since the last [`super::Engine::drain_routes`].
+    pub routes_out: Vec<super::route::Route>,
+    /// Stage one: watches routes published per appointment (this generation).
+    pub route_seq: FxHashMap<Id, u64>,
+    /// Stage one: every vehicle an appointment was routed to (this generation).
+    pub routed_vehicles: FxHashMap<Id, Vec<Id>>,
+    /// Stage two: what routes told it, per appointment.
+    pub routed: FxHashMap<Id, super::route::Routed>,
+
     /// What changed since the last drain, when tracking (see [`super::persist`]).
     pub dirty: Dirty,
 }
@@ -469,6 +520,8 @@ impl State {
         if let Some(old) = self.appointments.remove(id) {
             self.unindex_appointment(id, old);
         }
+        self.route_seq.remove(id);
+        self.routed_vehicles.remove(id);
         let revision = self.fences.remove(id).map_or(0, |f| f.revision);
         let generation = self.generations.remove(id).map_or(0, |g| g.n);
         self.retired.insert(id.clone(), Retired { revision, generation });

@@ -48,6 +48,11 @@ impl ClockLine {
         self.events.iter().any(|(_, a)| *a == action)
     }
 
+    /// Every event, in time order.
+    pub fn events(&self) -> impl Iterator<Item = &(Ts, ClockAction)> {
+        self.events.iter()
+    }
+
     /// The last event is an `In`.
     pub fn is_open(&self) -> bool {
         matches!(self.events.iter().next_back(), Some((_, ClockAction::In)))

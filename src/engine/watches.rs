@@ -13,21 +13,31 @@ use crate::model::{AppointmentStatus, Id, Ts};
 /// late arrival can still be reported as outside the window.
 pub const EVIDENCE_HORIZON_MS: i64 = 24 * 3_600_000;
 
-pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) {
-    if let Some((until, vehicles)) = st.watched.remove(appt) {
-        st.watch_until.remove(&(until, appt.clone()));
-        for v in vehicles {
-            if let Some(list) = st.watches.get_mut(&v) {
-                list.remove_appointment(appt);
-                if list.is_empty() {
-                    if list.last.is_some() && st.dirty.tracking {
-                        st.dirty.vehicles.push(v.clone());
-                    }
-                    st.watches.remove(&v);
+/// Returns the vehicles the appointment's watches were removed from.
+pub fn rebuild(ctx: &Ctx, st: &mut State, appt: &Id) -> Vec<Id> {
+    let old = unwatch(st, appt);
+    watch(ctx, st, appt);
+    old
+}
+
+fn unwatch(st: &mut State, appt: &Id) -> Vec<Id> {
+    let Some((until, vehicles)) = st.watched.remove(appt) else { return Vec::new() };
+    st.watch_until.remove(&(until, appt.clone()));
+    for v in &vehicles {
+        if let Some(list) = st.watches.get_mut(v) {
+            list.remove_appointment(appt);
+            if list.is_empty() {
+                if list.last.is_some() && st.dirty.tracking {
+                    st.dirty.vehicles.push(v.clone());
                 }
+                st.watches.remove(v);
             }
         }
     }
+    vehicles
+}
+
+fn watch(ctx: &Ctx, st: &mut State, appt: &Id) {
     let Some(a) = st.appointments.get(appt) else { return };
     let (Some((ws, we)), AppointmentStatus::Scheduled) = (a.window(), a.status) else { return };
     let Some(fence) = st.fences.get(appt).and_then(|r| r.prepared.clone()) else { return };

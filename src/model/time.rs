@@ -69,8 +69,14 @@ impl Serialize for Ts {
 }
 
 impl<'de> Deserialize<'de> for Ts {
+    /// RFC 3339, or `@{millis}ms` as [`Ts::to_rfc3339`] writes a time
+    /// beyond chrono's range (`Ts::MAX`: an open pairing's end), so that
+    /// every `Ts` survives a serde round trip.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
+        if let Some(ms) = s.strip_prefix('@').and_then(|r| r.strip_suffix("ms")) {
+            return ms.parse().map(Ts).map_err(serde::de::Error::custom);
+        }
         Ts::parse(&s).map_err(serde::de::Error::custom)
     }
 }
@@ -78,6 +84,14 @@ impl<'de> Deserialize<'de> for Ts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_beyond_chronos_range_survive_serde() {
+        for t in [Ts::MAX, Ts::MIN, Ts(0)] {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<Ts>(&json).unwrap(), t, "{json}");
+        }
+    }
 
     #[test]
     fn round_trips_and_normalises_offsets() {

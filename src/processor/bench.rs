@@ -27,7 +27,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Config, Processor, ProcessorError};
+use super::{Config, Processor, ProcessorError, Stage};
 use crate::engine::{Action, Event};
 use crate::kafka::admin::ensure_topics;
 use crate::kafka::codec::Codec;
@@ -123,8 +123,6 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
         .map_err(|x| e("runtime", x))?;
     let events = opts.day.events();
     let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
-    // The day's entities come first, then its pings (and clock events).
-    let split = entity_count(&events);
     let mut report = BenchReport { pings, latency_rate: opts.latency_rate, ..BenchReport::default() };
 
     // 1. Throughput.
@@ -138,20 +136,20 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let dir = opts.state_dir.join("tput");
     let _ = std::fs::remove_dir_all(&dir);
     let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
-    // Sustained rate: from the first task to reach the pings (every task
-    // reads all of the day's entities first, as they were produced before
-    // the pings) to all idle, which includes committing the last batch.
-    let entities = split as u64;
+    // Sustained rate: from the first vehicle-stage task to take a record
+    // (the day's fence routes, then its pings, which wait for the
+    // appointment stage to route the entities produced before them) to all
+    // idle, which includes committing the last batch.
     let mut first: Option<Instant> = None;
     let mut cpu_first = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let st = proc.status();
-        if first.is_none() && st.iter().any(|s| s.processed > entities) {
+        if first.is_none() && st.iter().any(|s| s.stage == Stage::Vehicles && s.processed > 0) {
             first = Some(Instant::now());
             cpu_first = cpu_seconds();
         }
-        if st.len() == opts.partitions as usize && st.iter().all(|s| s.idle && s.processed > 0) {
+        if st.len() == 2 * opts.partitions as usize && st.iter().all(|s| s.idle && s.processed > 0) {
             break;
         }
         if Instant::now() > deadline {
@@ -182,7 +180,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let dir = opts.state_dir.join("lat");
     let _ = std::fs::remove_dir_all(&dir);
     let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
-    while proc.status().len() < opts.partitions as usize {
+    while proc.status().len() < 2 * opts.partitions as usize {
         std::thread::sleep(Duration::from_millis(20));
     }
     let reader = {

@@ -64,6 +64,13 @@ impl Merger {
 
     /// The next record in merged order, if it may leave now.
     pub fn pop(&mut self) -> Option<Record> {
+        self.pop_before(i64::MAX, &[])
+    }
+
+    /// [`Merger::pop`], except that a record of an input `gated[i]` leaves
+    /// only with a timestamp at or before `limit`; while the next record in
+    /// merged order is such a record past the limit, nothing leaves.
+    pub fn pop_before(&mut self, limit: i64, gated: &[bool]) -> Option<Record> {
         let mut best: Option<(i64, usize, i64)> = None;
         for (idx, i) in self.inputs.iter().enumerate() {
             match i.buffered.front() {
@@ -77,7 +84,10 @@ impl Merger {
                 None => return None,
             }
         }
-        let (_, idx, _) = best?;
+        let (ts, idx, _) = best?;
+        if ts > limit && gated.get(idx).copied().unwrap_or(false) {
+            return None;
+        }
         let input = &mut self.inputs[idx];
         let r = input.buffered.pop_front()?;
         input.next = r.offset + 1;
@@ -178,6 +188,22 @@ mod tests {
         };
         assert_eq!(run(1, 7), run(13, 2));
         assert_eq!(run(50, 50), run(3, 3));
+    }
+
+    #[test]
+    fn a_gated_input_waits_for_the_limit_and_holds_later_records_back() {
+        let mut m = Merger::new(&[0, 0]);
+        m.set_high(0, 2);
+        m.set_high(1, 1);
+        m.push(rec(0, 0, 10));
+        m.push(rec(0, 1, 30));
+        m.push(rec(1, 0, 20));
+        let gated = [true, false];
+        assert_eq!(m.pop_before(5, &gated), None, "the ping at 10 is past the limit");
+        assert_eq!(m.pop_before(10, &gated).map(|r| r.timestamp), Some(10));
+        assert_eq!(m.pop_before(10, &gated).map(|r| r.timestamp), Some(20), "ungated input goes on");
+        assert_eq!(m.pop_before(25, &gated), None);
+        assert_eq!(m.pop_before(i64::MAX, &gated).map(|r| r.timestamp), Some(30));
     }
 
     #[test]

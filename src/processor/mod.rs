@@ -2,12 +2,17 @@
 //! application.
 //!
 //! Shape: one consumer group. Its members are assigned partitions of the
-//! pings topic (cooperative-sticky); each assigned partition `p` becomes a
-//! task ([`task`]) on its own OS thread that reads `pings[p]` and the global
-//! entity and clock-event topics through its own consumer, at the offsets
-//! stored with its state, merged by record time ([`merge`]). The group
-//! consumer itself reads nothing (its partitions are paused): membership only
-//! decides which tasks run here.
+//! pings topic (cooperative-sticky); each assigned partition `p` becomes two
+//! tasks ([`task`]), each on its own OS thread with its own consumer: the
+//! appointment-stage task `a{p}` (stage one, keyed by appointment: entities
+//! and clock events in; fences, Service Links and fence routes out) and the
+//! vehicle-stage task `{p}` (stage two, keyed by vehicle: pings and fence
+//! routes in; clock changes out); see [`crate::engine::route`]. The two
+//! stages' topics are co-partitioned with the pings (same partition count,
+//! checked at start-up), so one membership decides both. Each task reads at
+//! the offsets stored with its state. The group consumer itself reads
+//! nothing (its partitions are paused): membership only decides which tasks
+//! run here.
 //!
 //! Invariants:
 //! - Exactly-once effect without Kafka transactions: the commit protocol of
@@ -49,7 +54,7 @@ use crate::model::{Settings, SettingsError};
 use crate::store::rocks::{RocksConfig, RocksStore};
 use crate::store::{StoreError, StoreName};
 use task::TaskEnv;
-pub use task::{Limits, TaskControl, TaskError};
+pub use task::{Limits, Stage, TaskControl, TaskError};
 
 /// The RocksDB column family (and changelog) of task state.
 pub const STATE_STORE: StoreName = "vehicle_state";
@@ -159,41 +164,54 @@ struct Running {
 struct Group {
     env: TaskEnv,
     pings: String,
-    tasks: Mutex<BTreeMap<i32, Running>>,
+    tasks: Mutex<BTreeMap<(i32, Stage), Running>>,
 }
 
 impl Group {
+    /// Starts partition `p`'s tasks of both stages.
     fn start(&self, p: i32) {
+        for stage in Stage::ALL {
+            self.start_task(p, stage);
+        }
+    }
+
+    fn start_task(&self, p: i32, stage: Stage) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        if tasks.contains_key(&p) {
+        if tasks.contains_key(&(p, stage)) {
             return;
         }
         let control = Arc::new(TaskControl::default());
         let (env, c) = (self.env.clone(), control.clone());
-        let spawned = std::thread::Builder::new().name(format!("task-{p}")).spawn(move || {
-            let r = task::run(p, env, c);
+        let name = stage.task(p);
+        let spawned = std::thread::Builder::new().name(format!("task-{name}")).spawn(move || {
+            let r = task::run(stage, p, env, c);
             if let Err(e) = &r {
-                tracing::error!(partition = p, error = %e, "task failed");
+                tracing::error!(task = %stage.task(p), partition = p, error = %e, "task failed");
             }
             r
         });
         match spawned {
             Ok(thread) => {
-                tasks.insert(p, Running { control, thread });
+                tasks.insert((p, stage), Running { control, thread });
             }
-            Err(e) => tracing::error!(partition = p, error = %e, "cannot start task thread"),
+            Err(e) => tracing::error!(task = %name, error = %e, "cannot start task thread"),
         }
     }
 
-    /// Stops a task and waits for it: after a commit when `lost` is false,
-    /// without writing anything when it is true.
+    /// Stops partition `p`'s tasks and waits for them: each after a commit
+    /// when `lost` is false, without writing anything when it is true.
     fn stop(&self, p: i32, lost: bool) {
-        let running = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
-        if let Some(r) = running {
+        let running: Vec<Running> = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            Stage::ALL.iter().filter_map(|s| tasks.remove(&(p, *s))).collect()
+        };
+        for r in &running {
             if lost {
                 r.control.lost.store(true, Ordering::SeqCst);
             }
             r.control.stop.store(true, Ordering::SeqCst);
+        }
+        for r in running {
             let _ = r.thread.join();
         }
     }
@@ -205,14 +223,17 @@ impl Group {
     /// Restarts tasks whose thread ended on an error (they resume from
     /// their stored state).
     fn restart_failed(&self) {
-        let failed: Vec<i32> = {
+        let failed: Vec<(i32, Stage)> = {
             let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-            tasks.iter().filter(|(_, r)| r.thread.is_finished()).map(|(p, _)| *p).collect()
+            tasks.iter().filter(|(_, r)| r.thread.is_finished()).map(|(k, _)| *k).collect()
         };
-        for p in failed {
-            self.stop(p, false);
+        for (p, stage) in failed {
+            let running = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(p, stage));
+            if let Some(r) = running {
+                let _ = r.thread.join();
+            }
             std::thread::sleep(Duration::from_millis(500));
-            self.start(p);
+            self.start_task(p, stage);
         }
     }
 }
@@ -260,6 +281,7 @@ pub struct Processor {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TaskStatus {
     pub partition: i32,
+    pub stage: Stage,
     pub idle: bool,
     pub processed: u64,
     pub lag: i64,
@@ -314,7 +336,8 @@ impl Processor {
                         last_check = Instant::now();
                     }
                 }
-                let running: Vec<i32> = g.tasks.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+                let running: std::collections::BTreeSet<i32> =
+                    g.tasks.lock().unwrap_or_else(|e| e.into_inner()).keys().map(|k| k.0).collect();
                 for p in running {
                     g.stop(p, false);
                 }
@@ -333,8 +356,9 @@ impl Processor {
         let tasks = self.group.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks
             .iter()
-            .map(|(p, r)| TaskStatus {
+            .map(|((p, stage), r)| TaskStatus {
                 partition: *p,
+                stage: *stage,
                 idle: r.control.idle.load(Ordering::SeqCst),
                 processed: r.control.processed.load(Ordering::SeqCst),
                 lag: r.control.lag.load(Ordering::SeqCst),

@@ -1,22 +1,31 @@
-//! One task: partition `p` of the vehicle group, run on its own OS thread.
+//! One task: partition `p` of one stage ([`Stage`]), on its own OS thread.
 //!
-//! Inputs: `pings[p]`, plus every partition of the entity and clock-event
-//! topics (global tables, read by every task, as Kafka Streams does with a
-//! GlobalKTable), merged by record time ([`super::merge`]). Each tenant's
-//! [`Engine`] holds the whole tenant's entities and this partition's
-//! vehicles' ping state.
+//! Inputs, merged by record time ([`super::merge`]):
+//! - appointment stage (stage one): `appointments[p]`, `clock-events[p]`,
+//!   and every partition of the entity tables and ticks (global tables, as
+//!   Kafka Streams' GlobalKTable: they are keyed by their own ids). Its
+//!   engines ([`Role::Appointments`]) decide fences and Service Links and
+//!   route fences to vehicles; the routes go to `fence-routes`, keyed like
+//!   the vehicle's pings, followed after every batch by a progress record
+//!   on every routes partition (the record time it has processed up to;
+//!   `i64::MAX` once caught up, repeated while idle).
+//! - vehicle stage (stage two): `pings[p]` and `fence-routes[p]` (event
+//!   time and retention come to it through the routes). Its engines ([`Role::Vehicles`]) decide arrival
+//!   and exit. A ping leaves the merge only when every stage-one
+//!   task's progress has reached its record time ([`Gate`]), so routes and
+//!   pings meet in record-time order, as in the one-stage engine.
 //!
-//! Output rule: every task decides fences and Service Links identically
-//! (same global input, same order, deterministic engine), so only task 0
-//! emits them; clock changes come from pings, so each task emits its own.
-//! Malformed entity records are dead-lettered by task 0, malformed pings by
-//! their own task.
+//! Each command comes from exactly one task (fences and links from the
+//! appointment's stage-one task, clock changes from the vehicle's stage-two
+//! task). Malformed records are dead-lettered by the task that owns their
+//! partition; those of global inputs by stage-one task 0.
 //!
 //! Commit protocol per batch (the argument is in [`crate::store`]):
 //! 1. produce the batch's begin marker to the changelog, carrying its
 //!    [`Plan`] (every input's end position and the order its records were
 //!    processed in), and wait for the ack;
-//! 2. produce its commands and dead letters, and wait for the acks;
+//! 2. produce its commands, routes, progress records and dead letters, and
+//!    wait for the acks;
 //! 3. produce its state rows and input offsets markers to the changelog,
 //!    and wait for the acks;
 //! 4. commit the same rows, the input offsets and the changelog position to
@@ -61,9 +70,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::merge::{Merger, Record};
 use super::metrics::Metrics;
 use super::{Tenants, STATE_STORE};
-use crate::engine::{Action, Command, Engine};
+use crate::engine::{Command, Engine, Role, Route};
 use crate::kafka::codec::Codec;
-use crate::kafka::records::{command_key_id, DeadLetter};
+use crate::kafka::records::{command_key_id, DeadLetter, RouteProgress, ROUTE_PROGRESS_KEY};
 use crate::kafka::topics::{self, Catalogue, Topic};
 use crate::store::changelog::{self, Restore};
 use crate::store::rocks::RocksStore;
@@ -72,18 +81,59 @@ use crate::store::{Batch, StateStore, StoreError};
 /// Command record header: the task's emission sequence (8 bytes, big-endian).
 pub const SEQ_HEADER: &str = "geoclock-seq";
 
-/// The topics every task reads in full.
-pub const GLOBAL_INPUTS: [Topic; 9] = [
-    Topic::Users,
-    Topic::Locations,
-    Topic::Jobs,
-    Topic::Drivers,
-    Topic::Vehicles,
-    Topic::Pairings,
-    Topic::Appointments,
-    Topic::ClockEvents,
-    Topic::Ticks,
-];
+/// The entity topics every appointment-stage task reads in full (global
+/// tables: they are keyed by their own ids, not by appointment).
+pub const GLOBAL_INPUTS: [Topic; 6] =
+    [Topic::Users, Topic::Locations, Topic::Jobs, Topic::Drivers, Topic::Vehicles, Topic::Pairings];
+
+/// The two sub-topologies ([`crate::engine::route`]). Task `(stage, p)`
+/// reads partition `p` of its stage's co-partitioned topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Stage one, keyed by appointment: `appointments[p]` and
+    /// `clock-events[p]`, the global entity tables and the ticks; writes
+    /// fence and Service Link commands and fence routes.
+    Appointments,
+    /// Stage two, keyed by vehicle: `pings[p]` and `fence-routes[p]`;
+    /// writes clock commands.
+    Vehicles,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 2] = [Stage::Appointments, Stage::Vehicles];
+
+    pub fn changelog(self) -> Topic {
+        match self {
+            Stage::Appointments => Topic::AppointmentStateChangelog,
+            Stage::Vehicles => Topic::VehicleStateChangelog,
+        }
+    }
+
+    pub fn role(self) -> Role {
+        match self {
+            Stage::Appointments => Role::Appointments,
+            Stage::Vehicles => Role::Vehicles,
+        }
+    }
+
+    /// The task's name in logs and metric labels: `a3` (appointments) or `3`
+    /// (vehicles) for partition 3.
+    pub fn task(self, p: i32) -> String {
+        match self {
+            Stage::Appointments => format!("a{p}"),
+            Stage::Vehicles => p.to_string(),
+        }
+    }
+
+    /// Bit 62 of the emission sequence header: at equal record time, stage
+    /// one's commands come first (stage two's react to its routes).
+    fn seq_base(self) -> u64 {
+        match self {
+            Stage::Appointments => 0,
+            Stage::Vehicles => 1 << 62,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -142,7 +192,10 @@ struct Input {
 }
 
 struct Task {
+    stage: Stage,
     p: i32,
+    /// `stage.task(p)`.
+    name: String,
     env: TaskEnv,
     control: Arc<TaskControl>,
     inputs: Vec<Input>,
@@ -150,6 +203,14 @@ struct Task {
     merger: Merger,
     /// `(tenant, command, input record time, emission sequence)`.
     commands: Vec<(String, Command, i64, u64)>,
+    /// Stage one: `(tenant, route, input record time)`.
+    routes: Vec<(String, Route, i64)>,
+    /// Stage one: the latest record time processed.
+    through: i64,
+    /// Stage one: the last progress written, and when.
+    progress_sent: Option<(i64, Instant)>,
+    /// Stage two: how far each stage-one task has routed.
+    gate: Gate,
     seq: u64,
     dead: Vec<DeadLetter>,
     pending: usize,
@@ -204,20 +265,51 @@ impl Plan {
 /// How often caught-up inputs' high watermarks are refreshed.
 const HIGHS_EVERY: Duration = Duration::from_millis(200);
 
-/// The store key prefix of partition `p`'s rows.
-pub fn row_prefix(p: i32) -> String {
-    format!("{p:05}/")
+/// The store key prefix of task `(stage, p)`'s rows.
+pub fn row_prefix(stage: Stage, p: i32) -> String {
+    match stage {
+        Stage::Appointments => format!("a{p:05}/"),
+        Stage::Vehicles => format!("{p:05}/"),
+    }
 }
 
 /// Offsets of global inputs are per task: the name they are stored under.
-fn offset_name(p: i32, topic: &str) -> String {
-    format!("{p:05}/{topic}")
+fn offset_name(stage: Stage, p: i32, topic: &str) -> String {
+    format!("{}{topic}", row_prefix(stage, p))
 }
 
-/// Runs partition `p` until stopped. Blocking.
-pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskError> {
+/// Stage two's view of stage one's progress, from the progress records on
+/// its routes partition: every stage-one task `q` has produced the routes
+/// caused by its input up to record time `through[q]` (`i64::MAX`: it is
+/// caught up). A ping leaves the merge only when no stage-one task
+/// could still route something before it, so stage two sees routes and
+/// pings in record-time order, as the one-stage engine does.
+#[derive(Debug, Clone, Default)]
+struct Gate {
+    through: Vec<Option<i64>>,
+}
+
+impl Gate {
+    fn update(&mut self, task: i32, through: i64) {
+        if let Some(slot) = usize::try_from(task).ok().and_then(|t| self.through.get_mut(t)) {
+            *slot = Some(through);
+        }
+    }
+
+    /// Record times at or before this may leave.
+    fn limit(&self) -> i64 {
+        self.through.iter().map(|t| t.unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN)
+    }
+}
+
+/// How often an idle stage-one task repeats its progress (a restarted
+/// stage-two task learns it within this).
+const PROGRESS_EVERY: Duration = Duration::from_millis(1000);
+
+/// Runs task `(stage, p)` until stopped. Blocking.
+pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskError> {
     let started = Instant::now();
-    let changelog = env.catalogue.name(Topic::VehicleStateChangelog);
+    let changelog = env.catalogue.name(stage.changelog());
     let restore = Restore {
         brokers: &env.brokers,
         topic: &changelog,
@@ -239,13 +331,15 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
     // Fence any previous owner first: restore then reads up to and past the
     // claim, and skips whatever a zombie appends after it.
     let owner = env.runtime.block_on(changelog::claim(&producer, &changelog, p, env.limits.timeout))?;
-    trust_or_forget_local(p, &env, &changelog)?;
+    trust_or_forget_local(stage, p, &env, &changelog)?;
     let metrics = env.metrics.clone();
+    let name = stage.task(p);
     let stats = changelog::restore(&restore, env.store.as_ref(), |done, total| {
-        metrics.restore_remaining.set(&p.to_string(), (total - done) as i64);
+        metrics.restore_remaining.set(&name, (total - done) as i64);
     })?;
-    let engines = load_engines(p, &env)?;
+    let engines = load_engines(stage, p, &env)?;
     tracing::info!(
+        task = %name,
         partition = p,
         restored_records = stats.records,
         fenced_records = stats.fenced,
@@ -262,25 +356,32 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
         .create()?;
-    let inputs = inputs(p, &env, &consumer)?;
+    let inputs = inputs(stage, p, &env, &consumer)?;
     let mut starts = Vec::with_capacity(inputs.len());
     let mut tpl = TopicPartitionList::new();
     for i in &inputs {
-        let stored = env.store.offset(&offset_name(p, &i.name), i.partition)?;
+        let stored = env.store.offset(&offset_name(stage, p, &i.name), i.partition)?;
         let start = stored.unwrap_or(0);
         starts.push(start);
         tpl.add_partition_offset(&i.name, i.partition, Offset::Offset(start))?;
     }
     consumer.assign(&tpl)?;
+    let partitions = env.catalogue.partitions.max(1) as usize;
     let mut task = Task {
+        stage,
         p,
+        name,
         env,
         control,
         inputs,
         engines,
         merger: Merger::new(&starts),
         commands: Vec::new(),
-        seq: 0,
+        routes: Vec::new(),
+        through: i64::MIN,
+        progress_sent: None,
+        gate: Gate { through: vec![None; partitions] },
+        seq: stage.seq_base(),
         dead: Vec::new(),
         pending: 0,
         changelog,
@@ -314,16 +415,17 @@ pub fn run(p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Result<(), TaskEr
     task.run(&consumer)
 }
 
-/// The name of the local flag saying partition `p`'s rows were left by a
-/// clean stop (1) or not (0: running, crashed or lost).
-fn clean_name(p: i32) -> String {
-    format!("{p:05}#clean")
+/// The name of the local flag saying task `(stage, p)`'s rows were left by
+/// a clean stop (1) or not (0: running, crashed or lost).
+fn clean_name(stage: Stage, p: i32) -> String {
+    let prefix = row_prefix(stage, p);
+    format!("{}#clean", &prefix[..prefix.len() - 1])
 }
 
-/// Sets partition `p`'s clean-stop flag.
-fn mark_clean(store: &dyn StateStore, p: i32, clean: bool) -> Result<(), StoreError> {
+/// Sets task `(stage, p)`'s clean-stop flag.
+fn mark_clean(store: &dyn StateStore, stage: Stage, p: i32, clean: bool) -> Result<(), StoreError> {
     let mut flag = Batch::default();
-    flag.offset(&clean_name(p), 0, i64::from(clean));
+    flag.offset(&clean_name(stage, p), 0, i64::from(clean));
     store.commit(&flag)
 }
 
@@ -333,26 +435,38 @@ fn mark_clean(store: &dyn StateStore, p: i32, clean: bool) -> Result<(), StoreEr
 /// offsets and changelog position are forgotten and restored from the
 /// changelog instead (as Kafka Streams wipes local state without a clean
 /// checkpoint). Then the flag is cleared until the next clean stop.
-fn trust_or_forget_local(p: i32, env: &TaskEnv, changelog: &str) -> Result<(), TaskError> {
+fn trust_or_forget_local(stage: Stage, p: i32, env: &TaskEnv, changelog: &str) -> Result<(), TaskError> {
     let store = env.store.as_ref();
-    if store.offset(&clean_name(p), 0)? != Some(1) {
+    if store.offset(&clean_name(stage, p), 0)? != Some(1) {
         let had = store.offset(changelog, p)?.is_some_and(|o| o > 0);
-        store.forget(STATE_STORE, &row_prefix(p), &row_prefix(p))?;
+        let prefix = row_prefix(stage, p);
+        store.forget(STATE_STORE, &prefix, &prefix)?;
         let mut reset = Batch::default();
         reset.offset(changelog, p, 0);
         reset.offset(&changelog::owner_name(changelog), p, 0);
         store.commit(&reset)?;
         if had {
-            tracing::warn!(partition = p, "local state not left by a clean stop: restoring from the changelog");
+            tracing::warn!(task = %stage.task(p), "local state not left by a clean stop: restoring from the changelog");
         }
     }
-    Ok(mark_clean(store, p, false)?)
+    Ok(mark_clean(store, stage, p, false)?)
 }
 
-fn inputs(p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, TaskError> {
+/// The task's inputs: its own partitions first, then the global ones (read
+/// in full; their malformed records are dead-lettered by one task only).
+/// At equal record time the merge takes the earlier input first.
+fn inputs(stage: Stage, p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, TaskError> {
     let name = |t: Topic| env.catalogue.name(t);
-    let mut out = vec![Input { topic: Topic::Pings, name: name(Topic::Pings), partition: p, owned: true }];
-    for t in GLOBAL_INPUTS {
+    let own = |t: Topic| Input { topic: t, name: name(t), partition: p, owned: true };
+    let (mut out, global, owns_global): (Vec<Input>, Vec<Topic>, bool) = match stage {
+        Stage::Appointments => (
+            vec![own(Topic::Appointments), own(Topic::ClockEvents)],
+            GLOBAL_INPUTS.into_iter().chain([Topic::Ticks]).collect(),
+            p == 0,
+        ),
+        Stage::Vehicles => (vec![own(Topic::Pings), own(Topic::FenceRoutes)], Vec::new(), false),
+    };
+    for t in global {
         let n = name(t);
         let md = consumer.fetch_metadata(Some(&n), env.limits.timeout)?;
         let count = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
@@ -363,14 +477,14 @@ fn inputs(p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, 
             });
         }
         for q in 0..count {
-            out.push(Input { topic: t, name: n.clone(), partition: q, owned: p == 0 });
+            out.push(Input { topic: t, name: n.clone(), partition: q, owned: owns_global });
         }
     }
     Ok(out)
 }
 
-fn load_engines(p: i32, env: &TaskEnv) -> Result<BTreeMap<String, Engine>, TaskError> {
-    let prefix = row_prefix(p);
+fn load_engines(stage: Stage, p: i32, env: &TaskEnv) -> Result<BTreeMap<String, Engine>, TaskError> {
+    let prefix = row_prefix(stage, p);
     let rows = env.store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
     let mut by_tenant: TenantRows = BTreeMap::new();
     for (k, v) in rows {
@@ -390,6 +504,7 @@ fn load_engines(p: i32, env: &TaskEnv) -> Result<BTreeMap<String, Engine>, TaskE
         let mut engine =
             Engine::from_rows(tenant.clone(), settings, rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
                 .map_err(|e| TaskError::State { partition: p, error: e.to_string() })?;
+        engine.set_role(stage.role());
         engine.track_changes();
         engines.insert(tenant, engine);
     }
@@ -400,7 +515,8 @@ impl Task {
     fn run(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
         let mut last_commit = Instant::now();
         let mut last_wait_log = Instant::now();
-        let label = self.p.to_string();
+        let label = self.name.clone();
+        let gated: Vec<bool> = self.inputs.iter().map(|i| i.topic != Topic::FenceRoutes).collect();
         loop {
             if self.control.lost.load(Ordering::SeqCst) {
                 tracing::warn!(partition = self.p, "partition lost: stopping without writing");
@@ -410,7 +526,7 @@ impl Task {
                 self.commit()?;
                 self.wait_in_flight()?;
                 if !self.control.lost.load(Ordering::SeqCst) {
-                    mark_clean(self.env.store.as_ref(), self.p, true)?;
+                    mark_clean(self.env.store.as_ref(), self.stage, self.p, true)?;
                 }
                 tracing::info!(partition = self.p, "task stopped");
                 return Ok(());
@@ -421,7 +537,12 @@ impl Task {
                 last_commit = Instant::now();
                 continue;
             }
-            while let Some(r) = self.merger.pop() {
+            loop {
+                let r = match self.stage {
+                    Stage::Appointments => self.merger.pop(),
+                    Stage::Vehicles => self.merger.pop_before(self.gate.limit(), &gated),
+                };
+                let Some(r) = r else { break };
                 self.process(r);
                 if self.pending >= self.env.limits.batch_records {
                     self.commit()?;
@@ -439,6 +560,9 @@ impl Task {
             if self.pending > 0 && (idle || last_commit.elapsed() >= self.env.limits.commit_interval) {
                 self.commit()?;
                 last_commit = Instant::now();
+            }
+            if self.stage == Stage::Appointments && idle && self.pending == 0 && self.in_flight.is_none() {
+                self.caught_up_progress()?;
             }
             let lag = self.merger.lag() + self.merger.buffered() as i64;
             self.control.lag.store(lag, Ordering::SeqCst);
@@ -486,10 +610,19 @@ impl Task {
                 }
             };
             let Some(input) = self.input_of(msg.topic(), msg.partition()) else { continue };
-            let timestamp = match msg.timestamp() {
+            let mut timestamp = match msg.timestamp() {
                 Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
                 Timestamp::NotAvailable => 0,
             };
+            if self.is_progress(input, msg.key()) {
+                // The routes before it in this partition are fetched already
+                // (offset order); it holds nothing back in the merge.
+                match msg.payload().map(|v| self.env.codec.decode_route_progress(v)) {
+                    Some(Ok(pr)) => self.gate.update(pr.task, pr.through),
+                    _ => tracing::warn!(task = %self.name, offset = msg.offset(), "unreadable route progress record"),
+                }
+                timestamp = i64::MIN;
+            }
             self.merger.push(Record {
                 input,
                 offset: msg.offset(),
@@ -521,6 +654,49 @@ impl Task {
         Ok(())
     }
 
+    /// A stage-one progress record on the routes input.
+    fn is_progress(&self, input: usize, key: Option<&[u8]>) -> bool {
+        key == Some(ROUTE_PROGRESS_KEY) && self.inputs[input].topic == Topic::FenceRoutes
+    }
+
+    /// Stage one, idle: every route its input causes so far is produced.
+    /// Says so on every routes partition (again every [`PROGRESS_EVERY`],
+    /// for stage-two tasks that restart).
+    fn caught_up_progress(&mut self) -> Result<(), TaskError> {
+        if self.progress_sent.is_some_and(|(v, at)| v == i64::MAX && at.elapsed() < PROGRESS_EVERY) {
+            return Ok(());
+        }
+        let records = self.progress_records(i64::MAX)?;
+        let (producer, timeout) = (self.producer.clone(), self.env.limits.timeout);
+        let name = self.name.clone();
+        self.env.runtime.spawn(async move {
+            for (topic, key, value, _, _, partition) in records {
+                let mut r = FutureRecord::to(&topic).key(&key).payload(&value);
+                if let Some(q) = partition {
+                    r = r.partition(q);
+                }
+                if let Err((e, _)) = producer.send(r, timeout).await {
+                    tracing::warn!(task = %name, error = %e, "route progress not written");
+                }
+            }
+        });
+        self.progress_sent = Some((i64::MAX, Instant::now()));
+        Ok(())
+    }
+
+    /// One progress record per routes partition.
+    fn progress_records(&self, through: i64) -> Result<Vec<OutRecord>, TaskError> {
+        let topic = self.env.catalogue.name(Topic::FenceRoutes);
+        let value = self
+            .env
+            .codec
+            .encode_route_progress(&RouteProgress { task: self.p, through })
+            .map_err(|e| TaskError::Encode(e.to_string()))?;
+        Ok((0..self.env.catalogue.partitions)
+            .map(|q| (topic.clone(), ROUTE_PROGRESS_KEY.to_vec(), value.clone(), None, 0, Some(q)))
+            .collect())
+    }
+
     fn input_of(&self, topic: &str, partition: i32) -> Option<usize> {
         // Inputs are grouped by topic; the pings input comes first.
         let last = self.last_input.get();
@@ -539,8 +715,12 @@ impl Task {
             _ => self.order.push((r.input as u32, 1)),
         }
         self.control.processed.fetch_add(1, Ordering::Relaxed);
-        let input = &self.inputs[r.input];
         self.counted[r.input] += 1;
+        if self.is_progress(r.input, r.key.as_deref()) {
+            return;
+        }
+        let input = &self.inputs[r.input];
+        self.through = self.through.max(r.timestamp);
         let decoded =
             self.env.codec.decode_event(input.topic, r.key.as_deref().unwrap_or_default(), r.value.as_deref());
         let te = match decoded {
@@ -564,13 +744,20 @@ impl Task {
         if !self.engines.contains_key(&te.tenant) {
             // Settings were validated at start-up, so this cannot fail.
             if let Ok(mut e) = Engine::new(te.tenant.clone(), self.env.tenants.settings(&te.tenant)) {
+                e.set_role(self.stage.role());
                 e.track_changes();
                 self.engines.insert(te.tenant.clone(), e);
             }
         }
         let mut out = Vec::new();
         let handled = match self.engines.get_mut(&te.tenant) {
-            Some(engine) => engine.handle(&te.event, &mut out).map_err(|e| e.to_string()),
+            Some(engine) => {
+                let handled = engine.handle(&te.event, &mut out).map_err(|e| e.to_string());
+                for route in engine.drain_routes() {
+                    self.routes.push((te.tenant.clone(), route, r.timestamp));
+                }
+                handled
+            }
             None => Err(format!("tenant {} has invalid settings", te.tenant)),
         };
         if let Err(e) = handled {
@@ -588,12 +775,11 @@ impl Task {
             }
             return;
         }
-        let emits_all = self.p == 0;
+        // Stage one decides only fences and Service Links, stage two only
+        // clock changes: each command comes from one task.
         for c in out {
-            if emits_all || matches!(c.action, Action::Clock(_)) {
-                self.seq += 1;
-                self.commands.push((te.tenant.clone(), c, r.timestamp, self.seq));
-            }
+            self.seq += 1;
+            self.commands.push((te.tenant.clone(), c, r.timestamp, self.seq));
         }
     }
 
@@ -602,7 +788,7 @@ impl Task {
             return Ok(());
         }
         let started = Instant::now();
-        let prefix = row_prefix(self.p);
+        let prefix = row_prefix(self.stage, self.p);
         let mut batch = Batch::default();
         for (tenant, engine) in &mut self.engines {
             for (k, v) in engine.drain_rows() {
@@ -615,20 +801,36 @@ impl Task {
             }
         }
         for (i, next) in self.inputs.iter().zip(self.merger.positions()) {
-            batch.offset(&offset_name(self.p, &i.name), i.partition, next);
+            batch.offset(&offset_name(self.stage, self.p, &i.name), i.partition, next);
         }
         let mut out: Vec<OutRecord> = Vec::with_capacity(self.commands.len() + self.dead.len());
         let commands_topic = self.env.catalogue.name(Topic::Commands);
         for (tenant, c, ts, seq) in &self.commands {
             let key = topics::key(tenant, command_key_id(c)).map_err(|e| TaskError::Encode(e.to_string()))?;
             let value = self.env.codec.encode_command(tenant, c).map_err(|e| TaskError::Encode(e.to_string()))?;
-            out.push((commands_topic.clone(), key, value, Some(*ts), *seq));
+            out.push((commands_topic.clone(), key, value, Some(*ts), *seq, None));
         }
+        let routes_topic = self.env.catalogue.name(Topic::FenceRoutes);
+        for (tenant, route, ts) in &self.routes {
+            // Keyed like the vehicle's pings, with the same (default)
+            // partitioner: the route lands on the vehicle's partition.
+            let key = topics::key(tenant, route.vehicle.as_str()).map_err(|e| TaskError::Encode(e.to_string()))?;
+            let value = self.env.codec.encode_route(tenant, route).map_err(|e| TaskError::Encode(e.to_string()))?;
+            out.push((routes_topic.clone(), key, value, Some(*ts), 0, None));
+        }
+        // Sent once this batch's routes are acknowledged (a keyed record
+        // may wait for the partitioner while one with an explicit
+        // partition goes straight out, so send order is not enough).
+        let progress = if self.stage == Stage::Appointments && self.through > i64::MIN {
+            self.progress_records(self.through)?
+        } else {
+            Vec::new()
+        };
         let dead_topic = self.env.catalogue.name(Topic::DeadLetters);
         for d in &self.dead {
             let key = format!("{}/{}/{}", d.topic, d.partition, d.offset).into_bytes();
             let value = self.env.codec.encode_dead_letter(d).map_err(|e| TaskError::Encode(e.to_string()))?;
-            out.push((dead_topic.clone(), key, value, None, 0));
+            out.push((dead_topic.clone(), key, value, None, 0, None));
         }
         let plan = Plan { ends: self.merger.positions().collect(), order: std::mem::take(&mut self.order) };
         let begin = vec![changelog::begin_record(serde_json::to_vec(&plan).unwrap_or_default())];
@@ -643,10 +845,13 @@ impl Task {
             }
         }
         m.commands.inc_by(self.commands.len() as u64);
-        let held: usize = self.engines.values().map(|e| e.state().appointments.len()).sum();
-        m.state_appointments.set(&self.p.to_string(), held as i64);
+        let held: usize = self.engines.values().map(|e| e.state().appointments.len() + e.state().routed.len()).sum();
+        m.state_appointments.set(&self.name, held as i64);
         m.dead_letters.inc_by(self.dead.len() as u64);
         let job = CommitJob {
+            commands: self.commands.len(),
+            env_name: self.name.clone(),
+            progress,
             begin,
             out,
             records,
@@ -668,6 +873,10 @@ impl Task {
                 .map_err(|e| TaskError::State { partition: self.p, error: format!("commit thread: {e}") })?,
         );
         self.commands.clear();
+        self.routes.clear();
+        if self.stage == Stage::Appointments && self.through > i64::MIN {
+            self.progress_sent = Some((self.through, Instant::now()));
+        }
         self.dead.clear();
         self.pending = 0;
         Ok(())
@@ -683,14 +892,38 @@ impl Task {
     }
 }
 
-/// An output record: topic, key, value, record time, emission sequence.
-type OutRecord = (String, Vec<u8>, Vec<u8>, Option<i64>, u64);
+/// An output record: topic, key, value, record time, emission sequence,
+/// partition (`None`: by key).
+type OutRecord = (String, Vec<u8>, Vec<u8>, Option<i64>, u64, Option<i32>);
 
 /// State rows by tenant: `(row key, value)`.
 type TenantRows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
+/// Produces one output record (its record time and emission sequence, when
+/// it has them, as Kafka Streams stamps outputs with their input's time).
+async fn send(producer: &FutureProducer, r: &OutRecord, timeout: Duration) -> Result<(), TaskError> {
+    let (topic, key, value, ts, seq, partition) = r;
+    let mut record = FutureRecord::to(topic).key(key).payload(value);
+    if let Some(q) = partition {
+        record = record.partition(*q);
+    }
+    let seq_bytes = seq.to_be_bytes();
+    if let Some(ts) = ts {
+        let headers = OwnedHeaders::new().insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
+        record = record.timestamp(*ts).headers(headers);
+    }
+    producer.send(record, timeout).await.map_err(|(e, _)| TaskError::Produce { topic: topic.clone(), error: e.to_string() })?;
+    Ok(())
+}
+
 /// One batch's writes, in the order of the commit protocol.
 struct CommitJob {
+    /// How many of `out` are commands.
+    commands: usize,
+    /// The task's name.
+    env_name: String,
+    /// Stage one's progress records, sent after `out` is acknowledged.
+    progress: Vec<OutRecord>,
     begin: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     out: Vec<OutRecord>,
     records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -706,33 +939,24 @@ struct CommitJob {
 impl CommitJob {
     fn run(mut self) -> Result<(), TaskError> {
         let (producer, timeout, changelog, p) = (&self.producer, self.env.limits.timeout, &self.changelog, self.p);
+        let commands = self.commands;
+        let name = &self.env_name;
         let owner = Some(self.owner);
-        let (begin, out, records) = (&self.begin, &self.out, &self.records);
+        let (begin, out, records, progress) = (&self.begin, &self.out, &self.records, &self.progress);
         let next = self.env.runtime.block_on(async move {
-            let sends = out.iter().map(|(topic, key, value, ts, seq)| async move {
-                let mut record = FutureRecord::to(topic).key(key).payload(value);
-                if let Some(ts) = ts {
-                    // Output records carry their input's time (as in Kafka
-                    // Streams) and their order of emission.
-                    let seq_bytes = seq.to_be_bytes();
-                    let headers = OwnedHeaders::new().insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
-                    record = record.timestamp(*ts).headers(headers);
-                }
-                producer
-                    .send(record, timeout)
-                    .await
-                    .map_err(|(e, _)| TaskError::Produce { topic: topic.clone(), error: e.to_string() })
-            });
             // 1. The plan: from here on a crash re-processes this batch in
             //    exactly this order, so whatever part of it reached the
             //    broker is re-produced identically.
             changelog::produce_as(producer, changelog, p, begin, owner, timeout).await?;
             // 2. Commands: a changelog batch that restore would apply must
             //    never exist without its commands on the broker.
-            for d in futures::future::join_all(sends).await {
+            for d in futures::future::join_all(out.iter().map(|r| send(producer, r, timeout))).await {
                 d?;
             }
-            super::fault::commands_acknowledged(p, out.iter().filter(|o| o.3.is_some()).count());
+            for d in futures::future::join_all(progress.iter().map(|r| send(producer, r, timeout))).await {
+                d?;
+            }
+            super::fault::commands_acknowledged(name, commands);
             // 3. The state writes and the offsets markers that complete it.
             Ok::<_, TaskError>(changelog::produce_as(producer, changelog, p, records, owner, timeout).await?)
         })?;

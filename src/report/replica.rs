@@ -45,7 +45,7 @@ use crate::kafka::codec::Codec;
 use crate::kafka::records::SinkResult;
 use crate::kafka::topics::{Catalogue, Topic};
 use crate::model::Settings;
-use crate::processor::STATE_STORE;
+use crate::processor::{Stage, STATE_STORE};
 use crate::store::changelog::{self, Restore};
 use crate::store::rocks::{RocksConfig, RocksStore};
 use crate::store::{Batch, StateStore, StoreError, StoreName};
@@ -126,7 +126,7 @@ impl Replica {
         let feed = FeedFollower::new(brokers, catalogue, codec, store.clone(), shared.clone())?;
         let changelog = ChangelogFollower {
             brokers: brokers.to_string(),
-            topic: catalogue.name(Topic::VehicleStateChangelog),
+            topics: Stage::ALL.iter().map(|s| catalogue.name(s.changelog())).collect(),
             partitions: catalogue.partitions,
             store: store.clone(),
             shared: shared.clone(),
@@ -234,10 +234,11 @@ pub fn command_info(c: &Command) -> Option<CommandInfo> {
     Some(CommandInfo { appointment: c.appointment.to_string(), user: Some(user.to_string()) })
 }
 
-/// Follows the processor's changelog into the replica's state store.
+/// Follows the processor's changelogs (one per stage) into the replica's
+/// state store.
 struct ChangelogFollower {
     brokers: String,
-    topic: String,
+    topics: Vec<String>,
     partitions: i32,
     store: Arc<RocksStore>,
     shared: Arc<Shared>,
@@ -254,45 +255,47 @@ impl ChangelogFollower {
             }
         };
         // The last error per partition, logged when it changes.
-        let mut errors: Vec<Option<String>> = vec![None; self.partitions.max(0) as usize];
+        let parts: Vec<(&str, i32)> =
+            self.topics.iter().flat_map(|t| (0..self.partitions).map(move |p| (t.as_str(), p))).collect();
+        let mut errors: Vec<Option<String>> = vec![None; parts.len()];
         while !self.shared.stopped() {
             let mut all_ok = true;
-            for (p, last) in (0..self.partitions).zip(errors.iter_mut()) {
+            for (&(topic, p), last) in parts.iter().zip(errors.iter_mut()) {
                 if self.shared.stopped() {
                     return;
                 }
-                match self.catch_up(&probe, p) {
+                match self.catch_up(&probe, topic, p) {
                     Ok(_) if last.take().is_some() => {
-                        tracing::info!(topic = %self.topic, partition = p, "report replica: changelog readable again")
+                        tracing::info!(topic = %topic, partition = p, "report replica: changelog readable again")
                     }
                     Ok(_) => {}
                     Err(e) => {
                         all_ok = false;
                         let message = e.to_string();
                         if last.as_deref() != Some(message.as_str()) {
-                            tracing::warn!(topic = %self.topic, partition = p, error = %message, "report replica: changelog");
+                            tracing::warn!(topic = %topic, partition = p, error = %message, "report replica: changelog");
                         }
                         *last = Some(message);
                     }
                 }
             }
             if all_ok && !self.shared.state_ready.swap(true, Ordering::Relaxed) {
-                tracing::info!(topic = %self.topic, partitions = self.partitions, "report replica: state restored");
+                tracing::info!(topics = ?self.topics, partitions = self.partitions, "report replica: state restored");
             }
             self.shared.sleep(Replica::REFRESH);
         }
     }
 
     /// Restores partition `p` up to its current end, when behind.
-    fn catch_up(&self, probe: &BaseConsumer, p: i32) -> Result<u64, ReplicaError> {
-        let (low, high) = probe.fetch_watermarks(&self.topic, p, KAFKA_TIMEOUT)?;
-        let at = self.store.offset(&self.topic, p)?.unwrap_or(low).max(low);
+    fn catch_up(&self, probe: &BaseConsumer, topic: &str, p: i32) -> Result<u64, ReplicaError> {
+        let (low, high) = probe.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
+        let at = self.store.offset(topic, p)?.unwrap_or(low).max(low);
         if at >= high {
             return Ok(0);
         }
         let r = Restore {
             brokers: &self.brokers,
-            topic: &self.topic,
+            topic,
             partition: p,
             store: STATE_STORE,
             chunk: 5_000,
@@ -305,7 +308,7 @@ impl ChangelogFollower {
         let stats = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
             changelog::restore(&r, self.store.as_ref(), |_, _| {})
         })?;
-        tracing::debug!(partition = p, records = stats.records, from = stats.from, to = stats.to, "report replica");
+        tracing::debug!(topic, partition = p, records = stats.records, from = stats.from, to = stats.to, "report replica");
         Ok(stats.records)
     }
 }

@@ -1,16 +1,15 @@
 //! Report rows from a processor state store (the processor's own RocksDB or
-//! a replica restored from its changelog).
+//! a replica restored from its changelogs).
 //!
-//! Every processor task holds the same appointments and technicians (entity
-//! topics are read by all); each task knows the pings of its own vehicles.
-//! Rows are matched across tasks by (appointment, technician): the first
-//! task's row is the base, and a row from a later task replaces it when it
-//! learned more from pings ([`ReportRow::ping_rank`]). Rows only some tasks
-//! have (a replica whose tasks are restored to different points) are kept,
-//! after the rows of the tasks before them. When all tasks are restored to
-//! the same input the order is the engine's (appointment, then technician
-//! on the appointment). A technician whose vehicles sit on different
-//! partitions is the one case this cannot merge exactly.
+//! The processor runs in two stages ([`crate::engine::route`]): the
+//! appointment stage's tasks each hold their partition's appointments with
+//! the technicians' clock lines and Service Links; the vehicle stage's tasks
+//! hold what pings showed about the same (appointment, technician)
+//! assignments. Each appointment task's engine absorbs the vehicle tasks'
+//! assignments ([`Engine::absorb_assignments`]) and yields its rows; rows
+//! are then put in appointment order, as the one-stage engine yields them.
+//! [`merge_rows`] matches rows of tasks that hold the same appointment (a
+//! replica mid-move, say) by (appointment, technician).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -18,7 +17,7 @@ use std::collections::HashMap;
 use super::{rows, ReportRow};
 use crate::engine::Engine;
 use crate::model::{Id, Settings};
-use crate::processor::{task::row_prefix, STATE_STORE};
+use crate::processor::{task::row_prefix, Stage, STATE_STORE};
 use crate::store::{StateStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +28,27 @@ pub enum StateRowsError {
     Rows { tenant: String, message: String },
 }
 
+/// One task's engine for `tenant`, from its rows.
+fn engine_of(
+    store: &dyn StateStore,
+    stage: Stage,
+    p: i32,
+    tenant: &str,
+    settings: &Settings,
+) -> Result<Engine, StateRowsError> {
+    // `{task}/{tenant}/{engine key}`: the engine reads its keys bare.
+    let prefix = format!("{}{tenant}/", row_prefix(stage, p));
+    let mine = store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
+    let mut engine = Engine::from_rows(
+        tenant.to_string(),
+        settings.clone(),
+        mine.iter().filter_map(|(k, v)| Some((k.get(prefix.len()..)?, v.as_slice()))),
+    )
+    .map_err(|e| StateRowsError::Rows { tenant: tenant.to_string(), message: e.to_string() })?;
+    engine.set_role(stage.role());
+    Ok(engine)
+}
+
 /// The tenant's rows as the processor's tasks `0..partitions` hold them.
 pub fn rows_from_state(
     store: &dyn StateStore,
@@ -36,20 +56,21 @@ pub fn rows_from_state(
     tenant: &str,
     settings: &Settings,
 ) -> Result<Vec<ReportRow>, StateRowsError> {
+    let vehicles: Vec<Engine> =
+        (0..partitions).map(|p| engine_of(store, Stage::Vehicles, p, tenant, settings)).collect::<Result<_, _>>()?;
     let mut per_task = Vec::new();
     for p in 0..partitions {
-        // `{task}/{tenant}/{engine key}`: the engine reads its keys bare.
-        let prefix = format!("{}{tenant}/", row_prefix(p));
-        let mine = store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
-        let engine = Engine::from_rows(
-            tenant.to_string(),
-            settings.clone(),
-            mine.iter().filter_map(|(k, v)| Some((k.get(prefix.len()..)?, v.as_slice()))),
-        )
-        .map_err(|e| StateRowsError::Rows { tenant: tenant.to_string(), message: e.to_string() })?;
+        let mut engine = engine_of(store, Stage::Appointments, p, tenant, settings)?;
+        for v in &vehicles {
+            engine.absorb_assignments(v);
+        }
         per_task.push(rows(&engine));
     }
-    Ok(merge_rows(per_task))
+    let mut merged = merge_rows(per_task);
+    // Each task's rows are in appointment order; so are the one-stage
+    // engine's (stable: technicians keep their order).
+    merged.sort_by(|a, b| a.appointment.cmp(&b.appointment));
+    Ok(merged)
 }
 
 /// Merges the tasks' rows (see the module docs).

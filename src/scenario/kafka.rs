@@ -149,7 +149,8 @@ fn wait_idle(proc: &Processor, partitions: i32, timeout: Duration) -> Result<(),
     let mut idle_since: Option<Instant> = None;
     while Instant::now() < deadline {
         let status = proc.status();
-        let all_idle = status.len() == partitions as usize && status.iter().all(|s| s.idle);
+        // Two tasks per partition: one per stage.
+        let all_idle = status.len() == 2 * partitions as usize && status.iter().all(|s| s.idle);
         match (all_idle, idle_since) {
             (true, Some(t)) if t.elapsed() > Duration::from_millis(600) => return Ok(()),
             (true, None) => idle_since = Some(Instant::now()),

@@ -102,7 +102,7 @@ impl World {
                     self.pairings.retain(|p| !(p.driver == driver && p.vehicle == vehicle && p.from == from))
                 }
             },
-            Event::Tick(_) => {}
+            Event::Tick(_) | Event::Route(_) => {}
         }
     }
 }

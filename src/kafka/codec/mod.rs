@@ -7,8 +7,9 @@
 //! # Schemas and evolution
 //!
 //! The reader schemas are the files in `schemas/`, compiled in. A [`Codec`]
-//! registers each under the subject `{topic}-value` when it is built and
-//! writes with those ids. To read, it fetches the writer schema by the
+//! registers each under its subject ([`RecordType::subject`]: `{topic}-value`
+//! for the topic's main record, `{topic}-{full name}` for a second record
+//! type on the same topic) when it is built and writes with those ids. To read, it fetches the writer schema by the
 //! record's id (once per id; [`SchemaRegistry`] implementations cache) and
 //! decides, once per (writer id, record type):
 //!
@@ -59,11 +60,12 @@ use apache_avro::types::Value;
 use rustc_hash::FxHashMap;
 
 use super::records::{
-    self, dead_letter_from, dead_letter_value, AvroRecord, DeadLetter, SinkResult, TenantCommand, TenantEvent,
+    self, dead_letter_from, dead_letter_value, route_progress_from, route_progress_value, AvroRecord, DeadLetter,
+    RouteProgress, SinkResult, TenantCommand, TenantEvent,
 };
 use super::registry::{RegistryError, SchemaRegistry};
 use super::topics::{self, Catalogue, Topic};
-use crate::engine::{Command, Event};
+use crate::engine::{Command, Event, Route};
 use crate::model::{Appointment, ClockEvent, Driver, Job, Location, Pairing, Ping, User, Vehicle};
 use decoder::{names_of, read_datum, Names};
 
@@ -137,10 +139,14 @@ pub enum RecordType {
     DeadLetter,
     Tick,
     SinkResult,
+    Route,
+    RouteProgress,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 13] = [
+    /// In declaration order (the codec indexes by it). A topic's main record
+    /// type comes before any other it carries ([`RecordType::for_topic`]).
+    pub const ALL: [RecordType; 15] = [
         RecordType::User,
         RecordType::Location,
         RecordType::Job,
@@ -154,6 +160,8 @@ impl RecordType {
         RecordType::DeadLetter,
         RecordType::Tick,
         RecordType::SinkResult,
+        RecordType::Route,
+        RecordType::RouteProgress,
     ];
 
     fn index(self) -> usize {
@@ -176,12 +184,30 @@ impl RecordType {
             RecordType::DeadLetter => Topic::DeadLetters,
             RecordType::Tick => Topic::Ticks,
             RecordType::SinkResult => Topic::Results,
+            RecordType::Route | RecordType::RouteProgress => Topic::FenceRoutes,
         }
     }
 
-    /// The record type a topic carries, if it carries one of these.
+    /// The record type a topic carries, if it carries one of these; the
+    /// main one for a topic that carries several (the fence routes topic:
+    /// [`RecordType::Route`]; its progress records are told apart by their
+    /// key, [`super::records::ROUTE_PROGRESS_KEY`]).
     pub fn for_topic(topic: Topic) -> Option<RecordType> {
         RecordType::ALL.into_iter().find(|r| r.topic() == topic)
+    }
+
+    /// The schema registry subject: `{topic}-value` (Confluent's
+    /// TopicNameStrategy) for a topic's main record type, and
+    /// `{topic}-{full name}` (TopicRecordNameStrategy) for another record
+    /// type on the same topic, so that each subject holds the versions of
+    /// one record type.
+    pub fn subject(self, catalogue: &Catalogue) -> String {
+        let topic = catalogue.name(self.topic());
+        if RecordType::for_topic(self.topic()) == Some(self) {
+            format!("{topic}-value")
+        } else {
+            format!("{topic}-{}", self.full_name())
+        }
     }
 
     /// The schema file's text (`schemas/*.avsc`).
@@ -200,6 +226,8 @@ impl RecordType {
             RecordType::DeadLetter => include_str!("../../../schemas/dead_letter.avsc"),
             RecordType::Tick => include_str!("../../../schemas/tick.avsc"),
             RecordType::SinkResult => include_str!("../../../schemas/sink_result.avsc"),
+            RecordType::Route => include_str!("../../../schemas/route.avsc"),
+            RecordType::RouteProgress => include_str!("../../../schemas/route_progress.avsc"),
         }
     }
 
@@ -219,6 +247,8 @@ impl RecordType {
             RecordType::DeadLetter => "io.geoclock.v1.DeadLetter",
             RecordType::Tick => "io.geoclock.v1.Tick",
             RecordType::SinkResult => "io.geoclock.v1.SinkResult",
+            RecordType::Route => "io.geoclock.v1.Route",
+            RecordType::RouteProgress => "io.geoclock.v1.RouteProgress",
         }
     }
 }
@@ -266,8 +296,8 @@ impl std::fmt::Debug for Codec {
 }
 
 impl Codec {
-    /// Parses the embedded schemas and registers each under
-    /// `{catalogue.name(topic)}-value`.
+    /// Parses the embedded schemas and registers each under its subject
+    /// ([`RecordType::subject`]).
     pub fn new(registry: Arc<dyn SchemaRegistry>, catalogue: &Catalogue) -> Result<Codec, CodecError> {
         let mut readers = Vec::with_capacity(RecordType::ALL.len());
         let mut plans = FxHashMap::default();
@@ -278,7 +308,7 @@ impl Codec {
             };
             let schema = Schema::parse_str(rt.schema_json()).map_err(|e| invalid(e.to_string()))?;
             let names = names_of(&schema).map_err(invalid)?;
-            let subject = format!("{}-value", catalogue.name(rt.topic()));
+            let subject = rt.subject(catalogue);
             let id = registry.register(&subject, &schema).map_err(CodecError::Registry)?;
             plans.insert((id, rt), Arc::new(Plan::Identical));
             readers.push(Reader { schema: Arc::new(schema), names, subject, id });
@@ -380,7 +410,8 @@ impl Codec {
     /// Encodes an engine event as the record for its topic: the key
     /// `tenant/{records::key_id}`, and the framed value, or `None` (a
     /// tombstone) for [`Event::Delete`]. A [`Event::Tick`] goes on the ticks
-    /// topic, keyed `tenant/tick`.
+    /// topic, keyed `tenant/tick`; an [`Event::Route`] on the fence routes
+    /// topic, keyed `tenant/vehicleId`.
     pub fn encode_event(&self, tenant: &str, event: &Event) -> Result<EncodedRecord, CodecError> {
         let (Some(topic), Some(id)) = (records::topic_of(event), records::key_id(event)) else {
             return Err(CodecError::Encode(format!("{} events are not published", event.kind())));
@@ -398,6 +429,7 @@ impl Codec {
             Event::Ping(v) => Some(self.encode(tenant, v)?),
             Event::Delete(_) => None,
             Event::Tick(t) => Some(self.encode(tenant, &records::Tick(*t))?),
+            Event::Route(r) => Some(self.encode(tenant, r)?),
         };
         Ok(EncodedRecord { topic, key, value })
     }
@@ -426,6 +458,7 @@ impl Codec {
             Some(RecordType::Pairing) => self.decode::<Pairing>(value).map(|(t, v)| (t, Event::Pairing(v)))?,
             Some(RecordType::Ping) => self.decode::<Ping>(value).map(|(t, v)| (t, Event::Ping(v)))?,
             Some(RecordType::Tick) => self.decode::<records::Tick>(value).map(|(t, v)| (t, Event::Tick(v.0)))?,
+            Some(RecordType::Route) => self.decode::<Route>(value).map(|(t, v)| (t, Event::Route(v)))?,
             _ => return Err(CodecError::InvalidValue(format!("topic {topic:?} does not carry engine events"))),
         };
         if tenant != key_tenant {
@@ -462,6 +495,19 @@ impl Codec {
     pub fn decode_dead_letter(&self, bytes: &[u8]) -> Result<DeadLetter, CodecError> {
         dead_letter_from(self.decode_value(RecordType::DeadLetter, bytes)?)
     }
+
+    /// Encodes a route progress record (key: [`records::ROUTE_PROGRESS_KEY`]).
+    pub fn encode_route_progress(&self, progress: &RouteProgress) -> Result<Vec<u8>, CodecError> {
+        let reader = self.reader(RecordType::RouteProgress);
+        let mut out = frame(reader.id, &[]);
+        encoder::write_datum(&route_progress_value(progress)?, &reader.schema, &reader.names, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes a route progress record.
+    pub fn decode_route_progress(&self, bytes: &[u8]) -> Result<RouteProgress, CodecError> {
+        route_progress_from(self.decode_value(RecordType::RouteProgress, bytes)?)
+    }
 }
 
 macro_rules! typed {
@@ -492,6 +538,7 @@ typed! {
     Vehicle: encode_vehicle, decode_vehicle;
     Pairing: encode_pairing, decode_pairing;
     SinkResult: encode_result, decode_result;
+    Route: encode_route, decode_route;
 }
 
 fn decode_identical<T: AvroRecord>(reader: &Reader, datum: &[u8]) -> Result<(String, T), CodecError> {

@@ -1,8 +1,10 @@
 //! Tests of the [`Codec`] API.
 
 use super::*;
+use crate::engine::Route;
 use crate::engine::{Action, EntityRef};
 use crate::kafka::records::tests_support::ping;
+use crate::kafka::records::{RouteProgress, ROUTE_PROGRESS_KEY};
 use crate::kafka::registry::FileRegistry;
 use crate::model::{AppointmentStatus, Id, Ts};
 
@@ -30,10 +32,18 @@ fn embedded_schemas_parse_and_register_under_topic_subjects() {
     let (reg, c) = codec();
     assert_eq!(c.subject(RecordType::Ping), "geoclock.azuga.pings-value");
     assert_eq!(c.subject(RecordType::Command), "geoclock.commands-value");
-    for rt in RecordType::ALL {
+    assert_eq!(c.subject(RecordType::Route), "geoclock.processor.fence-routes-value");
+    assert_eq!(c.subject(RecordType::RouteProgress), "geoclock.processor.fence-routes-io.geoclock.v1.RouteProgress");
+    assert_eq!(RecordType::for_topic(Topic::FenceRoutes), Some(RecordType::Route));
+    let mut subjects = std::collections::BTreeSet::new();
+    for (i, rt) in RecordType::ALL.into_iter().enumerate() {
+        assert_eq!(rt as usize, i, "ALL is in declaration order");
         assert_eq!(c.schema(rt).name().unwrap().fullname(None), rt.full_name());
         assert_eq!(*reg.schema(c.schema_id(rt)).unwrap(), *c.schema(rt));
-        assert_eq!(RecordType::for_topic(rt.topic()), Some(rt));
+        assert!(subjects.insert(c.subject(rt).to_string()), "one subject per record type");
+        if rt != RecordType::RouteProgress {
+            assert_eq!(RecordType::for_topic(rt.topic()), Some(rt));
+        }
     }
     // A second codec on the same registry gets the same ids.
     let c2 = Codec::new(reg, &Catalogue::default()).unwrap();
@@ -290,6 +300,7 @@ fn the_datum_decoder_agrees_with_apache_avro_on_valid_data() {
             }
             .to_value("acme")
             .unwrap(),
+            RecordType::Route => sample_route().to_value("acme").unwrap(),
             _ => continue,
         };
         let datum = apache_avro::to_avro_datum(schema, value).unwrap();
@@ -335,11 +346,31 @@ mod props {
         }
 
         #[test]
-        fn random_bytes_never_panic(id in prop_oneof![Just(None), (0usize..11).prop_map(Some)],
+        fn route_round_trips(t in tenant(), r in route_strategy()) {
+            let (_, c) = codec();
+            let bytes = c.encode_route(&t, &r).unwrap();
+            prop_assert_eq!(c.decode_route(&bytes).unwrap(), (t.clone(), r.clone()));
+            let ev = Event::Route(r);
+            let rec = c.encode_event(&t, &ev).unwrap();
+            prop_assert_eq!(rec.topic, Topic::FenceRoutes);
+            prop_assert_eq!(&rec.value, &Some(bytes));
+            let back = c.decode_event(rec.topic, &rec.key, rec.value.as_deref()).unwrap();
+            prop_assert_eq!(back, TenantEvent { tenant: t, event: ev });
+        }
+
+        #[test]
+        fn route_progress_round_trips(task in 0..=i32::MAX, through in prop_oneof![Just(i64::MAX), 0..=i64::MAX]) {
+            let (_, c) = codec();
+            let p = RouteProgress { task, through };
+            prop_assert_eq!(c.decode_route_progress(&c.encode_route_progress(&p).unwrap()).unwrap(), p);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(id in prop_oneof![Just(None), (0usize..15).prop_map(Some)],
                                     datum in proptest::collection::vec(any::<u8>(), 0..200)) {
             let (_, c) = codec();
             let framed = match id {
-                Some(i) => frame(c.schema_id(RecordType::ALL[i]), &datum),
+                Some(i) => frame(c.schema_id(RecordType::ALL[i % RecordType::ALL.len()]), &datum),
                 None => datum,
             };
             let _ = c.decode_ping(&framed);
@@ -348,6 +379,9 @@ mod props {
             let _ = c.decode_command(&framed);
             let _ = c.decode_dead_letter(&framed);
             let _ = c.decode_event(Topic::Pairings, b"acme/x", Some(&framed));
+            let _ = c.decode_route(&framed);
+            let _ = c.decode_route_progress(&framed);
+            let _ = c.decode_event(Topic::FenceRoutes, b"acme/x", Some(&framed));
         }
     }
 }
@@ -388,10 +422,12 @@ proptest::proptest! {
         command in crate::kafka::records::tests_support::command_strategy(),
         appointment in crate::kafka::records::tests_support::appointment_strategy(),
         location in crate::kafka::records::tests_support::location_strategy(),
+        route in crate::kafka::records::tests_support::route_strategy(),
         tenant in crate::kafka::records::tests_support::tenant(),
     ) {
         let (_, c) = codec();
         same_bytes_as_apache(&c, &tenant, &command);
+        same_bytes_as_apache(&c, &tenant, &route);
         same_bytes_as_apache(&c, &tenant, &appointment);
         same_bytes_as_apache(&c, &tenant, &location);
         let dl = crate::kafka::records::DeadLetter {
@@ -407,5 +443,189 @@ proptest::proptest! {
         let reader = c.reader(RecordType::DeadLetter);
         let theirs = apache_avro::to_avro_datum(&reader.schema, crate::kafka::records::dead_letter_value(&dl)).unwrap();
         proptest::prop_assert_eq!(c.encode_dead_letter(&dl).unwrap(), frame(reader.id, &theirs));
+        let p = RouteProgress { task: 3, through: i64::MAX };
+        let reader = c.reader(RecordType::RouteProgress);
+        let theirs = apache_avro::to_avro_datum(&reader.schema, crate::kafka::records::route_progress_value(&p).unwrap()).unwrap();
+        proptest::prop_assert_eq!(c.encode_route_progress(&p).unwrap(), frame(reader.id, &theirs));
     }
+}
+
+fn sample_route() -> Route {
+    use crate::engine::route::{RouteBody, RouteWatch};
+    use crate::engine::timeline::ClockLine;
+    use crate::geo::{LatLon, Shape};
+    use crate::model::ClockAction;
+    let mut enroute = ClockLine::default();
+    enroute.insert(Ts(1_000), ClockAction::In);
+    enroute.insert(Ts(2_000), ClockAction::Out);
+    Route {
+        vehicle: Id::text("veh-1"),
+        appointment: Id::number(7001),
+        generation: 2,
+        seq: 5,
+        body: RouteBody::Watches {
+            retired: false,
+            shape: Some(Shape::Circle { center: LatLon::new(40.0, -74.0), radius_m: 150.0 }),
+            watches: vec![RouteWatch {
+                user: Id::number(11),
+                earliest: Ts(500),
+                latest: Ts(9_000),
+                paired: vec![(Ts(0), Ts(3_000)), (Ts(4_000), Ts::MAX)],
+                enroute,
+                onsite: ClockLine::default(),
+            }],
+        },
+    }
+}
+
+/// A route datum apache-avro wrote from `route`'s value with `edit` applied.
+fn route_with(c: &Codec, route: &Route, edit: impl FnOnce(&mut Vec<(String, Value)>)) -> Vec<u8> {
+    let Value::Record(mut fields) = route.to_value("acme").unwrap() else { unreachable!() };
+    edit(&mut fields);
+    let reader = c.reader(RecordType::Route);
+    frame(reader.id, &apache_avro::to_avro_datum(&reader.schema, Value::Record(fields)).unwrap())
+}
+
+#[test]
+fn routes_are_keyed_by_vehicle_and_checked_against_their_key() {
+    let (_, c) = codec();
+    let r = sample_route();
+    let ev = Event::Route(r.clone());
+    let rec = c.encode_event("acme", &ev).unwrap();
+    assert_eq!((rec.topic, rec.key.as_slice()), (Topic::FenceRoutes, &b"acme/veh-1"[..]));
+    assert_eq!(c.decode_event(rec.topic, &rec.key, rec.value.as_deref()).unwrap().event, ev);
+    // The key names another vehicle, or another tenant.
+    for key in [&b"acme/veh-2"[..], b"other/veh-1"] {
+        let err = c.decode_event(Topic::FenceRoutes, key, rec.value.as_deref()).unwrap_err();
+        assert_eq!(err.kind(), "invalid_value", "{err}");
+    }
+    // No tombstones on the routes topic; a progress record is not an event.
+    assert_eq!(c.decode_event(Topic::FenceRoutes, b"acme/veh-1", None).unwrap_err().kind(), "invalid_value");
+    let progress = c.encode_route_progress(&RouteProgress { task: 0, through: 5 }).unwrap();
+    let err = c.decode_event(Topic::FenceRoutes, ROUTE_PROGRESS_KEY, Some(&progress)).unwrap_err();
+    assert_eq!(err.kind(), "invalid_value", "{err}");
+    // Either record read as the other: not its schema.
+    assert_eq!(c.decode_route(&progress).unwrap_err().kind(), "decode");
+    assert_eq!(c.decode_route_progress(rec.value.as_deref().unwrap()).unwrap_err().kind(), "decode");
+    // A clock route.
+    let clock = Route {
+        body: crate::engine::route::RouteBody::Clock {
+            user: Id::text("u/1"),
+            enroute: Default::default(),
+            onsite: Default::default(),
+        },
+        ..r
+    };
+    let bytes = c.encode_route("acme", &clock).unwrap();
+    assert_eq!(c.decode_route(&bytes).unwrap(), ("acme".to_string(), clock));
+}
+
+#[test]
+fn route_values_are_validated_both_ways() {
+    use crate::engine::route::RouteBody;
+    let (_, c) = codec();
+    let r = sample_route();
+    fn watches(r: &mut Route) -> &mut crate::engine::route::RouteWatch {
+        match &mut r.body {
+            RouteBody::Watches { watches, .. } => &mut watches[0],
+            RouteBody::Clock { .. } => unreachable!(),
+        }
+    }
+    // Refused on the way out.
+    type Edit = fn(&mut Route);
+    let bad: Vec<(&str, Edit)> = vec![
+        ("blank vehicle", |r| r.vehicle = Id::text(" ")),
+        ("blank appointment", |r| r.appointment = Id::text("")),
+        ("seq beyond i64", |r| r.seq = u64::MAX),
+        ("blank user", |r| watches(r).user = Id::text("")),
+        ("empty interval", |r| watches(r).paired[0] = (Ts(5), Ts(5))),
+        ("reversed interval", |r| watches(r).paired[0] = (Ts(5), Ts(4))),
+        ("negative from", |r| watches(r).paired[0] = (Ts(-1), Ts(4))),
+        ("to past 9999", |r| watches(r).paired[0] = (Ts(0), Ts(crate::kafka::records::MAX_TIME_MS + 1))),
+        ("clock time", |r| {
+            watches(r).onsite.insert(Ts(-5), crate::model::ClockAction::In);
+        }),
+        ("shape", |r| {
+            if let RouteBody::Watches { shape, .. } = &mut r.body {
+                *shape = Some(crate::geo::Shape::Circle { center: crate::geo::LatLon::new(0.0, 0.0), radius_m: -1.0 });
+            }
+        }),
+    ];
+    for (what, edit) in &bad {
+        let mut b = r.clone();
+        edit(&mut b);
+        assert_eq!(c.encode_route("acme", &b).unwrap_err().kind(), "invalid_value", "{what}");
+    }
+    assert_eq!(c.encode_route("a/b", &r).unwrap_err().kind(), "invalid_value");
+    // Windows at the ends of time are clamped, which no ping can tell.
+    let mut edge = r.clone();
+    watches(&mut edge).earliest = Ts(-3_600_000);
+    watches(&mut edge).latest = Ts(crate::kafka::records::MAX_TIME_MS + 3_600_000);
+    let (_, back) = c.decode_route(&c.encode_route("acme", &edge).unwrap()).unwrap();
+    let mut want = edge.clone();
+    watches(&mut want).earliest = Ts(0);
+    watches(&mut want).latest = Ts(crate::kafka::records::MAX_TIME_MS);
+    assert_eq!(back, want);
+
+    // Refused on the way in.
+    let generation = route_with(&c, &r, |f| f[3].1 = Value::Long(1 << 32));
+    let seq = route_with(&c, &r, |f| f[4].1 = Value::Long(-1));
+    let interval = route_with(&c, &r, |f| {
+        let Value::Union(_, body) = &mut f[5].1 else { unreachable!() };
+        let Value::Record(body) = &mut **body else { unreachable!() };
+        let Value::Array(ws) = &mut body[1].1 else { unreachable!() };
+        let Value::Record(w) = &mut ws[0] else { unreachable!() };
+        let Value::Array(paired) = &mut w[3].1 else { unreachable!() };
+        paired[0] = Value::Record(vec![
+            ("from".into(), Value::TimestampMillis(7)),
+            ("to".into(), Value::Union(1, Box::new(Value::TimestampMillis(7)))),
+        ]);
+    });
+    for (what, bytes) in [("generation", generation), ("seq", seq), ("interval", interval)] {
+        assert_eq!(c.decode_route(&bytes).unwrap_err().kind(), "invalid_value", "{what}");
+    }
+    assert_eq!(c.decode_route(&route_with(&c, &r, |_| ())).unwrap(), ("acme".to_string(), r));
+}
+
+#[test]
+fn route_progress_is_validated_both_ways() {
+    let (_, c) = codec();
+    for p in [RouteProgress { task: -1, through: 0 }, RouteProgress { task: 0, through: -1 }] {
+        assert_eq!(c.encode_route_progress(&p).unwrap_err().kind(), "invalid_value", "{p:?}");
+        let reader = c.reader(RecordType::RouteProgress);
+        let v = Value::Record(vec![("task".into(), Value::Int(p.task)), ("through".into(), Value::Long(p.through))]);
+        let bytes = frame(reader.id, &apache_avro::to_avro_datum(&reader.schema, v).unwrap());
+        assert_eq!(c.decode_route_progress(&bytes).unwrap_err().kind(), "invalid_value", "{p:?}");
+    }
+    let p = RouteProgress { task: 2, through: i64::MAX };
+    assert_eq!(c.decode_route_progress(&c.encode_route_progress(&p).unwrap()).unwrap(), p);
+}
+
+/// Every route stage one decides for the scenario files encodes, and
+/// decodes to itself.
+#[test]
+fn the_routes_of_every_scenario_round_trip() {
+    use crate::engine::{Engine, Role};
+    let (_, c) = codec();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut routes = 0;
+    for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "yaml")) {
+        let s = crate::scenario::Scenario::load(f).unwrap();
+        let mut e = Engine::new(s.tenant.clone(), s.settings.clone()).unwrap();
+        e.set_role(Role::Appointments);
+        let mut out = Vec::new();
+        for ev in s.all_events() {
+            let _ = e.handle(&ev, &mut out);
+            for r in e.drain_routes() {
+                let ev = Event::Route(r);
+                let rec = c.encode_event(&s.tenant, &ev).unwrap_or_else(|err| panic!("{}: {err}", f.display()));
+                let back = c.decode_event(rec.topic, &rec.key, rec.value.as_deref()).unwrap();
+                assert_eq!(back.event, ev, "{}", f.display());
+                routes += 1;
+            }
+        }
+    }
+    assert!(routes > 0);
 }

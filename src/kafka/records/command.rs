@@ -3,26 +3,57 @@
 
 use apache_avro::types::Value;
 
-use super::validate::{check_id, check_id_str, check_lat, check_latlon, check_lon, check_tenant, check_ts, invalid};
+use super::validate::{
+    check_id, check_id_str, check_lat, check_latlon, check_lon, check_tenant, check_ts, check_u32, invalid,
+};
 use super::value::{latlon, opt, record, s, symbol, ts, Rec, ACTIVITY, CAUSE, CLOCK_ACTION, COMMAND_KIND};
 use super::AvroRecord;
 use crate::engine::{Action, ClockCause, ClockChange, Command, FenceChange, ServiceLink};
 use crate::geo::{LatLon, Shape};
 use crate::kafka::codec::{CodecError, RecordType};
 
-fn shape_value(shape: &Shape) -> Value {
+/// The shape's record and its branch in the union `[Circle, Polygon]`
+/// (the command and route schemas share these records).
+pub(super) fn shape_branch(shape: &Shape) -> (u32, Value) {
     match shape {
         Shape::Circle { center, radius_m } => {
-            Value::Union(0, Box::new(record(vec![("center", latlon(*center)), ("radius_m", Value::Double(*radius_m))])))
+            (0, record(vec![("center", latlon(*center)), ("radius_m", Value::Double(*radius_m))]))
         }
-        Shape::Polygon { ring } => {
-            Value::Union(1, Box::new(record(vec![("ring", Value::Array(ring.iter().map(|p| latlon(*p)).collect()))])))
-        }
+        Shape::Polygon { ring } => (1, record(vec![("ring", Value::Array(ring.iter().map(|p| latlon(*p)).collect()))])),
     }
 }
 
+fn shape_value(shape: &Shape) -> Value {
+    let (branch, v) = shape_branch(shape);
+    Value::Union(branch, Box::new(v))
+}
+
+/// The shape from the record of branch `branch` of `[Circle, Polygon]`,
+/// validated (`rec` names the record holding it, for errors).
+pub(super) fn shape_from_branch(rec: &'static str, branch: u32, v: Value) -> Result<Shape, CodecError> {
+    let shape = match branch {
+        0 => {
+            let mut c = Rec::new("Circle", v)?;
+            let center = c.latlon("center")?;
+            Shape::Circle { center, radius_m: c.double("radius_m")? }
+        }
+        1 => {
+            let mut p = Rec::new("Polygon", v)?;
+            let mut ring = Vec::new();
+            for item in p.array("ring")? {
+                let mut q = Rec::new("LatLon", item)?;
+                ring.push(check_latlon("Polygon", "ring", LatLon::new(q.double("lat")?, q.double("lon")?))?);
+            }
+            Shape::Polygon { ring }
+        }
+        _ => return Err(CodecError::Decode(format!("{rec}.shape: expected a Circle or Polygon branch"))),
+    };
+    shape.validate().map_err(|e| invalid(rec, "shape", e))?;
+    Ok(shape)
+}
+
 fn check_revision(rec: &str, rev: i64) -> Result<u32, CodecError> {
-    u32::try_from(rev).map_err(|_| invalid(rec, "revision", format_args!("{rev} is not in 0..=4294967295")))
+    check_u32(rec, "revision", rev)
 }
 
 fn fence_value(f: &FenceChange) -> Result<Value, CodecError> {
@@ -54,24 +85,11 @@ fn fence_value(f: &FenceChange) -> Result<Value, CodecError> {
 fn fence_from(mut r: Rec) -> Result<FenceChange, CodecError> {
     let revision = check_revision(r.name, r.long("revision")?)?;
     let name = r.string("name")?;
-    let shape = match r.fields.iter().find(|(n, _)| n == "shape").map(|(_, v)| v) {
-        Some(Value::Union(0, _)) => {
-            let mut c = r.record("shape", "Circle")?;
-            let center = c.latlon("center")?;
-            Shape::Circle { center, radius_m: c.double("radius_m")? }
-        }
-        Some(Value::Union(1, _)) => {
-            let mut p = r.record("shape", "Polygon")?;
-            let mut ring = Vec::new();
-            for item in p.array("ring")? {
-                let mut q = Rec::new("LatLon", item)?;
-                ring.push(check_latlon("Polygon", "ring", LatLon::new(q.double("lat")?, q.double("lon")?))?);
-            }
-            Shape::Polygon { ring }
-        }
+    let branch = match r.fields.iter().find(|(n, _)| n == "shape").map(|(_, v)| v) {
+        Some(Value::Union(i, _)) => *i,
         _ => return Err(CodecError::Decode("FenceChange.shape: expected a Circle or Polygon branch".into())),
     };
-    shape.validate().map_err(|e| invalid("FenceChange", "shape", e))?;
+    let shape = shape_from_branch("FenceChange", branch, r.take("shape")?)?;
     Ok(FenceChange {
         revision,
         name,

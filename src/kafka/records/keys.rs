@@ -36,12 +36,14 @@ pub fn topic_of(event: &Event) -> Option<Topic> {
             EntityRef::Pairing { .. } => Topic::Pairings,
         },
         Event::Tick(_) => Topic::Ticks,
+        Event::Route(_) => Topic::FenceRoutes,
     })
 }
 
 /// The id part of an event's record key (`tenant/{id}`): the entity's id,
 /// the vehicle for a ping, the appointment for a clock event, the
-/// [`pairing_key_id`] for a pairing, `tick` for a tick.
+/// [`pairing_key_id`] for a pairing, `tick` for a tick, the vehicle for a
+/// fence route.
 pub fn key_id(event: &Event) -> Option<String> {
     Some(match event {
         Event::User(u) => u.id.to_string(),
@@ -63,6 +65,7 @@ pub fn key_id(event: &Event) -> Option<String> {
             EntityRef::Pairing { driver, vehicle, from } => pairing_key_id(driver, vehicle, *from),
         },
         Event::Tick(_) => "tick".to_string(),
+        Event::Route(r) => r.vehicle.to_string(),
     })
 }
 

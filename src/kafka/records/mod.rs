@@ -14,6 +14,8 @@
 //! - `ping`: the ping record and its hand-written codec;
 //! - `command`: the command record;
 //! - `result`: the sink result record;
+//! - `route`: the fence route and route progress records (stage one to
+//!   stage two of the processor);
 //! - `keys`: topics, record keys and deletes;
 //! - `wire`: Avro binary primitives.
 
@@ -22,6 +24,7 @@ mod entities;
 mod keys;
 mod ping;
 mod result;
+mod route;
 mod validate;
 mod value;
 pub(crate) mod wire;
@@ -36,6 +39,8 @@ pub use entities::Tick;
 pub use keys::{command_key_id, delete_event, key_id, pairing_key_id, parse_pairing_key_id, topic_of};
 pub use ping::{read_ping_datum, write_ping_datum};
 pub use result::{Outcome, SinkResult};
+pub(crate) use route::{route_progress_from, route_progress_value};
+pub use route::{RouteProgress, ROUTE_PROGRESS_KEY};
 pub use validate::MAX_TIME_MS;
 
 /// An engine event and the tenant it belongs to.

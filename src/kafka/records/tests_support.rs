@@ -1,6 +1,8 @@
 use proptest::prelude::*;
 
 use super::MAX_TIME_MS;
+use crate::engine::route::{Route, RouteBody, RouteWatch};
+use crate::engine::timeline::ClockLine;
 use crate::engine::{Action, ClockCause, ClockChange, Command, FenceChange, ServiceLink};
 use crate::geo::{LatLon, Shape};
 use crate::model::{Activity, Appointment, AppointmentStatus, ClockAction, Id, Location, Ping, Ts};
@@ -216,4 +218,49 @@ pub(crate) fn command_strategy() -> impl Strategy<Value = Command> {
         clock().prop_map(Action::Clock),
     ];
     ("[0-9a-f]{32}", id(), action).prop_map(|(id, appointment, action)| Command { id, appointment, action })
+}
+
+fn clock_line() -> impl Strategy<Value = ClockLine> {
+    proptest::collection::vec((ts(), prop_oneof![Just(ClockAction::In), Just(ClockAction::Out)]), 0..6).prop_map(
+        |events| {
+            let mut line = ClockLine::default();
+            for (t, a) in events {
+                line.insert(t, a);
+            }
+            line
+        },
+    )
+}
+
+fn interval() -> impl Strategy<Value = (Ts, Ts)> {
+    (0..MAX_TIME_MS)
+        .prop_flat_map(|from| (Just(Ts(from)), prop_oneof![Just(Ts::MAX), (from + 1..=MAX_TIME_MS).prop_map(Ts)]))
+}
+
+fn route_watch() -> impl Strategy<Value = RouteWatch> {
+    (id(), ts(), ts(), proptest::collection::vec(interval(), 0..4), clock_line(), clock_line()).prop_map(
+        |(user, earliest, latest, paired, enroute, onsite)| RouteWatch {
+            user,
+            earliest,
+            latest,
+            paired,
+            enroute,
+            onsite,
+        },
+    )
+}
+
+/// Routes of both bodies, every value in range (so they round-trip exactly).
+pub(crate) fn route_strategy() -> impl Strategy<Value = Route> {
+    let body = prop_oneof![
+        (proptest::option::of(shape()), proptest::collection::vec(route_watch(), 0..4))
+            .prop_map(|(shape, watches)| RouteBody::Watches { shape, watches, retired: false }),
+        (id(), clock_line(), clock_line()).prop_map(|(user, enroute, onsite)| RouteBody::Clock {
+            user,
+            enroute,
+            onsite
+        }),
+    ];
+    (id(), id(), any::<u32>(), prop_oneof![Just(0u64), Just(i64::MAX as u64), 0..=i64::MAX as u64], body)
+        .prop_map(|(vehicle, appointment, generation, seq, body)| Route { vehicle, appointment, generation, seq, body })
 }

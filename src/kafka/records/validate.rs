@@ -55,6 +55,11 @@ pub(super) fn check_ts(rec: &str, field: &str, ms: i64) -> Result<Ts, CodecError
     }
 }
 
+/// A count that must fit a `u32` (revisions, generations), carried as a long.
+pub(super) fn check_u32(rec: &str, field: &str, v: i64) -> Result<u32, CodecError> {
+    u32::try_from(v).map_err(|_| invalid(rec, field, format_args!("{v} is not in 0..=4294967295")))
+}
+
 pub(super) fn check_lat(rec: &str, field: &str, lat: f64) -> Result<f64, CodecError> {
     if (-90.0..=90.0).contains(&lat) {
         Ok(lat)
