@@ -2,8 +2,16 @@
 //! way Kafka Streams picks the next record of a task.
 //!
 //! Invariants:
-//! - Records leave in `(timestamp, input, offset)` order among those
-//!   buffered, and each input's records leave in offset order.
+//! - Records leave in `(timestamp, input, lane, offset)` order among those
+//!   buffered, and each lane's records leave in offset order. An input has
+//!   one lane, or one per source when several sources write it in
+//!   interleaved record time (stage two's routes: one lane per stage-one
+//!   task), so one source's later record never holds back another's
+//!   earlier one.
+//! - A lane's position (stored with the state) is its first record not
+//!   handed out; the input is re-fetched from its lowest lane position and
+//!   each lane drops what it handed out before, so nothing is processed
+//!   twice or skipped.
 //! - A record leaves only when every input either has a buffered record or
 //!   is caught up (has delivered everything up to the high watermark the
 //!   broker last reported). So for input that was already on the broker, the
@@ -18,19 +26,46 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub input: usize,
+    /// The lane of `input` it belongs to (0 for an input with one lane).
+    pub lane: usize,
     pub offset: i64,
     pub timestamp: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
 }
 
+/// Records of one input that keep their order among themselves; an input
+/// written by several sources in interleaved record time has a lane per
+/// source, each merged on its own.
+#[derive(Debug, Clone, Default)]
+struct Lane {
+    buffered: VecDeque<Record>,
+    /// Records of this lane below this offset were handed out.
+    next: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Input {
-    buffered: VecDeque<Record>,
-    /// Offset of the next record to hand out.
-    next: i64,
+    lanes: Vec<Lane>,
+    /// The offset after the last record fetched.
+    fetched: i64,
     /// The latest high watermark seen (`None` before the first fetch).
     high: Option<i64>,
+}
+
+impl Input {
+    fn caught_up(&self, lane: &Lane) -> bool {
+        lane.buffered.is_empty() && self.high.is_some_and(|h| self.fetched >= h)
+    }
+
+    /// Where the lane resumes: its first record not handed out.
+    fn position(&self, lane: &Lane) -> i64 {
+        match lane.buffered.front() {
+            Some(r) => r.offset,
+            // Every record of the lane fetched so far was handed out.
+            None => lane.next.max(self.fetched),
+        }
+    }
 }
 
 /// The inputs of one task, by index.
@@ -40,26 +75,38 @@ pub struct Merger {
 }
 
 impl Merger {
-    /// `starts[i]` is the offset input `i` resumes from.
+    /// `starts[i]` is the offset input `i` (one lane) resumes from.
     pub fn new(starts: &[i64]) -> Merger {
-        Merger { inputs: starts.iter().map(|s| Input { next: *s, ..Input::default() }).collect() }
+        Merger::with_lanes(&starts.iter().map(|s| vec![*s]).collect::<Vec<_>>())
+    }
+
+    /// `starts[i][l]` is the offset lane `l` of input `i` resumes from: its
+    /// records below it are dropped. The input is fetched from the lowest.
+    pub fn with_lanes(starts: &[Vec<i64>]) -> Merger {
+        let inputs = starts
+            .iter()
+            .map(|lanes| Input {
+                lanes: lanes.iter().map(|s| Lane { next: *s, ..Lane::default() }).collect(),
+                fetched: lanes.iter().copied().min().unwrap_or(0),
+                high: None,
+            })
+            .collect();
+        Merger { inputs }
     }
 
     pub fn push(&mut self, r: Record) {
         let input = &mut self.inputs[r.input];
+        input.fetched = input.fetched.max(r.offset + 1);
+        let Some(lane) = input.lanes.get_mut(r.lane) else { return };
         // Offsets below `next` were already handed out (a re-fetch).
-        let tail = input.buffered.back().map_or(input.next, |b| b.offset + 1);
+        let tail = lane.buffered.back().map_or(lane.next, |b| b.offset + 1);
         if r.offset >= tail {
-            input.buffered.push_back(r);
+            lane.buffered.push_back(r);
         }
     }
 
     pub fn set_high(&mut self, input: usize, high: i64) {
         self.inputs[input].high = Some(high);
-    }
-
-    fn caught_up(i: &Input) -> bool {
-        i.buffered.is_empty() && i.high.is_some_and(|h| i.next >= h)
     }
 
     /// The next record in merged order, if it may leave now.
@@ -71,51 +118,68 @@ impl Merger {
     /// only with a timestamp at or before `limit`; while the next record in
     /// merged order is such a record past the limit, nothing leaves.
     pub fn pop_before(&mut self, limit: i64, gated: &[bool]) -> Option<Record> {
-        let mut best: Option<(i64, usize, i64)> = None;
+        let mut best: Option<(i64, usize, usize, i64)> = None;
         for (idx, i) in self.inputs.iter().enumerate() {
-            match i.buffered.front() {
-                Some(r) => {
-                    let k = (r.timestamp, idx, r.offset);
-                    if best.is_none_or(|b| k < b) {
-                        best = Some(k);
+            for (l, lane) in i.lanes.iter().enumerate() {
+                match lane.buffered.front() {
+                    Some(r) => {
+                        let k = (r.timestamp, idx, l, r.offset);
+                        if best.is_none_or(|b| k < b) {
+                            best = Some(k);
+                        }
                     }
+                    None if i.caught_up(lane) => {}
+                    None => return None,
                 }
-                None if Self::caught_up(i) => {}
-                None => return None,
             }
         }
-        let (ts, idx, _) = best?;
+        let (ts, idx, l, _) = best?;
         if ts > limit && gated.get(idx).copied().unwrap_or(false) {
             return None;
         }
-        let input = &mut self.inputs[idx];
-        let r = input.buffered.pop_front()?;
-        input.next = r.offset + 1;
-        Some(r)
+        self.pop_lane(idx, l)
     }
 
-    /// The next record of one input, whatever the others hold (replaying a
+    /// The next record of one lane, whatever the others hold (replaying a
     /// recorded order).
-    pub fn pop_input(&mut self, idx: usize) -> Option<Record> {
-        let input = self.inputs.get_mut(idx)?;
-        let r = input.buffered.pop_front()?;
-        input.next = r.offset + 1;
+    pub fn pop_lane(&mut self, input: usize, lane: usize) -> Option<Record> {
+        let lane = self.inputs.get_mut(input)?.lanes.get_mut(lane)?;
+        let r = lane.buffered.pop_front()?;
+        lane.next = r.offset + 1;
         Some(r)
     }
 
-    /// Offset of the next record to hand out, per input.
-    pub fn positions(&self) -> impl Iterator<Item = i64> + '_ {
-        self.inputs.iter().map(|i| i.next)
+    /// Lanes numbered across inputs, in input order: `(input, lane)`.
+    pub fn lanes(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.inputs.iter().enumerate().flat_map(|(i, input)| (0..input.lanes.len()).map(move |l| (i, l)))
     }
 
-    /// The first input holding the merge back: nothing buffered, not
-    /// caught up. `(input, next offset, high watermark)`.
+    /// The number of lane `(input, lane)` in [`Merger::lanes`].
+    pub fn lane_number(&self, input: usize, lane: usize) -> usize {
+        self.inputs[..input].iter().map(|i| i.lanes.len()).sum::<usize>() + lane
+    }
+
+    /// Where each lane resumes, in [`Merger::lanes`] order: the offset of
+    /// its first record not handed out (what is stored with the state).
+    pub fn positions(&self) -> impl Iterator<Item = i64> + '_ {
+        self.inputs.iter().flat_map(|i| i.lanes.iter().map(move |l| i.position(l)))
+    }
+
+    /// The offset after each lane's last record handed out, in
+    /// [`Merger::lanes`] order (independent of how far fetches ran ahead).
+    pub fn handed_out(&self) -> impl Iterator<Item = i64> + '_ {
+        self.inputs.iter().flat_map(|i| i.lanes.iter().map(|l| l.next))
+    }
+
+    /// The first input holding the merge back: a lane with nothing
+    /// buffered, the input not caught up. `(input, fetched to, high
+    /// watermark)`.
     pub fn blocked_on(&self) -> Option<(usize, i64, Option<i64>)> {
         self.inputs
             .iter()
             .enumerate()
-            .find(|(_, i)| i.buffered.is_empty() && !Self::caught_up(i))
-            .map(|(idx, i)| (idx, i.next, i.high))
+            .find(|(_, i)| i.lanes.iter().any(|l| !i.caught_up(l) && l.buffered.is_empty()))
+            .map(|(idx, i)| (idx, i.fetched, i.high))
     }
 
     /// Some input's high watermark was never reported.
@@ -125,16 +189,16 @@ impl Merger {
 
     /// Nothing buffered and every input caught up.
     pub fn idle(&self) -> bool {
-        self.inputs.iter().all(Self::caught_up)
+        self.inputs.iter().all(|i| i.lanes.iter().all(|l| i.caught_up(l)))
     }
 
-    /// Records known on the broker but not yet handed out.
+    /// Records known on the broker but not yet fetched.
     pub fn lag(&self) -> i64 {
-        self.inputs.iter().map(|i| i.high.map_or(0, |h| (h - i.next).max(0))).sum()
+        self.inputs.iter().map(|i| i.high.map_or(0, |h| (h - i.fetched).max(0))).sum()
     }
 
     pub fn buffered(&self) -> usize {
-        self.inputs.iter().map(|i| i.buffered.len()).sum()
+        self.inputs.iter().flat_map(|i| i.lanes.iter()).map(|l| l.buffered.len()).sum()
     }
 }
 
@@ -143,7 +207,7 @@ mod tests {
     use super::*;
 
     fn rec(input: usize, offset: i64, timestamp: i64) -> Record {
-        Record { input, offset, timestamp, key: None, value: None }
+        Record { input, lane: 0, offset, timestamp, key: None, value: None }
     }
 
     #[test]
@@ -204,6 +268,58 @@ mod tests {
         assert_eq!(m.pop_before(10, &gated).map(|r| r.timestamp), Some(20), "ungated input goes on");
         assert_eq!(m.pop_before(25, &gated), None);
         assert_eq!(m.pop_before(i64::MAX, &gated).map(|r| r.timestamp), Some(30));
+    }
+
+    fn lane(input: usize, lane: usize, offset: i64, timestamp: i64) -> Record {
+        Record { lane, ..rec(input, offset, timestamp) }
+    }
+
+    #[test]
+    fn lanes_of_one_input_merge_by_time_and_resume_each_at_its_own_offset() {
+        // Input 1 is written by two sources: source 1's record at t=7 sits
+        // behind source 0's at t=14.
+        let written = [lane(1, 0, 0, 14), lane(1, 1, 1, 7), lane(1, 0, 2, 20)];
+        let mut m = Merger::with_lanes(&[vec![0], vec![0, 0]]);
+        m.set_high(0, 1);
+        m.set_high(1, 3);
+        m.push(rec(0, 0, 9));
+        for r in &written {
+            m.push(r.clone());
+        }
+        let t = |m: &mut Merger| m.pop().map(|r| r.timestamp);
+        assert_eq!(t(&mut m), Some(7));
+        assert_eq!(t(&mut m), Some(9), "the ping at 9 comes after source 1's record at 7");
+        assert_eq!(t(&mut m), Some(14));
+        let positions: Vec<i64> = m.positions().collect();
+        assert_eq!(positions, vec![1, 2, 3], "source 0 resumes at 2, source 1 has nothing left");
+
+        // Resumed from those positions, the input is fetched from offset 2
+        // and only the record not yet handed out comes again.
+        let mut again = Merger::with_lanes(&[vec![1], vec![2, 3]]);
+        again.set_high(0, 1);
+        again.set_high(1, 3);
+        for r in &written {
+            again.push(r.clone());
+        }
+        assert_eq!(again.pop().map(|r| (r.lane, r.offset)), Some((0, 2)));
+        assert_eq!(again.pop(), None);
+        assert!(again.idle());
+        assert_eq!(again.lanes().collect::<Vec<_>>(), vec![(0, 0), (1, 0), (1, 1)]);
+        assert_eq!(again.lane_number(1, 1), 2);
+    }
+
+    #[test]
+    fn a_lane_with_nothing_waits_until_its_input_is_caught_up() {
+        let mut m = Merger::with_lanes(&[vec![0], vec![0, 0]]);
+        m.set_high(0, 1);
+        m.set_high(1, 2);
+        m.push(rec(0, 0, 30));
+        m.push(lane(1, 0, 0, 10));
+        assert_eq!(m.pop(), None, "offset 1 of input 1 may be lane 1's, and earlier");
+        m.push(lane(1, 0, 1, 40));
+        assert_eq!(m.pop().map(|r| r.timestamp), Some(10));
+        assert_eq!(m.pop().map(|r| r.timestamp), Some(30));
+        assert_eq!(m.lag(), 0);
     }
 
     #[test]

@@ -81,6 +81,16 @@ use crate::store::{Batch, StateStore, StoreError};
 /// Command record header: the task's emission sequence (8 bytes, big-endian).
 pub const SEQ_HEADER: &str = "geoclock-seq";
 
+/// Route record header: the stage-one task (partition) that wrote it
+/// (4 bytes, big-endian), stage two's merge lane for it.
+pub const SOURCE_HEADER: &str = "geoclock-source";
+
+fn source_of(headers: &rdkafka::message::BorrowedHeaders) -> Option<i32> {
+    use rdkafka::message::Headers;
+    let h = headers.iter().find(|h| h.key == SOURCE_HEADER)?;
+    Some(i32::from_be_bytes(h.value?.try_into().ok()?))
+}
+
 /// The entity topics every appointment-stage task reads in full (global
 /// tables: they are keyed by their own ids, not by appointment).
 pub const GLOBAL_INPUTS: [Topic; 6] =
@@ -189,6 +199,10 @@ struct Input {
     partition: i32,
     /// This task dead-letters the input's malformed records.
     owned: bool,
+    /// Merge lanes: one, or (stage two's routes) one per stage-one task,
+    /// chosen by the [`SOURCE_HEADER`] of a route and the task of a
+    /// progress record.
+    lanes: usize,
 }
 
 struct Task {
@@ -227,15 +241,16 @@ struct Task {
     counted: Vec<u64>,
     /// The previous batch's commit, still producing.
     in_flight: Option<std::thread::JoinHandle<Result<(), TaskError>>>,
-    /// The order of this batch's records: `(input, run length)`.
+    /// The order of this batch's records: `(lane number, run length)`.
     order: Vec<(u32, u32)>,
     /// A batch cut short by a crash, being re-processed in its recorded order.
     replay: Option<Plan>,
 }
 
 /// A batch's replay plan, carried by its changelog begin marker: every
-/// input's position after the batch, and the input of each record in order
-/// (run-length encoded).
+/// merge lane's end after the batch ([`Merger::handed_out`]), and the lane
+/// of each record in order (run-length encoded; lanes numbered as
+/// [`Merger::lanes`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub ends: Vec<i64>,
@@ -243,8 +258,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The input of the next record to replay, consuming it.
-    fn next_input(&mut self) -> Option<usize> {
+    /// The lane of the next record to replay, consuming it.
+    fn next_lane(&mut self) -> Option<usize> {
         let first = self.order.first_mut()?;
         let input = first.0 as usize;
         first.1 -= 1;
@@ -254,10 +269,10 @@ impl Plan {
         Some(input)
     }
 
-    fn unnext(&mut self, input: usize) {
+    fn unnext(&mut self, lane: usize) {
         match self.order.first_mut() {
-            Some(first) if first.0 as usize == input => first.1 += 1,
-            _ => self.order.insert(0, (input as u32, 1)),
+            Some(first) if first.0 as usize == lane => first.1 += 1,
+            _ => self.order.insert(0, (lane as u32, 1)),
         }
     }
 }
@@ -273,9 +288,13 @@ pub fn row_prefix(stage: Stage, p: i32) -> String {
     }
 }
 
-/// Offsets of global inputs are per task: the name they are stored under.
-fn offset_name(stage: Stage, p: i32, topic: &str) -> String {
-    format!("{}{topic}", row_prefix(stage, p))
+/// The name a lane's position is stored under (per task, as global inputs
+/// are read by several tasks; per lane where an input has several).
+fn offset_name(stage: Stage, p: i32, input: &Input, lane: usize) -> String {
+    match input.lanes {
+        1 => format!("{}{}", row_prefix(stage, p), input.name),
+        _ => format!("{}{}@{lane}", row_prefix(stage, p), input.name),
+    }
 }
 
 /// Stage two's view of stage one's progress, from the progress records on
@@ -360,9 +379,12 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
     let mut starts = Vec::with_capacity(inputs.len());
     let mut tpl = TopicPartitionList::new();
     for i in &inputs {
-        let stored = env.store.offset(&offset_name(stage, p, &i.name), i.partition)?;
-        let start = stored.unwrap_or(0);
-        starts.push(start);
+        let mut lanes = Vec::with_capacity(i.lanes);
+        for lane in 0..i.lanes {
+            lanes.push(env.store.offset(&offset_name(stage, p, i, lane), i.partition)?.unwrap_or(0));
+        }
+        let start = lanes.iter().copied().min().unwrap_or(0);
+        starts.push(lanes);
         tpl.add_partition_offset(&i.name, i.partition, Offset::Offset(start))?;
     }
     consumer.assign(&tpl)?;
@@ -375,7 +397,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         control,
         inputs,
         engines,
-        merger: Merger::new(&starts),
+        merger: Merger::with_lanes(&starts),
         commands: Vec::new(),
         routes: Vec::new(),
         through: i64::MIN,
@@ -397,7 +419,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
     task.counted = vec![0; task.inputs.len()];
     if let Some(bytes) = stats.incomplete {
         match serde_json::from_slice::<Plan>(&bytes) {
-            Ok(plan) if plan.ends.len() == task.inputs.len() => {
+            Ok(plan) if plan.ends.len() == task.merger.lanes().count() => {
                 tracing::warn!(
                     partition = p,
                     records = plan.order.iter().map(|o| o.1 as u64).sum::<u64>(),
@@ -457,7 +479,8 @@ fn trust_or_forget_local(stage: Stage, p: i32, env: &TaskEnv, changelog: &str) -
 /// At equal record time the merge takes the earlier input first.
 fn inputs(stage: Stage, p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, TaskError> {
     let name = |t: Topic| env.catalogue.name(t);
-    let own = |t: Topic| Input { topic: t, name: name(t), partition: p, owned: true };
+    let lanes = |t: Topic| if t == Topic::FenceRoutes { env.catalogue.partitions.max(1) as usize } else { 1 };
+    let own = |t: Topic| Input { topic: t, name: name(t), partition: p, owned: true, lanes: lanes(t) };
     let (mut out, global, owns_global): (Vec<Input>, Vec<Topic>, bool) = match stage {
         Stage::Appointments => (
             vec![own(Topic::Appointments), own(Topic::ClockEvents)],
@@ -477,7 +500,7 @@ fn inputs(stage: Stage, p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Resul
             });
         }
         for q in 0..count {
-            out.push(Input { topic: t, name: n.clone(), partition: q, owned: owns_global });
+            out.push(Input { topic: t, name: n.clone(), partition: q, owned: owns_global, lanes: 1 });
         }
     }
     Ok(out)
@@ -578,18 +601,20 @@ impl Task {
     /// order; commits it when complete, at exactly its recorded end.
     fn replay_step(&mut self) -> Result<(), TaskError> {
         let Some(mut plan) = self.replay.take() else { return Ok(()) };
-        while let Some(input) = plan.next_input() {
-            match self.merger.pop_input(input) {
+        while let Some(lane) = plan.next_lane() {
+            let at = self.merger.lanes().nth(lane);
+            let popped = at.and_then(|(i, l)| self.merger.pop_lane(i, l));
+            match popped {
                 Some(r) => self.process(r),
                 None => {
-                    plan.unnext(input);
+                    plan.unnext(lane);
                     self.replay = Some(plan);
                     return Ok(());
                 }
             }
         }
-        let positions: Vec<i64> = self.merger.positions().collect();
-        if plan.ends != positions {
+        let ends: Vec<i64> = self.merger.handed_out().collect();
+        if plan.ends != ends {
             tracing::error!(partition = self.p, "replayed batch ended elsewhere than recorded");
         }
         self.commit()
@@ -614,17 +639,30 @@ impl Task {
                 Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
                 Timestamp::NotAvailable => 0,
             };
+            let mut source = None;
             if self.is_progress(input, msg.key()) {
-                // The routes before it in this partition are fetched already
-                // (offset order); it holds nothing back in the merge.
+                // Its task's routes before it in this partition are fetched
+                // already (offset order); it holds nothing back in the merge.
                 match msg.payload().map(|v| self.env.codec.decode_route_progress(v)) {
-                    Some(Ok(pr)) => self.gate.update(pr.task, pr.through),
+                    Some(Ok(pr)) => {
+                        self.gate.update(pr.task, pr.through);
+                        source = Some(pr.task);
+                    }
                     _ => tracing::warn!(task = %self.name, offset = msg.offset(), "unreadable route progress record"),
                 }
                 timestamp = i64::MIN;
+            } else if self.inputs[input].lanes > 1 {
+                source = msg.headers().and_then(source_of);
             }
+            // A record without a readable source (dead-lettered when
+            // processed) keeps to lane 0.
+            let lane = source
+                .and_then(|q| usize::try_from(q).ok())
+                .filter(|q| *q < self.inputs[input].lanes)
+                .unwrap_or(0);
             self.merger.push(Record {
                 input,
+                lane,
                 offset: msg.offset(),
                 timestamp,
                 key: msg.key().map(<[u8]>::to_vec),
@@ -670,12 +708,8 @@ impl Task {
         let (producer, timeout) = (self.producer.clone(), self.env.limits.timeout);
         let name = self.name.clone();
         self.env.runtime.spawn(async move {
-            for (topic, key, value, _, _, partition) in records {
-                let mut r = FutureRecord::to(&topic).key(&key).payload(&value);
-                if let Some(q) = partition {
-                    r = r.partition(q);
-                }
-                if let Err((e, _)) = producer.send(r, timeout).await {
+            for r in records {
+                if let Err(e) = send(&producer, &r, timeout).await {
                     tracing::warn!(task = %name, error = %e, "route progress not written");
                 }
             }
@@ -693,7 +727,10 @@ impl Task {
             .encode_route_progress(&RouteProgress { task: self.p, through })
             .map_err(|e| TaskError::Encode(e.to_string()))?;
         Ok((0..self.env.catalogue.partitions)
-            .map(|q| (topic.clone(), ROUTE_PROGRESS_KEY.to_vec(), value.clone(), None, 0, Some(q)))
+            .map(|q| OutRecord {
+                partition: Some(q),
+                ..OutRecord::new(topic.clone(), ROUTE_PROGRESS_KEY.to_vec(), value.clone())
+            })
             .collect())
     }
 
@@ -710,9 +747,10 @@ impl Task {
 
     fn process(&mut self, r: Record) {
         self.pending += 1;
+        let lane = self.merger.lane_number(r.input, r.lane) as u32;
         match self.order.last_mut() {
-            Some(last) if last.0 as usize == r.input => last.1 += 1,
-            _ => self.order.push((r.input as u32, 1)),
+            Some(last) if last.0 == lane => last.1 += 1,
+            _ => self.order.push((lane, 1)),
         }
         self.control.processed.fetch_add(1, Ordering::Relaxed);
         self.counted[r.input] += 1;
@@ -800,15 +838,16 @@ impl Task {
                 batch.writes.push((STATE_STORE, key, v));
             }
         }
-        for (i, next) in self.inputs.iter().zip(self.merger.positions()) {
-            batch.offset(&offset_name(self.stage, self.p, &i.name), i.partition, next);
+        for ((i, lane), next) in self.merger.lanes().zip(self.merger.positions()) {
+            let input = &self.inputs[i];
+            batch.offset(&offset_name(self.stage, self.p, input, lane), input.partition, next);
         }
         let mut out: Vec<OutRecord> = Vec::with_capacity(self.commands.len() + self.dead.len());
         let commands_topic = self.env.catalogue.name(Topic::Commands);
         for (tenant, c, ts, seq) in &self.commands {
             let key = topics::key(tenant, command_key_id(c)).map_err(|e| TaskError::Encode(e.to_string()))?;
             let value = self.env.codec.encode_command(tenant, c).map_err(|e| TaskError::Encode(e.to_string()))?;
-            out.push((commands_topic.clone(), key, value, Some(*ts), *seq, None));
+            out.push(OutRecord { time: Some(*ts), seq: *seq, ..OutRecord::new(commands_topic.clone(), key, value) });
         }
         let routes_topic = self.env.catalogue.name(Topic::FenceRoutes);
         for (tenant, route, ts) in &self.routes {
@@ -816,7 +855,11 @@ impl Task {
             // partitioner: the route lands on the vehicle's partition.
             let key = topics::key(tenant, route.vehicle.as_str()).map_err(|e| TaskError::Encode(e.to_string()))?;
             let value = self.env.codec.encode_route(tenant, route).map_err(|e| TaskError::Encode(e.to_string()))?;
-            out.push((routes_topic.clone(), key, value, Some(*ts), 0, None));
+            out.push(OutRecord {
+                time: Some(*ts),
+                source: Some(self.p),
+                ..OutRecord::new(routes_topic.clone(), key, value)
+            });
         }
         // Sent once this batch's routes are acknowledged (a keyed record
         // may wait for the partitioner while one with an explicit
@@ -830,9 +873,9 @@ impl Task {
         for d in &self.dead {
             let key = format!("{}/{}/{}", d.topic, d.partition, d.offset).into_bytes();
             let value = self.env.codec.encode_dead_letter(d).map_err(|e| TaskError::Encode(e.to_string()))?;
-            out.push((dead_topic.clone(), key, value, None, 0, None));
+            out.push(OutRecord::new(dead_topic.clone(), key, value));
         }
-        let plan = Plan { ends: self.merger.positions().collect(), order: std::mem::take(&mut self.order) };
+        let plan = Plan { ends: self.merger.handed_out().collect(), order: std::mem::take(&mut self.order) };
         let begin = vec![changelog::begin_record(serde_json::to_vec(&plan).unwrap_or_default())];
         let records = changelog::records(STATE_STORE, &batch);
         if self.control.lost.load(Ordering::SeqCst) {
@@ -892,9 +935,25 @@ impl Task {
     }
 }
 
-/// An output record: topic, key, value, record time, emission sequence,
-/// partition (`None`: by key).
-type OutRecord = (String, Vec<u8>, Vec<u8>, Option<i64>, u64, Option<i32>);
+/// An output record.
+struct OutRecord {
+    topic: String,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// Record time; with it, the emission sequence goes in [`SEQ_HEADER`].
+    time: Option<i64>,
+    seq: u64,
+    /// `None`: by key.
+    partition: Option<i32>,
+    /// Goes in [`SOURCE_HEADER`].
+    source: Option<i32>,
+}
+
+impl OutRecord {
+    fn new(topic: String, key: Vec<u8>, value: Vec<u8>) -> OutRecord {
+        OutRecord { topic, key, value, time: None, seq: 0, partition: None, source: None }
+    }
+}
 
 /// State rows by tenant: `(row key, value)`.
 type TenantRows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
@@ -902,17 +961,27 @@ type TenantRows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 /// Produces one output record (its record time and emission sequence, when
 /// it has them, as Kafka Streams stamps outputs with their input's time).
 async fn send(producer: &FutureProducer, r: &OutRecord, timeout: Duration) -> Result<(), TaskError> {
-    let (topic, key, value, ts, seq, partition) = r;
-    let mut record = FutureRecord::to(topic).key(key).payload(value);
-    if let Some(q) = partition {
-        record = record.partition(*q);
+    let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
+    if let Some(q) = r.partition {
+        record = record.partition(q);
     }
-    let seq_bytes = seq.to_be_bytes();
-    if let Some(ts) = ts {
-        let headers = OwnedHeaders::new().insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
-        record = record.timestamp(*ts).headers(headers);
+    let mut headers = OwnedHeaders::new();
+    let seq_bytes = r.seq.to_be_bytes();
+    if let Some(ts) = r.time {
+        headers = headers.insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
+        record = record.timestamp(ts);
     }
-    producer.send(record, timeout).await.map_err(|(e, _)| TaskError::Produce { topic: topic.clone(), error: e.to_string() })?;
+    let source_bytes = r.source.map(i32::to_be_bytes);
+    if let Some(b) = &source_bytes {
+        headers = headers.insert(Header { key: SOURCE_HEADER, value: Some(&b[..]) });
+    }
+    if r.time.is_some() || r.source.is_some() {
+        record = record.headers(headers);
+    }
+    producer
+        .send(record, timeout)
+        .await
+        .map_err(|(e, _)| TaskError::Produce { topic: r.topic.clone(), error: e.to_string() })?;
     Ok(())
 }
 
