@@ -40,13 +40,13 @@ pub fn commands_acknowledged(task: &str, commands: usize) {
     let nth = BATCHES.fetch_add(1, Ordering::Relaxed) + 1;
     match f {
         Fault::Abort(n) if n == nth => {
-            tracing::error!(task, commands, "GEOCLOCK_FAULT: aborting after commands, before state");
+            tracing::error!(task = %task, commands, "GEOCLOCK_FAULT: aborting after commands, before state");
             std::process::abort();
         }
         Fault::Stall(n) if n == nth => {
-            tracing::error!(task, commands, "GEOCLOCK_FAULT: stalling after commands, before state");
+            tracing::error!(task = %task, commands, "GEOCLOCK_FAULT: stalling after commands, before state");
             std::thread::sleep(std::time::Duration::from_secs(3));
-            tracing::error!(task, "GEOCLOCK_FAULT: stall over, writing state");
+            tracing::error!(task = %task, "GEOCLOCK_FAULT: stall over, writing state");
         }
         _ => {}
     }
