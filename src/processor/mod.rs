@@ -28,7 +28,9 @@
 //!   partition and offset; the task goes on.
 
 pub mod bench;
+pub mod commit;
 pub mod fault;
+pub mod gate;
 pub mod merge;
 pub mod metrics;
 pub mod task;

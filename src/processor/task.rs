@@ -20,24 +20,17 @@
 //! task). Malformed records are dead-lettered by the task that owns their
 //! partition; those of global inputs by stage-one task 0.
 //!
-//! Commit protocol per batch (the argument is in [`crate::store`]):
-//! 1. produce the batch's begin marker to the changelog, carrying its
-//!    [`Plan`] (every input's end position and the order its records were
-//!    processed in), and wait for the ack;
-//! 2. produce its commands, routes, progress records and dead letters, and
-//!    wait for the acks;
-//! 3. produce its state rows and input offsets markers to the changelog,
-//!    and wait for the acks;
-//! 4. commit the same rows, the input offsets and the changelog position to
-//!    RocksDB in one write batch.
+//! Each batch commits by the protocol of [`super::commit`] (begin marker
+//! with its replay [`Plan`], then outputs, then state and offsets markers,
+//! each acknowledged, then one RocksDB write batch).
 //!
-//! A crash after 1 leaves a begin marker with no offsets marker after it at
+//! A crash after step 1 leaves a begin marker with no offsets marker after it at
 //! the end of the changelog; the restarted task restores up to the last
 //! complete batch and re-processes the cut batch in its recorded order
 //! (not the merge's, which could differ for input that arrived since), so
 //! its commands and rows are re-produced with the same ids and contents. A
-//! crash before 1 was acknowledged produced nothing of the batch. A crash
-//! after 3 is restored from the changelog. Local RocksDB may lag the
+//! crash before step 1 was acknowledged produced nothing of the batch. A crash
+//! after step 3 is restored from the changelog. Local RocksDB may lag the
 //! changelog (its WAL is off) but never leads it.
 //!
 //! On start the task first claims its changelog partition
@@ -63,10 +56,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders, Timestamp};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::commit::{send, source_of, CommitJob, OutRecord, Plan};
+use super::gate::Gate;
 use super::merge::{Merger, Record};
 use super::metrics::Metrics;
 use super::{Tenants, STATE_STORE};
@@ -77,19 +72,6 @@ use crate::kafka::topics::{self, Catalogue, Topic};
 use crate::store::changelog::{self, Restore};
 use crate::store::rocks::RocksStore;
 use crate::store::{Batch, StateStore, StoreError};
-
-/// Command record header: the task's emission sequence (8 bytes, big-endian).
-pub const SEQ_HEADER: &str = "geoclock-seq";
-
-/// Route record header: the stage-one task (partition) that wrote it
-/// (4 bytes, big-endian), stage two's merge lane for it.
-pub const SOURCE_HEADER: &str = "geoclock-source";
-
-fn source_of(headers: &rdkafka::message::BorrowedHeaders) -> Option<i32> {
-    use rdkafka::message::Headers;
-    let h = headers.iter().find(|h| h.key == SOURCE_HEADER)?;
-    Some(i32::from_be_bytes(h.value?.try_into().ok()?))
-}
 
 /// The entity topics every appointment-stage task reads in full (global
 /// tables: they are keyed by their own ids, not by appointment).
@@ -247,36 +229,6 @@ struct Task {
     replay: Option<Plan>,
 }
 
-/// A batch's replay plan, carried by its changelog begin marker: every
-/// merge lane's end after the batch ([`Merger::handed_out`]), and the lane
-/// of each record in order (run-length encoded; lanes numbered as
-/// [`Merger::lanes`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Plan {
-    pub ends: Vec<i64>,
-    pub order: Vec<(u32, u32)>,
-}
-
-impl Plan {
-    /// The lane of the next record to replay, consuming it.
-    fn next_lane(&mut self) -> Option<usize> {
-        let first = self.order.first_mut()?;
-        let input = first.0 as usize;
-        first.1 -= 1;
-        if first.1 == 0 {
-            self.order.remove(0);
-        }
-        Some(input)
-    }
-
-    fn unnext(&mut self, lane: usize) {
-        match self.order.first_mut() {
-            Some(first) if first.0 as usize == lane => first.1 += 1,
-            _ => self.order.insert(0, (lane as u32, 1)),
-        }
-    }
-}
-
 /// How often caught-up inputs' high watermarks are refreshed.
 const HIGHS_EVERY: Duration = Duration::from_millis(200);
 
@@ -294,30 +246,6 @@ fn offset_name(stage: Stage, p: i32, input: &Input, lane: usize) -> String {
     match input.lanes {
         1 => format!("{}{}", row_prefix(stage, p), input.name),
         _ => format!("{}{}@{lane}", row_prefix(stage, p), input.name),
-    }
-}
-
-/// Stage two's view of stage one's progress, from the progress records on
-/// its routes partition: every stage-one task `q` has produced the routes
-/// caused by its input up to record time `through[q]` (`i64::MAX`: it is
-/// caught up). A ping leaves the merge only when no stage-one task
-/// could still route something before it, so stage two sees routes and
-/// pings in record-time order, as the one-stage engine does.
-#[derive(Debug, Clone, Default)]
-struct Gate {
-    through: Vec<Option<i64>>,
-}
-
-impl Gate {
-    fn update(&mut self, task: i32, through: i64) {
-        if let Some(slot) = usize::try_from(task).ok().and_then(|t| self.through.get_mut(t)) {
-            *slot = Some(through);
-        }
-    }
-
-    /// Record times at or before this may leave.
-    fn limit(&self) -> i64 {
-        self.through.iter().map(|t| t.unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN)
     }
 }
 
@@ -935,116 +863,5 @@ impl Task {
     }
 }
 
-/// An output record.
-struct OutRecord {
-    topic: String,
-    key: Vec<u8>,
-    value: Vec<u8>,
-    /// Record time; with it, the emission sequence goes in [`SEQ_HEADER`].
-    time: Option<i64>,
-    seq: u64,
-    /// `None`: by key.
-    partition: Option<i32>,
-    /// Goes in [`SOURCE_HEADER`].
-    source: Option<i32>,
-}
-
-impl OutRecord {
-    fn new(topic: String, key: Vec<u8>, value: Vec<u8>) -> OutRecord {
-        OutRecord { topic, key, value, time: None, seq: 0, partition: None, source: None }
-    }
-}
-
 /// State rows by tenant: `(row key, value)`.
 type TenantRows = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
-
-/// Produces one output record (its record time and emission sequence, when
-/// it has them, as Kafka Streams stamps outputs with their input's time).
-async fn send(producer: &FutureProducer, r: &OutRecord, timeout: Duration) -> Result<(), TaskError> {
-    let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
-    if let Some(q) = r.partition {
-        record = record.partition(q);
-    }
-    let mut headers = OwnedHeaders::new();
-    let seq_bytes = r.seq.to_be_bytes();
-    if let Some(ts) = r.time {
-        headers = headers.insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
-        record = record.timestamp(ts);
-    }
-    let source_bytes = r.source.map(i32::to_be_bytes);
-    if let Some(b) = &source_bytes {
-        headers = headers.insert(Header { key: SOURCE_HEADER, value: Some(&b[..]) });
-    }
-    if r.time.is_some() || r.source.is_some() {
-        record = record.headers(headers);
-    }
-    producer
-        .send(record, timeout)
-        .await
-        .map_err(|(e, _)| TaskError::Produce { topic: r.topic.clone(), error: e.to_string() })?;
-    Ok(())
-}
-
-/// One batch's writes, in the order of the commit protocol.
-struct CommitJob {
-    /// How many of `out` are commands.
-    commands: usize,
-    /// The task's name.
-    env_name: String,
-    /// Stage one's progress records, sent after `out` is acknowledged.
-    progress: Vec<OutRecord>,
-    begin: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    out: Vec<OutRecord>,
-    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    batch: Batch,
-    producer: FutureProducer,
-    changelog: String,
-    owner: i64,
-    p: i32,
-    env: TaskEnv,
-    started: Instant,
-}
-
-impl CommitJob {
-    fn run(mut self) -> Result<(), TaskError> {
-        let (producer, timeout, changelog, p) = (&self.producer, self.env.limits.timeout, &self.changelog, self.p);
-        let commands = self.commands;
-        let name = &self.env_name;
-        let owner = Some(self.owner);
-        let (begin, out, records, progress) = (&self.begin, &self.out, &self.records, &self.progress);
-        let next = self.env.runtime.block_on(async move {
-            // 1. The plan: from here on a crash re-processes this batch in
-            //    exactly this order, so whatever part of it reached the
-            //    broker is re-produced identically.
-            changelog::produce_as(producer, changelog, p, begin, owner, timeout).await?;
-            // 2. Commands: a changelog batch that restore would apply must
-            //    never exist without its commands on the broker.
-            for d in futures::future::join_all(out.iter().map(|r| send(producer, r, timeout))).await {
-                d?;
-            }
-            for d in futures::future::join_all(progress.iter().map(|r| send(producer, r, timeout))).await {
-                d?;
-            }
-            super::fault::commands_acknowledged(name, commands);
-            // 3. The state writes and the offsets markers that complete it.
-            Ok::<_, TaskError>(changelog::produce_as(producer, changelog, p, records, owner, timeout).await?)
-        })?;
-        let produced = self.started.elapsed();
-        if let Some(next) = next {
-            self.batch.offset(&self.changelog, self.p, next);
-        }
-        // 4. State, input offsets and changelog position, atomically.
-        self.env.store.commit(&self.batch)?;
-        tracing::debug!(
-            partition = self.p,
-            records = self.out.len(),
-            rows = self.records.len(),
-            produce_ms = produced.as_millis() as u64,
-            total_ms = self.started.elapsed().as_millis() as u64,
-            "batch committed"
-        );
-        self.env.metrics.batches.inc();
-        self.env.metrics.commit_seconds.observe(self.started.elapsed().as_secs_f64());
-        Ok(())
-    }
-}
