@@ -242,7 +242,12 @@ impl World {
         for (id, records) in &found {
             duplicates += records.len() - 1;
             for r in records {
-                assert_eq!(r, &self.expected[id], "command {id} re-emitted with other content");
+                assert!(
+                    r == &self.expected[id],
+                    "command {id} emitted with other content than the engine's:\nengine: {:?}\non the topic, in order: {records:#?}\n{}",
+                    self.expected[id],
+                    logs()
+                );
             }
         }
         eprintln!(
