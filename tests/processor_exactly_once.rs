@@ -397,6 +397,9 @@ fn a_zombies_late_writes_are_fenced_off() {
     // p2 leaves cleanly; p3 restores everything from the changelogs.
     signal("-TERM", &p2);
     let _ = p2.child.wait();
+    // p2 saw p1's late batch land in its changelog partition, so even its
+    // clean stop leaves its local state untrusted.
+    assert!(p2.logged("another writer appended"), "p2 never noticed p1's writes:\n{}", logs());
     let p3 = Proc::start(brokers, prefix, &root.join("s3"));
     let deadline = Instant::now() + Duration::from_secs(60);
     // Three partitions, a task per stage each.

@@ -12,6 +12,7 @@
 //! worker); a task has at most one batch in flight, so batches commit in
 //! order.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -110,6 +111,42 @@ pub(super) async fn send(producer: &FutureProducer, r: &OutRecord, timeout: Dura
     Ok(())
 }
 
+/// Whether a task has been its changelog partition's only writer since its
+/// claim: each of its produces must land right after the previous one. A
+/// record of anyone else in between (a newer owner's claim, a zombie's late
+/// batch) ends that; then a task that thought itself the owner may have had
+/// writes fenced off, so its local state is not trusted after it stops,
+/// even cleanly (a broker may revoke an evicted member's partitions
+/// without reporting them lost).
+#[derive(Debug)]
+pub(super) struct SoleWriter {
+    /// The offset the next record should get; `i64::MIN` once broken.
+    next: AtomicI64,
+}
+
+impl SoleWriter {
+    /// After a claim at offset `claim`.
+    pub(super) fn new(claim: i64) -> SoleWriter {
+        SoleWriter { next: AtomicI64::new(claim + 1) }
+    }
+
+    /// `count` records were acknowledged, the last one just before `end`.
+    fn wrote(&self, count: usize, end: Option<i64>) {
+        let Some(end) = end else { return };
+        let expected = self.next.load(Ordering::SeqCst);
+        let next = match expected {
+            i64::MIN => i64::MIN,
+            e if e + count as i64 == end => end,
+            _ => i64::MIN,
+        };
+        self.next.store(next, Ordering::SeqCst);
+    }
+
+    pub(super) fn sole(&self) -> bool {
+        self.next.load(Ordering::SeqCst) != i64::MIN
+    }
+}
+
 /// One batch's writes, in the order of the commit protocol.
 pub(super) struct CommitJob {
     /// How many of `out` are commands.
@@ -125,6 +162,7 @@ pub(super) struct CommitJob {
     pub(super) producer: FutureProducer,
     pub(super) changelog: String,
     pub(super) owner: i64,
+    pub(super) sole: std::sync::Arc<SoleWriter>,
     pub(super) p: i32,
     pub(super) env: TaskEnv,
     pub(super) started: Instant,
@@ -137,11 +175,12 @@ impl CommitJob {
         let name = &self.env_name;
         let owner = Some(self.owner);
         let (begin, out, records, progress) = (&self.begin, &self.out, &self.records, &self.progress);
+        let sole = &self.sole;
         let next = self.env.runtime.block_on(async move {
             // 1. The plan: from here on a crash re-processes this batch in
             //    exactly this order, so whatever part of it reached the
             //    broker is re-produced identically.
-            changelog::produce_as(producer, changelog, p, begin, owner, timeout).await?;
+            sole.wrote(begin.len(), changelog::produce_as(producer, changelog, p, begin, owner, timeout).await?);
             // 2. Commands: a changelog batch that restore would apply must
             //    never exist without its commands on the broker.
             for d in futures::future::join_all(out.iter().map(|r| send(producer, r, timeout))).await {
@@ -152,7 +191,9 @@ impl CommitJob {
             }
             super::fault::commands_acknowledged(name, commands);
             // 3. The state writes and the offsets markers that complete it.
-            Ok::<_, TaskError>(changelog::produce_as(producer, changelog, p, records, owner, timeout).await?)
+            let next = changelog::produce_as(producer, changelog, p, records, owner, timeout).await?;
+            sole.wrote(records.len(), next);
+            Ok::<_, TaskError>(next)
         })?;
         let produced = self.started.elapsed();
         if let Some(next) = next {
@@ -171,5 +212,22 @@ impl CommitJob {
         self.env.metrics.batches.inc();
         self.env.metrics.commit_seconds.observe(self.started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SoleWriter;
+
+    #[test]
+    fn a_foreign_record_between_two_produces_ends_sole_writing() {
+        let w = SoleWriter::new(10);
+        w.wrote(1, Some(12));
+        w.wrote(3, Some(15));
+        assert!(w.sole());
+        w.wrote(1, Some(17));
+        assert!(!w.sole(), "offset 15 was someone else's");
+        w.wrote(1, Some(18));
+        assert!(!w.sole(), "once broken, for good");
     }
 }

@@ -40,9 +40,11 @@
 //! and has not noticed yet) can still append a batch, with the same
 //! commands (same input, same state, deterministic engine), but its state
 //! writes are never restored by anyone. Local RocksDB is trusted only if the
-//! task's last run here ended in a clean stop; otherwise (crash, lost
-//! partition: a zombie may have committed locally what the changelog fences
-//! off) the partition's local rows and offsets are forgotten first. Then it
+//! task's last run here ended in a clean stop as the changelog partition's
+//! only writer since its claim ([`super::commit::SoleWriter`]); otherwise
+//! (crash, lost partition, another writer seen: a zombie may have committed
+//! locally what the changelog fences off) the partition's local rows and
+//! offsets are forgotten first. Then it
 //! restores whole batches from its changelog partition into RocksDB,
 //! rebuilds the engines from the rows, and resumes every input from the
 //! offsets stored with them. A task told it lost its partition
@@ -60,7 +62,7 @@ use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::commit::{send, source_of, CommitJob, OutRecord, Plan};
+use super::commit::{send, source_of, CommitJob, OutRecord, Plan, SoleWriter};
 use super::gate::Gate;
 use super::merge::{Merger, Record};
 use super::metrics::Metrics;
@@ -216,6 +218,8 @@ struct Task {
     producer: FutureProducer,
     /// This task's owner epoch: the offset of its changelog claim.
     owner: i64,
+    /// Still the changelog partition's only writer since the claim.
+    sole: Arc<SoleWriter>,
     last_highs: Instant,
     /// The input of the previous record fetched (records come in runs).
     last_input: std::cell::Cell<usize>,
@@ -337,6 +341,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         changelog,
         producer,
         owner,
+        sole: Arc::new(SoleWriter::new(owner)),
         last_highs: Instant::now(),
         last_input: std::cell::Cell::new(0),
         counted: Vec::new(),
@@ -476,8 +481,14 @@ impl Task {
             if self.control.stop.load(Ordering::SeqCst) {
                 self.commit()?;
                 self.wait_in_flight()?;
-                if !self.control.lost.load(Ordering::SeqCst) {
+                let lost = self.control.lost.load(Ordering::SeqCst);
+                if !lost && self.sole.sole() {
                     mark_clean(self.env.store.as_ref(), self.stage, self.p, true)?;
+                } else if !lost {
+                    tracing::warn!(
+                        task = %self.name,
+                        "another writer appended to the changelog since this task's claim: local state will be restored afresh"
+                    );
                 }
                 tracing::info!(partition = self.p, "task stopped");
                 return Ok(());
@@ -830,6 +841,7 @@ impl Task {
             producer: self.producer.clone(),
             changelog: self.changelog.clone(),
             owner: self.owner,
+            sole: self.sole.clone(),
             p: self.p,
             env: self.env.clone(),
             started,
