@@ -6,10 +6,11 @@
 //!    on fresh topics; then every pings partition is drained by a bare
 //!    consumer (one thread per partition, no decoding: the raw rate); then a
 //!    processor starts from nothing and runs until idle. Its rate: pings
-//!    over the time from the first task reaching the pings (past the day's
-//!    entities, which every task reads first) to every task idle with its
-//!    last batch committed; restore, group join and the entity load are
-//!    excluded, as they are from the raw rate.
+//!    over the time from the first vehicle-stage task taking a record (the
+//!    day's fence routes, then its pings, which wait for the appointment
+//!    stage to route the entities produced before them) to every task idle
+//!    with its last batch committed; restore and group join are excluded,
+//!    as they are from the raw rate.
 //! 2. Latency: on other fresh topics, a processor runs while the day's
 //!    entities and then its pings are produced at a steady rate, each record
 //!    stamped with its produce time. Commands carry their input's record
