@@ -58,8 +58,9 @@ use crate::store::{StoreError, StoreName};
 use task::TaskEnv;
 pub use task::{Limits, Stage, TaskControl, TaskError};
 
-/// The RocksDB column family (and changelog) of task state.
-pub const STATE_STORE: StoreName = "vehicle_state";
+/// The RocksDB column families of task state, one per stage (each backed
+/// by its stage's changelog): [`Stage::store`].
+pub const STATE_STORES: [StoreName; 2] = [Stage::Appointments.store(), Stage::Vehicles.store()];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
@@ -297,7 +298,7 @@ impl Processor {
         let codec =
             Codec::new(config.registry.clone(), &config.catalogue).map_err(|e| ProcessorError::Codec(e.to_string()))?;
         std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Changelog(e.to_string()))?;
-        let store = RocksStore::open(&config.state_dir, &[STATE_STORE], &config.rocks)?;
+        let store = RocksStore::open(&config.state_dir, &STATE_STORES, &config.rocks)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let metrics_addr = match config.metrics_addr {
             Some(a) => Some(metrics::serve(a, metrics.clone()).map_err(ProcessorError::Metrics)?),

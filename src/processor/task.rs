@@ -66,14 +66,14 @@ use super::commit::{send, source_of, CommitJob, OutRecord, Plan, SoleWriter};
 use super::gate::Gate;
 use super::merge::{Merger, Record};
 use super::metrics::Metrics;
-use super::{Tenants, STATE_STORE};
+use super::Tenants;
 use crate::engine::{Command, Engine, Role, Route};
 use crate::kafka::codec::Codec;
 use crate::kafka::records::{command_key_id, DeadLetter, RouteProgress, ROUTE_PROGRESS_KEY};
 use crate::kafka::topics::{self, Catalogue, Topic};
 use crate::store::changelog::{self, Restore};
 use crate::store::rocks::RocksStore;
-use crate::store::{Batch, StateStore, StoreError};
+use crate::store::{Batch, StateStore, StoreError, StoreName};
 
 /// The entity topics every appointment-stage task reads in full (global
 /// tables: they are keyed by their own ids, not by appointment).
@@ -100,6 +100,14 @@ impl Stage {
         match self {
             Stage::Appointments => Topic::AppointmentStateChangelog,
             Stage::Vehicles => Topic::VehicleStateChangelog,
+        }
+    }
+
+    /// The RocksDB column family of the stage's state.
+    pub const fn store(self) -> StoreName {
+        match self {
+            Stage::Appointments => "appointment_state",
+            Stage::Vehicles => "vehicle_state",
         }
     }
 
@@ -265,7 +273,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         brokers: &env.brokers,
         topic: &changelog,
         partition: p,
-        store: STATE_STORE,
+        store: stage.store(),
         chunk: 5_000,
         timeout: env.limits.timeout,
     };
@@ -395,7 +403,7 @@ fn trust_or_forget_local(stage: Stage, p: i32, env: &TaskEnv, changelog: &str) -
     if store.offset(&clean_name(stage, p), 0)? != Some(1) {
         let had = store.offset(changelog, p)?.is_some_and(|o| o > 0);
         let prefix = row_prefix(stage, p);
-        store.forget(STATE_STORE, &prefix, &prefix)?;
+        store.forget(stage.store(), &prefix, &prefix)?;
         let mut reset = Batch::default();
         reset.offset(changelog, p, 0);
         reset.offset(&changelog::owner_name(changelog), p, 0);
@@ -441,7 +449,7 @@ fn inputs(stage: Stage, p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Resul
 
 fn load_engines(stage: Stage, p: i32, env: &TaskEnv) -> Result<BTreeMap<String, Engine>, TaskError> {
     let prefix = row_prefix(stage, p);
-    let rows = env.store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
+    let rows = env.store.scan_prefix(stage.store(), prefix.as_bytes())?;
     let mut by_tenant: TenantRows = BTreeMap::new();
     for (k, v) in rows {
         let rest = &k[prefix.len()..];
@@ -774,7 +782,7 @@ impl Task {
                 key.extend_from_slice(tenant.as_bytes());
                 key.push(b'/');
                 key.extend_from_slice(&k);
-                batch.writes.push((STATE_STORE, key, v));
+                batch.writes.push((self.stage.store(), key, v));
             }
         }
         for ((i, lane), next) in self.merger.lanes().zip(self.merger.positions()) {
@@ -816,7 +824,7 @@ impl Task {
         }
         let plan = Plan { ends: self.merger.handed_out().collect(), order: std::mem::take(&mut self.order) };
         let begin = vec![changelog::begin_record(serde_json::to_vec(&plan).unwrap_or_default())];
-        let records = changelog::records(STATE_STORE, &batch);
+        let records = changelog::records(self.stage.store(), &batch);
         if self.control.lost.load(Ordering::SeqCst) {
             return Ok(());
         }

@@ -45,7 +45,7 @@ use crate::kafka::codec::Codec;
 use crate::kafka::records::SinkResult;
 use crate::kafka::topics::{Catalogue, Topic};
 use crate::model::Settings;
-use crate::processor::{Stage, STATE_STORE};
+use crate::processor::{Stage, STATE_STORES};
 use crate::store::changelog::{self, Restore};
 use crate::store::rocks::{RocksConfig, RocksStore};
 use crate::store::{Batch, StateStore, StoreError, StoreName};
@@ -121,12 +121,12 @@ impl Replica {
         std::fs::create_dir_all(dir)
             .map_err(|e| ReplicaError::Dir { path: dir.display().to_string(), message: e.to_string() })?;
         let config = RocksConfig { block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20, wal: false };
-        let store = Arc::new(RocksStore::open(dir, &[STATE_STORE, RESULTS_STORE, COMMANDS_STORE], &config)?);
+        let store = Arc::new(RocksStore::open(dir, &[STATE_STORES[0], STATE_STORES[1], RESULTS_STORE, COMMANDS_STORE], &config)?);
         let shared = Arc::new(Shared::default());
         let feed = FeedFollower::new(brokers, catalogue, codec, store.clone(), shared.clone())?;
         let changelog = ChangelogFollower {
             brokers: brokers.to_string(),
-            topics: Stage::ALL.iter().map(|s| catalogue.name(s.changelog())).collect(),
+            topics: Stage::ALL.iter().map(|s| (catalogue.name(s.changelog()), s.store())).collect(),
             partitions: catalogue.partitions,
             store: store.clone(),
             shared: shared.clone(),
@@ -238,7 +238,8 @@ pub fn command_info(c: &Command) -> Option<CommandInfo> {
 /// state store.
 struct ChangelogFollower {
     brokers: String,
-    topics: Vec<String>,
+    /// Each stage's changelog and the store it restores into.
+    topics: Vec<(String, StoreName)>,
     partitions: i32,
     store: Arc<RocksStore>,
     shared: Arc<Shared>,
@@ -255,16 +256,19 @@ impl ChangelogFollower {
             }
         };
         // The last error per partition, logged when it changes.
-        let parts: Vec<(&str, i32)> =
-            self.topics.iter().flat_map(|t| (0..self.partitions).map(move |p| (t.as_str(), p))).collect();
+        let parts: Vec<(&str, StoreName, i32)> = self
+            .topics
+            .iter()
+            .flat_map(|(t, store)| (0..self.partitions).map(move |p| (t.as_str(), *store, p)))
+            .collect();
         let mut errors: Vec<Option<String>> = vec![None; parts.len()];
         while !self.shared.stopped() {
             let mut all_ok = true;
-            for (&(topic, p), last) in parts.iter().zip(errors.iter_mut()) {
+            for (&(topic, store, p), last) in parts.iter().zip(errors.iter_mut()) {
                 if self.shared.stopped() {
                     return;
                 }
-                match self.catch_up(&probe, topic, p) {
+                match self.catch_up(&probe, topic, store, p) {
                     Ok(_) if last.take().is_some() => {
                         tracing::info!(topic = %topic, partition = p, "report replica: changelog readable again")
                     }
@@ -287,7 +291,7 @@ impl ChangelogFollower {
     }
 
     /// Restores partition `p` up to its current end, when behind.
-    fn catch_up(&self, probe: &BaseConsumer, topic: &str, p: i32) -> Result<u64, ReplicaError> {
+    fn catch_up(&self, probe: &BaseConsumer, topic: &str, store: StoreName, p: i32) -> Result<u64, ReplicaError> {
         let (low, high) = probe.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
         let at = self.store.offset(topic, p)?.unwrap_or(low).max(low);
         if at >= high {
@@ -297,7 +301,7 @@ impl ChangelogFollower {
             brokers: &self.brokers,
             topic,
             partition: p,
-            store: STATE_STORE,
+            store,
             chunk: 5_000,
             timeout: KAFKA_TIMEOUT,
         };

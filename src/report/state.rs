@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use super::{rows, ReportRow};
 use crate::engine::Engine;
 use crate::model::{Id, Settings};
-use crate::processor::{task::row_prefix, Stage, STATE_STORE};
+use crate::processor::{task::row_prefix, Stage};
 use crate::store::{StateStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ fn engine_of(
 ) -> Result<Engine, StateRowsError> {
     // `{task}/{tenant}/{engine key}`: the engine reads its keys bare.
     let prefix = format!("{}{tenant}/", row_prefix(stage, p));
-    let mine = store.scan_prefix(STATE_STORE, prefix.as_bytes())?;
+    let mine = store.scan_prefix(stage.store(), prefix.as_bytes())?;
     let mut engine = Engine::from_rows(
         tenant.to_string(),
         settings.clone(),

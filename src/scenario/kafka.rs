@@ -29,7 +29,7 @@ use crate::kafka::admin::ensure_topics;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
-use crate::processor::{self, Config, Processor, Tenants, STATE_STORE};
+use crate::processor::{self, Config, Processor, Tenants, STATE_STORES};
 pub use crate::report::state::merge_rows;
 use crate::report::state::rows_from_state;
 use crate::report::ReportRow;
@@ -139,7 +139,7 @@ impl Scenario {
 
     /// Report rows from the engines the processor left in RocksDB.
     fn report_from_state(&self, dir: &std::path::Path, partitions: i32) -> Result<Vec<ReportRow>, ScenarioError> {
-        let store = RocksStore::open(dir, &[STATE_STORE], &RocksConfig::default()).map_err(|e| err("state", e))?;
+        let store = RocksStore::open(dir, &STATE_STORES, &RocksConfig::default()).map_err(|e| err("state", e))?;
         rows_from_state(&store, partitions, &self.tenant, &self.settings).map_err(|e| err("state", e))
     }
 }
