@@ -195,7 +195,7 @@ pub fn apply(ctx: &Ctx, st: &mut State, r: &Route, out: &mut Vec<Command>) {
         RouteBody::Clock { user, enroute, onsite } => {
             let Some(&slot) = st.slots.get(&(appt.clone(), user.clone())) else { return };
             let a = &mut st.assignments[slot];
-            if merge_lines(a, enroute, onsite) {
+            if a.merge_lines(enroute, onsite) {
                 st.dirty.mark(|| RowKey::Appointment(appt.clone()));
                 try_arrive(ctx, appt, user, &mut st.assignments[slot], out);
             }
@@ -228,12 +228,9 @@ fn push_watches(
     merge: bool,
 ) {
     let fence = shape.and_then(|s| prepared(ctx, st, appt, s));
-    if let Some(vw) = st.watches.get_mut(vehicle) {
-        vw.remove_appointment(appt);
-    }
     // A vehicle left with no watches is forgotten, its latest ping too,
     // before the new ones are pushed: as `watches::rebuild` does.
-    drop_if_unwatched(st, vehicle);
+    st.unwatch_vehicle(vehicle, appt);
     if let Some(fence) = fence {
         for rw in watches {
             let slot = st.slot(appt, &rw.user);
@@ -242,7 +239,7 @@ fn push_watches(
                 *a = Assignment { generation, ..Assignment::default() };
             }
             if merge {
-                merge_lines(a, &rw.enroute, &rw.onsite);
+                a.merge_lines(&rw.enroute, &rw.onsite);
             }
             let done = ctx.is_done(a);
             let watch = Watch {
@@ -257,17 +254,6 @@ fn push_watches(
             st.watches.entry(vehicle.clone()).or_default().push(watch, done);
         }
     }
-    drop_if_unwatched(st, vehicle);
-}
-
-fn drop_if_unwatched(st: &mut State, vehicle: &Id) {
-    if st.watches.get(vehicle).is_some_and(|vw| vw.is_empty()) {
-        if let Some(vw) = st.watches.remove(vehicle) {
-            if vw.last.is_some() && st.dirty.tracking {
-                st.dirty.vehicles.push(vehicle.clone());
-            }
-        }
-    }
 }
 
 /// The appointment's prepared fence, re-prepared when its shape changed.
@@ -277,17 +263,6 @@ fn prepared(ctx: &Ctx, st: &mut State, appt: &Id, shape: &Shape) -> Option<Arc<P
         rec.prepared = PreparedFence::new(shape, ctx.settings.exit_buffer_m).ok().map(Arc::new);
     }
     rec.prepared.clone()
-}
-
-fn merge_lines(a: &mut Assignment, enroute: &ClockLine, onsite: &ClockLine) -> bool {
-    let mut changed = false;
-    for (t, action) in enroute.events() {
-        changed |= a.enroute.insert(*t, *action);
-    }
-    for (t, action) in onsite.events() {
-        changed |= a.onsite.insert(*t, *action);
-    }
-    changed
 }
 
 /// A revived appointment: its earlier generation's assignments and routes

@@ -130,6 +130,18 @@ impl Assignment {
 }
 
 impl Assignment {
+    /// Unites clock facts into this assignment's lines; whether any was new.
+    pub fn merge_lines(&mut self, enroute: &ClockLine, onsite: &ClockLine) -> bool {
+        let mut changed = false;
+        for (t, action) in enroute.events() {
+            changed |= self.enroute.insert(*t, *action);
+        }
+        for (t, action) in onsite.events() {
+            changed |= self.onsite.insert(*t, *action);
+        }
+        changed
+    }
+
     /// Adds what another task learned about the same assignment (stage two
     /// holds the ping evidence, stage one the clock events and the Service
     /// Link): clock facts and samples are united, the earliest evidence of
@@ -139,12 +151,7 @@ impl Assignment {
         if o.generation != self.generation {
             return;
         }
-        for (t, a) in o.enroute.events() {
-            self.enroute.insert(*t, *a);
-        }
-        for (t, a) in o.onsite.events() {
-            self.onsite.insert(*t, *a);
-        }
+        self.merge_lines(&o.enroute, &o.onsite);
         for s in &o.samples {
             self.insert_sample(s.clone());
         }
@@ -382,6 +389,19 @@ fn del<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, BTreeSet<Id>>, key: Optio
 }
 
 impl State {
+    /// Takes `appt`'s watches off `vehicle`; a vehicle left with none is
+    /// forgotten, its latest ping too (that row is marked for deletion).
+    pub fn unwatch_vehicle(&mut self, vehicle: &Id, appt: &Id) {
+        let Some(list) = self.watches.get_mut(vehicle) else { return };
+        list.remove_appointment(appt);
+        if list.is_empty() {
+            if list.last.is_some() && self.dirty.tracking {
+                self.dirty.vehicles.push(vehicle.clone());
+            }
+            self.watches.remove(vehicle);
+        }
+    }
+
     /// The assignment slot for (appointment, user), created on first use.
     pub fn slot(&mut self, appointment: &Id, user: &Id) -> usize {
         if let Some(slot) = self.slots.get(&(appointment.clone(), user.clone())) {

@@ -24,15 +24,7 @@ fn unwatch(st: &mut State, appt: &Id) -> Vec<Id> {
     let Some((until, vehicles)) = st.watched.remove(appt) else { return Vec::new() };
     st.watch_until.remove(&(until, appt.clone()));
     for v in &vehicles {
-        if let Some(list) = st.watches.get_mut(v) {
-            list.remove_appointment(appt);
-            if list.is_empty() {
-                if list.last.is_some() && st.dirty.tracking {
-                    st.dirty.vehicles.push(v.clone());
-                }
-                st.watches.remove(v);
-            }
-        }
+        st.unwatch_vehicle(v, appt);
     }
     vehicles
 }

@@ -72,6 +72,8 @@ impl Input {
 #[derive(Debug, Clone, Default)]
 pub struct Merger {
     inputs: Vec<Input>,
+    /// The number of each input's first lane in [`Merger::lanes`].
+    first_lane: Vec<usize>,
 }
 
 impl Merger {
@@ -91,7 +93,15 @@ impl Merger {
                 high: None,
             })
             .collect();
-        Merger { inputs }
+        let first_lane = starts
+            .iter()
+            .scan(0, |n, lanes| {
+                let first = *n;
+                *n += lanes.len();
+                Some(first)
+            })
+            .collect();
+        Merger { inputs, first_lane }
     }
 
     pub fn push(&mut self, r: Record) {
@@ -156,7 +166,14 @@ impl Merger {
 
     /// The number of lane `(input, lane)` in [`Merger::lanes`].
     pub fn lane_number(&self, input: usize, lane: usize) -> usize {
-        self.inputs[..input].iter().map(|i| i.lanes.len()).sum::<usize>() + lane
+        self.first_lane[input] + lane
+    }
+
+    /// The lane numbered `n` in [`Merger::lanes`]: `(input, lane)`.
+    pub fn lane_at(&self, n: usize) -> Option<(usize, usize)> {
+        let input = self.first_lane.partition_point(|first| *first <= n).checked_sub(1)?;
+        let lane = n - self.first_lane[input];
+        (lane < self.inputs[input].lanes.len()).then_some((input, lane))
     }
 
     /// Where each lane resumes, in [`Merger::lanes`] order: the offset of
@@ -306,6 +323,8 @@ mod tests {
         assert!(again.idle());
         assert_eq!(again.lanes().collect::<Vec<_>>(), vec![(0, 0), (1, 0), (1, 1)]);
         assert_eq!(again.lane_number(1, 1), 2);
+        assert_eq!(again.lane_at(2), Some((1, 1)));
+        assert_eq!(again.lane_at(3), None);
     }
 
     #[test]

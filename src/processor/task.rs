@@ -549,8 +549,7 @@ impl Task {
     fn replay_step(&mut self) -> Result<(), TaskError> {
         let Some(mut plan) = self.replay.take() else { return Ok(()) };
         while let Some(lane) = plan.next_lane() {
-            let at = self.merger.lanes().nth(lane);
-            let popped = at.and_then(|(i, l)| self.merger.pop_lane(i, l));
+            let popped = self.merger.lane_at(lane).and_then(|(i, l)| self.merger.pop_lane(i, l));
             match popped {
                 Some(r) => self.process(r),
                 None => {
