@@ -116,6 +116,10 @@ enum BenchCmd {
         /// Pings per second offered in the latency run.
         #[arg(long, default_value_t = 5000)]
         latency_rate: u64,
+        /// Print every task's records processed every 100 ms of the
+        /// throughput run (to stderr), to see where it stalls.
+        #[arg(long)]
+        timeline: bool,
     },
 }
 
@@ -242,7 +246,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             processor.stop()?;
             Ok(())
         }
-        Top::Bench { command: BenchCmd::Processor { brokers, partitions, techs, ping_every_s, latency_rate } } => {
+        Top::Bench {
+            command: BenchCmd::Processor { brokers, partitions, techs, ping_every_s, latency_rate, timeline },
+        } => {
             anyhow::ensure!((1..=3600).contains(&ping_every_s), "--ping-every-s must be 1 to 3600");
             let opts = geoclock::processor::bench::BenchOptions {
                 brokers,
@@ -250,6 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s },
                 latency_rate,
                 state_dir: std::env::temp_dir().join(format!("geoclock-bench-{}", std::process::id())),
+                timeline,
             };
             let report = geoclock::processor::bench::run(&opts)?;
             println!("{report}");

@@ -120,11 +120,7 @@ fn malformed_records_are_dead_lettered_and_processing_goes_on() {
     let of = |topic: &str| -> Vec<&str> { dead.iter().filter(|d| d.topic == topic).map(|d| d.kind.as_str()).collect() };
     assert_eq!(dead.len(), 5, "{dead:#?}");
     assert_eq!(of(&pings), vec!["framing", "unknown_schema", "decode"], "{dead:#?}");
-    assert_eq!(
-        [of(&users), of(&pairings)],
-        [vec!["invalid_value"], vec!["rejected"]],
-        "{dead:#?}"
-    );
+    assert_eq!([of(&users), of(&pairings)], [vec!["invalid_value"], vec!["rejected"]], "{dead:#?}");
     for d in &dead {
         assert!(!d.reason.is_empty() && d.offset >= 0 && d.partition == 0 && d.component == "processor", "{d:?}");
         assert!(d.value.is_some());

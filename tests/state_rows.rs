@@ -146,12 +146,22 @@ fn both_stages_restore_at_every_point() {
                         }
                     }
                 }
-                assert_eq!(reaction, Vec::new(), "{}: routes re-sent from {j} to {k} decided something", file.display());
+                assert_eq!(
+                    reaction,
+                    Vec::new(),
+                    "{}: routes re-sent from {j} to {k} decided something",
+                    file.display()
+                );
                 let mut after = before.clone();
                 for e in &events[k..] {
                     split_step(&mut r1, &mut r2, e, &mut after);
                 }
-                assert_eq!(after, pure, "{}: commands differ with stage one restored at {j}, two at {k}", file.display());
+                assert_eq!(
+                    after,
+                    pure,
+                    "{}: commands differ with stage one restored at {j}, two at {k}",
+                    file.display()
+                );
             }
             history.push(Store(rows_one.0.clone()));
             let mut r1 = rows_one.restore(&sc, Role::Appointments);

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::command::FenceChange;
-use super::state::{Assignment, FenceRecord, Generation, Reason, Retired, State};
 use super::route::{self, Routed};
+use super::state::{Assignment, FenceRecord, Generation, Reason, Retired, State};
 use super::{fences, watches, Ctx, Engine, EngineError};
 use crate::geo::{LatLon, PreparedFence};
 use crate::model::{Appointment, Driver, Id, Job, Location, Pairing, Settings, Ts, User, Vehicle};

@@ -202,8 +202,12 @@ pub fn apply(ctx: &Ctx, st: &mut State, r: &Route, out: &mut Vec<Command>) {
         }
         RouteBody::Watches { retired: true, .. } => forget(st, appt),
         RouteBody::Watches { shape, watches, .. } => {
-            let routed = st.routed.entry(appt.clone()).or_insert_with(|| Routed { generation: r.generation, ..Routed::default() });
-            if routed.vehicles.get(&r.vehicle).is_some_and(|last| (last.generation, last.seq) >= (r.generation, r.seq)) {
+            let routed = st
+                .routed
+                .entry(appt.clone())
+                .or_insert_with(|| Routed { generation: r.generation, ..Routed::default() });
+            if routed.vehicles.get(&r.vehicle).is_some_and(|last| (last.generation, last.seq) >= (r.generation, r.seq))
+            {
                 return;
             }
             routed.vehicles.insert(r.vehicle.clone(), r.clone());

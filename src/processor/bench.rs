@@ -31,6 +31,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Config, Processor, ProcessorError, Stage};
 use crate::engine::{Action, Event};
 use crate::kafka::admin::ensure_topics;
+use crate::kafka::client::consumer_config;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
@@ -44,6 +45,9 @@ pub struct BenchOptions {
     /// Pings per second offered in the latency run.
     pub latency_rate: u64,
     pub state_dir: PathBuf,
+    /// Print every task's records processed, every 100 ms of the
+    /// throughput run (where a stall is).
+    pub timeline: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -144,8 +148,13 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let mut first: Option<Instant> = None;
     let mut cpu_first = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut last_line = Instant::now();
     loop {
         let st = proc.status();
+        if opts.timeline && last_line.elapsed() >= Duration::from_millis(100) {
+            eprintln!("timeline {:>6} ms  {}", first.map_or(0, |f| f.elapsed().as_millis()), timeline(&st));
+            last_line = Instant::now();
+        }
         if first.is_none() && st.iter().any(|s| s.stage == Stage::Vehicles && s.processed > 0) {
             first = Some(Instant::now());
             cpu_first = cpu_seconds();
@@ -205,6 +214,18 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     report.latency_p50_ms = pct(0.50);
     report.latency_p99_ms = pct(0.99);
     Ok(report)
+}
+
+/// Records processed per task (`a` marks the appointment stage, `*` an
+/// idle task): `a0:34616* 0:200000 …`.
+fn timeline(tasks: &[super::TaskStatus]) -> String {
+    let mut line = String::new();
+    for s in tasks {
+        let stage = if s.stage == Stage::Appointments { "a" } else { "" };
+        let idle = if s.idle { "*" } else { "" };
+        line.push_str(&format!("{stage}{}:{}{idle} ", s.partition, s.processed));
+    }
+    line
 }
 
 fn config(opts: &BenchOptions, catalogue: &Catalogue, dir: PathBuf) -> Config {
@@ -290,10 +311,8 @@ fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<(u64, Dura
         .map(|p| {
             let (brokers, topic, first) = (brokers.to_string(), topic.to_string(), first.clone());
             std::thread::spawn(move || -> Result<u64, ProcessorError> {
-                let c: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .set("group.id", "bench-raw")
-                    .set("enable.auto.commit", "false")
+                // The processor's consumer settings: the same fetching.
+                let c: BaseConsumer = consumer_config(&brokers, "bench-raw")
                     .set("fetch.wait.max.ms", "50")
                     .create()
                     .map_err(|x| e("consumer", x))?;

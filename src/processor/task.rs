@@ -68,6 +68,7 @@ use super::merge::{Merger, Record};
 use super::metrics::Metrics;
 use super::Tenants;
 use crate::engine::{Command, Engine, Role, Route};
+use crate::kafka::client::consumer_config;
 use crate::kafka::codec::Codec;
 use crate::kafka::records::{command_key_id, DeadLetter, RouteProgress, ROUTE_PROGRESS_KEY};
 use crate::kafka::topics::{self, Catalogue, Topic};
@@ -307,10 +308,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         elapsed_ms = started.elapsed().as_millis() as u64,
         "task ready"
     );
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("group.id", "geoclock-task")
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer = consumer_config(&env.brokers, "geoclock-task")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
@@ -602,10 +600,8 @@ impl Task {
             }
             // A record without a readable source (dead-lettered when
             // processed) keeps to lane 0.
-            let lane = source
-                .and_then(|q| usize::try_from(q).ok())
-                .filter(|q| *q < self.inputs[input].lanes)
-                .unwrap_or(0);
+            let lane =
+                source.and_then(|q| usize::try_from(q).ok()).filter(|q| *q < self.inputs[input].lanes).unwrap_or(0);
             self.merger.push(Record {
                 input,
                 lane,

@@ -41,6 +41,7 @@ use super::join::CommandInfo;
 use super::state::{rows_from_state, StateRowsError};
 use super::ReportRow;
 use crate::engine::{Action, Command};
+use crate::kafka::client::consumer_config;
 use crate::kafka::codec::Codec;
 use crate::kafka::records::SinkResult;
 use crate::kafka::topics::{Catalogue, Topic};
@@ -121,7 +122,11 @@ impl Replica {
         std::fs::create_dir_all(dir)
             .map_err(|e| ReplicaError::Dir { path: dir.display().to_string(), message: e.to_string() })?;
         let config = RocksConfig { block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20, wal: false };
-        let store = Arc::new(RocksStore::open(dir, &[STATE_STORES[0], STATE_STORES[1], RESULTS_STORE, COMMANDS_STORE], &config)?);
+        let store = Arc::new(RocksStore::open(
+            dir,
+            &[STATE_STORES[0], STATE_STORES[1], RESULTS_STORE, COMMANDS_STORE],
+            &config,
+        )?);
         let shared = Arc::new(Shared::default());
         let feed = FeedFollower::new(brokers, catalogue, codec, store.clone(), shared.clone())?;
         let changelog = ChangelogFollower {
@@ -297,14 +302,7 @@ impl ChangelogFollower {
         if at >= high {
             return Ok(0);
         }
-        let r = Restore {
-            brokers: &self.brokers,
-            topic,
-            partition: p,
-            store,
-            chunk: 5_000,
-            timeout: KAFKA_TIMEOUT,
-        };
+        let r = Restore { brokers: &self.brokers, topic, partition: p, store, chunk: 5_000, timeout: KAFKA_TIMEOUT };
         // The restore logs for a processor's start-up ("restored", "ends
         // inside a batch"); here it runs every second and a batch still
         // being written is normal, so its logs are muted: errors come back
@@ -312,7 +310,14 @@ impl ChangelogFollower {
         let stats = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
             changelog::restore(&r, self.store.as_ref(), |_, _| {})
         })?;
-        tracing::debug!(topic, partition = p, records = stats.records, from = stats.from, to = stats.to, "report replica");
+        tracing::debug!(
+            topic,
+            partition = p,
+            records = stats.records,
+            from = stats.from,
+            to = stats.to,
+            "report replica"
+        );
         Ok(stats.records)
     }
 }
@@ -339,10 +344,7 @@ impl FeedFollower {
         store: Arc<RocksStore>,
         shared: Arc<Shared>,
     ) -> Result<FeedFollower, ReplicaError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", format!("{}-report", catalogue.prefix))
-            .set("enable.auto.commit", "false")
+        let consumer: BaseConsumer = consumer_config(brokers, &format!("{}-report", catalogue.prefix))
             .set("auto.offset.reset", "earliest")
             .create()?;
         let results_topic = catalogue.name(Topic::Results);

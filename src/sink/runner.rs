@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
@@ -36,6 +35,7 @@ use super::{Decided, Executor, Pending, SinkKind};
 use crate::connect::http::Http;
 use crate::connect::publish::{Outgoing, Publisher};
 use crate::connect::tenants::Tenant;
+use crate::kafka::client::consumer_config;
 use crate::kafka::codec::Codec;
 use crate::kafka::records::{DeadLetter, Outcome};
 use crate::kafka::registry::SchemaRegistry;
@@ -244,10 +244,7 @@ fn run(
     let publisher = Publisher::new(&config.brokers, codec.clone(), config.catalogue.clone(), &component)
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
     let group = config.group.clone().unwrap_or_else(|| format!("{}-sink-{}", config.catalogue.prefix, kind.name()));
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer = consumer_config(&config.brokers, &group)
         .set("auto.offset.reset", "earliest")
         .set("max.poll.interval.ms", "900000")
         .set("partition.assignment.strategy", "cooperative-sticky")

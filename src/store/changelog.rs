@@ -44,7 +44,6 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -53,6 +52,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Batch, StateStore, StoreError, StoreName};
+use crate::kafka::client::consumer_config;
 
 const MARKER: u8 = 0x00;
 
@@ -221,13 +221,8 @@ pub fn restore(
 ) -> Result<RestoreStats, StoreError> {
     let Restore { brokers, topic, partition, store, chunk, timeout } = *r;
     let kafka = |e: rdkafka::error::KafkaError| StoreError::Changelog(format!("{topic}/{partition}: {e}"));
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "geoclock-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(kafka)?;
+    let consumer: BaseConsumer =
+        consumer_config(brokers, "geoclock-restore").set("enable.partition.eof", "false").create().map_err(kafka)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
     let from = state.offset(topic, partition)?.unwrap_or(low).max(low);
     let mut stats = RestoreStats { records: 0, fenced: 0, from, to: from, incomplete: None };
