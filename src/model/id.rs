@@ -22,8 +22,8 @@ pub struct Id {
 
 impl Id {
     /// An id given as text (its form in output is a string).
-    pub fn text(s: impl Into<String>) -> Self {
-        Id { text: CompactString::from(s.into()), numeric: false }
+    pub fn text(s: impl AsRef<str>) -> Self {
+        Id { text: CompactString::new(s.as_ref()), numeric: false }
     }
 
     /// An id given as an integer (its form in output is a number).

@@ -22,6 +22,10 @@
 
 use std::collections::VecDeque;
 
+use compact_str::CompactString;
+
+use crate::model::Ping;
+
 /// One consumed record, owned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -30,8 +34,27 @@ pub struct Record {
     pub lane: usize,
     pub offset: i64,
     pub timestamp: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub body: Body,
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// Its bytes, decoded when processed.
+    Raw { key: Option<Vec<u8>>, value: Option<Vec<u8>> },
+    /// A ping in the current schema, decoded when fetched (the hot path:
+    /// no heap allocation for ids of up to 24 bytes).
+    Ping { tenant: CompactString, ping: Ping },
+}
+
+impl Record {
+    /// The key of a raw record.
+    pub fn key(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Raw { key, .. } => key.as_deref(),
+            Body::Ping { .. } => None,
+        }
+    }
 }
 
 /// Records of one input that keep their order among themselves; an input
@@ -224,7 +247,7 @@ mod tests {
     use super::*;
 
     fn rec(input: usize, offset: i64, timestamp: i64) -> Record {
-        Record { input, lane: 0, offset, timestamp, key: None, value: None }
+        Record { input, lane: 0, offset, timestamp, body: Body::Raw { key: None, value: None } }
     }
 
     #[test]

@@ -286,6 +286,8 @@ pub struct TaskStatus {
     pub partition: i32,
     pub stage: Stage,
     pub idle: bool,
+    /// Restored and consuming.
+    pub ready: bool,
     pub processed: u64,
     pub lag: i64,
 }
@@ -363,6 +365,7 @@ impl Processor {
                 partition: *p,
                 stage: *stage,
                 idle: r.control.idle.load(Ordering::SeqCst),
+                ready: r.control.ready.load(Ordering::SeqCst),
                 processed: r.control.processed.load(Ordering::SeqCst),
                 lag: r.control.lag.load(Ordering::SeqCst),
             })

@@ -64,10 +64,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::commit::{send, source_of, CommitJob, OutRecord, Plan, SoleWriter};
 use super::gate::Gate;
-use super::merge::{Merger, Record};
+use super::merge::{Body, Merger, Record};
 use super::metrics::Metrics;
 use super::Tenants;
-use crate::engine::{Command, Engine, Role, Route};
+use crate::engine::{Command, Engine, Event, Role, Route};
 use crate::kafka::client::consumer_config;
 use crate::kafka::codec::Codec;
 use crate::kafka::records::{command_key_id, DeadLetter, RouteProgress, ROUTE_PROGRESS_KEY};
@@ -161,6 +161,8 @@ pub struct TaskControl {
     pub lost: AtomicBool,
     /// Restored, nothing buffered, every input caught up, nothing uncommitted.
     pub idle: AtomicBool,
+    /// Restored and consuming.
+    pub ready: AtomicBool,
     pub processed: AtomicU64,
     pub lag: AtomicI64,
 }
@@ -373,6 +375,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
             Err(e) => tracing::error!(partition = p, error = %e, "unreadable batch plan: processing afresh"),
         }
     }
+    task.control.ready.store(true, Ordering::SeqCst);
     task.run(&consumer)
 }
 
@@ -602,14 +605,15 @@ impl Task {
             // processed) keeps to lane 0.
             let lane =
                 source.and_then(|q| usize::try_from(q).ok()).filter(|q| *q < self.inputs[input].lanes).unwrap_or(0);
-            self.merger.push(Record {
-                input,
-                lane,
-                offset: msg.offset(),
-                timestamp,
-                key: msg.key().map(<[u8]>::to_vec),
-                value: msg.payload().map(<[u8]>::to_vec),
-            });
+            let ping = match (self.inputs[input].topic, msg.key(), msg.payload()) {
+                (Topic::Pings, Some(key), Some(value)) => self.env.codec.decode_current_ping(key, value),
+                _ => None,
+            };
+            let body = match ping {
+                Some((tenant, ping)) => Body::Ping { tenant: tenant.into(), ping },
+                None => Body::Raw { key: msg.key().map(<[u8]>::to_vec), value: msg.payload().map(<[u8]>::to_vec) },
+            };
+            self.merger.push(Record { input, lane, offset: msg.offset(), timestamp, body });
         }
         if self.merger.unknown_high() || self.last_highs.elapsed() >= HIGHS_EVERY {
             self.refresh_highs(consumer)?;
@@ -696,60 +700,71 @@ impl Task {
         }
         self.control.processed.fetch_add(1, Ordering::Relaxed);
         self.counted[r.input] += 1;
-        if self.is_progress(r.input, r.key.as_deref()) {
+        if self.is_progress(r.input, r.key()) {
             return;
         }
         let input = &self.inputs[r.input];
         self.through = self.through.max(r.timestamp);
-        let decoded =
-            self.env.codec.decode_event(input.topic, r.key.as_deref().unwrap_or_default(), r.value.as_deref());
-        let te = match decoded {
-            Ok(te) => te,
-            Err(e) => {
-                if input.owned {
-                    let dl = DeadLetter::for_error(
-                        &e,
-                        &input.name,
-                        input.partition,
-                        r.offset,
-                        r.key.as_deref(),
-                        r.value.as_deref(),
-                        "processor",
-                    );
-                    self.dead.push(dl);
+        // `raw`: the record's bytes, for a dead letter.
+        let (tenant, event, raw) = match r.body {
+            Body::Ping { tenant, ping } => (tenant, Event::Ping(ping), None),
+            Body::Raw { key, value } => {
+                match self.env.codec.decode_event(input.topic, key.as_deref().unwrap_or_default(), value.as_deref()) {
+                    Ok(te) => (te.tenant.into(), te.event, Some((key, value))),
+                    Err(e) => {
+                        if input.owned {
+                            let dl = DeadLetter::for_error(
+                                &e,
+                                &input.name,
+                                input.partition,
+                                r.offset,
+                                key.as_deref(),
+                                value.as_deref(),
+                                "processor",
+                            );
+                            self.dead.push(dl);
+                        }
+                        return;
+                    }
                 }
-                return;
             }
         };
-        if !self.engines.contains_key(&te.tenant) {
+        if !self.engines.contains_key(tenant.as_str()) {
             // Settings were validated at start-up, so this cannot fail.
-            if let Ok(mut e) = Engine::new(te.tenant.clone(), self.env.tenants.settings(&te.tenant)) {
+            if let Ok(mut e) = Engine::new(tenant.to_string(), self.env.tenants.settings(&tenant)) {
                 e.set_role(self.stage.role());
                 e.track_changes();
-                self.engines.insert(te.tenant.clone(), e);
+                self.engines.insert(tenant.to_string(), e);
             }
         }
         let mut out = Vec::new();
-        let handled = match self.engines.get_mut(&te.tenant) {
+        let handled = match self.engines.get_mut(tenant.as_str()) {
             Some(engine) => {
-                let handled = engine.handle(&te.event, &mut out).map_err(|e| e.to_string());
+                let handled = engine.handle(&event, &mut out).map_err(|e| e.to_string());
                 for route in engine.drain_routes() {
-                    self.routes.push((te.tenant.clone(), route, r.timestamp));
+                    self.routes.push((tenant.to_string(), route, r.timestamp));
                 }
                 handled
             }
-            None => Err(format!("tenant {} has invalid settings", te.tenant)),
+            None => Err(format!("tenant {tenant} has invalid settings")),
         };
         if let Err(e) = handled {
             if input.owned {
+                // The record as it was on the input; a ping decoded when
+                // fetched is re-encoded, which gives its bytes back (it was
+                // in the current schema, whose encoding is canonical).
+                let (key, value) = raw.unwrap_or_else(|| match self.env.codec.encode_event(&tenant, &event) {
+                    Ok(enc) => (Some(enc.key), enc.value),
+                    Err(_) => (None, None),
+                });
                 self.dead.push(DeadLetter {
                     reason: e,
                     kind: "rejected".into(),
                     topic: input.name.clone(),
                     partition: input.partition,
                     offset: r.offset,
-                    key: r.key,
-                    value: r.value,
+                    key,
+                    value,
                     component: "processor".into(),
                 });
             }
@@ -759,7 +774,7 @@ impl Task {
         // clock changes: each command comes from one task.
         for c in out {
             self.seq += 1;
-            self.commands.push((te.tenant.clone(), c, r.timestamp, self.seq));
+            self.commands.push((tenant.to_string(), c, r.timestamp, self.seq));
         }
     }
 

@@ -473,6 +473,22 @@ impl Codec {
         }
     }
 
+    /// The ping hot path: a ping record in this codec's own ping schema,
+    /// keyed `tenant/vehicle` as its value says, decoded with the tenant
+    /// borrowed from the value. `None` for anything else (another writer
+    /// schema, a malformed or mismatched record): [`Codec::decode_event`]
+    /// then decides, and says what is wrong. Where this returns a ping,
+    /// `decode_event` returns the same one.
+    pub fn decode_current_ping<'v>(&self, key: &[u8], value: &'v [u8]) -> Option<(&'v str, Ping)> {
+        let (id, datum) = unframe(value).ok()?;
+        if id != self.reader(RecordType::Ping).id {
+            return None;
+        }
+        let (tenant, ping) = records::read_ping_borrowed(datum).ok()?;
+        let id = key.strip_prefix(tenant.as_bytes())?.strip_prefix(b"/")?;
+        (id == ping.vehicle.as_str().as_bytes()).then_some((tenant, ping))
+    }
+
     /// Encodes a command (key: `tenant/{records::command_key_id}`).
     pub fn encode_command(&self, tenant: &str, command: &Command) -> Result<Vec<u8>, CodecError> {
         self.encode(tenant, command)

@@ -135,6 +135,8 @@ fn an_older_writer_without_accuracy_decodes_with_the_default() {
     );
     let (tenant, p) = c.decode_ping(&bytes).unwrap();
     assert_eq!(tenant, "acme");
+    // Not the current schema: the hot path leaves it to decode_event.
+    assert!(c.decode_current_ping(b"acme/v1", &bytes).is_none());
     assert_eq!(
         p,
         Ping { vehicle: Id::text("v1"), time: Ts(1000), lat: 1.5, lon: 2.5, speed_mph: Some(3.0), accuracy_m: None }
@@ -322,6 +324,34 @@ mod props {
             let (_, c) = codec();
             let bytes = c.encode_ping(&t, &p).unwrap();
             prop_assert_eq!(c.decode_ping(&bytes).unwrap(), (t, p));
+        }
+
+        #[test]
+        fn the_ping_hot_path_decodes_every_current_ping_as_decode_event_does(t in tenant(), p in ping_strategy()) {
+            let (_, c) = codec();
+            let rec = c.encode_event(&t, &Event::Ping(p.clone())).unwrap();
+            let value = rec.value.unwrap();
+            let (tenant, fast) = c.decode_current_ping(&rec.key, &value).unwrap();
+            prop_assert_eq!((tenant, &fast), (t.as_str(), &p));
+            let slow = c.decode_event(Topic::Pings, &rec.key, Some(&value)).unwrap();
+            prop_assert_eq!(slow, TenantEvent { tenant: t.clone(), event: Event::Ping(fast) });
+            // Another key: the hot path declines, decode_event says why.
+            let other = format!("{t}/{}x", p.vehicle.as_str());
+            prop_assert!(c.decode_current_ping(other.as_bytes(), &value).is_none());
+            prop_assert!(c.decode_event(Topic::Pings, other.as_bytes(), Some(&value)).is_err());
+        }
+
+        #[test]
+        fn the_ping_hot_path_never_accepts_what_decode_event_refuses(
+            key in proptest::collection::vec(any::<u8>(), 0..20),
+            datum in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let (_, c) = codec();
+            let value = frame(c.schema_id(RecordType::Ping), &datum);
+            if let Some((tenant, p)) = c.decode_current_ping(&key, &value) {
+                let slow = c.decode_event(Topic::Pings, &key, Some(&value)).unwrap();
+                prop_assert_eq!(slow, TenantEvent { tenant: tenant.to_string(), event: Event::Ping(p) });
+            }
         }
 
         #[test]

@@ -37,7 +37,7 @@ use value::{opt, record, s, Rec};
 
 pub use entities::Tick;
 pub use keys::{command_key_id, delete_event, key_id, pairing_key_id, parse_pairing_key_id, topic_of};
-pub use ping::{read_ping_datum, write_ping_datum};
+pub use ping::{read_ping_borrowed, read_ping_datum, write_ping_datum};
 pub use result::{Outcome, SinkResult};
 pub(crate) use route::{route_progress_from, route_progress_value};
 pub use route::{RouteProgress, ROUTE_PROGRESS_KEY};

@@ -85,6 +85,12 @@ pub fn write_ping_datum(tenant: &str, p: &Ping, out: &mut Vec<u8>) -> Result<(),
 /// Reads a ping datum written with exactly the current `ping.avsc`: every
 /// byte must be consumed, and the ping must be valid.
 pub fn read_ping_datum(datum: &[u8]) -> Result<(String, Ping), CodecError> {
+    read_ping_borrowed(datum).map(|(tenant, p)| (tenant.to_string(), p))
+}
+
+/// [`read_ping_datum`] with the tenant borrowed from the datum: no heap
+/// allocation for ids of up to 24 bytes.
+pub fn read_ping_borrowed(datum: &[u8]) -> Result<(&str, Ping), CodecError> {
     let mut c = wire::Cursor::new(datum);
     let tenant = c.str()?;
     let vehicle = c.str()?;
@@ -96,7 +102,7 @@ pub fn read_ping_datum(datum: &[u8]) -> Result<(String, Ping), CodecError> {
     c.finish()?;
     let p = Ping { vehicle: Id::text(vehicle), time: Ts(time), lat, lon, speed_mph, accuracy_m };
     check_ping(tenant, &p)?;
-    Ok((tenant.to_string(), p))
+    Ok((tenant, p))
 }
 
 #[cfg(test)]
