@@ -160,7 +160,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     // all idle, which includes committing the last batch.
     let mut first: Option<Instant> = None;
     let mut cpu_first = None;
-    let mut taken_before = 0;
+    // The vehicle stage's records when every task was ready.
     let mut ready_at: Option<u64> = None;
     let vehicle_records = |st: &[super::TaskStatus]| -> u64 {
         st.iter().filter(|s| s.stage == Stage::Vehicles).map(|s| s.processed).sum()
@@ -174,20 +174,19 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
             eprintln!("timeline {:>6} ms  {}", first.map_or(0, |f| f.elapsed().as_millis()), timeline(&st));
             last_line = Instant::now();
         }
-        if ready_at.is_none() && st.len() == 2 * opts.partitions as usize && st.iter().all(|s| s.ready) {
+        if ready_at.is_none() && every_task(&st, opts.partitions, |s| s.ready) {
             ready_at = Some(vehicle_records(&st));
         }
         if let (None, Some(before)) = (first, ready_at) {
             if vehicle_records(&st) > before {
                 first = Some(Instant::now());
                 cpu_first = cpu_seconds();
-                taken_before = before;
             }
         }
         // The appointment stage may have nothing new to take.
         let done = |s: &super::TaskStatus| s.idle && (s.processed > 0 || s.stage == Stage::Appointments);
-        if first.is_some() && st.len() == 2 * opts.partitions as usize && st.iter().all(done) {
-            taken = vehicle_records(&st) - taken_before;
+        if first.is_some() && every_task(&st, opts.partitions, done) {
+            taken = vehicle_records(&st) - ready_at.unwrap_or(0);
             break;
         }
         if Instant::now() > deadline {
@@ -198,10 +197,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
     report.processor_pings_per_s = taken as f64 / elapsed.as_secs_f64().max(1e-9);
     report.processor_cpu_us_per_ping = per_ping_us(cpu_first, cpu_seconds(), taken as usize);
-    eprintln!("throughput run: {taken} of {pings} pings taken after every task was ready");
     let m = proc.metrics();
     eprintln!(
-        "throughput run: {:.2} s, {} batches, {:.2} s committing (summed over tasks)",
+        "throughput run: {taken} of {pings} pings taken after every task was ready, {:.2} s, {} batches, {:.2} s committing (summed over tasks)",
         elapsed.as_secs_f64(),
         m.batches.get(),
         m.commit_seconds.sum_seconds()
@@ -229,10 +227,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     // Entities first, and the processor caught up with them, as in
     // production (where they are mirrored long before the day's pings).
     produce(&runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
-    std::thread::sleep(Duration::from_millis(500));
-    while !proc.status().iter().all(|s| s.idle) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_settled(&proc, opts.partitions)?;
     produce(&runtime, &opts.brokers, &catalogue, &codec, &events[split..], Some(opts.latency_rate))?;
     let mut lat = reader.join().map_err(|_| e("latency", "reader panicked"))??;
     proc.stop()?;
@@ -245,6 +240,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     Ok(report)
 }
 
+/// Every task of both stages is up and passes `test`.
+fn every_task(tasks: &[super::TaskStatus], partitions: i32, test: impl Fn(&super::TaskStatus) -> bool) -> bool {
+    tasks.len() == 2 * partitions as usize && tasks.iter().all(test)
+}
+
 /// Waits until every task of both stages has taken records and all have
 /// been idle for half a second (the appointment stage's routes applied).
 fn wait_settled(proc: &Processor, partitions: i32) -> Result<(), ProcessorError> {
@@ -252,7 +252,7 @@ fn wait_settled(proc: &Processor, partitions: i32) -> Result<(), ProcessorError>
     let mut since: Option<Instant> = None;
     while since.is_none_or(|s| s.elapsed() < Duration::from_millis(500)) {
         let st = proc.status();
-        let settled = st.len() == 2 * partitions as usize && st.iter().all(|s| s.idle && s.processed > 0);
+        let settled = every_task(&st, partitions, |s| s.idle && s.processed > 0);
         since = if settled { since.or(Some(Instant::now())) } else { None };
         if Instant::now() > deadline {
             return Err(e("entities", "processor not idle within 10 min"));
