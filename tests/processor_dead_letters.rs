@@ -16,32 +16,13 @@ use geoclock::kafka::topics::{Catalogue, Topic};
 use geoclock::processor::{Config, Processor};
 use geoclock::scenario::Scenario;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use support::broker::{Broker, Storage};
 
 const T: Duration = Duration::from_secs(30);
 
 fn drain(brokers: &str, topic: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
-    let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "dlq-reader").create().unwrap();
-    let (low, high) = c.fetch_watermarks(topic, 0, T).unwrap();
-    let mut out = Vec::new();
-    if high == low {
-        return out;
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(low)).unwrap();
-    c.assign(&tpl).unwrap();
-    while (out.len() as i64) < high - low {
-        if let Some(m) = c.poll(T) {
-            let m = m.unwrap();
-            out.push((m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec()));
-        }
-    }
-    out
+    support::kafka::read_to_end(brokers, topic, 1, T)
 }
 
 #[test]

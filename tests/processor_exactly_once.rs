@@ -28,10 +28,7 @@ use geoclock::kafka::topics::{Catalogue, Topic};
 use geoclock::model::Settings;
 use geoclock::scenario::generate::Day;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use support::broker::{Broker, Storage};
 
 const TENANT: &str = "fleet";
@@ -111,36 +108,12 @@ impl Drop for Proc {
 
 /// Every command record on the topic: id → contents seen (one per record).
 fn read_commands(brokers: &str, topic: &str, codec: &Codec) -> BTreeMap<String, Vec<EngineCommand>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "exactly-once-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in 0..3 {
-        let (low, high) = consumer.fetch_watermarks(topic, p, T).unwrap();
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
-            remaining += high - low;
-        }
-    }
     let mut out: BTreeMap<String, Vec<EngineCommand>> = BTreeMap::new();
-    if remaining == 0 {
-        return out;
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + T;
-    while remaining > 0 && Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let m = m.unwrap();
-        remaining -= 1;
-        let c = codec.decode_command(m.payload().unwrap()).unwrap();
+    for (_, value) in support::kafka::read_to_end(brokers, topic, 3, T) {
+        let c = codec.decode_command(&value).unwrap();
         assert_eq!(c.tenant, TENANT);
         out.entry(c.command.id.clone()).or_default().push(c.command);
     }
-    assert_eq!(remaining, 0, "commands topic not read to its end");
     out
 }
 

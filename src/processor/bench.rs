@@ -35,7 +35,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Config, Processor, ProcessorError, Stage};
 use crate::engine::{Action, Event};
 use crate::kafka::admin::ensure_topics;
-use crate::kafka::client::consumer_config;
+use crate::kafka::client::{consumer_config, is_transient};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
@@ -378,6 +378,7 @@ fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<(u64, Dura
                             n += 1;
                             next = m.offset() + 1;
                         }
+                        Some(Err(x)) if is_transient(&x) => tracing::warn!(error = %x, "bench reader: consumer error"),
                         Some(Err(x)) => return Err(e("consume", x)),
                         None => return Err(e("consume", "stalled")),
                     }
@@ -422,7 +423,14 @@ fn command_latencies(brokers: &str, catalogue: &Catalogue, quiet: Duration) -> R
             }
             continue;
         };
-        let m = m.map_err(|x| e("consume", x))?;
+        let m = match m {
+            Ok(m) => m,
+            Err(x) if is_transient(&x) => {
+                tracing::warn!(error = %x, "bench reader: consumer error");
+                continue;
+            }
+            Err(x) => return Err(e("consume", x)),
+        };
         started = true;
         last = Instant::now();
         let visible = now_ms();

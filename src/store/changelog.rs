@@ -52,7 +52,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Batch, StateStore, StoreError, StoreName};
-use crate::kafka::client::consumer_config;
+use crate::kafka::client::{consumer_config, is_transient};
 
 const MARKER: u8 = 0x00;
 
@@ -244,13 +244,23 @@ pub fn restore(
     let mut next = from;
     let mut applied = from;
     let mut last_progress = Instant::now();
+    let mut waiting_since = Instant::now();
     while next < high {
-        let Some(msg) = consumer.poll(timeout) else {
-            return Err(StoreError::Changelog(format!(
-                "{topic}/{partition}: no record at offset {next} within {timeout:?}"
-            )));
+        let left = timeout.saturating_sub(waiting_since.elapsed());
+        let msg = match consumer.poll(left) {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) if is_transient(&e) && !left.is_zero() => {
+                tracing::warn!(topic, partition, error = %e, "changelog restore: consumer error; waiting it out");
+                continue;
+            }
+            Some(Err(e)) => return Err(kafka(e)),
+            None => {
+                return Err(StoreError::Changelog(format!(
+                    "{topic}/{partition}: no record at offset {next} within {timeout:?}"
+                )))
+            }
         };
-        let msg = msg.map_err(kafka)?;
+        waiting_since = Instant::now();
         let key = msg.key().unwrap_or_default();
         next = msg.offset() + 1;
         stats.records += 1;
