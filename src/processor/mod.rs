@@ -288,6 +288,9 @@ pub struct TaskStatus {
     pub idle: bool,
     /// Restored and consuming.
     pub ready: bool,
+    /// Stage one has said it is caught up, since the task started
+    /// ([`task::TaskControl::gate_open`]).
+    pub gate_open: bool,
     pub processed: u64,
     pub lag: i64,
 }
@@ -366,6 +369,7 @@ impl Processor {
                 stage: *stage,
                 idle: r.control.idle.load(Ordering::SeqCst),
                 ready: r.control.ready.load(Ordering::SeqCst),
+                gate_open: r.control.gate_open.load(Ordering::Relaxed),
                 processed: r.control.processed.load(Ordering::SeqCst),
                 lag: r.control.lag.load(Ordering::SeqCst),
             })

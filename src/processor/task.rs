@@ -13,7 +13,10 @@
 //!   time and retention come to it through the routes). Its engines ([`Role::Vehicles`]) decide arrival
 //!   and exit. A ping leaves the merge only when every stage-one
 //!   task's progress has reached its record time ([`Gate`]), so routes and
-//!   pings meet in record-time order, as in the one-stage engine.
+//!   pings meet in record-time order, as in the one-stage engine. A
+//!   "caught up" claim written before the task started is not trusted
+//!   (stage one may have input it has not read yet); an idle stage-one
+//!   task repeats it every second.
 //!
 //! Each command comes from exactly one task (fences and links from the
 //! appointment's stage-one task, clock changes from the vehicle's stage-two
@@ -57,7 +60,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -163,6 +169,9 @@ pub struct TaskControl {
     pub idle: AtomicBool,
     /// Restored and consuming.
     pub ready: AtomicBool,
+    /// Vehicle stage: every stage-one task has said it is caught up since
+    /// this task started ([`Gate`]); appointment stage: always.
+    pub gate_open: AtomicBool,
     pub processed: AtomicU64,
     pub lag: AtomicI64,
 }
@@ -244,6 +253,18 @@ struct Task {
     replay: Option<Plan>,
 }
 
+/// The vehicle stage's routes partition, polled apart from its pings.
+type RoutesQueue = PartitionQueue<DefaultConsumerContext>;
+
+/// Records taken from the consumer between two rounds of the merge: the
+/// merge's buffers stay small and keep their memory (taking a whole batch
+/// at once grew them by tens of MB each time, in fresh pages).
+const FETCH_CHUNK: usize = 8192;
+
+/// The vehicle stage's bound on records held in the merge: a gate shut for
+/// long (stage one down or catching up) must not fill memory with pings.
+const MAX_HELD: usize = 4 * FETCH_CHUNK;
+
 /// How often caught-up inputs' high watermarks are refreshed.
 const HIGHS_EVERY: Duration = Duration::from_millis(200);
 
@@ -310,11 +331,13 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         elapsed_ms = started.elapsed().as_millis() as u64,
         "task ready"
     );
-    let consumer: BaseConsumer = consumer_config(&env.brokers, "geoclock-task")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50")
-        .create()?;
+    let consumer: Arc<BaseConsumer> = Arc::new(
+        consumer_config(&env.brokers, "geoclock-task")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50")
+            .create()?,
+    );
     let inputs = inputs(stage, p, &env, &consumer)?;
     let mut starts = Vec::with_capacity(inputs.len());
     let mut tpl = TopicPartitionList::new();
@@ -329,6 +352,23 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
     }
     consumer.assign(&tpl)?;
     let partitions = env.catalogue.partitions.max(1) as usize;
+    // Stage one's caught-up claims from before now may be stale ([`Gate`]).
+    // The routes partition gets a queue of its own: librdkafka stops
+    // fetching a partition while the queue it feeds is full, so behind a
+    // backlog of pings on the shared queue, routes and stage one's progress
+    // would arrive a second or more late (and hold every ping back).
+    let (fresh_from, routes) = match stage {
+        Stage::Vehicles => {
+            let topic = env.catalogue.name(Topic::FenceRoutes);
+            let fresh_from = consumer.fetch_watermarks(&topic, p, env.limits.timeout)?.1;
+            let queue = consumer.split_partition_queue(&topic, p).ok_or_else(|| TaskError::State {
+                partition: p,
+                error: format!("no queue of its own for {topic}/{p}"),
+            })?;
+            (fresh_from, Some(queue))
+        }
+        Stage::Appointments => (0, None),
+    };
     let mut task = Task {
         stage,
         p,
@@ -342,7 +382,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         routes: Vec::new(),
         through: i64::MIN,
         progress_sent: None,
-        gate: Gate { through: vec![None; partitions] },
+        gate: Gate::new(partitions, fresh_from),
         seq: stage.seq_base(),
         dead: Vec::new(),
         pending: 0,
@@ -375,8 +415,9 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
             Err(e) => tracing::error!(partition = p, error = %e, "unreadable batch plan: processing afresh"),
         }
     }
+    task.control.gate_open.store(stage == Stage::Appointments, Ordering::Relaxed);
     task.control.ready.store(true, Ordering::SeqCst);
-    task.run(&consumer)
+    task.run(&consumer, routes.as_ref())
 }
 
 /// The name of the local flag saying task `(stage, p)`'s rows were left by
@@ -477,7 +518,7 @@ fn load_engines(stage: Stage, p: i32, env: &TaskEnv) -> Result<BTreeMap<String, 
 }
 
 impl Task {
-    fn run(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
+    fn run(&mut self, consumer: &BaseConsumer, routes: Option<&RoutesQueue>) -> Result<(), TaskError> {
         let mut last_commit = Instant::now();
         let mut last_wait_log = Instant::now();
         let label = self.name.clone();
@@ -502,7 +543,7 @@ impl Task {
                 tracing::info!(partition = self.p, "task stopped");
                 return Ok(());
             }
-            self.fetch(consumer)?;
+            self.fetch(consumer, routes)?;
             if self.replay.is_some() {
                 self.replay_step()?;
                 last_commit = Instant::now();
@@ -567,58 +608,79 @@ impl Task {
         self.commit()
     }
 
-    /// Polls what the consumer has (waiting briefly when it has nothing)
-    /// and refreshes every input's high watermark.
-    fn fetch(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
+    /// Polls what the consumer has (the routes partition's own queue first,
+    /// then the rest, waiting briefly when it has nothing) and refreshes
+    /// every input's high watermark.
+    fn fetch(&mut self, consumer: &BaseConsumer, routes: Option<&RoutesQueue>) -> Result<(), TaskError> {
+        // Vehicle stage: with [`MAX_HELD`] records held back (by the gate,
+        // or a routes lane not caught up), take no more pings (librdkafka's
+        // own queue bounds what it prefetches); only routes can free them,
+        // and they come on their own queue.
+        let full = routes.is_some() && self.merger.buffered() >= MAX_HELD;
+        if let Some(q) = routes {
+            let mut wait = if full { Duration::from_millis(20) } else { Duration::ZERO };
+            for _ in 0..FETCH_CHUNK {
+                let Some(msg) = q.poll(wait) else { break };
+                wait = Duration::ZERO;
+                self.take(msg);
+            }
+        }
         let mut wait = Duration::from_millis(20);
-        for _ in 0..self.env.limits.batch_records {
+        for _ in 0..if full { 0 } else { FETCH_CHUNK } {
             let Some(msg) = consumer.poll(wait) else { break };
             wait = Duration::ZERO;
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(partition = self.p, error = %e, "consumer error");
-                    continue;
-                }
-            };
-            let Some(input) = self.input_of(msg.topic(), msg.partition()) else { continue };
-            let mut timestamp = match msg.timestamp() {
-                Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
-                Timestamp::NotAvailable => 0,
-            };
-            let mut source = None;
-            if self.is_progress(input, msg.key()) {
-                // Its task's routes before it in this partition are fetched
-                // already (offset order); it holds nothing back in the merge.
-                match msg.payload().map(|v| self.env.codec.decode_route_progress(v)) {
-                    Some(Ok(pr)) => {
-                        self.gate.update(pr.task, pr.through);
-                        source = Some(pr.task);
-                    }
-                    _ => tracing::warn!(task = %self.name, offset = msg.offset(), "unreadable route progress record"),
-                }
-                timestamp = i64::MIN;
-            } else if self.inputs[input].lanes > 1 {
-                source = msg.headers().and_then(source_of);
-            }
-            // A record without a readable source (dead-lettered when
-            // processed) keeps to lane 0.
-            let lane =
-                source.and_then(|q| usize::try_from(q).ok()).filter(|q| *q < self.inputs[input].lanes).unwrap_or(0);
-            let ping = match (self.inputs[input].topic, msg.key(), msg.payload()) {
-                (Topic::Pings, Some(key), Some(value)) => self.env.codec.decode_current_ping(key, value),
-                _ => None,
-            };
-            let body = match ping {
-                Some((tenant, ping)) => Body::Ping { tenant: tenant.into(), ping },
-                None => Body::Raw { key: msg.key().map(<[u8]>::to_vec), value: msg.payload().map(<[u8]>::to_vec) },
-            };
-            self.merger.push(Record { input, lane, offset: msg.offset(), timestamp, body });
+            self.take(msg);
         }
         if self.merger.unknown_high() || self.last_highs.elapsed() >= HIGHS_EVERY {
             self.refresh_highs(consumer)?;
         }
         Ok(())
+    }
+
+    /// Puts a fetched record into the merge (a progress record also moves
+    /// the gate; a ping in the current schema is decoded here).
+    fn take(&mut self, msg: KafkaResult<BorrowedMessage<'_>>) {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition = self.p, error = %e, "consumer error");
+                return;
+            }
+        };
+        let Some(input) = self.input_of(msg.topic(), msg.partition()) else { return };
+        let mut timestamp = match msg.timestamp() {
+            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
+            Timestamp::NotAvailable => 0,
+        };
+        let mut source = None;
+        if self.is_progress(input, msg.key()) {
+            // Its task's routes before it in this partition are fetched
+            // already (offset order); it holds nothing back in the merge.
+            match msg.payload().map(|v| self.env.codec.decode_route_progress(v)) {
+                Some(Ok(pr)) => {
+                    tracing::debug!(task = %self.name, from = pr.task, through = pr.through, offset = msg.offset(), "route progress");
+                    self.gate.update(pr.task, pr.through, msg.offset());
+                    self.control.gate_open.store(self.gate.limit() == i64::MAX, Ordering::Relaxed);
+                    source = Some(pr.task);
+                }
+                _ => tracing::warn!(task = %self.name, offset = msg.offset(), "unreadable route progress record"),
+            }
+            timestamp = i64::MIN;
+        } else if self.inputs[input].lanes > 1 {
+            source = msg.headers().and_then(source_of);
+        }
+        // A record without a readable source (dead-lettered when
+        // processed) keeps to lane 0.
+        let lane = source.and_then(|q| usize::try_from(q).ok()).filter(|q| *q < self.inputs[input].lanes).unwrap_or(0);
+        let ping = match (self.inputs[input].topic, msg.key(), msg.payload()) {
+            (Topic::Pings, Some(key), Some(value)) => self.env.codec.decode_current_ping(key, value),
+            _ => None,
+        };
+        let body = match ping {
+            Some((tenant, ping)) => Body::Ping { tenant: tenant.into(), ping },
+            None => Body::Raw { key: msg.key().map(<[u8]>::to_vec), value: msg.payload().map(<[u8]>::to_vec) },
+        };
+        self.merger.push(Record { input, lane, offset: msg.offset(), timestamp, body });
     }
 
     /// Asks the broker for every input's high watermark (one ListOffsets
@@ -650,6 +712,7 @@ impl Task {
         if self.progress_sent.is_some_and(|(v, at)| v == i64::MAX && at.elapsed() < PROGRESS_EVERY) {
             return Ok(());
         }
+        tracing::debug!(task = %self.name, "caught up: sending progress");
         let records = self.progress_records(i64::MAX)?;
         let (producer, timeout) = (self.producer.clone(), self.env.limits.timeout);
         let name = self.name.clone();
