@@ -165,7 +165,8 @@ pub struct TaskControl {
     pub stop: AtomicBool,
     /// The partition is gone: return without writing anything more.
     pub lost: AtomicBool,
-    /// Restored, nothing buffered, every input caught up, nothing uncommitted.
+    /// Restored, nothing buffered, every input caught up, nothing
+    /// uncommitted but stage one's progress records.
     pub idle: AtomicBool,
     /// Restored and consuming.
     pub ready: AtomicBool,
@@ -232,6 +233,10 @@ struct Task {
     seq: u64,
     dead: Vec<DeadLetter>,
     pending: usize,
+    /// Of `pending`, stage one's progress records: their only effect (the
+    /// gate) is in memory and rebuilt from the routes partition, so they
+    /// are committed lazily and do not make the task busy.
+    pending_progress: usize,
     changelog: String,
     /// Its own idempotent producer: a fatal producer error ends this task
     /// only, and its restart gets a fresh one.
@@ -247,6 +252,8 @@ struct Task {
     counted: Vec<u64>,
     /// The previous batch's commit, still producing.
     in_flight: Option<std::thread::JoinHandle<Result<(), TaskError>>>,
+    /// Whether that batch held more than progress records.
+    in_flight_data: bool,
     /// The order of this batch's records: `(lane number, run length)`.
     order: Vec<(u32, u32)>,
     /// A batch cut short by a crash, being re-processed in its recorded order.
@@ -264,6 +271,10 @@ const FETCH_CHUNK: usize = 8192;
 /// The vehicle stage's bound on records held in the merge: a gate shut for
 /// long (stage one down or catching up) must not fill memory with pings.
 const MAX_HELD: usize = 4 * FETCH_CHUNK;
+
+/// How long a batch of nothing but stage one's progress records may wait
+/// for its commit (an idle stage one repeats its claim every second).
+const PROGRESS_COMMIT_EVERY: Duration = Duration::from_secs(30);
 
 /// How often caught-up inputs' high watermarks are refreshed.
 const HIGHS_EVERY: Duration = Duration::from_millis(200);
@@ -386,6 +397,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         seq: stage.seq_base(),
         dead: Vec::new(),
         pending: 0,
+        pending_progress: 0,
         changelog,
         producer,
         owner,
@@ -394,6 +406,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         last_input: std::cell::Cell::new(0),
         counted: Vec::new(),
         in_flight: None,
+        in_flight_data: false,
         order: Vec::new(),
         replay: None,
     };
@@ -569,7 +582,13 @@ impl Task {
                 }
             }
             let idle = self.merger.idle();
-            if self.pending > 0 && (idle || last_commit.elapsed() >= self.env.limits.commit_interval) {
+            let data = self.pending > self.pending_progress;
+            let due = if data {
+                idle || last_commit.elapsed() >= self.env.limits.commit_interval
+            } else {
+                last_commit.elapsed() >= PROGRESS_COMMIT_EVERY
+            };
+            if self.pending > 0 && due {
                 self.commit()?;
                 last_commit = Instant::now();
             }
@@ -582,7 +601,9 @@ impl Task {
             if self.in_flight.as_ref().is_some_and(|h| h.is_finished()) {
                 self.wait_in_flight()?;
             }
-            self.control.idle.store(idle && self.pending == 0 && self.in_flight.is_none(), Ordering::SeqCst);
+            let committing = self.in_flight.is_some() && self.in_flight_data;
+            let busy = self.pending > self.pending_progress || committing;
+            self.control.idle.store(idle && !busy, Ordering::SeqCst);
         }
     }
 
@@ -764,6 +785,7 @@ impl Task {
         self.control.processed.fetch_add(1, Ordering::Relaxed);
         self.counted[r.input] += 1;
         if self.is_progress(r.input, r.key()) {
+            self.pending_progress += 1;
             return;
         }
         let input = &self.inputs[r.input];
@@ -942,7 +964,9 @@ impl Task {
             self.progress_sent = Some((self.through, Instant::now()));
         }
         self.dead.clear();
+        self.in_flight_data = self.pending > self.pending_progress;
         self.pending = 0;
+        self.pending_progress = 0;
         Ok(())
     }
 
