@@ -60,8 +60,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::message::{Message, Timestamp};
@@ -260,17 +259,10 @@ struct Task {
     replay: Option<Plan>,
 }
 
-/// The vehicle stage's routes partition, polled apart from its pings.
-type RoutesQueue = PartitionQueue<DefaultConsumerContext>;
-
 /// Records taken from the consumer between two rounds of the merge: the
 /// merge's buffers stay small and keep their memory (taking a whole batch
 /// at once grew them by tens of MB each time, in fresh pages).
 const FETCH_CHUNK: usize = 8192;
-
-/// The vehicle stage's bound on records held in the merge: a gate shut for
-/// long (stage one down or catching up) must not fill memory with pings.
-const MAX_HELD: usize = 4 * FETCH_CHUNK;
 
 /// How long a batch of nothing but stage one's progress records may wait
 /// for its commit (an idle stage one repeats its claim every second).
@@ -342,13 +334,11 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         elapsed_ms = started.elapsed().as_millis() as u64,
         "task ready"
     );
-    let consumer: Arc<BaseConsumer> = Arc::new(
-        consumer_config(&env.brokers, "geoclock-task")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "50")
-            .create()?,
-    );
+    let consumer: BaseConsumer = consumer_config(&env.brokers, "geoclock-task")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .create()?;
     let inputs = inputs(stage, p, &env, &consumer)?;
     let mut starts = Vec::with_capacity(inputs.len());
     let mut tpl = TopicPartitionList::new();
@@ -364,21 +354,9 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
     consumer.assign(&tpl)?;
     let partitions = env.catalogue.partitions.max(1) as usize;
     // Stage one's caught-up claims from before now may be stale ([`Gate`]).
-    // The routes partition gets a queue of its own: librdkafka stops
-    // fetching a partition while the queue it feeds is full, so behind a
-    // backlog of pings on the shared queue, routes and stage one's progress
-    // would arrive a second or more late (and hold every ping back).
-    let (fresh_from, routes) = match stage {
-        Stage::Vehicles => {
-            let topic = env.catalogue.name(Topic::FenceRoutes);
-            let fresh_from = consumer.fetch_watermarks(&topic, p, env.limits.timeout)?.1;
-            let queue = consumer.split_partition_queue(&topic, p).ok_or_else(|| TaskError::State {
-                partition: p,
-                error: format!("no queue of its own for {topic}/{p}"),
-            })?;
-            (fresh_from, Some(queue))
-        }
-        Stage::Appointments => (0, None),
+    let fresh_from = match stage {
+        Stage::Vehicles => consumer.fetch_watermarks(&env.catalogue.name(Topic::FenceRoutes), p, env.limits.timeout)?.1,
+        Stage::Appointments => 0,
     };
     let mut task = Task {
         stage,
@@ -430,7 +408,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
     }
     task.control.gate_open.store(stage == Stage::Appointments, Ordering::Relaxed);
     task.control.ready.store(true, Ordering::SeqCst);
-    task.run(&consumer, routes.as_ref())
+    task.run(&consumer)
 }
 
 /// The name of the local flag saying task `(stage, p)`'s rows were left by
@@ -531,7 +509,7 @@ fn load_engines(stage: Stage, p: i32, env: &TaskEnv) -> Result<BTreeMap<String, 
 }
 
 impl Task {
-    fn run(&mut self, consumer: &BaseConsumer, routes: Option<&RoutesQueue>) -> Result<(), TaskError> {
+    fn run(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
         let mut last_commit = Instant::now();
         let mut last_wait_log = Instant::now();
         let label = self.name.clone();
@@ -556,7 +534,7 @@ impl Task {
                 tracing::info!(partition = self.p, "task stopped");
                 return Ok(());
             }
-            self.fetch(consumer, routes)?;
+            self.fetch(consumer)?;
             if self.replay.is_some() {
                 self.replay_step()?;
                 last_commit = Instant::now();
@@ -629,25 +607,11 @@ impl Task {
         self.commit()
     }
 
-    /// Polls what the consumer has (the routes partition's own queue first,
-    /// then the rest, waiting briefly when it has nothing) and refreshes
-    /// every input's high watermark.
-    fn fetch(&mut self, consumer: &BaseConsumer, routes: Option<&RoutesQueue>) -> Result<(), TaskError> {
-        // Vehicle stage: with [`MAX_HELD`] records held back (by the gate,
-        // or a routes lane not caught up), take no more pings (librdkafka's
-        // own queue bounds what it prefetches); only routes can free them,
-        // and they come on their own queue.
-        let full = routes.is_some() && self.merger.buffered() >= MAX_HELD;
-        if let Some(q) = routes {
-            let mut wait = if full { Duration::from_millis(20) } else { Duration::ZERO };
-            for _ in 0..FETCH_CHUNK {
-                let Some(msg) = q.poll(wait) else { break };
-                wait = Duration::ZERO;
-                self.take(msg);
-            }
-        }
+    /// Polls what the consumer has (waiting briefly when it has nothing)
+    /// and refreshes every input's high watermark.
+    fn fetch(&mut self, consumer: &BaseConsumer) -> Result<(), TaskError> {
         let mut wait = Duration::from_millis(20);
-        for _ in 0..if full { 0 } else { FETCH_CHUNK } {
+        for _ in 0..FETCH_CHUNK {
             let Some(msg) = consumer.poll(wait) else { break };
             wait = Duration::ZERO;
             self.take(msg);
