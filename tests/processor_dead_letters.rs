@@ -9,15 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geoclock::engine::Event;
-use geoclock::kafka::admin::ensure_topics;
-use geoclock::kafka::codec::Codec;
 use geoclock::kafka::registry::FileRegistry;
-use geoclock::kafka::topics::{Catalogue, Topic};
+use geoclock::kafka::topics::Topic;
 use geoclock::processor::{Config, Processor};
-use geoclock::scenario::Scenario;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use support::broker::{Broker, Storage};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -27,16 +23,8 @@ fn drain(brokers: &str, topic: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
 
 #[test]
 fn malformed_records_are_dead_lettered_and_processing_goes_on() {
-    let broker = Broker::start(Storage::Memory);
-    let brokers = broker.brokers().to_string();
-    let catalogue = Catalogue { prefix: "dlq".into(), partitions: 1, replication: 1 };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(ensure_topics(&brokers, &catalogue, T)).unwrap();
-    let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).unwrap();
-    let scenario =
-        Scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/arrival_basic.yaml"))
-            .unwrap();
-    let pure = scenario.run().unwrap();
+    let support::ScenarioWorld { broker: _broker, brokers, catalogue, rt, codec, scenario, pure } =
+        support::scenario_world("dlq", "arrival_basic.yaml");
 
     let pings = catalogue.name(Topic::Pings);
     let users = catalogue.name(Topic::Users);

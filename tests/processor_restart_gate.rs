@@ -11,16 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geoclock::engine::Event;
-use geoclock::kafka::admin::ensure_topics;
-use geoclock::kafka::codec::Codec;
 use geoclock::kafka::records::{RouteProgress, ROUTE_PROGRESS_KEY};
 use geoclock::kafka::registry::FileRegistry;
-use geoclock::kafka::topics::{Catalogue, Topic};
+use geoclock::kafka::topics::Topic;
 use geoclock::processor::{Config, Processor};
-use geoclock::scenario::Scenario;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use support::broker::{Broker, Storage};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -57,16 +53,8 @@ fn run_until_idle(config: &Config, rt: &tokio::runtime::Runtime) {
 
 #[test]
 fn an_appointment_mirrored_while_down_is_routed_before_later_pings() {
-    let broker = Broker::start(Storage::Memory);
-    let brokers = broker.brokers().to_string();
-    let catalogue = Catalogue { prefix: "rg".into(), partitions: 1, replication: 1 };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(ensure_topics(&brokers, &catalogue, T)).unwrap();
-    let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).unwrap();
-    let scenario =
-        Scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/arrival_basic.yaml"))
-            .unwrap();
-    let pure = scenario.run().unwrap();
+    let support::ScenarioWorld { broker: _broker, brokers, catalogue, rt, codec, scenario, pure } =
+        support::scenario_world("rg", "arrival_basic.yaml");
     assert!(pure.commands.len() >= 3, "the scenario decides an arrival: {:?}", pure.commands);
     let encode = |e: &Event| {
         let r = codec.encode_event(&scenario.tenant, e).unwrap();

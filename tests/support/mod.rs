@@ -16,3 +16,36 @@ pub fn scenario_files() -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// A broker with the topics of a one-partition catalogue named `prefix`, a
+/// codec for them, and a scenario file of `tests/scenarios/` with its pure
+/// run.
+#[allow(dead_code)]
+pub struct ScenarioWorld {
+    /// Kept alive: dropping it stops the broker.
+    pub broker: broker::Broker,
+    pub brokers: String,
+    pub catalogue: geoclock::kafka::topics::Catalogue,
+    pub rt: tokio::runtime::Runtime,
+    pub codec: geoclock::kafka::codec::Codec,
+    pub scenario: geoclock::scenario::Scenario,
+    pub pure: geoclock::scenario::Output,
+}
+
+#[allow(dead_code)]
+pub fn scenario_world(prefix: &str, file: &str) -> ScenarioWorld {
+    use std::sync::Arc;
+    let broker = broker::Broker::start(broker::Storage::Memory);
+    let brokers = broker.brokers().to_string();
+    let catalogue = geoclock::kafka::topics::Catalogue { prefix: prefix.into(), partitions: 1, replication: 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(geoclock::kafka::admin::ensure_topics(&brokers, &catalogue, std::time::Duration::from_secs(30)))
+        .unwrap();
+    let registry = Arc::new(geoclock::kafka::registry::FileRegistry::in_memory());
+    let codec = geoclock::kafka::codec::Codec::new(registry, &catalogue).unwrap();
+    let scenario =
+        geoclock::scenario::Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(file))
+            .unwrap();
+    let pure = scenario.run().unwrap();
+    ScenarioWorld { broker, brokers, catalogue, rt, codec, scenario, pure }
+}
