@@ -49,6 +49,20 @@ pub fn is_transient(e: &KafkaError) -> bool {
     )
 }
 
+/// A polled result with transient errors taken out: `Ok(None)` for one
+/// ([`is_transient`]; reported as `reader`'s, and the caller polls again),
+/// the message, or any other error.
+pub fn unless_transient<T>(r: Result<T, KafkaError>, reader: &str) -> Result<Option<T>, KafkaError> {
+    match r {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if is_transient(&e) => {
+            tracing::warn!(reader, error = %e, "consumer error; waiting it out");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

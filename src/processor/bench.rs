@@ -45,7 +45,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Config, Processor, ProcessorError, Stage};
 use crate::engine::{Action, Event};
 use crate::kafka::admin::ensure_topics;
-use crate::kafka::client::{consumer_config, is_transient};
+use crate::kafka::client::{consumer_config, unless_transient};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
@@ -450,8 +450,9 @@ fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<(u64, Dura
                 let mut n = 0u64;
                 let mut next = low;
                 while next < high {
-                    match c.poll(Duration::from_secs(10)) {
-                        Some(Ok(m)) => {
+                    let polled = c.poll(Duration::from_secs(10)).map(|r| unless_transient(r, "bench raw reader"));
+                    match polled {
+                        Some(Ok(Some(m))) => {
                             if n == 0 {
                                 let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
                                 f.get_or_insert_with(Instant::now);
@@ -460,7 +461,7 @@ fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<(u64, Dura
                             counter.0.store(n, Ordering::Relaxed);
                             next = m.offset() + 1;
                         }
-                        Some(Err(x)) if is_transient(&x) => tracing::warn!(error = %x, "bench reader: consumer error"),
+                        Some(Ok(None)) => {}
                         Some(Err(x)) => return Err(e("consume", x)),
                         None => return Err(e("consume", "stalled")),
                     }
@@ -515,14 +516,7 @@ fn command_latencies(brokers: &str, catalogue: &Catalogue, quiet: Duration) -> R
             }
             continue;
         };
-        let m = match m {
-            Ok(m) => m,
-            Err(x) if is_transient(&x) => {
-                tracing::warn!(error = %x, "bench reader: consumer error");
-                continue;
-            }
-            Err(x) => return Err(e("consume", x)),
-        };
+        let Some(m) = unless_transient(m, "bench latency reader").map_err(|x| e("consume", x))? else { continue };
         started = true;
         last = Instant::now();
         let visible = now_ms();

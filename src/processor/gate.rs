@@ -38,6 +38,11 @@ impl Gate {
         }
     }
 
+    /// Every stage-one task has said it is caught up (since the start).
+    pub(super) fn open(&self) -> bool {
+        self.limit() == i64::MAX
+    }
+
     /// Record times at or before this may leave.
     pub(super) fn limit(&self) -> i64 {
         self.through.iter().map(|t| t.unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN)

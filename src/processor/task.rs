@@ -560,8 +560,7 @@ impl Task {
                 }
             }
             let idle = self.merger.idle();
-            let data = self.pending > self.pending_progress;
-            let due = if data {
+            let due = if self.pending_data() {
                 idle || last_commit.elapsed() >= self.env.limits.commit_interval
             } else {
                 last_commit.elapsed() >= PROGRESS_COMMIT_EVERY
@@ -580,8 +579,7 @@ impl Task {
                 self.wait_in_flight()?;
             }
             let committing = self.in_flight.is_some() && self.in_flight_data;
-            let busy = self.pending > self.pending_progress || committing;
-            self.control.idle.store(idle && !busy, Ordering::SeqCst);
+            self.control.idle.store(idle && !self.pending_data() && !committing, Ordering::SeqCst);
         }
     }
 
@@ -645,7 +643,7 @@ impl Task {
                 Some(Ok(pr)) => {
                     tracing::debug!(task = %self.name, from = pr.task, through = pr.through, offset = msg.offset(), "route progress");
                     self.gate.update(pr.task, pr.through, msg.offset());
-                    self.control.gate_open.store(self.gate.limit() == i64::MAX, Ordering::Relaxed);
+                    self.control.gate_open.store(self.gate.open(), Ordering::Relaxed);
                     source = Some(pr.task);
                 }
                 _ => tracing::warn!(task = %self.name, offset = msg.offset(), "unreadable route progress record"),
@@ -928,10 +926,15 @@ impl Task {
             self.progress_sent = Some((self.through, Instant::now()));
         }
         self.dead.clear();
-        self.in_flight_data = self.pending > self.pending_progress;
+        self.in_flight_data = self.pending_data();
         self.pending = 0;
         self.pending_progress = 0;
         Ok(())
+    }
+
+    /// The uncommitted records include more than stage one's progress.
+    fn pending_data(&self) -> bool {
+        self.pending > self.pending_progress
     }
 
     /// Waits for the batch being committed, if any; its error is this task's.

@@ -26,7 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Output, Scenario, ScenarioError};
 use crate::engine::Command;
 use crate::kafka::admin::ensure_topics;
-use crate::kafka::client::is_transient;
+use crate::kafka::client::unless_transient;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
@@ -194,14 +194,7 @@ fn read_commands(
     let deadline = Instant::now() + timeout;
     while remaining > 0 && Instant::now() < deadline {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let msg = match msg {
-            Ok(msg) => msg,
-            Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, "scenario reader: consumer error");
-                continue;
-            }
-            Err(e) => return Err(err("consume", e)),
-        };
+        let Some(msg) = unless_transient(msg, "scenario reader").map_err(|e| err("consume", e))? else { continue };
         remaining -= 1;
         let Some(value) = msg.payload() else { continue };
         let c = codec.decode_command(value).map_err(|e| err("command", e))?;
