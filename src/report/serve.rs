@@ -3,6 +3,10 @@
 //! - `GET /report/{tenant}?day=YYYY-MM-DD&format=html|csv|json` (also
 //!   `/report/{tenant}.csv`, `.json`, `.html`): the tenant's report for its
 //!   local day (default: today in the tenant's zone; format default html).
+//! - `GET /report/{tenant}/explain/{appointment}?tech=ID&format=html|text|json`:
+//!   why each decision about the appointment was taken, or what stopped it
+//!   ([`crate::audit::explain`], from the replica's state); every report
+//!   row links to it. Same access rules as the report.
 //! - `GET /healthz` (alive), `GET /readyz` (the replica caught up once),
 //!   `GET /metrics` (`geoclock_report_requests_total{format,status}`,
 //!   `geoclock_report_replica_ready`).
@@ -35,14 +39,16 @@ use prometheus::{IntCounterVec, IntGauge, Registry};
 use sha2::{Digest, Sha256};
 
 use super::join::join;
-use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
+use super::render::{
+    content_security_policy, csv, explain_html, explain_security_policy, for_day, html, json, local_day, zone,
+};
 use super::replica::{Replica, ReplicaError};
 use crate::connect::metrics::{counter, render_registry};
 use crate::connect::tenants::Tenant;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
-use crate::model::Ts;
+use crate::model::{Id, Ts};
 use crate::sim::server::{serve, Running};
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +139,7 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
     let requests = counter(
         &registry,
         "geoclock_report_requests_total",
-        "Report requests by format (html, csv, json, other) and HTTP status.",
+        "Report requests by format (html, csv, json, other; explain: an explanation page) and HTTP status.",
         &["format", "status"],
     );
     let ready = IntGauge::new("geoclock_report_replica_ready", "1 once the report replica has caught up.")?;
@@ -147,6 +153,7 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
     });
     let router = Router::new()
         .route("/report/{tenant}", get(report))
+        .route("/report/{tenant}/explain/{appointment}", get(explain))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.render_metrics() }))
@@ -243,6 +250,22 @@ async fn report(
     response
 }
 
+/// The access rules of the module docs, for a tenant found (or not).
+fn access(tenant: Option<&Tenant>, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(tenant) = tenant else {
+        return Err(plain(StatusCode::NOT_FOUND, "no such report\n"));
+    };
+    let Some(expected) = tenant.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
+        return Err(plain(StatusCode::FORBIDDEN, "report disabled for this tenant\n"));
+    };
+    if !presented_token(headers, q).is_some_and(|given| token_matches(given, expected.expose())) {
+        let mut r = plain(StatusCode::UNAUTHORIZED, "a valid report token is required\n");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"geoclock-report\""));
+        return Err(r);
+    }
+    Ok(())
+}
+
 /// The answer, and the format it was for when known.
 async fn answer(
     app: &Arc<App>,
@@ -250,17 +273,11 @@ async fn answer(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> (Response, Option<Format>) {
-    let Some((tenant, suffix)) = resolve_tenant(&app.tenants, segment) else {
-        return (plain(StatusCode::NOT_FOUND, "no such report\n"), None);
-    };
-    let Some(expected) = tenant.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
-        return (plain(StatusCode::FORBIDDEN, "report disabled for this tenant\n"), suffix);
-    };
-    if !presented_token(headers, q).is_some_and(|given| token_matches(given, expected.expose())) {
-        let mut r = plain(StatusCode::UNAUTHORIZED, "a valid report token is required\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"geoclock-report\""));
-        return (r, suffix);
+    let resolved = resolve_tenant(&app.tenants, segment);
+    if let Err(r) = access(resolved.map(|(t, _)| t), q, headers) {
+        return (r, resolved.and_then(|(_, s)| s));
     }
+    let Some((tenant, suffix)) = resolved else { return (plain(StatusCode::NOT_FOUND, "no such report\n"), None) };
     let format = match (suffix, q.get("format").map(String::as_str)) {
         (s, None) => s.unwrap_or(Format::Html),
         (None, Some(f)) => match Format::parse(f) {
@@ -294,6 +311,72 @@ async fn answer(
         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "report not built\n"),
     };
     (response, Some(format))
+}
+
+/// `GET /report/{tenant}/explain/{appointment}` (module docs).
+async fn explain(
+    State(app): State<Arc<App>>,
+    Path((tenant, appointment)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let found = app.tenants.get(&tenant);
+    if let Err(r) = access(found, &q, &headers) {
+        app.requests.with_label_values(&["explain", r.status().as_str()]).inc();
+        return r;
+    }
+    let Some(tenant) = found.cloned() else { return plain(StatusCode::NOT_FOUND, "no such report\n") };
+    let format = q.get("format").map(String::as_str).unwrap_or("html").to_string();
+    if !matches!(format.as_str(), "html" | "text" | "json") {
+        return plain(StatusCode::BAD_REQUEST, "format must be html, text or json\n");
+    }
+    if !app.replica.ready() {
+        let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "the report is catching up; try again shortly\n");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return r;
+    }
+    let tech = q.get("tech").filter(|t| !t.is_empty()).map(|t| Id::from(t.as_str()));
+    let appt = Id::from(appointment.as_str());
+    let a = app.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        a.replica.explanation(&tenant.name, &tenant.settings, &appt, tech.as_ref()).map(|e| (e, tenant))
+    })
+    .await;
+    let common = [
+        (header::CACHE_CONTROL, "no-store".to_string()),
+        (header::REFERRER_POLICY, "no-referrer".to_string()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+    ];
+    let response = match built {
+        Ok(Ok((Some(e), tenant))) => match format.as_str() {
+            "json" => (
+                common,
+                [(header::CONTENT_TYPE, "application/json".to_string())],
+                serde_json::to_string_pretty(&e).unwrap_or_default(),
+            )
+                .into_response(),
+            "text" => {
+                (common, [(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string())], e.text()).into_response()
+            }
+            _ => (
+                common,
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+                    (header::CONTENT_SECURITY_POLICY, explain_security_policy()),
+                ],
+                explain_html(&tenant.name, &e),
+            )
+                .into_response(),
+        },
+        Ok(Ok((None, _))) => plain(StatusCode::NOT_FOUND, "no such appointment in the report's state\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "explanation not built");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "report state not readable\n")
+        }
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "explanation not built\n"),
+    };
+    app.requests.with_label_values(&["explain", response.status().as_str()]).inc();
+    response
 }
 
 /// The report of `tenant` for `day` in `format`. Blocking.
@@ -331,9 +414,8 @@ fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<R
             csv(&lines, tz),
         )
             .into_response(),
-        Format::Json => {
-            (common, [(header::CONTENT_TYPE, "application/json".to_string())], json(&lines)).into_response()
-        }
+        Format::Json => (common, [(header::CONTENT_TYPE, "application/json".to_string())], json(&tenant.name, &lines))
+            .into_response(),
     })
 }
 

@@ -1,5 +1,7 @@
 pub mod broker;
 #[allow(dead_code)]
+pub mod compaction;
+#[allow(dead_code)]
 pub mod kafka;
 
 use std::path::{Path, PathBuf};
