@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use geoclock::connect::tenants::{parse, Tenant};
+use geoclock::config::tenants::{parse, Tenant};
 use geoclock::connect::{start, Connector, Options, Vendor};
 use geoclock::engine::{EntityRef, Event};
 use geoclock::kafka::admin::ensure_topics;

@@ -34,7 +34,7 @@ const PARTITIONS: i32 = 3;
 const AZUGA_BUDGET_MS: u64 = 250;
 
 struct Rig {
-    rt: tokio::runtime::Runtime,
+    _rt: tokio::runtime::Runtime,
     broker: Broker,
     catalogue: Catalogue,
     codec: Arc<Codec>,
@@ -98,7 +98,20 @@ report_token = {{ value = "report-token-1" }}
         .expect("tenants file");
         let seen =
             tail(broker.brokers(), &[catalogue.name(Topic::Results), catalogue.name(Topic::DeadLetters)], PARTITIONS);
-        Rig { rt, broker, catalogue, codec, world, st, az, smtp, _servers: vec![st_run, az_run], dir, tenants, seen }
+        Rig {
+            _rt: rt,
+            broker,
+            catalogue,
+            codec,
+            world,
+            st,
+            az,
+            smtp,
+            _servers: vec![st_run, az_run],
+            dir,
+            tenants,
+            seen,
+        }
     }
 
     fn send(&self, commands: &[Command]) {
@@ -115,7 +128,7 @@ report_token = {{ value = "report-token-1" }}
     }
 
     fn config(&self, kind: SinkKind) -> SinkConfig {
-        let tenants = geoclock::connect::tenants::load(&self.tenants).expect("tenants");
+        let tenants = geoclock::config::tenants::load(&self.tenants).expect("tenants");
         let mut c = SinkConfig::new(
             kind,
             self.broker.brokers(),
@@ -124,14 +137,13 @@ report_token = {{ value = "report-token-1" }}
             tenants,
             Arc::new(FileRegistry::in_memory()),
         );
-        c.linger = Duration::from_millis(50);
         c.backoff.base = Duration::from_millis(50);
         c.backoff.cap = Duration::from_millis(800);
         c
     }
 
     fn start(&self, kind: SinkKind) -> Sink {
-        Sink::start(self.config(kind), self.rt.handle().clone()).expect("sink starts")
+        Sink::start(self.config(kind)).expect("sink starts")
     }
 
     /// A `geoclock sink KIND` process.
@@ -662,7 +674,7 @@ fn the_daily_report_is_mailed_once_per_tenant_and_day() {
         // Two sink runs (a restart): the report goes out once.
         let mut c = rig.config(SinkKind::Email);
         c.report_url = Some(url.clone());
-        let sink = Sink::start(c, rig.rt.handle().clone()).expect("sink");
+        let sink = Sink::start(c).expect("sink");
         rig.wait_results(&HashSet::from([id.clone()]), Duration::from_secs(60));
         sink.stop().expect("clean stop");
     }
