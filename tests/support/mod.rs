@@ -1,5 +1,7 @@
 pub mod broker;
 #[allow(dead_code)]
+pub mod connect;
+#[allow(dead_code)]
 pub mod kafka;
 #[allow(dead_code)]
 pub mod sinks;
