@@ -11,7 +11,7 @@ NISSHI_VERSION=0.8.1
 BIN="$CACHE/tools/bin/nisshi"
 
 need_apt=()
-for pkg in pkg-config zlib1g-dev make g++ libclang-dev chromium; do
+for pkg in pkg-config zlib1g-dev make g++ libclang-dev libssl-dev libsasl2-dev chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

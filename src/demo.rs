@@ -212,6 +212,7 @@ impl Demo {
                 listen: "127.0.0.1:0".into(),
                 public_url: None,
                 register_webhooks: true,
+                policy: Default::default(),
                 state_dir: opts.state_dir.join("connect"),
             };
             let c = runtime

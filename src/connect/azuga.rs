@@ -59,10 +59,10 @@ const HOOK_CURSOR: &str = "webhook_registered";
 const HISTORY_CURSOR: &str = "location_history";
 
 impl Task {
-    pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook_url: Option<String>) -> Task {
+    pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook_url: Option<String>, policy: Policy) -> Task {
         let stop = Stop::new();
         let observer = Arc::new(out.call_metrics("azuga"));
-        let client = Client::new(cfg.clone(), Duration::from_secs(30), Policy::default(), stop.clone(), observer);
+        let client = Client::new(cfg.clone(), Duration::from_secs(30), policy, stop.clone(), observer);
         Task { client: Arc::new(client), ledger, out, cfg, hook_url, stop }
     }
 

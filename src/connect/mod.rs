@@ -42,6 +42,7 @@ use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
 use crate::model::Ping;
 use crate::vendor::call::{Stop, VendorError};
+use crate::vendor::retry::Policy;
 use inbox::{Inbox, TenantInbox};
 use ledger::{Ledger, LedgerError};
 use metrics::Metrics;
@@ -96,6 +97,9 @@ pub struct Options {
     pub register_webhooks: bool,
     /// Ledgers live here, one file per (vendor, tenant).
     pub state_dir: PathBuf,
+    /// How the vendor clients retry reads (the longest `Retry-After`
+    /// honoured included).
+    pub policy: Policy,
 }
 
 /// Runs a vendor call on tokio's blocking pool (vendor clients block: they
@@ -172,7 +176,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                 let hook = opts
                     .register_webhooks
                     .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
-                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook);
+                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
                 tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
             }
@@ -184,7 +188,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                 let hook = opts
                     .register_webhooks
                     .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
-                let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook);
+                let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
                 tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
             }

@@ -87,10 +87,10 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook_url: Option<String>) -> Task {
+    pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook_url: Option<String>, policy: Policy) -> Task {
         let stop = Stop::new();
         let observer = Arc::new(out.call_metrics("servicetrade"));
-        let client = Client::new(cfg.clone(), Duration::from_secs(30), Policy::default(), stop.clone(), observer);
+        let client = Client::new(cfg.clone(), Duration::from_secs(30), policy, stop.clone(), observer);
         Task {
             client: Arc::new(client),
             ledger,

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::topics::{check, Catalogue, TopicError};
@@ -41,7 +40,7 @@ pub struct EnsureReport {
 }
 
 pub fn admin_client(brokers: &str) -> Result<AdminClient<DefaultClientContext>, AdminError> {
-    Ok(ClientConfig::new().set("bootstrap.servers", brokers).set("client.id", "geoclock-admin").create()?)
+    Ok(super::client::base(brokers).set("client.id", "geoclock-admin").create()?)
 }
 
 /// Partition counts of every topic on the cluster.

@@ -44,7 +44,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::TopicPartitionList;
 use serde::Deserialize;
@@ -247,7 +246,15 @@ impl Group {
 
 struct GroupContext(Arc<Group>);
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client::log_line("processor", level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client::error_line("processor", &error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -326,8 +333,7 @@ impl Processor {
         };
         let pings = config.catalogue.name(Topic::Pings);
         let group = Arc::new(Group { env, pings: pings.clone(), tasks: Mutex::new(BTreeMap::new()) });
-        let consumer: BaseConsumer<GroupContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let consumer: BaseConsumer<GroupContext> = crate::kafka::client::base(&config.brokers)
             .set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")

@@ -59,7 +59,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
@@ -306,8 +305,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         chunk: 5_000,
         timeout: env.limits.timeout,
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
+    let producer: FutureProducer = crate::kafka::client::base(&env.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // nisshi answers OutOfOrderSequenceNumber to pipelined idempotent

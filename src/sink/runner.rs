@@ -275,7 +275,15 @@ impl Shared {
 
 struct Ctx(Arc<Shared>);
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client::log_line(self.0.kind.component(), level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client::error_line(self.0.kind.component(), &error, reason);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -356,8 +364,12 @@ impl Sink {
                 .map_err(|e| SinkError::Codec(e.to_string()))?
                 .with_unknown_grace(config.unknown_schema_grace),
         );
-        let producer = SyncProducer::new(&producer_config(&config.brokers, &component), config.catalogue.clone())
-            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        let producer = SyncProducer::new(
+            &producer_config(&config.brokers, &component),
+            config.catalogue.clone(),
+            kind.component(),
+        )
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
         let commands = config.catalogue.name(Topic::Commands);
         let results = Arc::new(Results {
             kind,

@@ -101,6 +101,7 @@ pub fn options(brokers: &str, catalogue: &Catalogue, dir: &Path, listen: &str) -
         listen: listen.into(),
         public_url: None,
         register_webhooks: true,
+        policy: Default::default(),
         state_dir: dir.to_path_buf(),
     }
 }
