@@ -220,6 +220,9 @@ impl Group {
         for r in running {
             let _ = r.thread.join();
         }
+        for s in Stage::ALL {
+            self.env.metrics.forget_task(&s.task(p));
+        }
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -316,7 +319,7 @@ impl Processor {
             .with_unknown_grace(config.unknown_schema_grace);
         std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Changelog(e.to_string()))?;
         let store = RocksStore::open(&config.state_dir, &STATE_STORES, &config.rocks)?;
-        let metrics = Arc::new(metrics::Metrics::new());
+        let metrics = Arc::new(metrics::Metrics::new(config.tenants.tenants.keys().map(String::as_str)));
         let metrics_addr = match config.metrics_addr {
             Some(a) => Some(metrics::serve(a, metrics.clone()).map_err(ProcessorError::Metrics)?),
             None => None,
