@@ -49,6 +49,14 @@ const TENANTS: [(&str, &str); 2] = [("acme", "America/New_York"), ("globex", "Am
 /// Simulated seconds per wall-clock second.
 const SPEED: f64 = 60.0;
 const OUTAGE_S: u64 = 300;
+/// Secrets of the run, distinct enough to grep every log for.
+const ST_PASSWORD: &str = "st-pw-c41e2b";
+const AZ_KEY: &str = "az-key-5e2d97";
+const KAFKA_PASSWORD: &str = "kafka-pw-31ac08";
+
+fn hook_secret(tenant: &str, vendor: &str) -> String {
+    format!("{tenant}-{vendor}-hook-7f03aa")
+}
 
 /// The pipeline's processes, restartable by name.
 struct Procs {
@@ -63,6 +71,9 @@ impl Procs {
         let child = Proc::new(env!("CARGO_BIN_EXE_geoclock"))
             .args(&self.specs[name])
             .env("GEOCLOCK_LOG", "info")
+            // A Kafka client property holding a secret (ignored by a
+            // plaintext broker): it must never be logged.
+            .env("GEOCLOCK_KAFKA_SASL_PASSWORD", KAFKA_PASSWORD)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -130,15 +141,15 @@ settings = {{ window_hours = 2 }}
 [tenants.servicetrade]
 base_url = "{st}"
 username = "geoclock-admin"
-password = {{ value = "secret" }}
-webhook_secret = {{ value = "{name}-st-hook" }}
+password = {{ value = "{ST_PASSWORD}" }}
+webhook_secret = {{ value = "{st_hook}" }}
 reconcile_interval_ms = 3000
 full_sweep_every = 10
 api_interval_ms = 0
 [tenants.azuga]
 base_url = "{az}"
-api_key = {{ value = "azuga-key" }}
-webhook_secret = {{ value = "{name}-az-hook" }}
+api_key = {{ value = "{AZ_KEY}" }}
+webhook_secret = {{ value = "{az_hook}" }}
 rate_limit_ms = 300
 poll_interval_ms = 3000
 entity_sync_interval_ms = 6000
@@ -152,6 +163,8 @@ smtp_url = {{ value = "smtp://{smtp}" }}
             name = t.name,
             st = t.st_url,
             az = t.az_url,
+            st_hook = hook_secret(t.name, "st"),
+            az_hook = hook_secret(t.name, "az"),
         ));
     }
     std::fs::write(path, text).expect("tenants file");
@@ -317,8 +330,11 @@ fn a_day_for_two_tenants_through_vendor_chaos_outages_and_kills_takes_effect_exa
             w.pairings[0].from = Ts(-1);
         }
         let clocks = std::mem::take(&mut w.clocks);
-        let (st, st_run) = rt.block_on(ServiceTradeSim::start(st::Config::default(), &w, "127.0.0.1:0")).unwrap();
-        let az_config = azuga::Config { rate_limit_ms: 300, ..azuga::Config::default() };
+        let mut st_config = st::Config::default();
+        st_config.accounts[0].password = ST_PASSWORD.into();
+        let (st, st_run) = rt.block_on(ServiceTradeSim::start(st_config, &w, "127.0.0.1:0")).unwrap();
+        let az_config =
+            azuga::Config { rate_limit_ms: 300, api_keys: vec![AZ_KEY.into()], ..azuga::Config::default() };
         let (az, az_run) = rt.block_on(AzugaSim::start(az_config, &w, "127.0.0.1:0")).unwrap();
         tenants.push(Tenant { name, st, az, st_url: st_run.url(), az_url: az_run.url() });
         servers.push(st_run);
@@ -378,6 +394,7 @@ fn a_day_for_two_tenants_through_vendor_chaos_outages_and_kills_takes_effect_exa
     let start = first.minus_millis(30 * 60_000);
     let end = last.plus_millis(30 * 60_000);
     let day_over = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
     let driver = {
         let sims: Vec<(Arc<ServiceTradeSim>, Arc<AzugaSim>)> =
             tenants.iter().map(|t| (t.st.clone(), t.az.clone())).collect();
@@ -385,7 +402,6 @@ fn a_day_for_two_tenants_through_vendor_chaos_outages_and_kills_takes_effect_exa
             worlds.iter().map(|(c, _)| c.iter().cloned().collect()).collect();
         let day_over = day_over.clone();
         std::thread::spawn(move || {
-            let t0 = Instant::now();
             loop {
                 let now = start.plus_millis((t0.elapsed().as_secs_f64() * SPEED * 1000.0) as i64);
                 for (i, (st, az)) in sims.iter().enumerate() {
@@ -406,13 +422,18 @@ fn a_day_for_two_tenants_through_vendor_chaos_outages_and_kills_takes_effect_exa
     let day_wall = Duration::from_secs_f64((end.millis() - start.millis()) as f64 / 1000.0 / SPEED);
     eprintln!("chaos: the day takes {:.0} s of wall time", day_wall.as_secs_f64());
 
-    // Baseline (once arrivals have begun), then globex's ServiceTrade goes
-    // down for five minutes.
-    let baseline_from = Instant::now();
+    // Baseline (after half a minute of warm-up), then globex's ServiceTrade
+    // goes down for five minutes once a third of acme's technicians have
+    // clocked in, so both windows hold enough of acme's clock changes.
     let wall_ms = || chrono::Utc::now().timestamp_millis();
-    std::thread::sleep(Duration::from_secs(60));
+    let sim_to_wall = |t: Ts| t0 + Duration::from_secs_f64((t.millis() - start.millis()).max(0) as f64 / 1000.0 / SPEED);
+    std::thread::sleep(Duration::from_secs(30));
     let baseline_start_ms = wall_ms();
-    std::thread::sleep(Duration::from_secs(160));
+    let mut acme_clocks: Vec<Ts> = worlds[0].0.iter().map(|c| c.time).collect();
+    acme_clocks.sort();
+    let outage_at = sim_to_wall(acme_clocks[(acme_clocks.len() / 3).max(1)]).max(Instant::now());
+    std::thread::sleep(outage_at.saturating_duration_since(Instant::now()));
+    let baseline_from = t0;
     let outage_start_ms = wall_ms();
     chaos_rule(&tenants[1].st_url, json!({"outage_s": OUTAGE_S, "status": 503, "retry_after_s": 20}));
     eprintln!("chaos: globex ServiceTrade down for {OUTAGE_S} s from {:.0} s", baseline_from.elapsed().as_secs_f64());
@@ -529,6 +550,21 @@ fn a_day_for_two_tenants_through_vendor_chaos_outages_and_kills_takes_effect_exa
         "acme's p99 during globex's outage ({p_during} ms) is over twice its p99 before ({p_before} ms)"
     );
     assert!(registry_refused > 0, "a process asked the registry while it was down");
+    // No secret of the tenants file or the Kafka properties in any log line.
+    let mut secrets = vec![ST_PASSWORD.to_string(), AZ_KEY.to_string(), KAFKA_PASSWORD.to_string()];
+    for (t, _) in TENANTS {
+        secrets.push(hook_secret(t, "st"));
+        secrets.push(hook_secret(t, "az"));
+    }
+    let mut lines = 0;
+    for n in procs.specs.keys() {
+        let log = procs.log(n);
+        lines += log.lines().count();
+        for s in &secrets {
+            assert!(!log.contains(s.as_str()), "{n}'s log holds a secret");
+        }
+    }
+    eprintln!("chaos: {lines} log lines of {} processes hold none of {} secrets", procs.specs.len(), secrets.len());
     for t in &tenants {
         let _ = t.st.snapshot();
     }

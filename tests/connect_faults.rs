@@ -215,3 +215,45 @@ fn a_connector_whose_clock_is_behind_azugas_keeps_live_fixes() {
         c_az.stop().await;
     });
 }
+
+/// A change stamped earlier than it shows up in listings (ServiceTrade's
+/// stamps and its listings need not agree in time) is still picked up: the
+/// reconcile cursor is the pass's start less an overlap, not the newest
+/// stamp seen (which had already moved past it).
+#[test]
+fn a_change_stamped_before_the_newest_one_seen_is_not_missed() {
+    let s = setup("cursor");
+    let w = world(4);
+    let (sts, st_run) = s.rt.block_on(ServiceTradeSim::start(st::Config::default(), &w, "127.0.0.1:0")).unwrap();
+    let (_azs, az_run) = s
+        .rt
+        .block_on(AzugaSim::start(azuga::Config { rate_limit_ms: 50, ..azuga::Config::default() }, &w, "127.0.0.1:0"))
+        .unwrap();
+    // No webhooks (they would fetch the change whatever the cursor), no
+    // full sweeps: reconciliation alone.
+    let t = tenants_with(&st_run.url(), &az_run.url(), "", "");
+    let t: Vec<_> = t
+        .into_iter()
+        .map(|mut t| {
+            if let Some(st) = t.servicetrade.as_mut() {
+                st.full_sweep_every = 1000;
+            }
+            t
+        })
+        .collect();
+    let mut o = options(&s.brokers, &s.catalogue, &s.dir, "127.0.0.1:0");
+    o.register_webhooks = false;
+    let c_st = s.rt.block_on(geoclock::connect::start(geoclock::connect::Vendor::ServiceTrade, o, &t)).unwrap();
+    wait_until("the first sync", 30, || w.jobs.iter().all(|j| has(&s, &Event::Job(j.clone()))));
+    let now_s = chrono::Utc::now().timestamp();
+    let mut y = w.jobs[0].clone();
+    y.number = Some(Id::text("J-Y"));
+    sts.apply_stamped(Event::Job(y.clone()), None, now_s).unwrap();
+    wait_until("Y is published", 30, || has(&s, &Event::Job(y.clone())));
+    // X shows up now, stamped 20 s before Y.
+    let mut x = w.jobs[1].clone();
+    x.number = Some(Id::text("J-X"));
+    sts.apply_stamped(Event::Job(x.clone()), None, now_s - 20).unwrap();
+    wait_until("X, stamped before Y, is published too", 30, || has(&s, &Event::Job(x.clone())));
+    s.rt.block_on(c_st.stop());
+}

@@ -57,13 +57,17 @@ fn ambiguous_answers_are_looked_up_never_resent_blind() {
     let injected = rig.st.calls().snapshot("/api/clock").iter().filter(|c| c.injected.is_some()).count();
     assert!(injected >= 30, "the chaos was met: {injected} injected answers");
 
-    // Geofence: the first two bulk creates land and are answered 502.
+    // Geofence: the first two bulk creates land and are answered 502, and
+    // half the listings that would tell whether they landed fail too (the
+    // commands must wait, not be skipped).
     let (creates, _) = fence_commands(&rig.world);
     chaos_rule(rig.az_url(), json!({"count": 2, "apply": true, "status": 502, "methods": ["POST"]}));
+    chaos_rule(rig.az_url(), json!({"rate": 0.5, "status": 503, "seed": 4, "methods": ["GET"]}));
     rig.send(&creates);
     let sink = Sink::start(fast(rig.config(SinkKind::Geofence))).expect("geofence sink");
     let results = rig.wait_results(&ids(&creates), Duration::from_secs(120));
     sink.stop().expect("clean stop");
+    chaos_rule(rig.az_url(), json!({}));
     assert!(creates.iter().all(|c| results[&c.id].outcome == Outcome::Done), "{results:#?}");
     let marks = rig.az.snapshot().geomarks;
     let names: HashSet<&str> = marks.iter().filter_map(|g| g["name"].as_str()).collect();
