@@ -93,6 +93,42 @@ pub struct ExplainArgs {
     format: Format,
 }
 
+#[derive(Args)]
+pub struct BenchAuditArgs {
+    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Technicians (vehicles) in the generated day, as `bench processor`'s.
+    #[arg(long, default_value_t = 2000)]
+    techs: usize,
+    /// Seconds between a vehicle's pings (30: the 2.88 M-ping bench day).
+    #[arg(long, default_value_t = 30)]
+    ping_every_s: i64,
+    /// Audits of the same topics, one after another.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// `geoclock bench audit`.
+pub fn bench(a: BenchAuditArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=3600).contains(&a.ping_every_s), "--ping-every-s must be 1 to 3600");
+    let opts = geoclock::audit::bench::AuditBenchOptions {
+        brokers: a.brokers,
+        partitions: a.partitions,
+        day: geoclock::scenario::generate::Day {
+            seed: 1,
+            techs: a.techs,
+            appointments_per_tech: 5,
+            ping_every_s: a.ping_every_s,
+        },
+        runs: a.runs,
+        state_dir: std::env::temp_dir().join(format!("geoclock-bench-audit-{}", std::process::id())),
+    };
+    println!("{}", geoclock::audit::bench::run(&opts)?);
+    Ok(())
+}
+
 /// RFC 3339, or a date: its first (or, `end`, last) millisecond, UTC.
 fn parse_time(s: &str, end: bool) -> anyhow::Result<Ts> {
     if let Ok(t) = Ts::parse(s) {

@@ -7,10 +7,12 @@
 //! re-derives every decision from the topics and explains any one of them.
 
 pub mod audit;
+pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod engine;
 pub mod geo;
+pub mod http;
 pub mod kafka;
 pub mod model;
 pub mod processor;
@@ -20,3 +22,4 @@ pub mod sim;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod vendor;

@@ -11,8 +11,10 @@ use std::time::Duration;
 mod cli_audit;
 mod cli_connect;
 mod cli_demo;
+mod cli_dlq;
 mod cli_report;
 
+use cli_connect::shutdown_signal;
 use geoclock::kafka::admin::{ensure_topics, ensure_topics_with};
 use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::Catalogue;
@@ -25,6 +27,9 @@ use geoclock::scenario::Scenario;
 struct Cli {
     #[command(subcommand)]
     command: Top,
+    /// Extra librdkafka properties for every Kafka client (`key=value` lines: security.protocol, sasl.*, ssl.*); GEOCLOCK_KAFKA_<PROPERTY> env vars add to and override them.
+    #[arg(long, global = true, env = "GEOCLOCK_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +68,9 @@ enum Top {
         /// Consumer-group session timeout: how soon a dead member's partitions move.
         #[arg(long, default_value_t = 10_000)]
         session_timeout_ms: u64,
+        /// Schema registry: a Confluent REST URL, or a file path (default: built in, ids derived from the schemas).
+        #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
+        schema_registry: Option<String>,
     },
     /// Benchmarks against a running broker.
     Bench {
@@ -96,6 +104,18 @@ enum Top {
         #[command(subcommand)]
         command: cli_connect::SinkCmd,
     },
+    /// Exit 0 if URL answers 2xx within the timeout (for container health checks), 1 otherwise.
+    Healthcheck {
+        /// e.g. http://127.0.0.1:9471/healthz
+        url: String,
+        #[arg(long, default_value_t = 3)]
+        timeout_s: u64,
+    },
+    /// The dead-letter topic: list and re-drive failed commands.
+    Dlq {
+        #[command(subcommand)]
+        command: cli_dlq::DlqCmd,
+    },
     /// Re-derive every decision from the topics and compare it with the commands and the sinks' results (exit 0 clean, 1 discrepancies, 2 error; see src/audit/).
     Audit(cli_audit::AuditArgs),
     /// Why each decision about one appointment was taken, or what stopped it (from topics or a scenario file).
@@ -127,19 +147,7 @@ enum BenchCmd {
         timeline: bool,
     },
     /// `geoclock audit`'s pings/s and CPU per ping on the bench day, read from the broker, beside the raw consume rate.
-    Audit {
-        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
-        #[arg(long, default_value_t = 2000)]
-        techs: usize,
-        #[arg(long, default_value_t = 30)]
-        ping_every_s: i64,
-        /// Audits of the same topics, one after another.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-    },
+    Audit(cli_audit::BenchAuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -199,8 +207,9 @@ enum Via {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // GEOCLOCK_LOG is an EnvFilter (`info`, `geoclock=debug,rdkafka=warn`);
+    // GEOCLOCK_LOG is an EnvFilter (`info`, `geoclock=debug,librdkafka=warn`);
     // the demo's output is its progress lines, so it logs warnings only.
+    // GEOCLOCK_LOG_FORMAT=json: one JSON object per line.
     let default = match cli.command {
         Top::Demo(_) => "warn",
         Top::Audit(_) | Top::Explain(_) => "warn,geoclock=info",
@@ -208,17 +217,14 @@ fn main() -> ExitCode {
     };
     // A usage or connection error of the audit exits 2 (1 is a discrepancy).
     let failure = if matches!(cli.command, Top::Audit(_) | Top::Explain(_)) { 2 } else { 1 };
-    let filter = std::env::var("GEOCLOCK_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(default) {
+        eprintln!("geoclock: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = geoclock::kafka::client::init_properties(cli.kafka_config.as_deref()) {
+        eprintln!("geoclock: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Top::Audit(args) => cli_audit::audit(args),
         command => run(command).map(|()| ExitCode::SUCCESS),
@@ -232,11 +238,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr: text (colours on a terminal) or JSON lines, filtered by
+/// `GEOCLOCK_LOG` (an invalid filter is an error, not silently replaced).
+fn init_logging(default: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let spec = std::env::var("GEOCLOCK_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = match &spec {
+        Some(v) => tracing_subscriber::EnvFilter::try_new(v)
+            .map_err(|e| anyhow::anyhow!("GEOCLOCK_LOG={v:?} is not a valid filter: {e}"))?,
+        None => tracing_subscriber::EnvFilter::new(default),
+    };
+    let format = std::env::var("GEOCLOCK_LOG_FORMAT").unwrap_or_default();
+    match format.as_str() {
+        "" | "text" => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        other => anyhow::bail!("GEOCLOCK_LOG_FORMAT={other:?}: use text or json"),
+    }
+    Ok(())
+}
+
 fn run(command: Top) -> anyhow::Result<()> {
     match command {
         // `main` runs the audit itself, for its exit status.
         Top::Audit(args) => cli_audit::audit(args).map(drop),
         Top::Explain(args) => cli_audit::explain(args),
+        Top::Bench { command: BenchCmd::Audit(args) } => cli_audit::bench(args),
         Top::Scenario { command: ScenarioCmd::Run { file, compact, via, brokers, partitions, timeout_s, prefix } } => {
             let scenario = Scenario::load(&file)?;
             let output = match via {
@@ -244,12 +280,9 @@ fn run(command: Top) -> anyhow::Result<()> {
                 Via::Kafka => {
                     let opts =
                         ViaKafka { brokers, partitions, timeout: Duration::from_secs(timeout_s), state_dir: None };
-                    let catalogue = Catalogue {
-                        prefix: prefix.unwrap_or_else(|| geoclock::scenario::kafka::fresh_prefix()),
-                        partitions,
-                        replication: 1,
-                    };
-                    eprintln!("topics of this run: --prefix {}", catalogue.prefix);
+                    let prefix = prefix.unwrap_or_else(geoclock::scenario::kafka::fresh_prefix);
+                    eprintln!("topics of this run: --prefix {prefix}");
+                    let catalogue = Catalogue { prefix, partitions, replication: 1 };
                     scenario.run_via_kafka_on(&opts, &catalogue, Arc::new(FileRegistry::in_memory()))?
                 }
             };
@@ -271,11 +304,12 @@ fn run(command: Top) -> anyhow::Result<()> {
             batch,
             commit_ms,
             session_timeout_ms,
+            schema_registry,
         } => {
             let catalogue = Catalogue { prefix, partitions, replication: 1 };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(ensure_topics(&brokers, &catalogue, Duration::from_secs(30)))?;
-            let mut config = Config::new(&brokers, catalogue, state_dir, Arc::new(FileRegistry::in_memory()));
+            let mut config = Config::new(&brokers, catalogue, state_dir, cli_connect::registry(schema_registry)?);
             config.group_id = group;
             config.metrics_addr = metrics;
             config.limits.batch_records = batch;
@@ -288,9 +322,22 @@ fn run(command: Top) -> anyhow::Result<()> {
             if let Some(addr) = processor.metrics_addr {
                 tracing::info!(%addr, "metrics at /metrics");
             }
-            runtime.block_on(shutdown_signal());
+            // Until a signal, or until the group thread dies (then exit
+            // non-zero, so the supervisor restarts the process).
+            let died = runtime.block_on(async {
+                let signal = shutdown_signal();
+                tokio::pin!(signal);
+                let mut check = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        _ = &mut signal => return false,
+                        _ = check.tick() => if processor.is_finished() { return true },
+                    }
+                }
+            });
             tracing::info!("stopping: committing every task");
             processor.stop()?;
+            anyhow::ensure!(!died, "the processor's group thread ended unexpectedly");
             Ok(())
         }
         Top::Bench {
@@ -309,29 +356,14 @@ fn run(command: Top) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Top::Bench { command: BenchCmd::Audit { brokers, partitions, techs, ping_every_s, runs } } => {
-            anyhow::ensure!((1..=3600).contains(&ping_every_s), "--ping-every-s must be 1 to 3600");
-            let opts = geoclock::audit::bench::AuditBenchOptions {
-                brokers,
-                partitions,
-                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s },
-                runs,
-                state_dir: std::env::temp_dir().join(format!("geoclock-bench-audit-{}", std::process::id())),
-            };
-            println!("{}", geoclock::audit::bench::run(&opts)?);
-            Ok(())
-        }
         Top::Topics {
             command: TopicsCmd::Create { brokers, prefix, partitions, replication, timeout_s, audit_days, tenants },
         } => {
             let catalogue = Catalogue { prefix, partitions, replication };
-            let longest = match &tenants {
-                Some(p) => {
-                    let t = Tenants::load(p)?;
-                    t.tenants.values().chain([&t.default]).map(|s| s.retention_days).max().unwrap_or(30)
-                }
-                None => geoclock::model::Settings::default().retention_days,
-            };
+            let tenants = tenants.map(|p| Tenants::load(&p)).transpose()?;
+            let longest = tenants.map_or(geoclock::model::Settings::default().retention_days, |t| {
+                t.tenants.values().chain([&t.default]).map(|s| s.retention_days).max().unwrap_or(30)
+            });
             let retention = geoclock::kafka::topics::Retention { audit_days };
             retention.check(longest)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -358,12 +390,11 @@ fn run(command: Top) -> anyhow::Result<()> {
             for n in &report.not_updated {
                 println!("NOT UPDATED {n}");
             }
-            if !report.not_updated.is_empty() {
-                anyhow::bail!(
-                    "{} existing topics keep their old retention: the audit cannot look back {audit_days} days until they are changed",
-                    report.not_updated.len()
-                );
-            }
+            anyhow::ensure!(
+                report.not_updated.is_empty(),
+                "{} existing topics keep their old retention: the audit cannot look back {audit_days} days until they are changed",
+                report.not_updated.len()
+            );
             Ok(())
         }
         Top::Sim { command } => cli_connect::sim(command),
@@ -371,20 +402,15 @@ fn run(command: Top) -> anyhow::Result<()> {
         Top::Sink { command } => cli_connect::sink(command),
         Top::Demo(args) => cli_demo::demo(args),
         Top::Report { command } => cli_report::report(command),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+        Top::Dlq { command } => cli_dlq::dlq(command),
+        Top::Healthcheck { url, timeout_s } => {
+            let http = geoclock::http::client::Http::new(Duration::from_secs(timeout_s.max(1)));
+            let answer = http.call_blocking("GET", &url, &[], None);
+            match answer {
+                Ok(a) if (200..300).contains(&a.status) => Ok(()),
+                Ok(a) => anyhow::bail!("{url} answered {}: {}", a.status, a.body.trim()),
+                Err(e) => anyhow::bail!("{url}: {e}"),
             }
-            return;
         }
     }
-    let _ = ctrl_c.await;
 }

@@ -237,7 +237,7 @@ fn a_two_tenant_day_audits_clean_and_exactly_the_forged_failed_and_altered_comma
     processor.stop().expect("processor stops");
     let emitted = commands(&brokers, &cat, &codec);
     assert!(emitted.len() > 2 * 36 * 3, "{} commands", emitted.len());
-    let sink_tenants = geoclock::connect::tenants::load(&v.tenants_file).expect("tenants");
+    let sink_tenants = geoclock::config::tenants::load(&v.tenants_file).expect("tenants");
     let sinks: Vec<Sink> = [SinkKind::Clock, SinkKind::Geofence, SinkKind::Email]
         .into_iter()
         .map(|kind| {
@@ -249,8 +249,9 @@ fn a_two_tenant_day_audits_clean_and_exactly_the_forged_failed_and_altered_comma
                 sink_tenants.clone(),
                 Arc::new(FileRegistry::in_memory()),
             );
-            c.linger = Duration::from_millis(50);
-            Sink::start(c, rt.handle().clone()).expect("sink starts")
+            c.backoff.base = Duration::from_millis(50);
+            c.backoff.cap = Duration::from_millis(800);
+            Sink::start(c).expect("sink starts")
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(240);

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geoclock::connect::tenants;
+use geoclock::config::tenants;
 use geoclock::engine::Action;
 use geoclock::kafka::codec::Codec;
 use geoclock::kafka::records::{Outcome, SinkResult};

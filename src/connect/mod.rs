@@ -1,7 +1,7 @@
 //! Connectors: ServiceTrade and Azuga onto Kafka.
 //!
 //! One process runs one vendor's connector for every tenant of the tenants
-//! file ([`tenants`]). Per tenant, one task ([`servicetrade::Task`],
+//! file ([`crate::config::tenants`]). Per tenant, one task ([`servicetrade::Task`],
 //! [`azuga::Task`]) owns that tenant's API client and ledger and does all of
 //! its publishing, in order; the shared HTTP server ([`inbox`]) only
 //! authenticates, parses and queues webhook bodies for it, and serves
@@ -13,18 +13,16 @@
 //! ([`ledger`]): publish only what differs from the last acknowledged
 //! content, record after the acknowledgement.
 //!
-//! Secrets are [`secret::Secret`]s: they show as `***` in logs and errors.
+//! Secrets are [`crate::config::secret::Secret`]s: they show as `***` in logs and errors.
 
 pub mod azuga;
-pub mod http;
 pub mod inbox;
 pub mod ledger;
 pub mod metrics;
 pub mod out;
 pub mod publish;
-pub mod secret;
 pub mod servicetrade;
-pub mod tenants;
+pub mod sweep;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -37,17 +35,19 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::tenants::Tenant;
+use crate::http::server::{serve, Running as Server};
 use crate::kafka::codec::{Codec, CodecError};
 use crate::kafka::registry::SchemaRegistry;
-use crate::kafka::topics::Catalogue;
+use crate::kafka::topics::{Catalogue, Topic};
 use crate::model::Ping;
-use crate::sim::server::{serve, Running as Server};
+use crate::vendor::call::{Stop, VendorError};
+use crate::vendor::retry::Policy;
 use inbox::{Inbox, TenantInbox};
 use ledger::{Ledger, LedgerError};
 use metrics::Metrics;
 use out::Out;
 use publish::{PublishError, Publisher};
-use tenants::Tenant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vendor {
@@ -67,18 +67,14 @@ impl Vendor {
 /// A parsed webhook body, queued for its tenant's task.
 #[derive(Debug, Clone)]
 pub enum Work {
-    ServiceTrade(servicetrade::webhook::Message),
+    ServiceTrade(crate::vendor::servicetrade::webhook::Message),
     Azuga(Vec<(Ping, Value)>),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("{call}: HTTP {status}: {message}")]
-    Http { call: String, status: u16, message: String },
-    #[error("{call}: {message}")]
-    Unreachable { call: String, message: String },
-    #[error("{call}: unexpected answer: {message}")]
-    Protocol { call: String, message: String },
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
@@ -101,6 +97,35 @@ pub struct Options {
     pub register_webhooks: bool,
     /// Ledgers live here, one file per (vendor, tenant).
     pub state_dir: PathBuf,
+    /// How the vendor clients retry reads (the longest `Retry-After`
+    /// honoured included).
+    pub policy: Policy,
+}
+
+/// Runs a vendor call on tokio's blocking pool (vendor clients block: they
+/// wait out rate budgets and backoffs).
+pub(crate) async fn off_runtime<C: Send + Sync + 'static, T: Send + 'static>(
+    client: &Arc<C>,
+    f: impl FnOnce(&C) -> Result<T, VendorError> + Send + 'static,
+) -> Result<T, ConnectError> {
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || f(&client))
+        .await
+        .map_err(|_| ConnectError::Setup("vendor call panicked".into()))?
+        .map_err(ConnectError::Vendor)
+}
+
+/// Trips `stop` (interrupting a vendor client's waits) once `shutdown`
+/// turns true.
+pub(crate) fn stop_on(mut shutdown: watch::Receiver<bool>, stop: Stop) {
+    tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        stop.stop();
+    });
 }
 
 /// A running connector.
@@ -109,13 +134,17 @@ pub struct Connector {
     pub metrics: Metrics,
     server: Server,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<(String, JoinHandle<()>)>,
     publisher: Arc<Publisher>,
 }
 
 /// Starts `vendor`'s connector for every tenant that configures it.
 pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<Connector, ConnectError> {
-    let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
+    let (registry, catalogue) = (opts.registry.clone(), opts.catalogue.clone());
+    let codec = tokio::task::spawn_blocking(move || Codec::connect(registry, &catalogue, Duration::from_secs(120)))
+        .await
+        .map_err(|_| ConnectError::Setup("codec start panicked".into()))??;
+    let codec = Arc::new(codec);
     let component = format!("geoclock-connect-{}", vendor.name());
     let publisher = Arc::new(Publisher::new(&opts.brokers, codec, opts.catalogue.clone(), &component)?);
     let metrics = Metrics::new();
@@ -130,6 +159,36 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
 
     let mut inboxes = HashMap::new();
     let mut tasks = Vec::new();
+    let topics: Vec<String> = match vendor {
+        Vendor::ServiceTrade => [Topic::Users, Topic::Locations, Topic::Jobs, Topic::Appointments, Topic::ClockEvents]
+            .iter()
+            .map(|t| opts.catalogue.name(*t))
+            .collect(),
+        Vendor::Azuga => [Topic::Drivers, Topic::Vehicles, Topic::Pairings, Topic::Pings, Topic::Ticks]
+            .iter()
+            .map(|t| opts.catalogue.name(*t))
+            .collect(),
+    };
+    for t in tenants {
+        metrics.tenant(vendor.name(), &t.name, &topics);
+    }
+    // Whether each tenant's fleet should be driving now, kept current.
+    {
+        let (metrics, zones) = (metrics.clone(), tenants.iter().map(|t| (t.name.clone(), t.timezone.clone())).collect::<Vec<_>>());
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = chrono::Utc::now().timestamp_millis();
+                for (name, zone) in &zones {
+                    metrics.working_hours(name, zone.as_deref(), now);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
     let keep_pings_from = chrono::Utc::now().timestamp_millis() - 8 * 86_400_000;
     for t in tenants {
         let out = Out {
@@ -147,8 +206,8 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                 let hook = opts
                     .register_webhooks
                     .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
-                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook);
-                tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
+                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
+                tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
             }
             (Vendor::Azuga, _, Some(cfg)) => {
@@ -159,8 +218,8 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                 let hook = opts
                     .register_webhooks
                     .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
-                let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook);
-                tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
+                let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
+                tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
             }
             _ => {}
@@ -182,11 +241,22 @@ impl Connector {
         format!("http://{}", self.addr)
     }
 
+    /// Resolves when a tenant task has ended before a stop (it panicked):
+    /// the tenant's name. Never resolves otherwise.
+    pub async fn died(&self) -> String {
+        loop {
+            if let Some((name, _)) = self.tasks.iter().find(|(_, t)| t.is_finished()) {
+                return name.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Stops the tasks (each finishes the item in hand), the server, and
     /// flushes the producer.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
+        for (_, t) in self.tasks {
             let _ = t.await;
         }
         self.server.stop().await;

@@ -41,6 +41,9 @@ pub enum Topic {
     DeadLetters,
     AppointmentStateChangelog,
     VehicleStateChangelog,
+    /// Which sink instance last claimed each commands partition, per group
+    /// (see `sink::runner`).
+    SinkClaims,
 }
 
 /// Which topics must share a partition count.
@@ -53,7 +56,7 @@ pub enum CoPartition {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 16] = [
+    pub const ALL: [Topic; 17] = [
         Topic::Users,
         Topic::Locations,
         Topic::Jobs,
@@ -70,6 +73,7 @@ impl Topic {
         Topic::DeadLetters,
         Topic::AppointmentStateChangelog,
         Topic::VehicleStateChangelog,
+        Topic::SinkClaims,
     ];
 
     /// The name without the deployment prefix.
@@ -91,6 +95,7 @@ impl Topic {
             Topic::DeadLetters => "dead-letters",
             Topic::AppointmentStateChangelog => "processor.appointment-state-changelog",
             Topic::VehicleStateChangelog => "processor.vehicle-state-changelog",
+            Topic::SinkClaims => "sinks.claims",
         }
     }
 
@@ -106,6 +111,7 @@ impl Topic {
                 | Topic::Pairings
                 | Topic::AppointmentStateChangelog
                 | Topic::VehicleStateChangelog
+                | Topic::SinkClaims
         )
     }
 

@@ -44,7 +44,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::TopicPartitionList;
 use serde::Deserialize;
@@ -90,13 +89,13 @@ pub struct Tenants {
 
 impl Tenants {
     /// Reads a tenants file and validates every tenant's settings: the
-    /// deployment's TOML file (`*.toml`, see [`crate::connect::tenants`];
+    /// deployment's TOML file (`*.toml`, see [`crate::config::tenants`];
     /// its `settings` per tenant are used, its secrets are resolved too) or
     /// a YAML/JSON file with `default:` and `tenants: {name: settings}`.
     pub fn load(path: &Path) -> Result<Tenants, ProcessorError> {
         let bad = |error: String| ProcessorError::Tenants { path: path.display().to_string(), error };
         if path.extension().is_some_and(|e| e == "toml") {
-            let list = crate::connect::tenants::load(path).map_err(|e| bad(e.to_string()))?;
+            let list = crate::config::tenants::load(path).map_err(|e| bad(e.to_string()))?;
             let tenants = list.into_iter().map(|t| (t.name, t.settings)).collect();
             return Ok(Tenants { default: Settings::default(), tenants });
         }
@@ -133,6 +132,9 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// How long the group waits for a silent member before moving its partitions.
     pub session_timeout: Duration,
+    /// How long a writer schema id the registry does not know is waited
+    /// for before its records are dead-lettered.
+    pub unknown_schema_grace: Duration,
 }
 
 impl Config {
@@ -154,6 +156,7 @@ impl Config {
             registry,
             metrics_addr: None,
             session_timeout: Duration::from_secs(10),
+            unknown_schema_grace: crate::kafka::codec::UNKNOWN_SCHEMA_GRACE,
         }
     }
 }
@@ -217,6 +220,9 @@ impl Group {
         for r in running {
             let _ = r.thread.join();
         }
+        for s in Stage::ALL {
+            self.env.metrics.forget_task(&s.task(p));
+        }
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -243,7 +249,15 @@ impl Group {
 
 struct GroupContext(Arc<Group>);
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client::log_line("processor", level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client::error_line("processor", &error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -300,11 +314,12 @@ impl Processor {
     /// from task threads to await produce acknowledgements.
     pub fn start(config: Config, runtime: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
         config.tenants.validate()?;
-        let codec =
-            Codec::new(config.registry.clone(), &config.catalogue).map_err(|e| ProcessorError::Codec(e.to_string()))?;
+        let codec = Codec::connect(config.registry.clone(), &config.catalogue, Duration::from_secs(120))
+            .map_err(|e| ProcessorError::Codec(e.to_string()))?
+            .with_unknown_grace(config.unknown_schema_grace);
         std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Changelog(e.to_string()))?;
         let store = RocksStore::open(&config.state_dir, &STATE_STORES, &config.rocks)?;
-        let metrics = Arc::new(metrics::Metrics::new());
+        let metrics = Arc::new(metrics::Metrics::new(config.tenants.tenants.keys().map(String::as_str)));
         let metrics_addr = match config.metrics_addr {
             Some(a) => Some(metrics::serve(a, metrics.clone()).map_err(ProcessorError::Metrics)?),
             None => None,
@@ -321,8 +336,7 @@ impl Processor {
         };
         let pings = config.catalogue.name(Topic::Pings);
         let group = Arc::new(Group { env, pings: pings.clone(), tasks: Mutex::new(BTreeMap::new()) });
-        let consumer: BaseConsumer<GroupContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let consumer: BaseConsumer<GroupContext> = crate::kafka::client::base(&config.brokers)
             .set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
@@ -354,6 +368,11 @@ impl Processor {
             })
             .map_err(ProcessorError::Metrics)?;
         Ok(Processor { group, stop, thread: Some(thread), metrics_addr })
+    }
+
+    /// Whether the group thread has ended (only a stop or an error ends it).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     pub fn metrics(&self) -> Arc<metrics::Metrics> {

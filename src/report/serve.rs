@@ -43,13 +43,13 @@ use super::render::{
     content_security_policy, csv, explain_html, explain_security_policy, for_day, html, json, local_day, zone,
 };
 use super::replica::{Replica, ReplicaError};
-use crate::connect::metrics::{counter, render_registry};
-use crate::connect::tenants::Tenant;
+use crate::config::tenants::Tenant;
+use crate::http::server::{serve, Running};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
 use crate::model::{Id, Ts};
-use crate::sim::server::{serve, Running};
+use crate::telemetry::metrics::{counter, render as render_registry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -58,7 +58,7 @@ pub enum ReportError {
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("report server: {0}")]
-    Listen(#[from] crate::sim::SimError),
+    Listen(#[from] crate::http::server::ServeError),
     #[error("report server: metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -135,7 +135,7 @@ impl Server {
 pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handle) -> Result<Server, ReportError> {
     let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
     let replica = Replica::start(&opts.brokers, &opts.catalogue, codec, &opts.state_dir.join("report-replica"))?;
-    let registry = Registry::new();
+    let registry = crate::telemetry::metrics::registry();
     let requests = counter(
         &registry,
         "geoclock_report_requests_total",

@@ -2,7 +2,11 @@ pub mod broker;
 #[allow(dead_code)]
 pub mod compaction;
 #[allow(dead_code)]
+pub mod connect;
+#[allow(dead_code)]
 pub mod kafka;
+#[allow(dead_code)]
+pub mod sinks;
 
 use std::path::{Path, PathBuf};
 
