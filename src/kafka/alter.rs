@@ -8,7 +8,10 @@
 //! default) and is not served by every broker (nisshi has only the
 //! incremental one). The incremental call sets the named configs and
 //! touches nothing else; brokers since Kafka 2.3, Redpanda and nisshi serve
-//! it. Like every geoclock client, it speaks plaintext only.
+//! it. It speaks plaintext only: on a cluster the deployment's properties
+//! secure (`security.protocol` other than `plaintext`,
+//! [`super::client`]) it does not connect, and `topics create` names the
+//! configs to set by hand.
 //!
 //! The encoding and decoding are pure ([`request`], [`response`]);
 //! [`set_topic_configs`] is the I/O around them.
@@ -115,6 +118,9 @@ pub fn set_topic_configs(
     configs: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<(), String> {
+    if let Some(why) = secured(super::client::base(bootstrap).get("security.protocol")) {
+        return Err(why);
+    }
     let mut last = String::from("no broker given");
     for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match exchange(addr, topic, configs, timeout) {
@@ -133,6 +139,14 @@ pub fn set_topic_configs(
         }
     }
     Err(last)
+}
+
+/// Why a cluster with this `security.protocol` is not reached over a plain
+/// connection; `None` for plaintext (or unset).
+fn secured(protocol: Option<&str>) -> Option<String> {
+    protocol
+        .filter(|p| !p.eq_ignore_ascii_case("plaintext"))
+        .map(|p| format!("security.protocol is {p}: geoclock changes topic configs over plaintext only"))
 }
 
 fn exchange(addr: &str, topic: &str, configs: &[(&str, &str)], timeout: Duration) -> Result<Vec<Answer>, String> {
@@ -184,6 +198,13 @@ mod tests {
         want.extend_from_slice(&(body.len() as i32).to_be_bytes());
         want.extend(body);
         assert_eq!(r, want);
+    }
+
+    #[test]
+    fn only_a_plaintext_cluster_is_reached() {
+        assert_eq!(secured(None), None);
+        assert_eq!(secured(Some("PLAINTEXT")), None);
+        assert!(secured(Some("SASL_SSL")).is_some_and(|w| w.contains("SASL_SSL")));
     }
 
     #[test]
