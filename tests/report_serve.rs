@@ -383,6 +383,12 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
             assert_eq!(dom.matches("<tr").count(), 1 + 2);
             let (bob_at, ann_at) = (dom.find("Bob Ray").unwrap(), dom.find("Ann Lee").unwrap());
             assert!(bob_at < ann_at, "sorted by technician, descending");
+            // The row's "why" link keeps the page's token, and the page it opens shows the explanation.
+            let link = format!("/report/acme/explain/7001?tech=11&amp;token={TOKEN}");
+            assert!(dom.contains(&link), "the why link carries the token: {dom}");
+            let why_dom = dump_dom(&browser, &format!("{why}&token={TOKEN}"));
+            assert!(why_dom.contains("<pre>Appointment 7001"), "{why_dom}");
+            assert!(why_dom.contains("arrival       fired    [arrival]"), "{why_dom}");
         }
     }
 
