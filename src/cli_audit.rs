@@ -171,14 +171,17 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", report.summary()),
     }
+    // The text summary ends with the rate; JSON readers get it on stderr.
     let s = &report.input;
-    eprintln!(
-        "geoclock audit: {} pings in {:.1} s, {:.0} pings/s{}",
-        s.pings,
-        s.seconds,
-        s.pings_per_s,
-        s.cpu_us_per_ping.map(|c| format!(", {c:.2} µs CPU per ping")).unwrap_or_default()
-    );
+    if a.format == Format::Json {
+        eprintln!(
+            "geoclock audit: {} pings in {:.1} s, {:.0} pings/s{}",
+            s.pings,
+            s.seconds,
+            s.pings_per_s,
+            s.cpu_us_per_ping.map(|c| format!(", {c:.2} µs CPU per ping")).unwrap_or_default()
+        );
+    }
     Ok(if report.findings.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -482,10 +482,10 @@ impl Findings {
                 ));
             }
         }
-        out.push_str(if self.clean() {
-            "\nClean: every decision re-derived and done.\n"
-        } else {
-            "\nDISCREPANCIES found.\n"
+        out.push_str(match (self.clean(), self.effects_checked) {
+            (true, true) => "\nClean: every decision re-derived, emitted once and done.\n",
+            (true, false) => "\nClean: every decision re-derived and emitted once (effects not checked).\n",
+            (false, _) => "\nDISCREPANCIES found.\n",
         });
         out
     }
