@@ -95,16 +95,8 @@ pub struct ExplainArgs {
 
 #[derive(Args)]
 pub struct BenchAuditArgs {
-    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    #[arg(long, default_value_t = 3)]
-    partitions: i32,
-    /// Technicians (vehicles) in the generated day, as `bench processor`'s.
-    #[arg(long, default_value_t = 2000)]
-    techs: usize,
-    /// Seconds between a vehicle's pings (30: the 2.88 M-ping bench day).
-    #[arg(long, default_value_t = 30)]
-    ping_every_s: i64,
+    #[command(flatten)]
+    day: crate::BenchDay,
     /// Audits of the same topics, one after another.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -112,16 +104,10 @@ pub struct BenchAuditArgs {
 
 /// `geoclock bench audit`.
 pub fn bench(a: BenchAuditArgs) -> anyhow::Result<()> {
-    anyhow::ensure!((1..=3600).contains(&a.ping_every_s), "--ping-every-s must be 1 to 3600");
     let opts = geoclock::audit::bench::AuditBenchOptions {
-        brokers: a.brokers,
-        partitions: a.partitions,
-        day: geoclock::scenario::generate::Day {
-            seed: 1,
-            techs: a.techs,
-            appointments_per_tech: 5,
-            ping_every_s: a.ping_every_s,
-        },
+        day: a.day.day()?,
+        brokers: a.day.brokers,
+        partitions: a.day.partitions,
         runs: a.runs,
         state_dir: std::env::temp_dir().join(format!("geoclock-bench-audit-{}", std::process::id())),
     };

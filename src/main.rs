@@ -122,22 +122,41 @@ enum Top {
     Explain(cli_audit::ExplainArgs),
 }
 
+/// The bench day's broker and shape, shared by every bench.
+#[derive(clap::Args)]
+pub struct BenchDay {
+    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Technicians (vehicles) in the generated day; each pings every
+    /// `--ping-every-s` for 12 h.
+    #[arg(long, default_value_t = 2000)]
+    techs: usize,
+    /// Seconds between a vehicle's pings (the default, 30, makes a
+    /// 2.88 M-ping day for 2 000 vehicles: drains of a second or more).
+    #[arg(long, default_value_t = 30)]
+    ping_every_s: i64,
+}
+
+impl BenchDay {
+    pub fn day(&self) -> anyhow::Result<geoclock::scenario::generate::Day> {
+        anyhow::ensure!((1..=3600).contains(&self.ping_every_s), "--ping-every-s must be 1 to 3600");
+        Ok(geoclock::scenario::generate::Day {
+            seed: 1,
+            techs: self.techs,
+            appointments_per_tech: 5,
+            ping_every_s: self.ping_every_s,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Pings/s through the processor beside the raw consume rate, and ping → command latency.
     Processor {
-        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
-        /// Technicians (vehicles) in the generated day; each pings every
-        /// `--ping-every-s` for 12 h.
-        #[arg(long, default_value_t = 2000)]
-        techs: usize,
-        /// Seconds between a vehicle's pings (the default, 30, makes a
-        /// 2.88 M-ping day for 2 000 vehicles: drains of a second or more).
-        #[arg(long, default_value_t = 30)]
-        ping_every_s: i64,
+        #[command(flatten)]
+        day: BenchDay,
         /// Pings per second offered in the latency run.
         #[arg(long, default_value_t = 5000)]
         latency_rate: u64,
@@ -340,14 +359,11 @@ fn run(command: Top) -> anyhow::Result<()> {
             anyhow::ensure!(!died, "the processor's group thread ended unexpectedly");
             Ok(())
         }
-        Top::Bench {
-            command: BenchCmd::Processor { brokers, partitions, techs, ping_every_s, latency_rate, timeline },
-        } => {
-            anyhow::ensure!((1..=3600).contains(&ping_every_s), "--ping-every-s must be 1 to 3600");
+        Top::Bench { command: BenchCmd::Processor { day, latency_rate, timeline } } => {
             let opts = geoclock::processor::bench::BenchOptions {
-                brokers,
-                partitions,
-                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s },
+                day: day.day()?,
+                brokers: day.brokers,
+                partitions: day.partitions,
                 latency_rate,
                 state_dir: std::env::temp_dir().join(format!("geoclock-bench-{}", std::process::id())),
                 timeline,
