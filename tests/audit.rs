@@ -12,9 +12,8 @@ use std::process::Command as Proc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geoclock::audit::kafka::{audit, AuditOptions, Source};
+use geoclock::audit::kafka::{audit, AuditOptions};
 use geoclock::audit::whatif::Overrides;
-use geoclock::audit::Span;
 use geoclock::engine::command::command_id;
 use geoclock::engine::{Action, Command, Event};
 use geoclock::kafka::admin::ensure_topics;
@@ -366,24 +365,9 @@ fn ts(s: &str) -> Ts {
 }
 
 fn options(brokers: &str, prefix: &str, scenario: &Scenario, what_if: Option<Overrides>) -> AuditOptions {
-    AuditOptions {
-        source: Source {
-            brokers: brokers.to_string(),
-            prefix: prefix.to_string(),
-            tenant: None,
-            to: None,
-            timeout: T,
-            progress: false,
-        },
-        tenants: Tenants {
-            tenants: [(scenario.tenant.clone(), scenario.settings.clone())].into(),
-            ..Tenants::default()
-        },
-        what_if,
-        span: Span::default(),
-        pending_after: None,
-        registry: Arc::new(FileRegistry::in_memory()),
-    }
+    let tenants =
+        Tenants { tenants: [(scenario.tenant.clone(), scenario.settings.clone())].into(), ..Tenants::default() };
+    AuditOptions { what_if, ..AuditOptions::everything(brokers, prefix, tenants, T) }
 }
 
 /// Ann arrives at 13:40; at 15:00 the appointment is moved two days on.

@@ -21,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use geoclock::audit::kafka::{audit, AuditOptions, Source};
-use geoclock::audit::{Findings, Span};
+use geoclock::audit::kafka::{audit, AuditOptions};
+use geoclock::audit::Findings;
 use geoclock::engine::Engine;
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::codec::Codec;
@@ -182,21 +182,7 @@ impl World {
     /// The audit of the topics: every command re-derived from the input in
     /// the processor's order and compared with the commands topic.
     fn audit(&self) -> Findings {
-        let opts = AuditOptions {
-            source: Source {
-                brokers: self.brokers.clone(),
-                prefix: self.prefix.clone(),
-                tenant: None,
-                to: None,
-                timeout: T,
-                progress: false,
-            },
-            tenants: Tenants::default(),
-            what_if: None,
-            span: Span::default(),
-            pending_after: None,
-            registry: Arc::new(FileRegistry::in_memory()),
-        };
+        let opts = AuditOptions::everything(&self.brokers, &self.prefix, Tenants::default(), T);
         audit(&opts).expect("audit").findings
     }
 

@@ -15,8 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::diff::Span;
-use super::kafka::{audit, AuditOptions, ReadStats, Source};
+use super::kafka::{audit, AuditOptions, ReadStats};
 use crate::engine::Event;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
@@ -116,21 +115,8 @@ pub fn run(opts: &AuditBenchOptions) -> Result<AuditBenchReport, ProcessorError>
         ..AuditBenchReport::default()
     };
     for i in 0..opts.runs.max(1) {
-        let audit_opts = AuditOptions {
-            source: Source {
-                brokers: opts.brokers.clone(),
-                prefix: catalogue.prefix.clone(),
-                tenant: None,
-                to: None,
-                timeout: Duration::from_secs(60),
-                progress: false,
-            },
-            tenants: Tenants::default(),
-            what_if: None,
-            span: Span::default(),
-            pending_after: None,
-            registry: Arc::new(FileRegistry::in_memory()),
-        };
+        let audit_opts =
+            AuditOptions::everything(&opts.brokers, &catalogue.prefix, Tenants::default(), Duration::from_secs(60));
         let r = audit(&audit_opts).map_err(|x| e("audit", x))?;
         tracing::info!(run = i + 1, rate = r.input.pings_per_s as u64, "audit bench: run done");
         let f = &r.findings;

@@ -177,6 +177,28 @@ pub struct AuditOptions {
     pub registry: Arc<dyn SchemaRegistry>,
 }
 
+impl AuditOptions {
+    /// Everything retained under `prefix`, every tenant on `tenants`, no
+    /// what-if, no pending grace, the built-in schemas, no progress bar.
+    pub fn everything(brokers: &str, prefix: &str, tenants: Tenants, timeout: Duration) -> AuditOptions {
+        AuditOptions {
+            source: Source {
+                brokers: brokers.to_string(),
+                prefix: prefix.to_string(),
+                tenant: None,
+                to: None,
+                timeout,
+                progress: false,
+            },
+            tenants,
+            what_if: None,
+            span: Span::default(),
+            pending_after: None,
+            registry: Arc::new(crate::kafka::registry::FileRegistry::in_memory()),
+        }
+    }
+}
+
 /// One partition of a topic, from `low` to `high`.
 #[derive(Debug, Clone)]
 struct Part {
