@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what geoclock's tests need, once, into a cache outside the clone:
 # the Debian packages its -sys crates build against, a headless browser
-# (chromium: the report page is checked in a real browser), and the nisshi
+# (chromium and its WebDriver, chromium-driver: the report page and the live
+# map are checked and benchmarked in a real browser), and the nisshi
 # Kafka-protocol broker (design.md §6). The nisshi build takes ~20 minutes on
 # 2 cores the first time; later runs find it in the cache and return at once.
 set -euo pipefail
@@ -11,7 +12,7 @@ NISSHI_VERSION=0.8.1
 BIN="$CACHE/tools/bin/nisshi"
 
 need_apt=()
-for pkg in pkg-config zlib1g-dev make g++ libclang-dev chromium; do
+for pkg in pkg-config zlib1g-dev make g++ libclang-dev chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,4 +1,7 @@
+#[allow(dead_code)]
 pub mod broker;
+#[allow(dead_code)]
+pub mod browser;
 #[allow(dead_code)]
 pub mod kafka;
 
