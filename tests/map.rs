@@ -241,7 +241,8 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
         },
     );
     let fence = |fc: &Value, appt: &str| -> Value {
-        features(fc, "fence").into_iter().find(|f| f["properties"]["appointment"] == appt).cloned().unwrap()
+        let id = |f: &&Value| f["properties"]["appointment"].to_string().trim_matches('"') == appt;
+        features(fc, "fence").into_iter().find(id).cloned().unwrap()
     };
     assert_eq!(fence(&fc, "7001")["properties"]["state"], "en_route");
     assert_eq!(fence(&fc, "7001")["properties"]["late"], false);
