@@ -62,11 +62,18 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else { continue };
         last = serde_json::from_str(&line).expect("progress JSON");
         let n = |k: &str| last[k].as_u64().unwrap_or(0);
-        if let Some(path) = screenshot.as_ref().filter(|_| n("fixes_released") * 2 >= n("fixes_total").max(1)) {
+        if let Some(path) = screenshot.as_ref().filter(|_| n("fixes_released") * 3 >= n("fixes_total").max(1)) {
             if !path.exists() {
-                let b = Browser::start(1400, 860);
+                let b = Browser::start(1400, 900);
                 b.goto(&map);
                 b.wait_for("the map", Duration::from_secs(60), "return document.body.dataset.rendered === '1';");
+                // With a technician on the way selected, as a dispatcher would.
+                b.eval(
+                    "var m = window.geoclockMap, ids = m.fenceIds();\
+                     var pick = ids.find(function (i) { return m.fence(i).late; })\
+                       || ids.find(function (i) { return m.fence(i).state === 'en_route'; }) || ids[0];\
+                     if (pick) m.select('fence', pick, false);",
+                );
                 std::thread::sleep(Duration::from_secs(2));
                 std::fs::write(path, b.screenshot()).expect("screenshot written");
                 b.close();

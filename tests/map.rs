@@ -2,9 +2,10 @@
 //! processor running throughout, the report server with its replicas, and
 //! the page in headless Chromium over WebDriver.
 //!
-//! The day: Ann (Truck 1) drives towards Plant 7 in time, Bob (Truck 2)
-//! drives away from the Depot (running late before his window ends), Cy is
-//! no Azuga driver (failed). The page must show every fence and vehicle of
+//! The day (tests/scenarios/map/day.yaml, with pings of its own): Ann
+//! (Truck 1) drives towards Plant 7 in time, Bob (Truck 2) drives away from
+//! the Depot (running late before his window ends), Cy is no Azuga driver
+//! (failed), 7004 is completed and 7005 cancelled (no fence on the map). The page must show every fence and vehicle of
 //! the state, move Ann's marker within 2 s of a ping being produced, turn
 //! Plant 7 green when her arrival is decided, keep the stream going across
 //! a report server restart, and refuse a missing token.
@@ -12,61 +13,24 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geoclock::connect::tenants;
 use geoclock::engine::Event;
 use geoclock::kafka::codec::Codec;
-use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::Catalogue;
 use geoclock::model::{Id, Ping, Ts};
 use geoclock::processor::{self, Processor, Tenants};
-use geoclock::report::serve::{self, Options, Server};
 use geoclock::scenario::Scenario;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
-use support::broker::{Broker, Storage};
 use support::browser::Browser;
 
 const TOKEN: &str = "map-s3cret";
 const M_PER_DEG: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
 const PLANT: (f64, f64) = (35.2271, -80.8431);
 const DEPOT: (f64, f64) = (35.4000, -80.9000);
-
-const SCENARIO: &str = r#"
-tenant: acme
-settings: {window_hours: 2}
-servicetrade:
-  users:
-    - {id: 11, name: "Ann Lee", email: "ann@acme.example"}
-    - {id: 12, name: "Bob Ray", email: "bob@acme.example"}
-    - {id: 13, name: "Cy Dee", email: "cy@acme.example"}
-  locations:
-    - {id: 5, name: "Plant 7", lat: 35.2271, lon: -80.8431}
-    - {id: 6, name: "Depot", lat: 35.4000, lon: -80.9000}
-    - {id: 7, name: "Mill", lat: 35.3000, lon: -80.7000}
-  jobs:
-    - {id: 900, number: "J-1", location: 5}
-    - {id: 901, number: "J-2", location: 6}
-    - {id: 902, number: "J-3", location: 7}
-  appointments:
-    - {id: 7001, job: 900, status: scheduled, window_start: "2026-11-28T14:00:00Z", window_end: "2026-11-28T15:00:00Z", techs: [11]}
-    - {id: 7002, job: 901, status: scheduled, window_start: "2026-11-28T14:00:00Z", window_end: "2026-11-28T15:00:00Z", techs: [12]}
-    - {id: 7003, job: 902, status: scheduled, window_start: "2026-11-28T14:00:00Z", window_end: "2026-11-28T15:00:00Z", techs: [13]}
-azuga:
-  drivers:
-    - {id: d1, name: "Ann L.", email: "ann@acme.example"}
-    - {id: d2, name: "Bob R.", email: "bob@acme.example"}
-  vehicles: [{id: v1, name: "Truck 1"}, {id: v2, name: "Truck 2"}]
-  pairings:
-    - {driver: d1, vehicle: v1, from: "2026-11-28T00:00:00Z"}
-    - {driver: d2, vehicle: v2, from: "2026-11-28T00:00:00Z"}
-events:
-  - clock: {user: 11, appointment: 7001, activity: enroute, action: in, time: "2026-11-28T13:30:00Z"}
-  - clock: {user: 12, appointment: 7002, activity: enroute, action: in, time: "2026-11-28T13:30:00Z"}
-"#;
 
 fn tenants_file() -> Vec<tenants::Tenant> {
     let text = format!(
@@ -123,24 +87,6 @@ impl Pipeline {
     }
 }
 
-fn start_server(
-    broker: &Broker,
-    catalogue: &Catalogue,
-    registry: &Arc<FileRegistry>,
-    dir: &std::path::Path,
-    listen: &str,
-    rt: &tokio::runtime::Runtime,
-) -> Server {
-    let opts = Options {
-        brokers: broker.bootstrap(),
-        catalogue: catalogue.clone(),
-        registry: registry.clone(),
-        listen: listen.into(),
-        state_dir: dir.to_path_buf(),
-    };
-    serve::start(opts, tenants_file(), rt.handle().clone()).expect("report server starts")
-}
-
 fn http() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
@@ -179,15 +125,10 @@ fn epoch_ms() -> i64 {
 
 #[test]
 fn the_live_map_follows_the_pipeline_in_a_real_browser() {
-    let broker = Broker::start(Storage::Memory);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let catalogue = Catalogue { prefix: format!("map-{nanos}"), partitions: 2, replication: 1 };
-    let registry = Arc::new(FileRegistry::in_memory());
-    let codec = Codec::new(registry.clone(), &catalogue).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(geoclock::kafka::admin::ensure_topics(broker.brokers(), &catalogue, Duration::from_secs(30)))
-        .expect("topics");
-    let scratch = std::env::temp_dir().join(format!("geoclock-map-test-{nanos}"));
+    let world = support::world("map", 2);
+    let (broker, catalogue, registry, rt, scratch) =
+        (&world.broker, &world.catalogue, &world.registry, &world.rt, world.scratch.clone());
+    let codec = geoclock::kafka::codec::Codec::new(registry.clone(), catalogue).unwrap();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
         .set("enable.idempotence", "true")
@@ -197,14 +138,15 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
     let pipe = Pipeline { producer, codec, catalogue: catalogue.clone() };
 
     // The processor runs throughout; the report server follows it.
-    let sc = Scenario::from_yaml(SCENARIO, "map.yaml").unwrap();
+    let day = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/map/day.yaml");
+    let sc = Scenario::load(&day).unwrap();
     let mut pc =
         processor::Config::new(broker.brokers(), catalogue.clone(), scratch.join("processor"), registry.clone());
     pc.tenants = Tenants { tenants: BTreeMap::from([("acme".to_string(), sc.settings.clone())]), ..Tenants::default() };
     pc.limits.commit_interval = Duration::from_millis(200);
     pc.group_id = format!("{}-processor", catalogue.prefix);
     let proc = Processor::start(pc, rt.handle().clone()).expect("processor starts");
-    let server = start_server(&broker, &catalogue, &registry, &scratch.join("report"), "127.0.0.1:0", &rt);
+    let server = world.report_server(tenants_file(), &scratch.join("report"), "127.0.0.1:0");
     let base = server.url();
     let map_url = format!("{base}/map/acme");
 
@@ -236,7 +178,7 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
             let late = fc["geoclock"]["late"] == 1;
             let vehicles_now =
                 features(&fc, "vehicle").iter().all(|v| v["properties"]["time"] == "2026-11-28T13:50:00Z");
-            (features(&fc, "fence").len() == 3 && features(&fc, "vehicle").len() == 2 && late && vehicles_now)
+            (features(&fc, "fence").len() == 4 && features(&fc, "vehicle").len() == 2 && late && vehicles_now)
                 .then_some(fc)
         },
     );
@@ -248,6 +190,7 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
     assert_eq!(fence(&fc, "7001")["properties"]["late"], false);
     assert_eq!(fence(&fc, "7002")["properties"]["late"], true, "Bob drives away before his window ends");
     assert_eq!(fence(&fc, "7003")["properties"]["state"], "failed");
+    assert_eq!(fence(&fc, "7004")["properties"]["state"], "completed");
     let metrics = get_text(&format!("{base}/metrics")).1;
     assert!(metrics.contains("geoclock_report_late_appointments{tenant=\"acme\"} 1"), "{metrics}");
 
@@ -259,7 +202,7 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["fence_created"] == true)
+        .filter(|r| r["fence_created"] == true && r["status"] != "canceled_by_customer")
         .map(|r| r["appointment"].to_string().trim_matches('"').to_string())
         .collect();
     let pinged: BTreeSet<&str> = pings.iter().map(|p| p.vehicle.as_str()).collect();
@@ -331,7 +274,7 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
     // itself and keeps following.
     let addr = base.trim_start_matches("http://").to_string();
     rt.block_on(server.stop());
-    let server = start_server(&broker, &catalogue, &registry, &scratch.join("report"), &addr, &rt);
+    let server = world.report_server(tenants_file(), &scratch.join("report"), &addr);
     browser.wait_for(
         "the page to reconnect",
         Duration::from_secs(60),

@@ -328,19 +328,14 @@ mod tests {
     use crate::model::Id;
     use crate::report::map::track::Fix;
 
-    fn tenant(tz: &str) -> Tenant {
-        let text = format!("[[tenants]]\nname = \"acme\"\ntimezone = \"{tz}\"\n");
-        crate::connect::tenants::parse(&text, "t.toml").unwrap().remove(0)
-    }
-
     #[test]
     fn a_local_day_spans_its_own_midnights() {
         let d: NaiveDate = "2026-11-28".parse().unwrap();
-        let (from, to) = day_span(d, &tenant("America/New_York"));
+        let (from, to) = day_span(d, &test_tenant(""));
         assert_eq!(from, Ts::parse("2026-11-28T05:00:00Z").unwrap());
         assert_eq!(to, Ts::parse("2026-11-29T05:00:00Z").unwrap());
         // The day DST ends is 25 hours long.
-        let (from, to) = day_span("2026-11-01".parse().unwrap(), &tenant("America/New_York"));
+        let (from, to) = day_span("2026-11-01".parse().unwrap(), &test_tenant(""));
         assert_eq!(to.millis() - from.millis(), 25 * 3_600_000);
     }
 

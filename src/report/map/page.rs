@@ -92,15 +92,11 @@ pub fn page(tenant: &Tenant, day: Option<NaiveDate>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tenant(extra: &str) -> Tenant {
-        let text = format!("[[tenants]]\nname = \"acme\"\ntimezone = \"America/New_York\"\n{extra}");
-        crate::connect::tenants::parse(&text, "t.toml").unwrap().remove(0)
-    }
+    use crate::report::map::test_tenant;
 
     #[test]
     fn the_page_is_self_contained_and_its_policy_allows_only_its_own_code_and_the_tiles() {
-        let t = tenant("");
+        let t = test_tenant("");
         let html = page(&t, Some("2026-11-28".parse().unwrap()));
         assert_eq!(html.matches("<script").count(), 2, "the data block and the script");
         assert!(html.contains(&format!("<script>{SCRIPT}</script>")));
@@ -124,7 +120,8 @@ mod tests {
 
     #[test]
     fn without_tiles_no_image_is_allowed_and_no_value_escapes_the_data_block() {
-        let t = tenant("[tenants.map]\ntile_url = \"\"\ntile_attribution = \"</script><script>alert(1)</script>\"\n");
+        let t =
+            test_tenant("[tenants.map]\ntile_url = \"\"\ntile_attribution = \"</script><script>alert(1)</script>\"\n");
         let csp = content_security_policy(&t.map);
         assert!(csp.contains("img-src 'none'"), "{csp}");
         let html = page(&t, None);

@@ -12,45 +12,8 @@ use crate::scenario::Scenario;
 
 const M_PER_DEG: f64 = EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
 
-/// Ann (v1) and Bob (v2) are En Route to 7001 (Plant 7) and 7002 (Depot),
-/// whose windows end at 15:00 UTC; Cy (7003) is not an Azuga driver; 7004
-/// is completed and 7005 cancelled.
-pub(crate) const SCENARIO: &str = r#"
-tenant: acme
-settings: {window_hours: 2}
-servicetrade:
-  users:
-    - {id: 11, name: "Ann Lee", email: "ann@acme.example"}
-    - {id: 12, name: "Bob Ray", email: "bob@acme.example"}
-    - {id: 13, name: "Cy Dee", email: "cy@acme.example"}
-  locations:
-    - {id: 5, name: "Plant 7", lat: 35.2271, lon: -80.8431}
-    - {id: 6, name: "Depot", lat: 35.4000, lon: -80.9000}
-    - {id: 7, name: "Mill", lat: 35.3000, lon: -80.7000, polygon: [[35.30, -80.70], [35.30, -80.69], [35.31, -80.69], [35.31, -80.70]]}
-  jobs:
-    - {id: 900, number: "J-1", location: 5}
-    - {id: 901, number: "J-2", location: 6}
-    - {id: 902, number: "J-3", location: 7}
-  appointments:
-    - {id: 7001, job: 900, status: scheduled, window_start: "2026-11-28T14:00:00Z", window_end: "2026-11-28T15:00:00Z", techs: [11]}
-    - {id: 7002, job: 901, status: scheduled, window_start: "2026-11-28T14:00:00Z", window_end: "2026-11-28T15:00:00Z", techs: [12]}
-    - {id: 7003, job: 902, status: scheduled, window_start: "2026-11-28T14:00:00Z", window_end: "2026-11-28T15:00:00Z", techs: [13]}
-    - {id: 7004, job: 900, status: scheduled, window_start: "2026-11-28T10:00:00Z", window_end: "2026-11-28T11:00:00Z", techs: [11]}
-    - {id: 7005, job: 901, status: scheduled, window_start: "2026-11-28T10:00:00Z", window_end: "2026-11-28T11:00:00Z", techs: [12]}
-azuga:
-  drivers:
-    - {id: d1, name: "Ann L.", email: "Ann@Acme.example"}
-    - {id: d2, name: "Bob R.", email: "bob@acme.example"}
-  vehicles: [{id: v1, name: "Truck 1"}, {id: v2, name: "Truck 2"}]
-  pairings:
-    - {driver: d1, vehicle: v1, from: "2026-11-28T00:00:00Z"}
-    - {driver: d2, vehicle: v2, from: "2026-11-28T00:00:00Z"}
-events:
-  - appointment: {id: 7004, job: 900, status: completed, window_start: "2026-11-28T10:00:00Z", window_end: "2026-11-28T11:00:00Z", techs: [11]}
-  - appointment: {id: 7005, job: 901, status: canceled_by_customer, window_start: "2026-11-28T10:00:00Z", window_end: "2026-11-28T11:00:00Z", techs: [12]}
-  - clock: {user: 11, appointment: 7001, activity: enroute, action: in, time: "2026-11-28T13:30:00Z"}
-  - clock: {user: 12, appointment: 7002, activity: enroute, action: in, time: "2026-11-28T13:30:00Z"}
-"#;
+/// The map's day: see the file.
+pub(crate) const SCENARIO: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/map/day.yaml"));
 
 pub(crate) fn engine(yaml: &str) -> Engine {
     let sc = Scenario::from_yaml(yaml, "view.yaml").unwrap();
