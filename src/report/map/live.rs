@@ -326,6 +326,7 @@ impl MapData for LiveMap {
 mod tests {
     use super::*;
     use crate::model::Id;
+    use crate::report::map::test_tenant;
     use crate::report::map::track::Fix;
 
     #[test]
