@@ -108,13 +108,17 @@
     loading = true;
     var u = new URL(cfg.base + '/geojson', location.href);
     if (cfg.day) u.searchParams.set('day', cfg.day);
+    performance.mark('geoclock-geojson-request');
     fetch(u.toString(), { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' }).then(function (r) {
       if (r.status === 503) throw new Error('catching up');
       if (!r.ok) throw new Error('HTTP ' + r.status);
+      performance.mark('geoclock-geojson-response');
       return r.json();
     }).then(function (fc) {
       loading = false;
+      performance.mark('geoclock-geojson-parsed');
       apply(fc);
+      performance.mark('geoclock-geojson-applied');
     }).catch(function (e) {
       loading = false;
       banner('Map not loaded (' + e.message + '); retrying');
@@ -244,34 +248,44 @@
     if (filter.tech && !f.props.techs.some(function (t) { return String(t.id) === filter.tech; })) return false;
     return true;
   }
+  // Fences too small to see as shapes are dots, batched into one path per
+  // colour (a few fills instead of thousands at low zoom).
   function drawFences(ctx) {
-    var s = scale(), drawn = 0;
+    var s = scale(), drawn = 0, dots = {}, lateDots = new Path2D(), anyLate = false;
     fences.forEach(function (f) {
       if (!fenceShown(f) || !inView(f.box, 10)) return;
       drawn++;
-      var color = f.props.color, px = f.r * s;
+      var color = f.props.color, px = f.r * s, x = sx(f.cx), y = sy(f.cy);
+      var shape = f.r ? px >= 3 : (f.box[2] - f.box[0]) * s >= 4;
+      var chosen = selected && selected.kind === 'fence' && selected.id === f.id;
+      if (!shape && !chosen) {
+        var d = dots[color] || (dots[color] = new Path2D());
+        d.moveTo(x + 3, y); d.arc(x, y, 3, 0, 2 * Math.PI);
+        if (f.props.late) { anyLate = true; lateDots.moveTo(x + 6, y); lateDots.arc(x, y, 6, 0, 2 * Math.PI); }
+        return;
+      }
       ctx.beginPath();
       if (f.r && px >= 3) {
-        ctx.arc(sx(f.cx), sy(f.cy), px, 0, 2 * Math.PI);
-      } else if (!f.r && (f.box[2] - f.box[0]) * s >= 4) {
+        ctx.arc(x, y, px, 0, 2 * Math.PI);
+      } else if (!f.r && shape) {
         f.pts.forEach(function (q, i) { if (i) ctx.lineTo(sx(q[0]), sy(q[1])); else ctx.moveTo(sx(q[0]), sy(q[1])); });
         ctx.closePath();
       } else {
-        ctx.arc(sx(f.cx), sy(f.cy), 3, 0, 2 * Math.PI);
+        ctx.arc(x, y, 3, 0, 2 * Math.PI);
       }
       ctx.globalAlpha = 0.28; ctx.fillStyle = color; ctx.fill();
       ctx.globalAlpha = 1; ctx.lineWidth = 1.5; ctx.strokeStyle = color; ctx.stroke();
       if (f.props.late) {
         ctx.setLineDash([5, 4]); ctx.lineWidth = 3; ctx.strokeStyle = '#b91c1c'; ctx.stroke(); ctx.setLineDash([]);
       }
-      if (selected && selected.kind === 'fence' && selected.id === f.id) {
-        ctx.lineWidth = 4; ctx.strokeStyle = '#0f172a'; ctx.stroke();
-      }
+      if (chosen) { ctx.lineWidth = 4; ctx.strokeStyle = '#0f172a'; ctx.stroke(); }
       if (view.z >= 15) {
         ctx.fillStyle = '#0f172a'; ctx.font = '11px system-ui';
-        ctx.fillText(f.props.label, sx(f.cx) + Math.max(px, 4) + 3, sy(f.cy));
+        ctx.fillText(f.props.label, x + Math.max(px, 4) + 3, y);
       }
     });
+    Object.keys(dots).forEach(function (color) { ctx.fillStyle = color; ctx.fill(dots[color]); });
+    if (anyLate) { ctx.lineWidth = 2; ctx.strokeStyle = '#b91c1c'; ctx.stroke(lateDots); }
     stats.fencesDrawn = drawn;
   }
   var CLUSTER_BELOW = 12, CELL = 44, hits = [];
@@ -307,7 +321,7 @@
       if (x < -20 || x > W + 20 || y < -20 || y > H + 20) return;
       v.drawnAt = v.drawnAt || drawnAt;
       if (cells) {
-        var key = Math.floor(x / CELL) + ',' + Math.floor(y / CELL), c = cells.get(key);
+        var key = Math.floor(x / CELL + 1) * 4096 + Math.floor(y / CELL + 1), c = cells.get(key);
         if (!c) cells.set(key, c = { n: 0, x: 0, y: 0, one: v, late: 0 });
         c.n++; c.x += x; c.y += y; if (v.props.late) c.late++;
       } else {
