@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use browser::{cpu_seconds, Browser};
 use chrono::NaiveDate;
-use geoclock::connect::tenants::{self, Tenant};
+use geoclock::config::tenants::{self, Tenant};
 use geoclock::geo::{LatLon, Shape};
 use geoclock::model::{Id, Ts};
 use geoclock::report::map::eta::{Basis, Eta};
@@ -229,7 +229,7 @@ fn main() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let running = rt
-        .block_on(geoclock::sim::server::serve(router(data.clone(), Arc::new(tenants), metrics), "127.0.0.1:0"))
+        .block_on(geoclock::http::server::serve(router(data.clone(), Arc::new(tenants), metrics), "127.0.0.1:0"))
         .expect("server");
     let url = format!("{}/map/bench?token={TOKEN}", running.url());
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use geoclock::connect::{self, tenants, Options, Vendor};
+use geoclock::config::tenants;
+use geoclock::connect::{self, Options, Vendor};
 use geoclock::kafka::registry::{ConfluentRegistry, FileRegistry, SchemaRegistry};
 use geoclock::kafka::topics::Catalogue;
 use geoclock::model::Ts;
@@ -33,6 +34,11 @@ pub enum SimCmd {
         /// Do not release fixes as the wall clock passes their time (use POST /admin/advance).
         #[arg(long)]
         manual_time: bool,
+    },
+    /// A schema registry speaking the Confluent REST API (ids assigned 1, 2, 3…), with chaos under /admin.
+    Registry {
+        #[arg(long, default_value = "127.0.0.1:8083")]
+        listen: String,
     },
     /// A mail receiver: SMTP on --listen, the mailbox as JSON on --http (/messages, /stats).
     Smtp {
@@ -95,7 +101,7 @@ impl SimArgs {
 /// topics and the schema registry.
 #[derive(Args)]
 pub struct PipelineArgs {
-    /// The tenants file (TOML; see src/connect/tenants.rs).
+    /// The tenants file (TOML; see src/config/tenants.rs).
     #[arg(long, env = "GEOCLOCK_TENANTS")]
     tenants: PathBuf,
     #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
@@ -179,10 +185,16 @@ pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         match cmd {
+            SimCmd::Registry { listen } => {
+                let (_sim, running) = geoclock::sim::registry::RegistrySim::start(&listen).await?;
+                println!("schema registry on {}", running.url());
+                shutdown_signal().await;
+                running.stop().await;
+            }
             SimCmd::Smtp { listen, http } => {
                 let sim = geoclock::sim::smtp::SmtpSim::start(&listen, &http).await?;
                 println!("smtp receiver on {} (mailbox at {}/messages)", sim.smtp_addr, sim.http.url());
-                let _ = tokio::signal::ctrl_c().await;
+                shutdown_signal().await;
                 sim.stop().await;
             }
             SimCmd::Servicetrade { common } => {
@@ -194,10 +206,8 @@ pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
                 )
                 .await?;
                 println!("servicetrade simulator on {}", running.url());
-                tokio::select! {
-                    _ = running.wait() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+                shutdown_signal().await;
+                running.stop().await;
             }
             SimCmd::Azuga { common, rate_limit_ms, manual_time } => {
                 let config = azuga::Config { rate_limit_ms, faults: common.faults(), ..azuga::Config::default() };
@@ -215,14 +225,28 @@ pub fn sim(cmd: SimCmd) -> anyhow::Result<()> {
                         }
                     });
                 }
-                tokio::select! {
-                    _ = running.wait() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+                shutdown_signal().await;
+                running.stop().await;
             }
         }
         Ok(())
     })
+}
+
+/// Waits for SIGINT or SIGTERM (a container's stop).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
 }
 
 pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
@@ -250,9 +274,15 @@ pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
             vendor.name(),
             c.url()
         );
-        let _ = tokio::signal::ctrl_c().await;
+        let died = tokio::select! {
+            _ = shutdown_signal() => None,
+            name = c.died() => Some(name),
+        };
         c.stop().await;
-        Ok(())
+        match died {
+            Some(name) => anyhow::bail!("connector task {name} died"),
+            None => Ok(()),
+        }
     })
 }
 
@@ -297,9 +327,15 @@ pub struct SinkArgs {
     /// Commands per batch at most.
     #[arg(long, default_value_t = 500)]
     batch: usize,
-    /// Calls per command before giving up on a transient failure.
-    #[arg(long, default_value_t = 10)]
-    max_attempts: u32,
+    /// Hours past its time a clock change (or geofence delete) is still retried through an outage.
+    #[arg(long, default_value_t = 24)]
+    max_effect_age_h: u64,
+    /// The longest Retry-After honoured, seconds.
+    #[arg(long, default_value_t = 600)]
+    retry_after_cap_s: u64,
+    /// Vendor call timeout, seconds.
+    #[arg(long, default_value_t = 30)]
+    http_timeout_s: u64,
     /// Do not fsync ledger steps (survives a process crash, not a machine crash).
     #[arg(long)]
     no_fsync: bool,
@@ -321,23 +357,38 @@ pub fn sink(cmd: SinkCmd) -> anyhow::Result<()> {
     config.metrics_addr = a.metrics;
     config.batch = a.batch.max(1);
     config.sync = !a.no_fsync;
-    config.backoff.max_attempts = a.max_attempts.max(1);
+    config.max_effect_age = std::time::Duration::from_secs(a.max_effect_age_h * 3600);
+    config.retry_after_cap = std::time::Duration::from_secs(a.retry_after_cap_s);
+    config.http_timeout = std::time::Duration::from_secs(a.http_timeout_s.max(1));
+    config.stall_after = config.http_timeout * 4;
     let rt = runtime()?;
-    let sink = Sink::start(config, rt.handle().clone())?;
+    let sink = Sink::start(config)?;
     if let Some(addr) = sink.metrics_addr {
-        println!("{} sink running (metrics at http://{addr}/metrics)", kind.name());
+        println!("{} sink running (metrics at http://{addr}/metrics, health at /healthz)", kind.name());
     } else {
         println!("{} sink running", kind.name());
     }
-    rt.block_on(async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    // Until a signal, or until a worker dies (then exit non-zero, so the
+    // supervisor restarts the process).
+    let died = rt.block_on(async {
+        let mut check = tokio::time::interval(std::time::Duration::from_millis(500));
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => return None,
+                _ = check.tick() => {
+                    if let Some(name) = sink.finished() {
+                        return Some(name);
+                    }
+                }
+            }
         }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    sink.stop()?;
-    Ok(())
+    });
+    let result = sink.stop();
+    match (died, result) {
+        (_, Err(e)) => Err(e.into()),
+        (Some(name), Ok(())) => anyhow::bail!("sink thread {name} ended unexpectedly"),
+        (None, Ok(())) => Ok(()),
+    }
 }

@@ -72,11 +72,11 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let began = Instant::now();
     let stop = rt.block_on(async {
         let mut every = tokio::time::interval(Duration::from_secs(2));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let signal = crate::cli_connect::shutdown_signal();
+        tokio::pin!(signal);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok::<_, anyhow::Error>("interrupted"),
-                _ = term.recv() => return Ok("terminated"),
+                _ = &mut signal => return Ok::<_, anyhow::Error>("interrupted or terminated"),
                 _ = every.tick() => {
                     let p = demo.progress();
                     if a.json {

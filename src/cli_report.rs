@@ -43,15 +43,11 @@ pub fn report(cmd: ReportCmd) -> anyhow::Result<()> {
         server.url()
     );
     if let Some(addr) = metrics {
-        let bound = geoclock::telemetry::serve_metrics(addr, server.metrics_renderer())?;
+        let bound = geoclock::telemetry::serve_metrics(addr, server.metrics_renderer(), geoclock::telemetry::healthy)?;
         println!("metrics at http://{bound}/metrics");
     }
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        crate::cli_connect::shutdown_signal().await;
         server.stop().await;
         Ok::<_, anyhow::Error>(())
     })

@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::connect::tenants::{self, Tenant};
+use crate::config::tenants::{self, Tenant};
 use crate::connect::{self, Connector, Vendor};
 use crate::engine::Event;
+use crate::http::server::Running;
 use crate::kafka::admin::ensure_topics;
 use crate::kafka::registry::{FileRegistry, SchemaRegistry};
 use crate::kafka::topics::Catalogue;
@@ -28,7 +29,6 @@ use crate::model::Ts;
 use crate::processor::{self, Processor, Tenants};
 use crate::sim::azuga::{self, AzugaSim};
 use crate::sim::fleet::{generate, FleetConfig};
-use crate::sim::server::Running;
 use crate::sim::servicetrade::{self as st, ServiceTradeSim};
 use crate::sim::smtp::SmtpSim;
 use crate::sink::runner::{Sink, SinkConfig};
@@ -232,6 +232,11 @@ impl Demo {
         let processor =
             Processor::start(pc, runtime.handle().clone()).map_err(|e| start_err("processor")(e.to_string()))?;
         let mut sinks = Vec::new();
+        // One registry for the three sinks: one /metrics family each.
+        let sink_metrics = crate::sink::metrics::Metrics::new(
+            &["geofence", "clock", "email"],
+            tenants.iter().map(|t| t.name.as_str()),
+        );
         for kind in [SinkKind::Geofence, SinkKind::Clock, SinkKind::Email] {
             let mut c = SinkConfig::new(
                 kind,
@@ -241,9 +246,9 @@ impl Demo {
                 tenants.clone(),
                 registry.clone(),
             );
-            c.linger = Duration::from_millis(100);
             c.sync = false;
-            sinks.push(Sink::start(c, runtime.handle().clone()).map_err(|e| start_err("sink")(e.to_string()))?);
+            c.metrics = Some(sink_metrics.clone());
+            sinks.push(Sink::start(c).map_err(|e| start_err("sink")(e.to_string()))?);
         }
         let report = crate::report::serve::start(
             crate::report::serve::Options {
@@ -262,18 +267,22 @@ impl Demo {
             (processor.metrics(), sinks.iter().map(|s| s.metrics.clone()).collect());
         let cm: Vec<_> = connectors.iter().map(|c| c.metrics.clone()).collect();
         let rm = report.metrics_renderer();
-        let metrics_addr = crate::telemetry::serve_metrics(opts.metrics_listen, move || {
-            let mut out = pm.render();
-            out.push_str(&rm());
-            // Sinks share metric names: one family, rendered once.
-            if let Some(first) = sm.first() {
-                out.push_str(&first.render());
-            }
-            if let Some(first) = cm.first() {
-                out.push_str(&first.render());
-            }
-            out
-        })
+        let metrics_addr = crate::telemetry::serve_metrics(
+            opts.metrics_listen,
+            move || {
+                let mut out = pm.render();
+                out.push_str(&rm());
+                // The sinks share one registry: rendered once.
+                if let Some(first) = sm.first() {
+                    out.push_str(&first.render());
+                }
+                if let Some(first) = cm.first() {
+                    out.push_str(&first.render());
+                }
+                out
+            },
+            crate::telemetry::healthy,
+        )
         .map_err(|e| start_err("metrics")(e.to_string()))?;
 
         let start = fixes.first().map_or(Ts(today * 1000), |f| f.release_at).minus_millis(30 * 60_000);

@@ -5,10 +5,12 @@
 //! `report` derives the Activity Report from engine state; `kafka` holds the
 //! topic catalogue, record codec and broker administration.
 
+pub mod config;
 pub mod connect;
 pub mod demo;
 pub mod engine;
 pub mod geo;
+pub mod http;
 pub mod kafka;
 pub mod model;
 pub mod processor;
@@ -18,3 +20,4 @@ pub mod sim;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod vendor;

@@ -5,15 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use std::sync::Arc;
 use std::time::Duration;
 
 mod cli_connect;
 mod cli_demo;
+mod cli_dlq;
 mod cli_report;
 
+use cli_connect::shutdown_signal;
 use geoclock::kafka::admin::ensure_topics;
-use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::Catalogue;
 use geoclock::processor::{Config, Processor, Tenants};
 use geoclock::scenario::kafka::ViaKafka;
@@ -62,6 +62,9 @@ enum Top {
         /// Consumer-group session timeout: how soon a dead member's partitions move.
         #[arg(long, default_value_t = 10_000)]
         session_timeout_ms: u64,
+        /// Schema registry: a Confluent REST URL, or a file path (default: built in, ids derived from the schemas).
+        #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
+        schema_registry: Option<String>,
     },
     /// Benchmarks against a running broker.
     Bench {
@@ -94,6 +97,11 @@ enum Top {
     Sink {
         #[command(subcommand)]
         command: cli_connect::SinkCmd,
+    },
+    /// The dead-letter topic: list and re-drive failed commands.
+    Dlq {
+        #[command(subcommand)]
+        command: cli_dlq::DlqCmd,
     },
 }
 
@@ -224,11 +232,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             batch,
             commit_ms,
             session_timeout_ms,
+            schema_registry,
         } => {
             let catalogue = Catalogue { prefix, partitions, replication: 1 };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(ensure_topics(&brokers, &catalogue, Duration::from_secs(30)))?;
-            let mut config = Config::new(&brokers, catalogue, state_dir, Arc::new(FileRegistry::in_memory()));
+            let mut config = Config::new(&brokers, catalogue, state_dir, cli_connect::registry(schema_registry)?);
             config.group_id = group;
             config.metrics_addr = metrics;
             config.limits.batch_records = batch;
@@ -241,9 +250,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(addr) = processor.metrics_addr {
                 tracing::info!(%addr, "metrics at /metrics");
             }
-            runtime.block_on(shutdown_signal());
+            // Until a signal, or until the group thread dies (then exit
+            // non-zero, so the supervisor restarts the process).
+            let died = runtime.block_on(async {
+                let signal = shutdown_signal();
+                tokio::pin!(signal);
+                let mut check = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        _ = &mut signal => return false,
+                        _ = check.tick() => if processor.is_finished() { return true },
+                    }
+                }
+            });
             tracing::info!("stopping: committing every task");
             processor.stop()?;
+            anyhow::ensure!(!died, "the processor's group thread ended unexpectedly");
             Ok(())
         }
         Top::Bench {
@@ -280,20 +302,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Top::Sink { command } => cli_connect::sink(command),
         Top::Demo(args) => cli_demo::demo(args),
         Top::Report { command } => cli_report::report(command),
+        Top::Dlq { command } => cli_dlq::dlq(command),
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
 }

@@ -1,15 +1,27 @@
-//! Process telemetry shared by every command: the `/metrics` endpoint.
+//! Process telemetry shared by every command: the `/metrics` endpoint, with
+//! `/healthz` beside it.
 //!
 //! The endpoint runs on its own thread with blocking I/O (never on the async
-//! runtime) and answers `GET /metrics` with whatever `render` returns; any
-//! other request gets 404. It never echoes the request.
+//! runtime) and answers `GET /metrics` with whatever `render` returns, and
+//! `GET /healthz` (also `/readyz`) with 200 `ok` or, when `health` reports a
+//! problem (a stalled worker), 503 and the problem; any other request gets
+//! 404. It never echoes the request.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 
-/// Serves `GET /metrics` on `addr` from a background thread; returns the
-/// bound address (port 0 picks one).
-pub fn serve_metrics(addr: SocketAddr, render: impl Fn() -> String + Send + 'static) -> std::io::Result<SocketAddr> {
+/// Always healthy.
+pub fn healthy() -> Result<(), String> {
+    Ok(())
+}
+
+/// Serves `GET /metrics` and `GET /healthz` on `addr` from a background
+/// thread; returns the bound address (port 0 picks one).
+pub fn serve_metrics(
+    addr: SocketAddr,
+    render: impl Fn() -> String + Send + 'static,
+    health: impl Fn() -> Result<(), String> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
@@ -19,15 +31,20 @@ pub fn serve_metrics(addr: SocketAddr, render: impl Fn() -> String + Send + 'sta
             let mut buf = [0u8; 2048];
             let n = stream.read(&mut buf).unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]);
-            let response = if head.starts_with("GET /metrics") {
-                let body = render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
+            let (status, ctype, body) = if head.starts_with("GET /metrics") {
+                ("200 OK", "text/plain; version=0.0.4", render())
+            } else if head.starts_with("GET /healthz") || head.starts_with("GET /readyz") {
+                match health() {
+                    Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
+                    Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+                }
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                ("404 Not Found", "text/plain", String::new())
             };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = stream.write_all(response.as_bytes());
         }
     })?;

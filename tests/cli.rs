@@ -55,7 +55,7 @@ fn the_example_tenants_file_loads_and_the_configuration_reference_is_current() {
     ] {
         std::env::set_var(k, v);
     }
-    let t = geoclock::connect::tenants::load(&path).expect("deploy/tenants.example.toml loads");
+    let t = geoclock::config::tenants::load(&path).expect("deploy/tenants.example.toml loads");
     assert_eq!(t[0].name, "acme");
     assert!(t[0].email.as_ref().is_some_and(|e| e.report_token.is_some()));
     // docs/configuration.md is generated from --help: it names every command's flags.

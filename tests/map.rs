@@ -16,7 +16,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use geoclock::connect::tenants;
+use geoclock::config::tenants;
 use geoclock::engine::Event;
 use geoclock::kafka::codec::Codec;
 use geoclock::kafka::topics::Catalogue;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use geoclock::connect::tenants;
+use geoclock::config::tenants;
 use geoclock::engine::Action;
 use geoclock::kafka::codec::Codec;
 use geoclock::kafka::records::{Outcome, SinkResult};

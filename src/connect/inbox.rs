@@ -33,8 +33,9 @@ use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
 use super::out::Out;
-use super::secret::Secret;
-use super::{azuga, servicetrade, Vendor, Work};
+use super::{Vendor, Work};
+use crate::config::secret::Secret;
+use crate::vendor::{azuga, servicetrade};
 
 /// Largest webhook body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;

@@ -18,6 +18,7 @@ pub struct Metrics {
     dead_letters: IntCounterVec,
     duplicates: IntCounterVec,
     cursor_lag: GaugeVec,
+    sweep_confirmations: IntCounterVec,
 }
 
 /// Registers a metric built from fixed names and labels. Building or
@@ -101,7 +102,22 @@ impl Metrics {
                 &["connector", "tenant"],
             ),
         );
-        Metrics { registry: r, published, api_calls, webhooks, dead_letters, duplicates, cursor_lag }
+        let sweep_confirmations = counter(
+            &r,
+            "geoclock_connector_sweep_confirmations_total",
+            "Entities a full sweep found missing, more than its share at once, confirmed one by one before any tombstone.",
+            &["connector", "tenant", "kind"],
+        );
+        Metrics {
+            registry: r,
+            published,
+            api_calls,
+            webhooks,
+            dead_letters,
+            duplicates,
+            cursor_lag,
+            sweep_confirmations,
+        }
     }
 
     pub fn published(&self, connector: &str, tenant: &str, topic: &str, n: u64) {
@@ -124,6 +140,10 @@ impl Metrics {
         self.duplicates.with_label_values(&[connector, tenant, kind]).inc_by(n);
     }
 
+    pub fn sweep_confirmations(&self, connector: &str, tenant: &str, kind: &str, n: u64) {
+        self.sweep_confirmations.with_label_values(&[connector, tenant, kind]).inc_by(n);
+    }
+
     pub fn cursor_lag(&self, connector: &str, tenant: &str, seconds: f64) {
         self.cursor_lag.with_label_values(&[connector, tenant]).set(seconds);
     }
@@ -142,7 +162,7 @@ mod tests {
     fn renders_named_metrics() {
         let m = Metrics::new();
         m.published("azuga", "acme", "geoclock.azuga.pings", 3);
-        m.api_call("azuga", "acme", "live_locations", Some(429));
+        m.api_call("azuga", "acme", "GET /v1/live-locations", Some(429));
         m.cursor_lag("servicetrade", "acme", 2.5);
         let text = m.render();
         assert!(text.contains("geoclock_connector_records_published_total{connector=\"azuga\",tenant=\"acme\",topic=\"geoclock.azuga.pings\"} 3"), "{text}");

@@ -1,7 +1,7 @@
 //! Connectors: ServiceTrade and Azuga onto Kafka.
 //!
 //! One process runs one vendor's connector for every tenant of the tenants
-//! file ([`tenants`]). Per tenant, one task ([`servicetrade::Task`],
+//! file ([`crate::config::tenants`]). Per tenant, one task ([`servicetrade::Task`],
 //! [`azuga::Task`]) owns that tenant's API client and ledger and does all of
 //! its publishing, in order; the shared HTTP server ([`inbox`]) only
 //! authenticates, parses and queues webhook bodies for it, and serves
@@ -13,18 +13,16 @@
 //! ([`ledger`]): publish only what differs from the last acknowledged
 //! content, record after the acknowledgement.
 //!
-//! Secrets are [`secret::Secret`]s: they show as `***` in logs and errors.
+//! Secrets are [`crate::config::secret::Secret`]s: they show as `***` in logs and errors.
 
 pub mod azuga;
-pub mod http;
 pub mod inbox;
 pub mod ledger;
 pub mod metrics;
 pub mod out;
 pub mod publish;
-pub mod secret;
 pub mod servicetrade;
-pub mod tenants;
+pub mod sweep;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -37,17 +35,18 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::tenants::Tenant;
+use crate::http::server::{serve, Running as Server};
 use crate::kafka::codec::{Codec, CodecError};
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
 use crate::model::Ping;
-use crate::sim::server::{serve, Running as Server};
+use crate::vendor::call::{Stop, VendorError};
 use inbox::{Inbox, TenantInbox};
 use ledger::{Ledger, LedgerError};
 use metrics::Metrics;
 use out::Out;
 use publish::{PublishError, Publisher};
-use tenants::Tenant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vendor {
@@ -67,18 +66,14 @@ impl Vendor {
 /// A parsed webhook body, queued for its tenant's task.
 #[derive(Debug, Clone)]
 pub enum Work {
-    ServiceTrade(servicetrade::webhook::Message),
+    ServiceTrade(crate::vendor::servicetrade::webhook::Message),
     Azuga(Vec<(Ping, Value)>),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("{call}: HTTP {status}: {message}")]
-    Http { call: String, status: u16, message: String },
-    #[error("{call}: {message}")]
-    Unreachable { call: String, message: String },
-    #[error("{call}: unexpected answer: {message}")]
-    Protocol { call: String, message: String },
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
@@ -103,19 +98,49 @@ pub struct Options {
     pub state_dir: PathBuf,
 }
 
+/// Runs a vendor call on tokio's blocking pool (vendor clients block: they
+/// wait out rate budgets and backoffs).
+pub(crate) async fn off_runtime<C: Send + Sync + 'static, T: Send + 'static>(
+    client: &Arc<C>,
+    f: impl FnOnce(&C) -> Result<T, VendorError> + Send + 'static,
+) -> Result<T, ConnectError> {
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || f(&client))
+        .await
+        .map_err(|_| ConnectError::Setup("vendor call panicked".into()))?
+        .map_err(ConnectError::Vendor)
+}
+
+/// Trips `stop` (interrupting a vendor client's waits) once `shutdown`
+/// turns true.
+pub(crate) fn stop_on(mut shutdown: watch::Receiver<bool>, stop: Stop) {
+    tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        stop.stop();
+    });
+}
+
 /// A running connector.
 pub struct Connector {
     pub addr: SocketAddr,
     pub metrics: Metrics,
     server: Server,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<(String, JoinHandle<()>)>,
     publisher: Arc<Publisher>,
 }
 
 /// Starts `vendor`'s connector for every tenant that configures it.
 pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<Connector, ConnectError> {
-    let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
+    let (registry, catalogue) = (opts.registry.clone(), opts.catalogue.clone());
+    let codec = tokio::task::spawn_blocking(move || Codec::connect(registry, &catalogue, Duration::from_secs(120)))
+        .await
+        .map_err(|_| ConnectError::Setup("codec start panicked".into()))??;
+    let codec = Arc::new(codec);
     let component = format!("geoclock-connect-{}", vendor.name());
     let publisher = Arc::new(Publisher::new(&opts.brokers, codec, opts.catalogue.clone(), &component)?);
     let metrics = Metrics::new();
@@ -148,7 +173,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                     .register_webhooks
                     .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
                 let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook);
-                tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
+                tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
             }
             (Vendor::Azuga, _, Some(cfg)) => {
@@ -160,7 +185,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                     .register_webhooks
                     .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
                 let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook);
-                tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
+                tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
             }
             _ => {}
@@ -182,11 +207,22 @@ impl Connector {
         format!("http://{}", self.addr)
     }
 
+    /// Resolves when a tenant task has ended before a stop (it panicked):
+    /// the tenant's name. Never resolves otherwise.
+    pub async fn died(&self) -> String {
+        loop {
+            if let Some((name, _)) = self.tasks.iter().find(|(_, t)| t.is_finished()) {
+                return name.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Stops the tasks (each finishes the item in hand), the server, and
     /// flushes the producer.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
+        for (_, t) in self.tasks {
             let _ = t.await;
         }
         self.server.stop().await;

@@ -21,6 +21,34 @@ use super::ConnectError;
 use crate::engine::Event;
 use crate::model::Ping;
 
+/// One entity record to publish: its ledger key, the event, and the
+/// vendor's payload it came from (kept for a dead letter).
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub key: String,
+    pub event: Event,
+    pub raw: Option<Value>,
+}
+
+impl Item {
+    pub fn new(key: String, event: Event, raw: Option<Value>) -> Item {
+        Item { key, event, raw }
+    }
+}
+
+/// Counts a connector's vendor calls into its metrics.
+pub struct CallMetrics {
+    metrics: Metrics,
+    connector: &'static str,
+    tenant: String,
+}
+
+impl crate::vendor::call::Observer for CallMetrics {
+    fn call(&self, api: &str, status: Option<u16>) {
+        self.metrics.api_call(self.connector, &self.tenant, api, status);
+    }
+}
+
 #[derive(Clone)]
 pub struct Out {
     pub publisher: Arc<Publisher>,
@@ -35,6 +63,11 @@ pub struct Out {
 pub const TICK_LATENESS_MS: i64 = 30 * 60_000;
 
 impl Out {
+    /// The observer for this tenant's vendor client.
+    pub fn call_metrics(&self, connector: &'static str) -> CallMetrics {
+        CallMetrics { metrics: self.metrics.clone(), connector, tenant: self.tenant.clone() }
+    }
+
     fn count(&self, records: &[Outgoing]) {
         let mut by_topic: HashMap<String, u64> = HashMap::new();
         for r in records {
@@ -47,20 +80,30 @@ impl Out {
 
     /// Publishes the events whose content differs from what the ledger says
     /// was last published under their ledger key (the last one per key wins
-    /// within the batch); returns how many were published.
-    pub async fn entities(&self, ledger: &mut Ledger, items: Vec<(String, Event)>) -> Result<usize, ConnectError> {
+    /// within the batch); returns how many were published. One that cannot
+    /// be encoded (a value the schema refuses) is a dead letter with its
+    /// vendor payload; the others are published.
+    pub async fn entities(&self, ledger: &mut Ledger, items: Vec<Item>) -> Result<usize, ConnectError> {
         let mut last: HashMap<String, usize> = HashMap::new();
-        for (i, (k, _)) in items.iter().enumerate() {
-            last.insert(k.clone(), i);
+        for (i, item) in items.iter().enumerate() {
+            last.insert(item.key.clone(), i);
         }
         let mut records = Vec::new();
         let mut entries = Vec::new();
         let mut unchanged = 0;
-        for (i, (key, event)) in items.iter().enumerate() {
+        for (i, Item { key, event, raw }) in items.iter().enumerate() {
             if last.get(key) != Some(&i) {
                 continue;
             }
-            let rec = self.publisher.event(&self.tenant, event)?;
+            let rec = match self.publisher.event(&self.tenant, event) {
+                Ok(r) => r,
+                Err(e) => {
+                    let body = raw.clone().unwrap_or_else(|| serde_json::to_value(event).unwrap_or(Value::Null));
+                    let source = format!("api.{}.{}", self.connector, key.split('|').next().unwrap_or("entity"));
+                    self.dead_letter(&source, "invalid", &e.to_string(), body.to_string().as_bytes()).await;
+                    continue;
+                }
+            };
             let hash = rec.value.as_deref().map(fingerprint);
             if ledger.state().changed(key, hash) {
                 records.push(rec);

@@ -10,23 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::engine::Event;
 use crate::kafka::codec::{Codec, CodecError};
+use crate::kafka::produce::producer_config;
+pub use crate::kafka::produce::Outgoing;
 use crate::kafka::records::DeadLetter;
 use crate::kafka::topics::{self, Catalogue, Topic};
-
-/// One record to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    pub topic: Topic,
-    pub key: Vec<u8>,
-    /// `None`: a tombstone.
-    pub value: Option<Vec<u8>>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -58,13 +50,7 @@ impl Publisher {
         catalogue: Catalogue,
         component: &str,
     ) -> Result<Publisher, PublishError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("client.id", component)
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "60000")
-            .create()?;
+        let producer: FutureProducer = producer_config(brokers, component).create()?;
         Ok(Publisher { producer, codec, catalogue, component: component.to_string() })
     }
 
@@ -79,7 +65,7 @@ impl Publisher {
     /// The record for an engine event.
     pub fn event(&self, tenant: &str, event: &Event) -> Result<Outgoing, CodecError> {
         let r = self.codec.encode_event(tenant, event)?;
-        Ok(Outgoing { topic: r.topic, key: r.key, value: r.value })
+        Ok(Outgoing::new(r.topic, r.key, r.value))
     }
 
     /// The dead letter for something received that could not be published.
@@ -105,7 +91,7 @@ impl Publisher {
             component: self.component.clone(),
         };
         let key = topics::key(tenant, source).map_err(|e| CodecError::InvalidValue(e.to_string()))?;
-        Ok(Outgoing { topic: Topic::DeadLetters, key, value: Some(self.codec.encode_dead_letter(&dead)?) })
+        Ok(Outgoing::new(Topic::DeadLetters, key, Some(self.codec.encode_dead_letter(&dead)?)))
     }
 
     /// Sends every record and waits until the broker acknowledged all of

@@ -190,7 +190,7 @@ impl Metrics {
 /// Serves `GET /metrics` on `addr` from a background thread; returns the
 /// bound address (port 0 picks one).
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
-    crate::telemetry::serve_metrics(addr, move || metrics.render())
+    crate::telemetry::serve_metrics(addr, move || metrics.render(), crate::telemetry::healthy)
 }
 
 #[cfg(test)]

@@ -90,13 +90,13 @@ pub struct Tenants {
 
 impl Tenants {
     /// Reads a tenants file and validates every tenant's settings: the
-    /// deployment's TOML file (`*.toml`, see [`crate::connect::tenants`];
+    /// deployment's TOML file (`*.toml`, see [`crate::config::tenants`];
     /// its `settings` per tenant are used, its secrets are resolved too) or
     /// a YAML/JSON file with `default:` and `tenants: {name: settings}`.
     pub fn load(path: &Path) -> Result<Tenants, ProcessorError> {
         let bad = |error: String| ProcessorError::Tenants { path: path.display().to_string(), error };
         if path.extension().is_some_and(|e| e == "toml") {
-            let list = crate::connect::tenants::load(path).map_err(|e| bad(e.to_string()))?;
+            let list = crate::config::tenants::load(path).map_err(|e| bad(e.to_string()))?;
             let tenants = list.into_iter().map(|t| (t.name, t.settings)).collect();
             return Ok(Tenants { default: Settings::default(), tenants });
         }
@@ -133,6 +133,9 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// How long the group waits for a silent member before moving its partitions.
     pub session_timeout: Duration,
+    /// How long a writer schema id the registry does not know is waited
+    /// for before its records are dead-lettered.
+    pub unknown_schema_grace: Duration,
 }
 
 impl Config {
@@ -154,6 +157,7 @@ impl Config {
             registry,
             metrics_addr: None,
             session_timeout: Duration::from_secs(10),
+            unknown_schema_grace: crate::kafka::codec::UNKNOWN_SCHEMA_GRACE,
         }
     }
 }
@@ -300,8 +304,9 @@ impl Processor {
     /// from task threads to await produce acknowledgements.
     pub fn start(config: Config, runtime: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
         config.tenants.validate()?;
-        let codec =
-            Codec::new(config.registry.clone(), &config.catalogue).map_err(|e| ProcessorError::Codec(e.to_string()))?;
+        let codec = Codec::connect(config.registry.clone(), &config.catalogue, Duration::from_secs(120))
+            .map_err(|e| ProcessorError::Codec(e.to_string()))?
+            .with_unknown_grace(config.unknown_schema_grace);
         std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Changelog(e.to_string()))?;
         let store = RocksStore::open(&config.state_dir, &STATE_STORES, &config.rocks)?;
         let metrics = Arc::new(metrics::Metrics::new());
@@ -354,6 +359,11 @@ impl Processor {
             })
             .map_err(ProcessorError::Metrics)?;
         Ok(Processor { group, stop, thread: Some(thread), metrics_addr })
+    }
+
+    /// Whether the group thread has ended (only a stop or an error ends it).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     pub fn metrics(&self) -> Arc<metrics::Metrics> {

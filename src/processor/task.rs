@@ -155,6 +155,8 @@ pub enum TaskError {
     Encode(String),
     #[error("state of partition {partition}: {error}")]
     State { partition: i32, error: String },
+    #[error("stopped while waiting for the schema registry: {0}")]
+    Interrupted(String),
 }
 
 /// Shared between a task's thread and whoever runs it.
@@ -546,7 +548,7 @@ impl Task {
                     Stage::Vehicles => self.merger.pop_before(self.gate.limit(), &gated),
                 };
                 let Some(r) = r else { break };
-                self.process(r);
+                self.process(r)?;
                 if self.pending >= self.env.limits.batch_records {
                     self.commit()?;
                     last_commit = Instant::now();
@@ -590,7 +592,7 @@ impl Task {
         while let Some(lane) = plan.next_lane() {
             let popped = self.merger.lane_at(lane).and_then(|(i, l)| self.merger.pop_lane(i, l));
             match popped {
-                Some(r) => self.process(r),
+                Some(r) => self.process(r)?,
                 None => {
                     plan.unnext(lane);
                     self.replay = Some(plan);
@@ -737,7 +739,35 @@ impl Task {
         Some(found)
     }
 
-    fn process(&mut self, r: Record) {
+    /// Decodes a raw record, waiting out registry trouble (an unreachable
+    /// registry, an id it cannot serve yet): records of a partition are
+    /// processed in order, so the task holds here, with backoff, until the
+    /// schema comes or the codec calls the record poison. A stop or a lost
+    /// partition ends the wait (the batch is not committed; it is processed
+    /// again by whoever owns the partition next).
+    fn decode_waiting(
+        &self,
+        topic: crate::kafka::topics::Topic,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Result<crate::kafka::records::TenantEvent, crate::kafka::codec::CodecError>, TaskError> {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.env.codec.decode_event(topic, key, value) {
+                Err(e) if !e.is_poison() => {
+                    if self.control.stop.load(Ordering::SeqCst) || self.control.lost.load(Ordering::SeqCst) {
+                        return Err(TaskError::Interrupted(e.to_string()));
+                    }
+                    tracing::warn!(partition = self.p, error = %e, retry_in_ms = wait.as_millis() as u64, "writer schema not available; waiting");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn process(&mut self, r: Record) -> Result<(), TaskError> {
         self.pending += 1;
         let lane = self.merger.lane_number(r.input, r.lane) as u32;
         match self.order.last_mut() {
@@ -748,7 +778,7 @@ impl Task {
         self.counted[r.input] += 1;
         if self.is_progress(r.input, r.key()) {
             self.pending_progress += 1;
-            return;
+            return Ok(());
         }
         let input = &self.inputs[r.input];
         self.through = self.through.max(r.timestamp);
@@ -756,7 +786,7 @@ impl Task {
         let (tenant, event, raw) = match r.body {
             Body::Ping { tenant, ping } => (tenant, Event::Ping(ping), None),
             Body::Raw { key, value } => {
-                match self.env.codec.decode_event(input.topic, key.as_deref().unwrap_or_default(), value.as_deref()) {
+                match self.decode_waiting(input.topic, key.as_deref().unwrap_or_default(), value.as_deref())? {
                     Ok(te) => (te.tenant.into(), te.event, Some((key, value))),
                     Err(e) => {
                         if input.owned {
@@ -771,7 +801,7 @@ impl Task {
                             );
                             self.dead.push(dl);
                         }
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -815,7 +845,7 @@ impl Task {
                     component: "processor".into(),
                 });
             }
-            return;
+            return Ok(());
         }
         // Stage one decides only fences and Service Links, stage two only
         // clock changes: each command comes from one task.
@@ -823,6 +853,7 @@ impl Task {
             self.seq += 1;
             self.commands.push((tenant.to_string(), c, r.timestamp, self.seq));
         }
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), TaskError> {

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use crate::connect::tenants::Tenant;
+use crate::config::tenants::Tenant;
 
 /// The report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ report_token = { value = "t0ken" }
 name = "quiet"
 "#;
         let tenants: HashMap<String, Tenant> =
-            crate::connect::tenants::parse(text, "t.toml").unwrap().into_iter().map(|t| (t.name.clone(), t)).collect();
+            crate::config::tenants::parse(text, "t.toml").unwrap().into_iter().map(|t| (t.name.clone(), t)).collect();
         let h = HeaderMap::new();
         let q = |t: &str| HashMap::from([("token".to_string(), t.to_string())]);
         assert!(matches!(authorize(&tenants, "acme", &h, &q("t0ken")), Ok((t, None)) if t.name == "acme"));

@@ -41,13 +41,13 @@ use super::map::positions::{Positions, PositionsError};
 use super::map::routes::{router as map_router, MapMetrics};
 use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
 use super::replica::{Replica, ReplicaError};
+use crate::config::tenants::Tenant;
 use crate::connect::metrics::{counter, registered, render_registry};
-use crate::connect::tenants::Tenant;
+use crate::http::server::{serve, Running};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
 use crate::model::Ts;
-use crate::sim::server::{serve, Running};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -56,7 +56,7 @@ pub enum ReportError {
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("report server: {0}")]
-    Listen(#[from] crate::sim::SimError),
+    Listen(#[from] crate::http::server::ServeError),
     #[error("report server: metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]

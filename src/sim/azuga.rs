@@ -24,7 +24,8 @@
 //!   10 miles; `fenceType` `Circular`.
 //! - TrackMe: `POST /v1/trackme {latitude, longitude, destLatitude,
 //!   destLongitude, vehicleId, userId, ttl, message}` → `{token, url}`;
-//!   `PUT /v1/trackme/{token}` keeps it alive.
+//!   `GET /v1/trackme[?vehicleId=]` lists live links (with `createdAt`,
+//!   `expiresAt`); `PUT /v1/trackme/{token}` keeps it alive.
 //! - Webhooks: `POST /v1/webhooks {url, eventTypes, authorization}`; GPS
 //!   messages go out as a JSON array of `GPS_MESSAGE` objects through an
 //!   [`Outbox`] with the configured faults.
@@ -62,9 +63,7 @@ use super::world::{ScheduledPing, World};
 use super::SimError;
 use crate::engine::{EntityRef, Event};
 use crate::model::{Driver, Id, Pairing, Ping, Ts, Vehicle};
-
-/// Ten miles, the largest geomark radius Azuga accepts.
-pub const MAX_RADIUS_M: f64 = 16_093.44;
+use crate::vendor::azuga::rules::check_geomark;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -75,6 +74,9 @@ pub struct Config {
     /// Budget per API call per principal (Azuga: 60 000).
     pub rate_limit_ms: u64,
     pub faults: Faults,
+    /// Azuga's clock minus the real one, as its `Date` header shows it (a
+    /// client whose own clock is slow sees Azuga ahead).
+    pub clock_offset_ms: i64,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             logins: vec![("fleet-admin".into(), "secret".into())],
             rate_limit_ms: 60_000,
             faults: Faults::default(),
+            clock_offset_ms: 0,
         }
     }
 }
@@ -232,13 +235,14 @@ impl AzugaSim {
                 "/v1/geomarks",
                 get(geomarks_list).post(geomarks_create).put(geomarks_update).delete(geomarks_delete),
             )
-            .route("/v1/trackme", post(trackme_create))
+            .route("/v1/trackme", post(trackme_create).get(trackme_list))
             .route("/v1/trackme/{token}", put(trackme_keepalive))
             .route("/v1/webhooks", post(add_webhook))
             .route("/admin/events", post(admin_events))
             .route("/admin/advance", post(admin_advance))
             .route("/admin/state", get(|s: State<Arc<Self>>| async move { Json(s.snapshot()) }))
             .layer(axum::middleware::from_fn_with_state(self.calls.clone(), log_calls))
+            .layer(axum::middleware::from_fn_with_state(self.config.clock_offset_ms, date_header))
             .with_state(self.clone())
             .merge(shared_admin(self.calls.clone(), self.outbox.clone()))
     }
@@ -378,6 +382,21 @@ struct Login {
     password: String,
 }
 
+/// Sets the `Date` header from Azuga's clock (the real one plus the offset).
+async fn date_header(
+    State(offset_ms): State<i64>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    let at =
+        chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis() + offset_ms).unwrap_or_default();
+    if let Ok(v) = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse() {
+        resp.headers_mut().insert(header::DATE, v);
+    }
+    resp
+}
+
 async fn login(State(sim): State<Arc<AzugaSim>>, body: Bytes) -> Response {
     let Ok(l) = serde_json::from_slice::<Login>(&body) else {
         return fail(StatusCode::BAD_REQUEST, "expected {username, password}");
@@ -503,32 +522,6 @@ async fn location_history(
     data(Value::Array(list))
 }
 
-/// Checks one geomark; the reason it is refused.
-pub fn check_geomark(g: &Value) -> Result<(), String> {
-    let num = |k: &str| g.get(k).and_then(Value::as_f64);
-    if g.get("name").and_then(Value::as_str).is_none_or(|n| n.trim().is_empty()) {
-        return Err("name is required".into());
-    }
-    match (num("latitude"), num("longitude")) {
-        (Some(la), Some(lo)) if (-90.0..=90.0).contains(&la) && (-180.0..=180.0).contains(&lo) => {}
-        _ => return Err("latitude/longitude missing or out of range".into()),
-    }
-    if g.get("fenceType").and_then(Value::as_str) != Some("Circular") {
-        return Err("fenceType must be Circular".into());
-    }
-    let unit = match g.get("radiusUnit").and_then(Value::as_str).unwrap_or("meters") {
-        "meters" | "m" => 1.0,
-        "feet" | "ft" => 0.3048,
-        "km" => 1000.0,
-        "miles" | "mi" => 1609.344,
-        other => return Err(format!("radiusUnit {other:?} is not meters, feet, km or miles")),
-    };
-    match num("geofenceRadius") {
-        Some(r) if r > 0.0 && r * unit <= MAX_RADIUS_M + 1e-6 => Ok(()),
-        _ => Err("geofenceRadius must be above 0 and at most 10 miles".into()),
-    }
-}
-
 fn items(body: &[u8]) -> Result<Vec<Value>, Response> {
     one_or_many::<Value>(body).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
@@ -635,12 +628,36 @@ async fn trackme_create(State(sim): State<Arc<AzugaSim>>, headers: HeaderMap, bo
         format!("tm{:016x}", r.next_u64())
     };
     let url = format!("https://trackme.azuga.example/{token}");
+    let now = super::server::now_ms();
+    let ttl_ms = t.get("ttl").and_then(Value::as_f64).unwrap_or(0.0) * 1000.0;
     t["token"] = json!(token);
     t["url"] = json!(url);
     t["vehicleId"] = json!(vehicle);
     t["keepAlives"] = json!(0);
+    t["createdAt"] = json!(now);
+    t["expiresAt"] = json!(now + ttl_ms as i64);
     d.trackme.insert(token.clone(), t);
     data(json!({"token": token, "url": url}))
+}
+
+async fn trackme_list(
+    State(sim): State<Arc<AzugaSim>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = sim.guard(&headers, "GET /v1/trackme") {
+        return r;
+    }
+    let d = lock(&sim.data);
+    let now = super::server::now_ms();
+    let list: Vec<Value> = d
+        .trackme
+        .values()
+        .filter(|t| t["expiresAt"].as_i64().is_none_or(|e| e > now))
+        .filter(|t| q.get("vehicleId").is_none_or(|v| t["vehicleId"].as_str() == Some(v.as_str())))
+        .cloned()
+        .collect();
+    data(Value::Array(list))
 }
 
 async fn trackme_keepalive(

@@ -15,6 +15,7 @@
 pub mod azuga;
 pub mod calls;
 pub mod fleet;
+pub mod registry;
 pub mod rng;
 pub mod server;
 pub mod servicetrade;
@@ -23,8 +24,4 @@ pub mod webhook;
 pub mod world;
 
 /// Why a simulator could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    #[error("cannot listen on {addr}: {message}")]
-    Bind { addr: String, message: String },
-}
+pub use crate::http::server::ServeError as SimError;

@@ -1,8 +1,7 @@
-//! What both simulators share: serving a router on a loopback address, the
-//! call-log layer, the admin answers, and request parsing that never panics.
+//! What both simulators share: the call-log layer, the admin answers, and
+//! request parsing that never panics. Serving is [`crate::http::server`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
@@ -11,69 +10,35 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use super::calls::CallLog;
+use super::calls::{CallLog, Chaos};
 use super::webhook::Outbox;
-use super::SimError;
-
-/// A simulator serving HTTP. Dropping it leaves the server running until the
-/// runtime stops; [`Running::stop`] ends it.
-pub struct Running {
-    pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<()>,
-}
-
-impl Running {
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops accepting, finishes in-flight requests, returns when done.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.handle).await;
-    }
-
-    /// Waits until the server ends (for the CLI).
-    pub async fn wait(self) {
-        let _ = self.handle.await;
-    }
-}
-
-/// Binds `listen` and serves `router` on the current runtime.
-pub async fn serve(router: Router, listen: &str) -> Result<Running, SimError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| SimError::Bind { addr: listen.to_string(), message: e.to_string() })?;
-    let addr =
-        listener.local_addr().map_err(|e| SimError::Bind { addr: listen.to_string(), message: e.to_string() })?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "simulator server failed");
-        }
-    });
-    Ok(Running { addr, shutdown: Some(tx), handle })
-}
+pub use crate::http::server::{serve, Running};
 
 /// The admin endpoints both simulators have, over their call log and
 /// webhook outbox: `GET /admin/calls?prefix=`, `GET /admin/deliveries`,
-/// `GET /admin/outbox`, and chaos: `POST /admin/chaos {status, count}` makes
-/// the next `count` API calls fail with `status` (a 429 carries
-/// `Retry-After: 1`) before any handler runs ([`log_calls`]);
-/// `GET /admin/chaos` → `{pending, rate_limited}` where `rate_limited`
-/// counts the simulator's own rate-limit refusals (not injected ones).
+/// `GET /admin/outbox`, and chaos: `POST /admin/chaos` with a
+/// [`super::calls::Chaos`] rule (`{status, count}`, `rate`, `apply`,
+/// `stall_ms`, `outage_s`, `retry_after_s`, `methods`, `seed`; `{}`
+/// clears), answered by [`log_calls`]; `GET /admin/chaos` →
+/// `{pending, injected, outage_left_s, rate, rate_limited}` where
+/// `rate_limited` counts the simulator's own rate-limit refusals.
 /// Merge it into the simulator's router after its state is applied.
 pub fn shared_admin(calls: Arc<CallLog>, outbox: Outbox) -> Router {
+    calls_admin(calls).merge(
+        Router::new()
+            .route("/admin/deliveries", get(|s: State<Outbox>| async move { axum::Json(s.deliveries()) }))
+            .route(
+                "/admin/outbox",
+                get(|s: State<Outbox>| async move { axum::Json(serde_json::json!({"pending": s.pending()})) }),
+            )
+            .with_state(outbox),
+    )
+}
+
+/// The call log and chaos admin endpoints alone (a simulator without
+/// webhooks).
+pub fn calls_admin(calls: Arc<CallLog>) -> Router {
     Router::new()
         .route(
             "/admin/calls",
@@ -83,60 +48,107 @@ pub fn shared_admin(calls: Arc<CallLog>, outbox: Outbox) -> Router {
         )
         .route("/admin/chaos", get(chaos_state).post(chaos))
         .with_state(calls)
-        .merge(
-            Router::new()
-                .route("/admin/deliveries", get(|s: State<Outbox>| async move { axum::Json(s.deliveries()) }))
-                .route(
-                    "/admin/outbox",
-                    get(|s: State<Outbox>| async move { axum::Json(serde_json::json!({"pending": s.pending()})) }),
-                )
-                .with_state(outbox),
-        )
 }
 
 /// Records every non-admin request in the call log, with its status, and
-/// answers the injected failures (see [`shared_admin`]).
+/// answers the injected failures ([`super::calls::Chaos`]): before the
+/// handler runs, or after it (`apply`: the effect happens, the answer is
+/// lost), held back `stall_ms`.
 pub async fn log_calls(State(log): State<Arc<CallLog>>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let injected = if path.starts_with("/admin") { None } else { log.take_injected() };
-    let resp = match injected {
-        Some(status) => {
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r =
-                (code, axum::Json(serde_json::json!({"messages": {"error": ["injected failure"]}, "data": null})))
-                    .into_response();
-            if code == StatusCode::TOO_MANY_REQUESTS {
-                r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-            }
-            r
-        }
-        None => next.run(req).await,
-    };
-    if !path.starts_with("/admin") {
-        log.record(&method, &path, &query, resp.status().as_u16());
+    if path.starts_with("/admin") {
+        return next.run(req).await;
     }
+    let injected = log.decide(&method);
+    let resp = match injected {
+        None => next.run(req).await,
+        Some(i) => {
+            let stall = std::time::Duration::from_millis(i.stall_ms);
+            let real = if i.applied {
+                let r = next.run(req).await;
+                tokio::time::sleep(stall).await;
+                Some(r)
+            } else {
+                tokio::time::sleep(stall).await;
+                match i.status {
+                    None => Some(next.run(req).await),
+                    Some(_) => None,
+                }
+            };
+            match (i.status, real) {
+                (None, Some(real)) if i.truncate.is_some() || i.omit_page_count => rewrite(real, i).await,
+                (None, Some(real)) => real,
+                (status, _) => {
+                    let code = StatusCode::from_u16(status.unwrap_or(502)).unwrap_or(StatusCode::BAD_GATEWAY);
+                    let mut r = (
+                        code,
+                        axum::Json(serde_json::json!({"messages": {"error": ["injected failure"]}, "data": null})),
+                    )
+                        .into_response();
+                    let retry_after = i.retry_after_s.or((code == StatusCode::TOO_MANY_REQUESTS).then_some(1));
+                    if let Some(v) = retry_after.and_then(|s| axum::http::HeaderValue::from_str(&s.to_string()).ok()) {
+                        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                    }
+                    r
+                }
+            }
+        }
+    };
+    log.record(&method, &path, &query, resp.status().as_u16(), injected);
     resp
 }
 
+/// The real answer with its lists cut to `truncate` items and without
+/// `totalPages` (the body is JSON; anything else passes unchanged).
+async fn rewrite(resp: Response, i: super::calls::Injected) -> Response {
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    fn cut(v: &mut serde_json::Value, n: usize) {
+        match v {
+            serde_json::Value::Array(a) => a.truncate(n),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|x| cut(x, n)),
+            _ => {}
+        }
+    }
+    if let Some(n) = i.truncate {
+        if let Some(d) = v.get_mut("data") {
+            cut(d, n);
+        }
+    }
+    if i.omit_page_count {
+        if let Some(d) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+            d.remove("totalPages");
+        }
+    }
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(v.to_string()))
+}
+
 async fn chaos_state(State(log): State<Arc<CallLog>>) -> Response {
-    axum::Json(serde_json::json!({"pending": log.injected_left(), "rate_limited": log.rate_limited()})).into_response()
+    axum::Json(log.chaos_state()).into_response()
 }
 
 async fn chaos(State(log): State<Arc<CallLog>>, body: axum::body::Bytes) -> Response {
-    #[derive(serde::Deserialize)]
-    struct Chaos {
-        status: u16,
-        count: u64,
-    }
     match serde_json::from_slice::<Chaos>(&body) {
-        Ok(c) if (400..600).contains(&c.status) => {
-            log.inject(c.status, c.count);
-            axum::Json(serde_json::json!({"pending": c.count})).into_response()
-        }
-        Ok(_) => admin_error(StatusCode::BAD_REQUEST, "status must be 400..599"),
-        Err(e) => admin_error(StatusCode::BAD_REQUEST, format!("expected {{status, count}}: {e}")),
+        Ok(c) => match c.check() {
+            Ok(()) => {
+                log.chaos(c);
+                axum::Json(log.chaos_state()).into_response()
+            }
+            Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
+        },
+        Err(e) => admin_error(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{status, count, rate, apply, stall_ms, outage_s, retry_after_s, methods, seed}}: {e}"),
+        ),
     }
 }
 

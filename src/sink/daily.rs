@@ -13,16 +13,18 @@ use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use chrono_tz::Tz;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use lettre::Message;
 use serde_json::Value;
 
-use super::call::{Cx, Request};
+use super::effect::{attempt, Attempt, Cx, Tracked};
+use super::email::{EmailSink, Smtp};
 use super::ledger::{LedgerError, Step};
-use super::{now, Decided, SinkKind};
-use crate::connect::tenants::Tenant;
+use super::{now, Decided, SinkKind, TenantCx};
 use crate::engine::command::command_id;
+use crate::http::client::Http;
 use crate::kafka::records::{Outcome, SinkResult};
 use crate::model::Ts;
+use crate::vendor::call::{Caller, Request, VendorError};
+use crate::vendor::retry::Fault;
 
 /// The local day whose report is due at `now`: yesterday, once it is 01:00
 /// today in `timezone` (UTC when absent or unknown).
@@ -48,72 +50,131 @@ pub fn summary(rows: &Value) -> (usize, usize, usize) {
     (rows.len(), arrived, failed)
 }
 
+/// One tenant's report for one day, as the effect protocol tracks it.
+struct Report {
+    tenant: String,
+    id: String,
+    partition: i32,
+    unknown: bool,
+    attempts: u32,
+}
+
+impl Tracked for Report {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn unknown(&mut self) -> &mut bool {
+        &mut self.unknown
+    }
+    fn attempts(&mut self) -> &mut u32 {
+        &mut self.attempts
+    }
+}
+
 fn fetch(
-    cx: &Cx,
+    caller: &Caller,
     base: &str,
-    tenant: &Tenant,
+    tenant: &str,
     token: &str,
     day: NaiveDate,
     format: &str,
-    attempts: &mut u32,
-) -> Result<String, String> {
+) -> Result<String, VendorError> {
     let req = Request {
         api: "GET /report",
         method: "GET",
-        url: format!("{base}/report/{}?day={day}&format={format}", tenant.name),
+        url: format!("{base}/report/{tenant}?day={day}&format={format}"),
         headers: vec![("Authorization", format!("Bearer {token}"))],
         body: None,
-        interval_ms: 0,
     };
-    cx.call(&tenant.name, &req, attempts).map(|a| a.body).map_err(|e| format!("report server: {e}"))
+    caller.retrying(req.api, || caller.once(&req)).map(|a| a.body)
 }
 
-/// Sends `tenant`'s report for `day` if it is not decided yet.
+/// Why the report is not sent this round.
+enum NotNow {
+    /// Try again at the next round.
+    Later(String),
+    /// Decided failed.
+    Fails(String),
+}
+
+/// Sends `tenant`'s report for `day` unless it is decided already (a
+/// transient failure waits for the next round, until two days after the
+/// day is over).
 pub fn send(
     cx: &Cx,
+    sink: &EmailSink,
     base: &str,
-    tenant: &Tenant,
+    t: &TenantCx,
+    partition: i32,
     day: NaiveDate,
-    smtp: &dyn Fn(&str, &Message, &mut u32) -> Result<(), String>,
-    default_smtp: Option<&str>,
 ) -> Result<Option<Decided>, LedgerError> {
-    let Some(cfg) = &tenant.email else { return Ok(None) };
+    let Some(cfg) = &t.tenant.email else { return Ok(None) };
     let (Some(token), false) = (&cfg.report_token, cfg.report_recipients.is_empty()) else { return Ok(None) };
-    let t = tenant.name.as_str();
-    let id = report_id(t, day);
-    let mut attempts = match cx.ledger.step(t, &id)? {
+    let tenant = t.tenant.name.as_str();
+    let id = report_id(tenant, day);
+    let mut report = Report { tenant: tenant.to_string(), id: id.clone(), partition, unknown: false, attempts: 0 };
+    match cx.ledger.step(tenant, &id)? {
         Some(Step::Done { .. }) => return Ok(None),
-        Some(Step::Intent { calls }) => calls,
-        None => 0,
-    };
-    let smtp_url = cfg.smtp_url.as_ref().map(|s| s.expose().to_string()).or_else(|| default_smtp.map(str::to_string));
-    let outcome = (|| {
-        let smtp_url = smtp_url.ok_or("no SMTP relay: set email.smtp_url or --smtp")?;
-        let csv = fetch(cx, base, tenant, token.expose(), day, "csv", &mut attempts)?;
-        let json: Value = serde_json::from_str(&fetch(cx, base, tenant, token.expose(), day, "json", &mut attempts)?)
-            .map_err(|e| format!("report server answered invalid JSON: {e}"))?;
+        Some(Step::Intent { calls }) => (report.unknown, report.attempts) = (true, calls),
+        None => {}
+    }
+    let outcome: Result<(), NotNow> = (|| {
+        let smtp_url = sink.smtp_url(t).ok_or(NotNow::Fails("no SMTP relay: set email.smtp_url or --smtp".into()))?;
+        let caller = Caller::new(Http::new(cx.timeout), cx.policy, 0, cx.stop.clone(), cx.observer());
+        let get = |format| {
+            fetch(&caller, base, tenant, token.expose(), day, format)
+                .map_err(|e| NotNow::Later(format!("report server: {e}")))
+        };
+        let csv = get("csv")?;
+        let json: Value = serde_json::from_str(&get("json")?)
+            .map_err(|e| NotNow::Later(format!("report server answered invalid JSON: {e}")))?;
         let rows = if json.is_array() { json } else { json["rows"].clone() };
         let (n, arrived, failed) = summary(&rows);
-        let subject = format!("Activity Report {t} {day}: {n} appointments, {arrived} arrived, {failed} with failures");
+        let subject =
+            format!("Activity Report {tenant} {day}: {n} appointments, {arrived} arrived, {failed} with failures");
         let text = format!(
-            "Activity Report for {day} ({t}).\n\nAppointments and technicians: {n}\nArrived (clocked On Site by GPS): {arrived}\nWith a failure: {failed}\n\nThe full report is attached as CSV.\n"
+            "Activity Report for {day} ({tenant}).\n\nAppointments and technicians: {n}\nArrived (clocked On Site by GPS): {arrived}\nWith a failure: {failed}\n\nThe full report is attached as CSV.\n"
         );
-        let from: Mailbox = cfg.from.parse().map_err(|_| format!("invalid sender address {:?}", cfg.from))?;
-        let mut b = Message::builder().from(from).subject(subject).message_id(Some(format!("<{id}.{t}@geoclock>")));
+        let from: Mailbox =
+            cfg.from.parse().map_err(|_| NotNow::Fails(format!("invalid sender address {:?}", cfg.from)))?;
+        let mut b = lettre::Message::builder()
+            .from(from)
+            .subject(subject)
+            .message_id(Some(format!("<{id}.{tenant}@geoclock>")));
         for r in &cfg.report_recipients {
-            b = b.to(r.parse::<Mailbox>().map_err(|_| format!("invalid recipient address {r:?}"))?);
+            b = b.to(r.parse::<Mailbox>().map_err(|_| NotNow::Fails(format!("invalid recipient address {r:?}")))?);
         }
-        let attachment = Attachment::new(format!("activity-report-{t}-{day}.csv"))
-            .body(csv, ContentType::parse("text/csv; charset=utf-8").map_err(|e| e.to_string())?);
+        let ct = ContentType::parse("text/csv; charset=utf-8").map_err(|e| NotNow::Fails(e.to_string()))?;
+        let attachment = Attachment::new(format!("activity-report-{tenant}-{day}.csv")).body(csv, ct);
         let msg = b
             .multipart(MultiPart::mixed().singlepart(SinglePart::plain(text)).singlepart(attachment))
-            .map_err(|e| format!("cannot build the message: {e}"))?;
-        cx.ledger.record(&[(t, &id, Step::Intent { calls: attempts + 1 })], &[]).map_err(|e| e.to_string())?;
-        smtp(&smtp_url, &msg, &mut attempts)
+            .map_err(|e| NotNow::Fails(format!("cannot build the message: {e}")))?;
+        let transport = sink.transport(&smtp_url).map_err(NotNow::Fails)?;
+        match attempt(cx, &mut report, &Smtp { transport: &transport, message: &msg, metrics: &cx.metrics }) {
+            Ok(Attempt::Done { .. }) => Ok(()),
+            Ok(Attempt::Failed(f @ Fault::Refused { .. })) => Err(NotNow::Fails(f.to_string())),
+            Ok(Attempt::Failed(f)) => Err(NotNow::Later(f.to_string())),
+            Err(e) => Err(NotNow::Later(e.to_string())),
+        }
     })();
     let (outcome, reason) = match outcome {
         Ok(()) => (Outcome::Done, String::new()),
-        Err(why) => (Outcome::Failed, format!("daily report not sent: {why}")),
+        Err(NotNow::Fails(why)) => (Outcome::Failed, format!("daily report not sent: {why}")),
+        Err(NotNow::Later(why)) => {
+            let day_over =
+                day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map_or(0, |d| d.and_utc().timestamp_millis());
+            if now().millis() < day_over + 2 * 86_400_000 {
+                tracing::warn!(tenant, %day, error = %why, "daily report not sent yet; retrying next round");
+                return Ok(None);
+            }
+            (Outcome::Failed, format!("daily report not sent: gave up: {why}"))
+        }
     };
     let result = SinkResult {
         command_id: id.clone(),
@@ -123,12 +184,12 @@ pub fn send(
         outcome,
         reason,
         remote_ref: Some(day.to_string()),
-        attempts,
+        attempts: report.attempts,
         executed_at: now(),
         command_time: now(),
     };
-    cx.ledger.record(&[(t, &id, Step::Done { result: result.clone(), reported: false })], &[])?;
-    Ok(Some(Decided { dead: outcome == Outcome::Failed, result }))
+    cx.ledger.record(&[(tenant, &id, Step::Done { result: result.clone(), reported: false })], &[])?;
+    Ok(Some(Decided::new(result)))
 }
 
 #[cfg(test)]

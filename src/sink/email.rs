@@ -3,18 +3,20 @@
 //! and mails the Service Link to the job's contact over SMTP, plain text
 //! and HTML, from the tenant's sender.
 //!
-//! Steps per command id (see [`super::ledger`]):
-//! 1. TrackMe link created and kept as `trackme/{id}` before anything is
-//!    mailed, so a retry or restart reuses it instead of creating another
-//!    (a crash inside the TrackMe call itself can leave one unused link,
-//!    which expires with its TTL: Azuga offers no lookup to check).
-//! 2. Intent, then SMTP, then done. A crash between the server's `250` and
-//!    the done step re-sends on restart with the same `Message-ID`
-//!    (`<{command id}.{tenant}@geoclock>`): SMTP has no way to ask whether a
-//!    message arrived, and receivers collapse repeats by that header.
+//! Two effects per command, each through the protocol ([`super::effect`]):
+//! 1. The TrackMe link, kept as `trackme/{id}` in the ledger before
+//!    anything is mailed, so a retry or restart reuses it. When the outcome
+//!    of a create is unknown, the account's TrackMe links are listed (once
+//!    per batch) and the one for this vehicle, destination and window is
+//!    adopted ([`crate::vendor::azuga::rules::trackme_matches`]).
+//! 2. The email over SMTP. SMTP cannot be asked whether a message arrived:
+//!    when that is unknown (a crash or a connection lost after the data),
+//!    the message is sent again with the same `Message-ID`
+//!    (`<{command id}.{tenant}@geoclock>`), which receivers collapse.
 //! - An address the transport cannot parse and SMTP 5xx answers are
-//!   permanent; connection failures and 4xx are retried with backoff.
+//!   permanent; 4xx answers were not delivered; anything else is unknown.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,14 +26,14 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{Message, SmtpTransport, Transport};
 use serde_json::{json, Value};
 
-use super::call::{azuga_auth, azuga_interval_ms, Cx, Request};
-use super::ledger::{LedgerError, Step};
-use super::policy::Verdict;
-use super::render::{service_link, trackme_ttl_s, Email};
-use super::{now, Decided, Executor, Pending, SinkKind};
-use crate::connect::tenants::Tenant;
+use super::effect::{attempt, on_fault, Attempt, Cx, Effect};
+use super::ledger::LedgerError;
+use super::render::{service_link, Email};
+use super::{now, Decided, Executor, Settle, SinkKind, TenantCx, Verdict, Work};
 use crate::engine::{Action, ServiceLink};
-use crate::kafka::records::Outcome;
+use crate::vendor::azuga::rules::{trackme_matches, trackme_request};
+use crate::vendor::azuga::{Client, TrackMe};
+use crate::vendor::retry::Fault;
 
 pub struct EmailSink {
     /// `smtp://host:port` (or with `?tls=required`, or `smtps://`) for
@@ -40,27 +42,6 @@ pub struct EmailSink {
     /// The report server the daily report is fetched from.
     report_url: Option<String>,
     transports: Mutex<HashMap<String, Arc<SmtpTransport>>>,
-}
-
-impl EmailSink {
-    pub fn new(default_smtp: Option<String>, report_url: Option<String>) -> EmailSink {
-        EmailSink { default_smtp, report_url, transports: Mutex::new(HashMap::new()) }
-    }
-
-    fn transport(&self, url: &str) -> Result<Arc<SmtpTransport>, String> {
-        let mut t = self.transports.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tr) = t.get(url) {
-            return Ok(tr.clone());
-        }
-        let url_full = if url.contains("://") { url.to_string() } else { format!("smtp://{url}") };
-        let tr = SmtpTransport::from_url(&url_full)
-            .map_err(|_| "the SMTP URL is not valid (smtp://host:port, smtps://…)".to_string())?
-            .timeout(Some(Duration::from_secs(15)))
-            .build();
-        let tr = Arc::new(tr);
-        t.insert(url.to_string(), tr.clone());
-        Ok(tr)
-    }
 }
 
 /// The message for `email`, or why it cannot be addressed.
@@ -83,153 +64,169 @@ pub fn message(from: &str, to: &str, message_id: &str, email: &Email) -> Result<
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
+/// Sending one message over SMTP, as an effect the vendor cannot be asked about.
+pub struct Smtp<'a> {
+    pub transport: &'a SmtpTransport,
+    pub message: &'a Message,
+    pub metrics: &'a super::metrics::Metrics,
+}
+
+impl Effect for Smtp<'_> {
+    type Out = ();
+    const LOOKS_UP: bool = false;
+
+    fn lookup(&self) -> Result<Option<()>, Fault> {
+        Ok(None)
+    }
+
+    fn act(&self) -> Result<(), Fault> {
+        let api = "SMTP";
+        let r = self.transport.send(self.message);
+        let (status, fault) = match r {
+            Ok(_) => (250, None),
+            Err(e) if e.is_permanent() => {
+                let code = e.status().map_or_else(|| "5xx".to_string(), |c| c.to_string());
+                (550, Some(Fault::Refused { api, status: 550, message: format!("SMTP refused the message ({code})") }))
+            }
+            Err(e) if e.is_transient() => {
+                (450, Some(Fault::NotApplied { api, retry_after: None, message: "SMTP: temporary refusal".into() }))
+            }
+            Err(_) => (
+                0,
+                Some(Fault::Unknown { api, retry_after: None, message: "SMTP: connection or protocol error".into() }),
+            ),
+        };
+        self.metrics.api_call("email", api, (status > 0).then_some(status));
+        fault.map_or(Ok(()), Err)
+    }
+}
+
+/// Creating a Service Link's TrackMe link; found again in the account's
+/// links, listed at most once per batch.
+struct TrackMeLink<'a> {
+    client: &'a Client,
+    link: &'a ServiceLink,
+    listed: &'a RefCell<Option<Result<Vec<Value>, Fault>>>,
+}
+
+impl Effect for TrackMeLink<'_> {
+    type Out = TrackMe;
+
+    fn lookup(&self) -> Result<Option<TrackMe>, Fault> {
+        let mut listed = self.listed.borrow_mut();
+        let links = listed.get_or_insert_with(|| self.client.trackme_links(None)).clone()?;
+        Ok(links.iter().find(|l| trackme_matches(l, self.link)).and_then(|l| {
+            Some(TrackMe { token: l["token"].as_str()?.to_string(), url: l["url"].as_str()?.to_string() })
+        }))
+    }
+
+    fn act(&self) -> Result<TrackMe, Fault> {
+        self.client.create_trackme(&trackme_request(self.link, now()))
+    }
+
+    fn ready_in(&self) -> Duration {
+        self.client.caller().ready_in("POST /v1/trackme")
+    }
+}
+
 impl EmailSink {
-    fn trackme(
+    pub fn new(default_smtp: Option<String>, report_url: Option<String>) -> EmailSink {
+        EmailSink { default_smtp, report_url, transports: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn transport(&self, url: &str) -> Result<Arc<SmtpTransport>, String> {
+        let mut t = self.transports.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tr) = t.get(url) {
+            return Ok(tr.clone());
+        }
+        let url_full = if url.contains("://") { url.to_string() } else { format!("smtp://{url}") };
+        let tr = SmtpTransport::from_url(&url_full)
+            .map_err(|_| "the SMTP URL is not valid (smtp://host:port, smtps://…)".to_string())?
+            .timeout(Some(Duration::from_secs(15)))
+            .build();
+        let tr = Arc::new(tr);
+        t.insert(url.to_string(), tr.clone());
+        Ok(tr)
+    }
+
+    /// The tenant's SMTP relay URL (never logged).
+    pub(crate) fn smtp_url(&self, t: &TenantCx) -> Option<String> {
+        let cfg = t.tenant.email.as_ref()?;
+        cfg.smtp_url.as_ref().map(|s| s.expose().to_string()).or_else(|| self.default_smtp.clone())
+    }
+
+    fn one(
         &self,
         cx: &Cx,
-        tenant: &Tenant,
-        p: &Pending,
-        link: &ServiceLink,
-        attempts: &mut u32,
-    ) -> Result<String, String> {
-        let t = tenant.name.as_str();
-        let key = format!("trackme/{}", p.command.id);
-        if let Some(url) =
-            cx.ledger.extra(t, &key).map_err(|e| e.to_string())?.and_then(|v| v["url"].as_str().map(str::to_string))
-        {
-            return Ok(url);
-        }
-        let Some(az) = &tenant.azuga else { return Err("no [tenants.azuga] in the tenants file".into()) };
-        let body = json!({
-            "latitude": link.destination.lat, "longitude": link.destination.lon,
-            "destLatitude": link.destination.lat, "destLongitude": link.destination.lon,
-            "vehicleId": link.vehicle, "ttl": trackme_ttl_s(link, now()),
-            "message": format!("{} is on the way to {}", link.tech_name, link.location_name),
-        });
-        let req = Request {
-            api: "POST /v1/trackme",
-            method: "POST",
-            url: format!("{}/v1/trackme", az.base_url),
-            headers: vec![azuga_auth(az)],
-            body: Some(body.to_string()),
-            interval_ms: azuga_interval_ms(az),
+        t: &TenantCx,
+        w: &mut Work,
+        listed: &RefCell<Option<Result<Vec<Value>, Fault>>>,
+    ) -> Result<Verdict, LedgerError> {
+        let Action::SendServiceLink(link) = w.command.action.clone() else {
+            return Ok(w.failed(SinkKind::Email, "not a send_service_link command".into()));
         };
-        let a = cx.call(t, &req, attempts).map_err(|e| format!("Azuga TrackMe link not created: {e}"))?;
-        let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
-        let url = v["data"]["url"].as_str().ok_or("Azuga TrackMe answer has no data.url")?.to_string();
-        cx.ledger
-            .record(&[], &[(t, &key, Some(json!({"url": url, "token": v["data"]["token"]})))])
-            .map_err(|e| e.to_string())?;
-        Ok(url)
-    }
-
-    fn send(&self, cx: &Cx, url: &str, msg: &Message, attempts: &mut u32) -> Result<(), String> {
-        let tr = self.transport(url)?;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            *attempts += 1;
-            let r = tr.send(msg);
-            let (verdict, why) = match &r {
-                Ok(_) => (Verdict::Success, String::new()),
-                Err(e) if e.is_permanent() => (
-                    Verdict::Permanent,
-                    format!(
-                        "SMTP refused the message ({})",
-                        e.status().map_or_else(|| "5xx".to_string(), |c| c.to_string())
-                    ),
-                ),
-                Err(e) => (
-                    Verdict::Transient { rate_limited: false },
-                    format!(
-                        "SMTP failed: {}",
-                        if e.is_transient() { "temporary refusal" } else { "connection or protocol error" }
-                    ),
-                ),
-            };
-            cx.metrics.api_call(
-                "email",
-                "SMTP",
-                Some(if r.is_ok() {
-                    250
-                } else if verdict == Verdict::Permanent {
-                    550
-                } else {
-                    450
-                }),
-            );
-            match verdict {
-                Verdict::Success => return Ok(()),
-                Verdict::Permanent => return Err(why),
-                _ if tries >= cx.backoff.max_attempts => return Err(format!("{why} (after {tries} attempts)")),
-                _ => {
-                    cx.metrics.retry("email", "SMTP");
-                    std::thread::sleep(cx.backoff.delay(tries, 0.5));
+        let Some(cfg) = &t.tenant.email else {
+            return Ok(w.failed(SinkKind::Email, "no [tenants.email] in the tenants file".into()));
+        };
+        let Some(smtp) = self.smtp_url(t) else {
+            return Ok(w.failed(SinkKind::Email, "no SMTP relay: set email.smtp_url or --smtp".into()));
+        };
+        // Refuse a bad address before creating a TrackMe link for it.
+        if link.to.trim().parse::<Mailbox>().is_err() {
+            return Ok(w.failed(SinkKind::Email, format!("invalid recipient address {:?}", link.to)));
+        }
+        let key = format!("trackme/{}", w.command.id);
+        let tenant = t.tenant.name.clone();
+        let kept = cx.ledger.extra(&tenant, &key)?.and_then(|v| v["url"].as_str().map(str::to_string));
+        let url = match kept {
+            Some(url) => url,
+            None => {
+                let Some(client) = &t.azuga else {
+                    return Ok(w.failed(SinkKind::Email, "no [tenants.azuga] in the tenants file".into()));
+                };
+                match attempt(cx, w, &TrackMeLink { client, link: &link, listed })? {
+                    Attempt::Done { out, .. } => {
+                        cx.ledger.record(&[], &[(&tenant, &key, Some(json!({"url": out.url, "token": out.token})))])?;
+                        // The link exists now; what follows is the email.
+                        w.unknown = false;
+                        out.url
+                    }
+                    Attempt::Failed(f) => return Ok(on_fault(w, SinkKind::Email, "Azuga TrackMe link not created", f)),
                 }
             }
+        };
+        let email = service_link(&link, &url, cfg.company());
+        let msg = match message(&cfg.from, &link.to, &format!("<{}.{tenant}@geoclock>", w.command.id), &email) {
+            Ok(m) => m,
+            Err(why) => return Ok(w.failed(SinkKind::Email, why)),
+        };
+        let transport = match self.transport(&smtp) {
+            Ok(t) => t,
+            Err(why) => return Ok(w.failed(SinkKind::Email, why)),
+        };
+        if w.unknown {
+            tracing::warn!(tenant = %tenant, command = %w.command.id, "re-sending a Service Link whose delivery is unknown (same Message-ID)");
         }
-    }
-
-    fn one(&self, cx: &Cx, tenant: &Tenant, p: &Pending) -> Result<Decided, LedgerError> {
-        let (t, id) = (tenant.name.as_str(), p.command.id.as_str());
-        let fail = |why: String, attempts: u32| Decided {
-            result: p.result(SinkKind::Email, Outcome::Failed, why, None, attempts, now()),
-            dead: true,
-        };
-        let Action::SendServiceLink(link) = &p.command.action else {
-            return Ok(fail("not a send_service_link command".into(), 0));
-        };
-        let Some(cfg) = &tenant.email else { return Ok(fail("no [tenants.email] in the tenants file".into(), 0)) };
-        let smtp = cfg.smtp_url.as_ref().map(|s| s.expose().to_string()).or_else(|| self.default_smtp.clone());
-        let Some(smtp) = smtp else { return Ok(fail("no SMTP relay: set email.smtp_url or --smtp".into(), 0)) };
-        let mut attempts = match cx.ledger.step(t, id)? {
-            Some(Step::Intent { calls }) => {
-                tracing::warn!(
-                    tenant = t,
-                    command = id,
-                    "re-sending a Service Link whose delivery was not recorded (same Message-ID)"
-                );
-                calls
-            }
-            _ => 0,
-        };
-        let decided = (|| {
-            // Refuse a bad address before creating a TrackMe link for it.
-            link.to.trim().parse::<Mailbox>().map_err(|_| format!("invalid recipient address {:?}", link.to))?;
-            let url = self.trackme(cx, tenant, p, link, &mut attempts)?;
-            let email = service_link(link, &url, cfg.company());
-            let msg = message(&cfg.from, &link.to, &format!("<{id}.{t}@geoclock>"), &email)?;
-            cx.ledger.record(&[(t, id, Step::Intent { calls: attempts + 1 })], &[]).map_err(|e| e.to_string())?;
-            self.send(cx, &smtp, &msg, &mut attempts)?;
-            Ok::<_, String>(url)
-        })();
-        let decided = match decided {
-            Ok(url) => Decided {
-                result: p.result(SinkKind::Email, Outcome::Done, String::new(), Some(url), attempts, now()),
-                dead: false,
-            },
-            Err(why) => fail(why, attempts),
-        };
-        cx.ledger.record(&[(t, id, Step::Done { result: decided.result.clone(), reported: false })], &[])?;
-        Ok(decided)
+        Ok(match attempt(cx, w, &Smtp { transport: &transport, message: &msg, metrics: &cx.metrics })? {
+            Attempt::Done { .. } => w.done(SinkKind::Email, Some(url), ""),
+            Attempt::Failed(f) => on_fault(w, SinkKind::Email, "Service Link not sent", f),
+        })
     }
 }
 
 impl Executor for EmailSink {
-    fn execute(&self, cx: &Cx, tenant: &Tenant, batch: Vec<Pending>) -> Result<Vec<Decided>, LedgerError> {
-        batch.iter().map(|p| self.one(cx, tenant, p)).collect()
+    fn attempt(&self, cx: &Cx, t: &TenantCx, batch: &mut [Work], settle: &mut Settle<'_>) -> Result<(), LedgerError> {
+        let listed = RefCell::new(None);
+        for w in batch.iter_mut() {
+            let v = self.one(cx, t, w, &listed)?;
+            settle(w, v)?;
+        }
+        Ok(())
     }
 
-    fn housekeeping(&self, cx: &Cx, tenants: &[Tenant]) -> Result<Vec<(String, Decided)>, LedgerError> {
+    fn housekeeping(&self, cx: &Cx, t: &TenantCx, partition: i32) -> Result<Vec<Decided>, LedgerError> {
         let Some(base) = &self.report_url else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
-        for t in tenants {
-            let day = super::daily::due_day(now(), t.timezone.as_deref());
-            let smtp = |url: &str, msg: &Message, attempts: &mut u32| self.send(cx, url, msg, attempts);
-            if let Some(d) = super::daily::send(cx, base, t, day, &smtp, self.default_smtp.as_deref())? {
-                out.push((t.name.clone(), d));
-            }
-        }
-        Ok(out)
+        let day = super::daily::due_day(now(), t.tenant.timezone.as_deref());
+        Ok(super::daily::send(cx, self, base, t, partition, day)?.into_iter().collect())
     }
 }

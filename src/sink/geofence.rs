@@ -10,26 +10,30 @@
 //! - Within a batch an appointment's commands collapse to their net effect
 //!   (create + update = one create with the update's content; create +
 //!   delete = no call), so Azuga sees each appointment at most once.
-//! - Exactly once: intents are recorded for every command before its call;
-//!   with an intent present the sink first lists Azuga's geomarks and
-//!   adopts one of the same name (a create that landed before a crash) or
-//!   skips a delete whose geomark is gone.
-//! - Azuga's geomarks are circles: a polygon fence is sent as the circle
-//!   around its vertices (the processor still tests the exact polygon).
-//!   Radii above ten miles fail here, without a call.
+//! - Exactly once ([`super::effect`], in bulk): when an appointment's
+//!   outcome is unknown (an ambiguous answer to an earlier bulk call, an
+//!   intent left by a crash, a partition that moved here) or its geomark id
+//!   is not known here while its commands need one (an update or delete of
+//!   a fence another instance created), the sink first lists Azuga's
+//!   geomarks once for the batch and adopts the one named for the
+//!   appointment (`… | {appointmentId}`), or learns that it is gone. So a
+//!   bulk create that Azuga applied and then failed to answer is never
+//!   created twice. Intents are recorded before every bulk call.
+//! - What Azuga would refuse fails here, without a call
+//!   ([`crate::vendor::azuga::rules`]).
 
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::call::{azuga_auth, azuga_interval_ms, CallError, Cx, Request};
-use super::ledger::{LedgerError, Step};
-use super::{now, Decided, Executor, Pending, SinkKind};
-use crate::connect::tenants::{AzugaTenant, Tenant};
+use super::effect::{record_intent, Cx};
+use super::ledger::LedgerError;
+use super::{Decided, Executor, Settle, SinkKind, TenantCx, Verdict, Work};
 use crate::engine::{Action, FenceChange};
-use crate::geo::{haversine_m, LatLon, Shape};
 use crate::kafka::records::Outcome;
-use crate::sim::azuga::check_geomark;
+use crate::vendor::azuga::rules::{check_geomark, geomark, names_appointment, same_geomark};
+use crate::vendor::retry::Fault;
+use std::time::Duration;
 
 #[derive(Default)]
 pub struct GeofenceSink;
@@ -40,142 +44,25 @@ struct Mapping {
     revision: u32,
 }
 
-/// The circle Azuga is sent for `shape`: (centre, radius m).
-pub fn circle_of(shape: &Shape) -> (LatLon, f64) {
-    match shape {
-        Shape::Circle { center, radius_m } => (*center, *radius_m),
-        Shape::Polygon { ring } => {
-            let (mut lo, mut hi) = (LatLon::new(90.0, 180.0), LatLon::new(-90.0, -180.0));
-            for p in ring {
-                lo = LatLon::new(lo.lat.min(p.lat), lo.lon.min(p.lon));
-                hi = LatLon::new(hi.lat.max(p.lat), hi.lon.max(p.lon));
-            }
-            let c = LatLon::new((lo.lat + hi.lat) / 2.0, (lo.lon + hi.lon) / 2.0);
-            let r = ring.iter().map(|p| haversine_m(c, *p)).fold(0.0, f64::max);
-            (c, (r * 10.0).ceil() / 10.0)
-        }
-    }
-}
-
-/// The geomark for a fence (without `id`).
-pub fn geomark(f: &FenceChange) -> Value {
-    let (c, r) = circle_of(&f.shape);
-    json!({
-        "name": f.name, "latitude": c.lat, "longitude": c.lon, "address": "",
-        "fenceType": "Circular", "geofenceRadius": r, "radiusUnit": "meters", "alertType": "BOTH",
-        "activationDate": f.active_from.millis(), "inActivationDate": f.active_to.millis(),
-    })
-}
-
-fn same_geomark(remote: &Value, want: &Value) -> bool {
-    ["name", "latitude", "longitude", "geofenceRadius", "activationDate", "inActivationDate"]
-        .iter()
-        .all(|k| remote.get(*k) == want.get(*k))
-}
-
 /// What an appointment needs from Azuga after its commands.
+#[derive(Debug, Clone, PartialEq)]
 enum Plan {
     Create(Value),
     Update(u64, Value),
     Delete(u64),
-    Nothing(String),
+    /// No call: the geomark Azuga holds (if any) is already right.
+    Nothing {
+        id: Option<u64>,
+        note: String,
+    },
 }
 
+/// One appointment's commands in the batch (indexes into the batch).
 struct Group {
     appointment: String,
     mapping: Mapping,
     /// Commands above the mapping's revision, in order.
-    live: Vec<Pending>,
-    decided: Vec<Decided>,
-    recovering: bool,
-    plan: Option<Plan>,
-}
-
-impl GeofenceSink {
-    fn request(az: &AzugaTenant, api: &'static str, method: &'static str, body: Option<Value>) -> Request {
-        Request {
-            api,
-            method,
-            url: format!("{}/v1/geomarks", az.base_url),
-            headers: vec![azuga_auth(az)],
-            body: body.map(|b| b.to_string()),
-            interval_ms: azuga_interval_ms(az),
-        }
-    }
-
-    fn groups(&self, cx: &Cx, tenant: &str, batch: Vec<Pending>) -> Result<Vec<Group>, LedgerError> {
-        let mut order: Vec<String> = Vec::new();
-        let mut by: HashMap<String, Vec<Pending>> = HashMap::new();
-        for p in batch {
-            let a = p.command.appointment.to_string();
-            if !by.contains_key(&a) {
-                order.push(a.clone());
-            }
-            by.entry(a).or_default().push(p);
-        }
-        let mut out = Vec::with_capacity(order.len());
-        for appointment in order {
-            let mapping: Mapping = cx
-                .ledger
-                .extra(tenant, &format!("fence/{appointment}"))?
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default();
-            let mut g =
-                Group { appointment, mapping, live: Vec::new(), decided: Vec::new(), recovering: false, plan: None };
-            for p in by.remove(&g.appointment).unwrap_or_default() {
-                let rev = revision(&p.command.action);
-                if rev <= g.mapping.revision {
-                    let why = format!("revision {rev} not above the applied revision {}", g.mapping.revision);
-                    g.decided.push(Decided {
-                        result: p.result(SinkKind::Geofence, Outcome::Superseded, why, None, 0, now()),
-                        dead: false,
-                    });
-                    continue;
-                }
-                g.recovering |= matches!(cx.ledger.step(tenant, &p.command.id)?, Some(Step::Intent { .. }));
-                g.live.push(p);
-            }
-            out.push(g);
-        }
-        Ok(out)
-    }
-
-    fn plan(g: &Group, remote: &Option<Vec<Value>>) -> Plan {
-        let Some(last) = g.live.last() else { return Plan::Nothing(String::new()) };
-        let names: Vec<&str> =
-            g.live.iter().filter_map(|p| fence_of(&p.command.action).map(|f| f.name.as_str())).collect();
-        let mut id = g.mapping.id;
-        let mut remote_same: Option<&Value> = None;
-        if let (true, Some(list)) = (g.recovering, remote) {
-            if id.is_none() {
-                id = list
-                    .iter()
-                    .find(|m| m["name"].as_str().is_some_and(|n| names.contains(&n)))
-                    .and_then(|m| m["id"].as_u64());
-            }
-            remote_same = id.and_then(|i| list.iter().find(|m| m["id"].as_u64() == Some(i)));
-            if let (Some(_), None) = (id, remote_same) {
-                // Our geomark is gone from Azuga (a delete that landed).
-                id = None;
-            }
-        }
-        match fence_of(&last.command.action) {
-            Some(f) => {
-                let want = geomark(f);
-                match id {
-                    None => Plan::Create(want),
-                    Some(i) if remote_same.is_some_and(|r| same_geomark(r, &want)) => {
-                        Plan::Nothing(format!("geomark {i} already as commanded"))
-                    }
-                    Some(i) => Plan::Update(i, want),
-                }
-            }
-            None => match id {
-                Some(i) => Plan::Delete(i),
-                None => Plan::Nothing("no geomark to remove".into()),
-            },
-        }
-    }
+    live: Vec<usize>,
 }
 
 fn revision(a: &Action) -> u32 {
@@ -193,204 +80,309 @@ fn fence_of(a: &Action) -> Option<&FenceChange> {
     }
 }
 
-/// Checks what Azuga would refuse, so one bad fence cannot sink a bulk call.
-fn local_check(g: &Value) -> Result<(), String> {
-    // The simulator's checks are Azuga's documented ones (radius ≤ 10 miles,
-    // coordinates in range, a name, `Circular`).
-    check_geomark(g).map_err(|e| format!("Azuga would reject the geofence: {e}"))
+fn mapping_key(appointment: &str) -> String {
+    format!("fence/{appointment}")
+}
+
+/// The plan for an appointment whose last command is `last`, given the
+/// geomark id known here and, when listed, Azuga's geomarks.
+fn plan(appointment: &str, known: Option<u64>, last: &Action, remote: Option<&[Value]>) -> Plan {
+    let mut id = known;
+    let mut held: Option<&Value> = None;
+    if let Some(list) = remote {
+        if id.is_none() {
+            id = list
+                .iter()
+                .find(|m| m["name"].as_str().is_some_and(|n| names_appointment(n, appointment)))
+                .and_then(|m| m["id"].as_u64());
+        }
+        held = id.and_then(|i| list.iter().find(|m| m["id"].as_u64() == Some(i)));
+        if held.is_none() {
+            // Our geomark is gone from Azuga (a delete that landed).
+            id = None;
+        }
+    }
+    match fence_of(last) {
+        Some(f) => {
+            let want = geomark(f);
+            match id {
+                None => Plan::Create(want),
+                Some(i) if held.is_some_and(|r| same_geomark(r, &want)) => {
+                    Plan::Nothing { id: Some(i), note: format!("geomark {i} already as commanded") }
+                }
+                Some(i) => Plan::Update(i, want),
+            }
+        }
+        None => match id {
+            Some(i) => Plan::Delete(i),
+            None => Plan::Nothing { id: None, note: "no geomark to remove".into() },
+        },
+    }
+}
+
+impl GeofenceSink {
+    fn groups(
+        &self,
+        cx: &Cx,
+        tenant: &str,
+        batch: &[Work],
+        out: &mut [Option<Verdict>],
+    ) -> Result<Vec<Group>, LedgerError> {
+        let mut order: Vec<String> = Vec::new();
+        let mut by: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, w) in batch.iter().enumerate() {
+            let a = w.command.appointment.to_string();
+            if !by.contains_key(&a) {
+                order.push(a.clone());
+            }
+            by.entry(a).or_default().push(i);
+        }
+        let mut groups = Vec::with_capacity(order.len());
+        for appointment in order {
+            let mapping: Mapping = cx
+                .ledger
+                .extra(tenant, &mapping_key(&appointment))?
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let mut g = Group { appointment, mapping, live: Vec::new() };
+            let mut idx = by.remove(&g.appointment).unwrap_or_default();
+            idx.sort_by_key(|i| revision(&batch[*i].command.action));
+            for i in idx {
+                let rev = revision(&batch[i].command.action);
+                if rev <= g.mapping.revision {
+                    let why = format!("revision {rev} not above the applied revision {}", g.mapping.revision);
+                    let r = batch[i].result(SinkKind::Geofence, Outcome::Superseded, why, None);
+                    out[i] = Some(Verdict::Decided(Decided::new(r)));
+                } else {
+                    g.live.push(i);
+                }
+            }
+            groups.push(g);
+        }
+        Ok(groups)
+    }
 }
 
 impl Executor for GeofenceSink {
-    fn execute(&self, cx: &Cx, tenant: &Tenant, batch: Vec<Pending>) -> Result<Vec<Decided>, LedgerError> {
-        let Some(az) = &tenant.azuga else {
-            return Ok(super::unconfigured(SinkKind::Geofence, batch, "no [tenants.azuga] in the tenants file"));
+    fn linger(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+
+    fn attempt(&self, cx: &Cx, t: &TenantCx, batch: &mut [Work], settle: &mut Settle<'_>) -> Result<(), LedgerError> {
+        let Some(az) = &t.azuga else {
+            for w in batch.iter() {
+                settle(w, w.failed(SinkKind::Geofence, "no [tenants.azuga] in the tenants file".into()))?;
+            }
+            return Ok(());
         };
-        let t = tenant.name.as_str();
-        let mut groups = self.groups(cx, t, batch)?;
-        let mut attempts = 0u32;
-        let remote = if groups.iter().any(|g| g.recovering) {
-            let req = Self::request(az, "GET /v1/geomarks", "GET", None);
-            match cx.call(t, &req, &mut attempts) {
-                Ok(a) => serde_json::from_str::<Value>(&a.body).ok().and_then(|v| v["data"].as_array().cloned()),
-                Err(e) => {
-                    tracing::warn!(tenant = t, error = %e, "cannot list geomarks for recovery; retrying the batch later");
-                    None
+        let tenant = t.tenant.name.as_str();
+        let mut out: Vec<Option<Verdict>> = vec![None; batch.len()];
+        let mut groups = self.groups(cx, tenant, batch, &mut out)?;
+        groups.retain(|g| !g.live.is_empty());
+        // Groups whose commands may not act here now wait.
+        groups.retain(|g| {
+            let ok = g.live.iter().all(|i| cx.fence.may_act(batch[*i].partition));
+            if !ok {
+                for i in &g.live {
+                    out[*i] = Some(Verdict::Retry(Fault::Stopped { api: "fence" }));
                 }
             }
-        } else {
-            None
+            ok
+        });
+        // Step 1, once for the batch: list Azuga's geomarks when any
+        // appointment's outcome is unknown or its geomark id is needed and
+        // not known here.
+        let needs_list = |g: &Group| {
+            let last = &batch[*g.live.last().unwrap_or(&0)].command.action;
+            g.live.iter().any(|i| batch[*i].unknown)
+                || (g.mapping.id.is_none() && !matches!(last, Action::CreateGeofence(_)))
         };
-        for g in &mut groups {
-            if g.recovering && remote.is_none() {
-                // Unknown whether the earlier call landed: decide nothing now.
-                continue;
+        // A call whose budget is not free yet is not made now: its
+        // commands wait (and more gather for it), nothing is recorded.
+        let not_yet = |api: &'static str| {
+            let wait = az.caller().ready_in(api);
+            (!wait.is_zero()).then_some(Fault::NotYet { api, wait })
+        };
+        let list_wait = not_yet("GET /v1/geomarks");
+        let remote: Option<Result<Vec<Value>, Fault>> = groups.iter().any(needs_list).then(|| match &list_wait {
+            Some(f) => Err(f.clone()),
+            None => {
+                cx.metrics.lookup(cx.sink.name());
+                az.geomarks()
             }
-            let plan = Self::plan(g, &remote);
-            let bad = match &plan {
-                Plan::Create(v) | Plan::Update(_, v) => local_check(v).err(),
+        });
+        let mut plans: Vec<(usize, Plan)> = Vec::new();
+        for (gi, g) in groups.iter().enumerate() {
+            let listed = match (&remote, needs_list(g)) {
+                (Some(Ok(list)), true) => Some(list.as_slice()),
+                (Some(Err(f)), true) => {
+                    for i in &g.live {
+                        out[*i] = Some(super::effect::on_fault(
+                            &batch[*i],
+                            SinkKind::Geofence,
+                            "cannot list Azuga's geomarks to check",
+                            f.clone(),
+                        ));
+                    }
+                    continue;
+                }
                 _ => None,
             };
-            if let Some(why) = bad {
-                for p in g.live.drain(..) {
-                    g.decided.push(Decided {
-                        result: p.result(SinkKind::Geofence, Outcome::Failed, why.clone(), None, 0, now()),
-                        dead: true,
-                    });
+            let last = &batch[*g.live.last().unwrap_or(&0)].command.action;
+            let p = plan(&g.appointment, g.mapping.id, last, listed);
+            if let Plan::Create(v) | Plan::Update(_, v) = &p {
+                if let Err(e) = check_geomark(v) {
+                    for i in &g.live {
+                        out[*i] =
+                            Some(batch[*i].failed(SinkKind::Geofence, format!("Azuga would reject the geofence: {e}")));
+                    }
+                    continue;
+                }
+            }
+            let api = match &p {
+                Plan::Create(_) => Some("POST /v1/geomarks"),
+                Plan::Update(..) => Some("PUT /v1/geomarks"),
+                Plan::Delete(_) => Some("DELETE /v1/geomarks"),
+                Plan::Nothing { .. } => None,
+            };
+            if let Some(f) = api.and_then(not_yet) {
+                for i in &g.live {
+                    out[*i] = Some(Verdict::Retry(f.clone()));
                 }
                 continue;
             }
-            g.plan = Some(plan);
+            plans.push((gi, p));
         }
-        // Intents for every command about to be acted on, in one write.
-        let intents: Vec<(&str, &str, Step)> = groups
+        // Step 2: intents for every command about to be acted on.
+        for (gi, p) in &plans {
+            if !matches!(p, Plan::Nothing { .. }) {
+                for i in &groups[*gi].live {
+                    batch[*i].unknown = false;
+                    record_intent(&cx.ledger, &mut batch[*i])?;
+                }
+            }
+        }
+        // Step 3: the bulk calls, one per kind per chunk.
+        let mut answers: HashMap<usize, Result<Option<u64>, Fault>> = HashMap::new();
+        let creates: Vec<(usize, Value)> = plans
             .iter()
-            .filter(|g| matches!(g.plan, Some(Plan::Create(_) | Plan::Update(..) | Plan::Delete(_))))
-            .flat_map(|g| g.live.iter().map(|p| (t, p.command.id.as_str(), Step::Intent { calls: 1 })))
+            .filter_map(|(gi, p)| if let Plan::Create(v) = p { Some((*gi, v.clone())) } else { None })
             .collect();
-        if !intents.is_empty() {
-            cx.ledger.record(&intents, &[])?;
-        }
-        let creates: Vec<usize> =
-            (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Create(_)))).collect();
-        let updates: Vec<usize> =
-            (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Update(..)))).collect();
-        let deletes: Vec<usize> =
-            (0..groups.len()).filter(|i| matches!(groups[*i].plan, Some(Plan::Delete(_)))).collect();
-        let mut outcome: HashMap<usize, Result<Option<u64>, CallError>> = HashMap::new();
         for chunk in creates.chunks(100) {
-            let items: Vec<Value> = chunk
-                .iter()
-                .filter_map(|i| match &groups[*i].plan {
-                    Some(Plan::Create(v)) => Some(v.clone()),
-                    _ => None,
-                })
-                .collect();
-            let r =
-                cx.call(t, &Self::request(az, "POST /v1/geomarks", "POST", Some(Value::Array(items))), &mut attempts);
-            let ids: Vec<Option<u64>> = match &r {
-                Ok(a) => serde_json::from_str::<Value>(&a.body)
-                    .ok()
-                    .and_then(|v| v["data"].as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|m| m["id"].as_u64())
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
-            for (k, i) in chunk.iter().enumerate() {
-                outcome.insert(*i, r.clone().map(|_| ids.get(k).copied().flatten()));
+            let r = az.create_geomarks(chunk.iter().map(|(_, v)| v.clone()).collect());
+            for (k, (gi, _)) in chunk.iter().enumerate() {
+                answers.insert(*gi, r.clone().map(|ids| ids.get(k).copied().flatten()));
             }
         }
+        let updates: Vec<(usize, u64, Value)> = plans
+            .iter()
+            .filter_map(|(gi, p)| if let Plan::Update(id, v) = p { Some((*gi, *id, v.clone())) } else { None })
+            .collect();
         for chunk in updates.chunks(100) {
-            let items: Vec<Value> = chunk
+            let items = chunk
                 .iter()
-                .filter_map(|i| match &groups[*i].plan {
-                    Some(Plan::Update(id, v)) => {
-                        let mut v = v.clone();
-                        v["id"] = json!(id);
-                        Some(v)
-                    }
-                    _ => None,
+                .map(|(_, id, v)| {
+                    let mut v = v.clone();
+                    v["id"] = json!(id);
+                    v
                 })
                 .collect();
-            let r = cx.call(t, &Self::request(az, "PUT /v1/geomarks", "PUT", Some(Value::Array(items))), &mut attempts);
-            for i in chunk {
-                let id = match &groups[*i].plan {
-                    Some(Plan::Update(id, _)) => Some(*id),
-                    _ => None,
-                };
-                outcome.insert(*i, r.clone().map(|_| id));
+            let r = az.update_geomarks(items);
+            for (gi, id, _) in chunk {
+                answers.insert(*gi, r.clone().map(|_| Some(*id)));
             }
         }
+        let deletes: Vec<(usize, u64)> =
+            plans.iter().filter_map(|(gi, p)| if let Plan::Delete(id) = p { Some((*gi, *id)) } else { None }).collect();
         for chunk in deletes.chunks(100) {
-            let ids: Vec<u64> = chunk
-                .iter()
-                .filter_map(|i| match &groups[*i].plan {
-                    Some(Plan::Delete(id)) => Some(*id),
-                    _ => None,
-                })
-                .collect();
-            let r = cx.call(
-                t,
-                &Self::request(az, "DELETE /v1/geomarks", "DELETE", Some(json!({"ids": ids}))),
-                &mut attempts,
-            );
-            for i in chunk {
-                outcome.insert(*i, r.clone().map(|_| None));
+            let ids: Vec<u64> = chunk.iter().map(|(_, id)| *id).collect();
+            let r = az.delete_geomarks(&ids);
+            for (gi, _) in chunk {
+                answers.insert(*gi, r.clone().map(|_| None));
             }
         }
-        let mut decided = Vec::new();
-        for (i, mut g) in groups.into_iter().enumerate() {
-            decided.append(&mut g.decided);
-            let Some(plan) = g.plan.take() else { continue };
-            let last_rev = g.live.last().map_or(g.mapping.revision, |p| revision(&p.command.action));
-            // What the appointment's commands come to: the mapping to keep
-            // and one verdict for all of them (none: no answer yet).
-            let (mapping, verdict) = match (plan, outcome.remove(&i)) {
-                (Plan::Nothing(why), _) => {
-                    let id =
-                        g.mapping.id.filter(|_| g.live.last().is_some_and(|p| fence_of(&p.command.action).is_some()));
-                    (Some(Mapping { id, revision: last_rev }), Some((Outcome::Done, why, id)))
-                }
-                (Plan::Delete(_), Some(Ok(_))) => {
-                    (Some(Mapping { id: None, revision: last_rev }), Some((Outcome::Done, String::new(), None)))
-                }
-                (_, Some(Ok(id))) => {
-                    (Some(Mapping { id, revision: last_rev }), Some((Outcome::Done, String::new(), id)))
-                }
-                (_, Some(Err(e))) => (None, Some((Outcome::Failed, format!("Azuga rejected geofence: {e}"), None))),
-                (_, None) => (None, None),
-            };
-            let results: Vec<Decided> = verdict.map_or_else(Vec::new, |(outcome, why, id)| {
-                g.live
-                    .iter()
-                    .map(|p| Decided {
-                        result: p.result(
+        // Step 3's outcome per appointment, shared by its commands.
+        for (gi, p) in plans {
+            let g = &groups[gi];
+            let last_rev = g.live.last().map_or(g.mapping.revision, |i| revision(&batch[*i].command.action));
+            let (id, note) = match (&p, answers.remove(&gi)) {
+                (Plan::Nothing { id, note }, _) => (*id, note.clone()),
+                (Plan::Delete(_), Some(Ok(_))) => (None, String::new()),
+                (_, Some(Ok(id))) => (id, String::new()),
+                (_, Some(Err(f))) => {
+                    for i in &g.live {
+                        batch[*i].unknown = f.maybe_applied();
+                        out[*i] = Some(super::effect::on_fault(
+                            &batch[*i],
                             SinkKind::Geofence,
-                            outcome,
-                            why.clone(),
-                            id.map(|i| i.to_string()),
-                            attempts,
-                            now(),
-                        ),
-                        dead: outcome == Outcome::Failed,
-                    })
-                    .collect()
-            });
-            let steps: Vec<(&str, &str, Step)> = results
-                .iter()
-                .map(|d| (t, d.result.command_id.as_str(), Step::Done { result: d.result.clone(), reported: false }))
-                .collect();
-            let key = format!("fence/{}", g.appointment);
-            let extras: Vec<(&str, &str, Option<Value>)> = mapping
-                .map(|m| (t, key.as_str(), Some(serde_json::to_value(m).unwrap_or(Value::Null))))
-                .into_iter()
-                .collect();
-            cx.ledger.record(&steps, &extras)?;
-            decided.extend(results);
+                            "Azuga rejected geofence",
+                            f.clone(),
+                        ));
+                    }
+                    continue;
+                }
+                (_, None) => continue,
+            };
+            let mapping = serde_json::to_value(Mapping { id, revision: last_rev }).unwrap_or(Value::Null);
+            for (k, i) in g.live.iter().enumerate() {
+                let r = batch[*i].result(SinkKind::Geofence, Outcome::Done, note.clone(), id.map(|i| i.to_string()));
+                let mut d = Decided::new(r);
+                if k + 1 == g.live.len() {
+                    d.extras.push((mapping_key(&g.appointment), Some(mapping.clone())));
+                }
+                out[*i] = Some(Verdict::Decided(d));
+            }
         }
-        Ok(decided)
+        for (w, v) in batch.iter().zip(out) {
+            if let Some(v) = v {
+                settle(w, v)?;
+            }
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo::{LatLon, Shape};
+    use crate::model::{Id, Ts};
+
+    fn fence(rev: u32) -> FenceChange {
+        FenceChange {
+            revision: rev,
+            name: "Plant 7 | J-1 | 7001".into(),
+            shape: Shape::Circle { center: LatLon::new(35.0, -80.0), radius_m: 200.0 },
+            window_start: Ts(0),
+            window_end: Ts(1),
+            active_from: Ts(0),
+            active_to: Ts(1),
+            job: Id::number(1),
+            location: Id::number(2),
+        }
+    }
 
     #[test]
-    fn polygons_go_to_azuga_as_the_circle_around_them() {
-        let ring = vec![
-            LatLon::new(35.0, -80.0),
-            LatLon::new(35.0, -79.99),
-            LatLon::new(35.01, -79.99),
-            LatLon::new(35.01, -80.0),
-        ];
-        let (c, r) = circle_of(&Shape::Polygon { ring: ring.clone() });
-        assert!((c.lat - 35.005).abs() < 1e-9 && (c.lon + 79.995).abs() < 1e-9);
-        for p in ring {
-            assert!(haversine_m(c, p) <= r);
-        }
-        let (c2, r2) = circle_of(&Shape::Circle { center: LatLon::new(1.0, 2.0), radius_m: 150.0 });
-        assert_eq!((c2, r2), (LatLon::new(1.0, 2.0), 150.0));
+    fn a_create_that_landed_before_its_answer_was_lost_is_adopted_not_repeated() {
+        let create = Action::CreateGeofence(fence(1));
+        let mut held = geomark(&fence(1));
+        held["id"] = json!(42);
+        let other = json!({"id": 7, "name": "Elsewhere | J-2 | 17001"});
+        assert_eq!(
+            plan("7001", None, &create, Some(&[other.clone(), held.clone()])),
+            Plan::Nothing { id: Some(42), note: "geomark 42 already as commanded".into() }
+        );
+        assert_eq!(plan("7001", None, &create, Some(&[other])), Plan::Create(geomark(&fence(1))));
+        // A delete of a fence created elsewhere finds its id by name.
+        let delete = Action::DeleteGeofence { revision: 2, name: "Plant 7 | J-1 | 7001".into() };
+        assert_eq!(plan("7001", None, &delete, Some(&[held.clone()])), Plan::Delete(42));
+        // A delete that landed: the geomark is gone.
+        assert_eq!(
+            plan("7001", Some(42), &delete, Some(&[])),
+            Plan::Nothing { id: None, note: "no geomark to remove".into() }
+        );
+        // An update with a known id and no listing: update in place.
+        let update = Action::UpdateGeofence(fence(3));
+        assert!(matches!(plan("7001", Some(42), &update, None), Plan::Update(42, _)));
     }
 }

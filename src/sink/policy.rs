@@ -1,140 +1,133 @@
-//! Retry and rate policy for the sinks: pure functions of status codes,
-//! attempt numbers, clocks passed in and a jitter value passed in.
+//! How long an effect is worth retrying, and when to try next: pure
+//! functions of the command, the fault and clocks passed in.
 //!
 //! Invariants:
-//! - Classification: 2xx is success; 429, 5xx, 408 and transport errors are
-//!   transient; every other status is permanent (retrying cannot help).
-//! - A 429's `Retry-After` is honoured exactly (never retried sooner); other
-//!   transient failures back off exponentially with equal jitter, capped.
-//! - [`Budget`]: calls of one (tenant, API call) key start at least
-//!   `interval` after the previous call of that key *completed*. The server
-//!   has counted a call by the time its answer arrives, so spacing from the
-//!   answer (not from the send) keeps the server-side gap above the budget
-//!   whatever the network latency does.
+//! - A transient failure never decides a command while its effect still
+//!   makes sense ([`give_up_at`]): an outage delays effects, it does not
+//!   lose them. After that instant the command fails with a reason saying
+//!   why and what the last error was.
+//! - The next attempt waits the vendor's `Retry-After` when it sent one
+//!   (already capped by the client), else an exponential backoff with
+//!   jitter, capped; a budget wait ([`Fault::NotYet`]) is not a failure and
+//!   does not grow the backoff.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-/// What to do after an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Success,
-    /// Try again; `rate_limited` when the server said 429.
-    Transient {
-        rate_limited: bool,
-    },
-    Permanent,
+use super::Work;
+use crate::engine::Action;
+use crate::model::Ts;
+use crate::vendor::retry::{Backoff, Fault};
+
+/// The instant after which carrying out `action` no longer makes sense
+/// (and never less than an hour after the command was issued, so a
+/// backlog gets its retries):
+/// - a clock change: `max_age` after its time (the arrival, which lies in
+///   the appointment window ± the tenant's window hours);
+/// - a geofence create or update: its inactivation (`window_end + window
+///   hours`);
+/// - a geofence delete: `max_age` after the command;
+/// - a Service Link: the end of the appointment window (an hour after the
+///   technician went En Route at least; twelve hours without a window).
+pub fn give_up_at(action: &Action, command_time: Ts, max_age: Duration) -> Ts {
+    let age = max_age.as_millis() as i64;
+    let hour = 3_600_000;
+    let by_effect = match action {
+        Action::Clock(c) => c.time.plus_millis(age),
+        Action::CreateGeofence(f) | Action::UpdateGeofence(f) => f.active_to,
+        Action::DeleteGeofence { .. } => command_time.plus_millis(age),
+        Action::SendServiceLink(l) => match l.window_end {
+            Some(end) => Ts(end.millis().max(l.enroute_at.millis() + hour)),
+            None => l.enroute_at.plus_millis(12 * hour),
+        },
+    };
+    Ts(by_effect.millis().max(command_time.millis() + hour))
 }
 
-/// Classifies an HTTP status (`None`: no answer, a transport failure).
-pub fn classify(status: Option<u16>) -> Verdict {
-    match status {
-        Some(s) if (200..300).contains(&s) => Verdict::Success,
-        Some(429) => Verdict::Transient { rate_limited: true },
-        Some(408) | Some(500..=599) | None => Verdict::Transient { rate_limited: false },
-        Some(_) => Verdict::Permanent,
-    }
+/// What to do after a transient fault.
+#[derive(Debug, Clone, PartialEq)]
+pub enum After {
+    /// Try again at this wall-clock instant (ms).
+    Retry { at_ms: i64 },
+    /// Decide the command failed, for this reason.
+    GiveUp(String),
 }
 
-/// Exponential backoff with equal jitter.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    pub base: Duration,
-    pub cap: Duration,
-    /// Calls per command before giving up (the first included).
-    pub max_attempts: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { base: Duration::from_millis(200), cap: Duration::from_secs(30), max_attempts: 10 }
+/// The next step for `work` after `fault` at `now_ms`.
+pub fn after_fault(
+    work: &Work,
+    fault: &Fault,
+    now_ms: i64,
+    backoff: &Backoff,
+    max_age: Duration,
+    jitter: f64,
+) -> After {
+    if let Fault::NotYet { wait, .. } = fault {
+        return After::Retry { at_ms: now_ms + wait.as_millis() as i64 };
     }
-}
-
-impl Backoff {
-    /// The wait before attempt `attempt + 1` (`attempt` ≥ 1 calls made),
-    /// with `jitter` in `[0, 1)`: half the exponential step plus up to half
-    /// again, so waits never collapse to zero and never exceed the cap.
-    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        let step = exp.min(self.cap);
-        let half = step / 2;
-        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    let limit = give_up_at(&work.command.action, work.time, max_age);
+    if now_ms >= limit.millis() {
+        return After::GiveUp(format!(
+            "gave up after {} attempts: the effect no longer makes sense after {}; last error: {fault}",
+            work.attempts,
+            limit.to_rfc3339()
+        ));
     }
-
-    /// The wait after a failed attempt: the server's `Retry-After` for a
-    /// 429 that carries one, the backoff otherwise.
-    pub fn wait_after(&self, attempt: u32, verdict: Verdict, retry_after_s: Option<u64>, jitter: f64) -> Duration {
-        match (verdict, retry_after_s) {
-            (Verdict::Transient { rate_limited: true }, Some(s)) => Duration::from_secs(s),
-            _ => self.delay(attempt, jitter),
-        }
-    }
-}
-
-/// Per-(tenant, API call) spacing of calls; times are caller-supplied ms.
-#[derive(Debug, Default)]
-pub struct Budget {
-    next: HashMap<(String, &'static str), i64>,
-}
-
-impl Budget {
-    /// Milliseconds to wait before a call of `key` may start at `now_ms`.
-    pub fn wait_ms(&self, tenant: &str, call: &'static str, now_ms: i64) -> i64 {
-        self.next.get(&(tenant.to_string(), call)).map_or(0, |at| (at - now_ms).max(0))
-    }
-
-    /// A call of `key` completed at `now_ms`; the next may start after
-    /// `interval_ms`. A server's `Retry-After` can push it further.
-    pub fn completed(&mut self, tenant: &str, call: &'static str, now_ms: i64, interval_ms: i64) {
-        let e = self.next.entry((tenant.to_string(), call)).or_insert(i64::MIN);
-        *e = (*e).max(now_ms + interval_ms);
-    }
+    let wait = backoff.after(work.attempts.max(1), fault, jitter);
+    After::Retry { at_ms: (now_ms + wait.as_millis() as i64).min(limit.millis()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
+    use crate::engine::{ClockCause, ClockChange, Command};
+    use crate::model::{Activity, ClockAction, Id};
 
-    #[test]
-    fn statuses_classify() {
-        assert_eq!(classify(Some(201)), Verdict::Success);
-        assert_eq!(classify(Some(429)), Verdict::Transient { rate_limited: true });
-        assert_eq!(classify(Some(503)), Verdict::Transient { rate_limited: false });
-        assert_eq!(classify(None), Verdict::Transient { rate_limited: false });
-        assert_eq!(classify(Some(404)), Verdict::Permanent);
-        assert_eq!(classify(Some(400)), Verdict::Permanent);
+    fn clock_work(time: Ts) -> Work {
+        let c = ClockChange {
+            user: Id::number(11),
+            activity: Activity::Onsite,
+            action: ClockAction::In,
+            time,
+            lat: 1.0,
+            lon: 2.0,
+            vehicle: Id::text("v1"),
+            cause: ClockCause::Arrival,
+        };
+        let command = Command { id: "c".into(), appointment: Id::number(1), action: Action::Clock(c) };
+        // Issued an hour after the arrival (a backlog).
+        Work::new("acme".into(), command, time.plus_millis(3_600_000), 0, 0, Vec::new())
     }
 
     #[test]
-    fn retry_after_is_honoured() {
+    fn a_five_minute_outage_is_retried_and_a_day_old_clock_change_gives_up() {
+        let t = Ts::parse("2026-11-28T08:00:00Z").unwrap();
+        let mut w = clock_work(t);
+        w.attempts = 40;
+        let fault = Fault::Unknown { api: "POST /api/clock", retry_after: None, message: "HTTP 503".into() };
         let b = Backoff::default();
-        let v = classify(Some(429));
-        assert_eq!(b.wait_after(1, v, Some(7), 0.0), Duration::from_secs(7));
-        assert_eq!(b.wait_after(1, v, None, 0.0), b.delay(1, 0.0));
+        let day = Duration::from_secs(86_400);
+        let five_min_later = t.millis() + 300_000;
+        match after_fault(&w, &fault, five_min_later, &b, day, 0.5) {
+            After::Retry { at_ms } => assert!(at_ms > five_min_later && at_ms <= five_min_later + 60_000),
+            other => panic!("{other:?}"),
+        }
+        match after_fault(&w, &fault, t.millis() + 86_400_000, &b, day, 0.5) {
+            After::GiveUp(why) => assert!(why.contains("40 attempts") && why.contains("HTTP 503"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn budget_spaces_calls_from_completion() {
-        let mut b = Budget::default();
-        assert_eq!(b.wait_ms("acme", "POST /v1/geomarks", 1000), 0);
-        b.completed("acme", "POST /v1/geomarks", 1500, 60_000);
-        assert_eq!(b.wait_ms("acme", "POST /v1/geomarks", 1600), 59_900);
-        assert_eq!(b.wait_ms("acme", "PUT /v1/geomarks", 1600), 0, "each call has its own budget");
-        assert_eq!(b.wait_ms("other", "POST /v1/geomarks", 1600), 0, "and each tenant");
-        b.completed("acme", "POST /v1/geomarks", 1000, 1000);
-        assert_eq!(b.wait_ms("acme", "POST /v1/geomarks", 1600), 59_900, "never moves earlier");
-    }
-
-    proptest! {
-        #[test]
-        fn backoff_grows_is_capped_and_never_zero(attempt in 1u32..64, jitter in 0.0f64..1.0) {
-            let b = Backoff::default();
-            let d = b.delay(attempt, jitter);
-            prop_assert!(d <= b.cap);
-            prop_assert!(d >= b.base / 2);
-            prop_assert!(b.delay(attempt + 1, 0.0) >= b.delay(attempt, 0.0));
-        }
+    fn retry_after_is_waited_and_budget_waits_are_not_failures() {
+        let t = Ts::parse("2026-11-28T08:00:00Z").unwrap();
+        let w = clock_work(t);
+        let b = Backoff::default();
+        let day = Duration::from_secs(86_400);
+        let f = Fault::Unknown { api: "X", retry_after: Some(Duration::from_secs(600)), message: "503".into() };
+        assert_eq!(after_fault(&w, &f, t.millis(), &b, day, 0.0), After::Retry { at_ms: t.millis() + 600_000 });
+        // Even past the give-up instant, a budget wait is only a wait.
+        let f = Fault::NotYet { api: "X", wait: Duration::from_secs(60) };
+        let late = t.millis() + 2 * 86_400_000;
+        assert_eq!(after_fault(&w, &f, late, &b, day, 0.0), After::Retry { at_ms: late + 60_000 });
     }
 }

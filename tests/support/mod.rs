@@ -3,7 +3,11 @@ pub mod broker;
 #[allow(dead_code)]
 pub mod browser;
 #[allow(dead_code)]
+pub mod connect;
+#[allow(dead_code)]
 pub mod kafka;
+#[allow(dead_code)]
+pub mod sinks;
 
 use std::path::{Path, PathBuf};
 
@@ -91,7 +95,7 @@ impl World {
     #[allow(dead_code)]
     pub fn report_server(
         &self,
-        tenants: Vec<geoclock::connect::tenants::Tenant>,
+        tenants: Vec<geoclock::config::tenants::Tenant>,
         dir: &Path,
         listen: &str,
     ) -> geoclock::report::serve::Server {

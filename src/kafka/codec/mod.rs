@@ -286,7 +286,19 @@ pub struct Codec {
     registry: Arc<dyn SchemaRegistry>,
     readers: Vec<Reader>,
     plans: RwLock<FxHashMap<(u32, RecordType), Arc<Plan>>>,
+    /// Writer ids the registry did not know: (first seen, last asked).
+    unknown: std::sync::Mutex<FxHashMap<u32, (std::time::Instant, std::time::Instant)>>,
+    unknown_grace: std::time::Duration,
 }
+
+/// How long a writer schema id may be unknown to the registry before its
+/// records are poison: a producer may have registered it a moment ago, or
+/// the registry's replicas may lag.
+pub const UNKNOWN_SCHEMA_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long "unknown" is believed before the registry is asked again
+/// (one bad record must not cost a registry round trip each).
+pub const UNKNOWN_SCHEMA_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -313,7 +325,51 @@ impl Codec {
             plans.insert((id, rt), Arc::new(Plan::Identical));
             readers.push(Reader { schema: Arc::new(schema), names, subject, id });
         }
-        Ok(Codec { registry, readers, plans: RwLock::new(plans) })
+        Ok(Codec {
+            registry,
+            readers,
+            plans: RwLock::new(plans),
+            unknown: Default::default(),
+            unknown_grace: UNKNOWN_SCHEMA_GRACE,
+        })
+    }
+
+    /// [`Codec::new`], waiting out an unreachable registry for up to
+    /// `patience` (a process that starts while the registry is down).
+    pub fn connect(
+        registry: Arc<dyn SchemaRegistry>,
+        catalogue: &Catalogue,
+        patience: std::time::Duration,
+    ) -> Result<Codec, CodecError> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut wait = std::time::Duration::from_millis(200);
+        loop {
+            match Codec::new(registry.clone(), catalogue) {
+                Err(CodecError::Registry(e)) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "schema registry not reachable; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sets how long an unknown writer id is retried before its records
+    /// are poison ([`UNKNOWN_SCHEMA_GRACE`] by default).
+    pub fn with_unknown_grace(mut self, grace: std::time::Duration) -> Codec {
+        self.unknown_grace = grace;
+        self
+    }
+
+    /// The error for an id the registry does not know: transient within
+    /// the grace, poison after.
+    fn unknown_error(&self, id: u32, first: std::time::Instant) -> CodecError {
+        if first.elapsed() >= self.unknown_grace {
+            CodecError::UnknownSchema(id)
+        } else {
+            CodecError::Registry(RegistryError::NotFound(id))
+        }
     }
 
     fn reader(&self, rt: RecordType) -> &Reader {
@@ -339,7 +395,23 @@ impl Codec {
         if let Some(p) = self.plans.read().unwrap_or_else(|e| e.into_inner()).get(&(id, rt)) {
             return Ok(p.clone());
         }
-        let writer = self.registry.schema(id)?;
+        let now = std::time::Instant::now();
+        if let Some((first, asked)) = self.unknown.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            if asked.elapsed() < UNKNOWN_SCHEMA_RECHECK {
+                return Err(self.unknown_error(id, *first));
+            }
+        }
+        let writer = match self.registry.schema(id) {
+            Ok(w) => w,
+            Err(RegistryError::NotFound(_)) => {
+                let mut u = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+                let e = u.entry(id).or_insert((now, now));
+                e.1 = now;
+                return Err(self.unknown_error(id, e.0));
+            }
+            Err(other) => return Err(CodecError::Registry(other)),
+        };
+        self.unknown.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         let reader = self.reader(rt);
         let plan = if (StructFieldEq { include_attributes: false }).compare(&writer, &reader.schema) {
             Plan::Identical

@@ -32,7 +32,7 @@ use tokio::sync::{broadcast, watch};
 use super::geojson::{fence_feature, vehicle_feature, Trail};
 use super::positions::{tracks_of, Moved, Positions};
 use super::view::{build, diff, fences_of, Input, TenantView};
-use crate::connect::tenants::Tenant;
+use crate::config::tenants::Tenant;
 use crate::engine::Engine;
 use crate::model::Ts;
 use crate::report::render::{for_day, local_day, zone};

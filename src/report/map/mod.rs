@@ -27,7 +27,7 @@ pub mod view;
 
 /// Tenant `acme` in New York, with `extra` TOML lines (unit tests).
 #[cfg(test)]
-pub(crate) fn test_tenant(extra: &str) -> crate::connect::tenants::Tenant {
+pub(crate) fn test_tenant(extra: &str) -> crate::config::tenants::Tenant {
     let text = format!("[[tenants]]\nname = \"acme\"\ntimezone = \"America/New_York\"\n{extra}");
-    crate::connect::tenants::parse(&text, "t.toml").unwrap().remove(0)
+    crate::config::tenants::parse(&text, "t.toml").unwrap().remove(0)
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::view::FenceState;
-use crate::connect::tenants::Tenant;
+use crate::config::tenants::Tenant;
 use crate::model::MapSettings;
 use crate::report::render::escape;
 

@@ -34,7 +34,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::geojson::feature_collection;
 use super::live::{MapData, MapError};
 use super::page::{content_security_policy, page};
-use crate::connect::tenants::Tenant;
+use crate::config::tenants::Tenant;
 use crate::report::access::{authorize, plain, refusal};
 
 /// The map's metrics (registered by the report server).

@@ -23,7 +23,7 @@ use crate::model::{Appointment, AppointmentStatus};
 use crate::model::{ClockEvent, Id, Job, Location, Ts, User};
 
 /// Entity types as they appear in webhook payloads and paths.
-pub const TYPES: [&str; 5] = ["user", "location", "job", "appointment", "clock"];
+pub use crate::vendor::servicetrade::TYPES;
 
 #[derive(Debug, Clone)]
 struct Rec<T> {

@@ -85,6 +85,10 @@ struct RawServiceTrade {
     page_limit: u32,
     #[serde(default = "d_st_interval")]
     api_interval_ms: u64,
+    #[serde(default = "d_overlap")]
+    reconcile_overlap_s: i64,
+    #[serde(default = "d_share")]
+    max_delete_share: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +111,8 @@ struct RawAzuga {
     max_ping_age_s: i64,
     #[serde(default = "d_future")]
     max_ping_future_s: i64,
+    #[serde(default = "d_share")]
+    max_delete_share: f64,
 }
 
 fn d_reconcile() -> u64 {
@@ -120,6 +126,12 @@ fn d_limit() -> u32 {
 }
 fn d_st_interval() -> u64 {
     100
+}
+fn d_overlap() -> i64 {
+    60
+}
+fn d_share() -> f64 {
+    crate::connect::sweep::MAX_SHARE
 }
 fn d_rate() -> u64 {
     60_000
@@ -157,6 +169,12 @@ pub struct ServiceTradeTenant {
     /// Spacing of the sinks' calls to one ServiceTrade API (no documented
     /// limit; be polite).
     pub api_interval_ms: u64,
+    /// Each reconciliation re-reads this far behind the last pass's start
+    /// (clock differences, stamps in whole seconds).
+    pub reconcile_overlap_s: i64,
+    /// The share of a kind's entities one full sweep may tombstone without
+    /// confirming each (see `connect::sweep`).
+    pub max_delete_share: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +215,9 @@ pub struct AzugaTenant {
     pub history_overlap_ms: i64,
     pub max_ping_age_s: i64,
     pub max_ping_future_s: i64,
+    /// The share of a kind's entities one sync may tombstone without a
+    /// second listing agreeing (see `connect::sweep`).
+    pub max_delete_share: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +253,17 @@ fn resolve(tenant: &str, field: &'static str, s: &SecretSource) -> Result<Secret
     s.resolve().map_err(|error| TenantsError::Secret { tenant: tenant.to_string(), field, error })
 }
 
+fn share(tenant: &str, v: f64) -> Result<f64, TenantsError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(TenantsError::Invalid {
+            tenant: tenant.to_string(),
+            message: format!("max_delete_share {v} is not in [0, 1]"),
+        })
+    }
+}
+
 /// Parses and resolves a tenants file's text.
 pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
     let file: File =
@@ -262,6 +294,8 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 full_sweep_every: s.full_sweep_every.max(1),
                 page_limit: s.page_limit.clamp(1, 1000),
                 api_interval_ms: s.api_interval_ms,
+                reconcile_overlap_s: s.reconcile_overlap_s.max(1),
+                max_delete_share: share(&t.name, s.max_delete_share)?,
             }),
             None => None,
         };
@@ -277,6 +311,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 history_overlap_ms: a.history_overlap_ms.max(0),
                 max_ping_age_s: a.max_ping_age_s,
                 max_ping_future_s: a.max_ping_future_s,
+                max_delete_share: share(&t.name, a.max_delete_share)?,
             }),
             None => None,
         };

@@ -4,13 +4,16 @@
 //!
 //! Invariants:
 //! - Azuga allows one request per API call per budget (a minute in v1): the
-//!   client waits out each call's budget before calling ([`Budget`]), and
-//!   on a 429 sleeps `Retry-After` and tries once more.
+//!   client ([`crate::vendor::azuga::Client`]) waits out each call's budget
+//!   and a 429's `Retry-After` (capped), on tokio's blocking pool.
 //! - Every ping, from a webhook or a poll, passes [`super::validate`] and the
 //!   ledger's duplicate check; invalid or conflicting ones become dead
 //!   letters with the reason, exact duplicates are dropped and counted.
 //! - Driver, vehicle and pairing lists are complete each time, so an entity
-//!   missing from a list is tombstoned.
+//!   missing from a list is tombstoned — at most a share of a kind at once
+//!   unless a second listing agrees ([`super::sweep`]).
+//! - "Now", for refusing fixes from the future, is the later of our clock
+//!   and Azuga's, so a slow local clock does not refuse live fixes.
 //! - The webhook is registered once per tenant and URL (remembered in the
 //!   ledger).
 //! - Webhooks are lossy and live locations show only each vehicle's newest
@@ -23,128 +26,33 @@
 //!   webhooks were lost and however long the connector was down; a first
 //!   start reads back `max_ping_age_s`.
 
-pub mod map;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
-
-use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::http::{Answer, Http};
 use super::ledger::{Entry, Ledger};
-use super::out::Out;
-use super::tenants::AzugaTenant;
+use super::out::{Item, Out};
+use super::sweep::{self, Sweep};
 use super::validate::PingLimits;
 use super::{ConnectError, Work};
+use crate::config::tenants::AzugaTenant;
 use crate::engine::{EntityRef, Event};
 use crate::kafka::records::{key_id, parse_pairing_key_id};
 use crate::model::Id;
-
-/// Per-call pacing: at most one call per name per `per_call`. Pure (the
-/// caller passes `now`).
-#[derive(Debug, Clone)]
-pub struct Budget {
-    per_call: Duration,
-    last: HashMap<String, Instant>,
-}
-
-impl Budget {
-    pub fn new(per_call: Duration) -> Budget {
-        Budget { per_call, last: HashMap::new() }
-    }
-
-    /// How long to wait before `call` may go out at `now`.
-    pub fn wait(&self, call: &str, now: Instant) -> Duration {
-        match self.last.get(call) {
-            Some(t) => (*t + self.per_call).saturating_duration_since(now),
-            None => Duration::ZERO,
-        }
-    }
-
-    pub fn spent(&mut self, call: &str, now: Instant) {
-        self.last.insert(call.to_string(), now);
-    }
-}
-
-pub struct Client {
-    http: Http,
-    cfg: AzugaTenant,
-    out: Out,
-    budget: Budget,
-}
-
-impl Client {
-    pub fn new(cfg: AzugaTenant, out: Out) -> Client {
-        let budget = Budget::new(Duration::from_millis(cfg.rate_limit_ms));
-        Client { http: Http::new(Duration::from_secs(30)), cfg, out, budget }
-    }
-
-    async fn once(
-        &mut self,
-        method: &'static str,
-        call: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Answer, ConnectError> {
-        let wait = self.budget.wait(call, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        self.budget.spent(call, Instant::now());
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:", self.cfg.api_key.expose()))
-        );
-        let url = format!("{}{}", self.cfg.base_url, path);
-        let r = self.http.call(method, url, vec![("Authorization", auth)], body.map(Value::to_string)).await;
-        self.out.metrics.api_call("azuga", &self.out.tenant, call, r.as_ref().ok().map(|a| a.status));
-        r.map_err(|message| ConnectError::Unreachable { call: call.to_string(), message })
-    }
-
-    /// A call within the budget; on 429 waits `Retry-After` and retries once.
-    pub async fn call(
-        &mut self,
-        method: &'static str,
-        call: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, ConnectError> {
-        let mut a = self.once(method, call, path, body.as_ref()).await?;
-        if a.status == 429 {
-            let wait = Duration::from_secs(a.retry_after_s.unwrap_or(60).min(600));
-            tracing::info!(tenant = %self.out.tenant, call, wait_s = wait.as_secs(), "azuga rate limit; waiting");
-            tokio::time::sleep(wait).await;
-            self.budget.spent(call, Instant::now() - self.budget.per_call);
-            a = self.once(method, call, path, body.as_ref()).await?;
-        }
-        if !(200..300).contains(&a.status) {
-            let message = serde_json::from_str::<Value>(&a.body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_else(|| a.body.chars().take(120).collect());
-            return Err(ConnectError::Http { call: call.to_string(), status: a.status, message });
-        }
-        let v: Value = serde_json::from_str(&a.body)
-            .map_err(|e| ConnectError::Protocol { call: call.to_string(), message: e.to_string() })?;
-        Ok(v.get("data").cloned().unwrap_or(Value::Null))
-    }
-
-    async fn list(&mut self, call: &str, path: &str) -> Result<Vec<Value>, ConnectError> {
-        match self.call("GET", call, path, None).await? {
-            Value::Array(items) => Ok(items),
-            _ => Err(ConnectError::Protocol { call: call.to_string(), message: "data is not an array".into() }),
-        }
-    }
-}
+use crate::vendor::azuga::{map, Client};
+use crate::vendor::call::{Stop, VendorError};
+use crate::vendor::retry::Policy;
 
 pub struct Task {
-    client: Client,
+    client: Arc<Client>,
     ledger: Ledger,
     out: Out,
     cfg: AzugaTenant,
     hook_url: Option<String>,
+    stop: Stop,
 }
 
 const HOOK_CURSOR: &str = "webhook_registered";
@@ -152,12 +60,28 @@ const HISTORY_CURSOR: &str = "location_history";
 
 impl Task {
     pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook_url: Option<String>) -> Task {
-        Task { client: Client::new(cfg.clone(), out.clone()), ledger, out, cfg, hook_url }
+        let stop = Stop::new();
+        let observer = Arc::new(out.call_metrics("azuga"));
+        let client = Client::new(cfg.clone(), Duration::from_secs(30), Policy::default(), stop.clone(), observer);
+        Task { client: Arc::new(client), ledger, out, cfg, hook_url, stop }
     }
 
+    /// Runs `f` with the client on tokio's blocking pool (vendor calls
+    /// block and wait out Azuga's per-call budget).
+    async fn vendor<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Client) -> Result<T, VendorError> + Send + 'static,
+    ) -> Result<T, ConnectError> {
+        super::off_runtime(&self.client, f).await
+    }
+
+    /// The limits a ping is judged by. "Now" is the later of our clock and
+    /// Azuga's (its last `Date` header): a connector whose clock is slow
+    /// must not refuse live fixes as from the future.
     fn limits(&self) -> PingLimits {
+        let local = chrono::Utc::now().timestamp_millis();
         PingLimits {
-            now_ms: chrono::Utc::now().timestamp_millis(),
+            now_ms: local.max(self.client.caller().vendor_now_ms()),
             max_age_s: self.cfg.max_ping_age_s,
             max_future_s: self.cfg.max_ping_future_s,
         }
@@ -168,14 +92,7 @@ impl Task {
             // Remembered per URL: a new public URL registers again.
             let name = format!("{HOOK_CURSOR}_{:016x}", super::ledger::fingerprint(url.as_bytes()));
             if self.ledger.state().cursor(&name).is_none() {
-                self.client
-                    .call(
-                        "POST",
-                        "add_webhook",
-                        "/v1/webhooks",
-                        Some(json!({"url": url, "eventTypes": ["GPS_MESSAGE"]})),
-                    )
-                    .await?;
+                self.vendor(move |c| c.add_webhook(&url)).await?;
                 self.ledger.record(vec![Entry::Cursor { name, at: 1 }])?;
             }
         }
@@ -184,6 +101,7 @@ impl Task {
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: watch::Receiver<bool>) {
         let tenant = self.out.tenant.clone();
+        super::stop_on(shutdown.clone(), self.stop.clone());
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.start().await {
@@ -233,7 +151,7 @@ impl Task {
     }
 
     pub async fn poll_live(&mut self) -> Result<(), ConnectError> {
-        let items = self.client.list("live_locations", "/v1/live-locations").await?;
+        let items = self.vendor(|c| c.live_locations()).await?;
         let pings = self.locations(items, "api.azuga.live_locations").await;
         let limits = self.limits();
         self.out.pings(&mut self.ledger, pings, &limits, "api.azuga.live_locations").await?;
@@ -263,8 +181,7 @@ impl Task {
         };
         // Fixes further ahead would be refused as from the future anyway.
         let to = limits.now_ms + self.cfg.max_ping_future_s * 1000 + 1;
-        let path = format!("/v1/location-history?fromDate={from}&toDate={to}");
-        let items = self.client.list("location_history", &path).await?;
+        let items = self.vendor(move |c| c.location_history(from, to)).await?;
         let pings = self.locations(items, "api.azuga.location_history").await;
         let newest = pings.iter().map(|(p, _)| p.time.millis()).filter(|t| *t <= limits.now_ms).max();
         let published = self.out.pings(&mut self.ledger, pings, &limits, "api.azuga.location_history").await?;
@@ -277,68 +194,83 @@ impl Task {
         Ok(())
     }
 
+    /// Lists drivers, vehicles and pairings and publishes what changed.
+    /// The lists are complete each time, so an entity missing from one is
+    /// tombstoned, within [`sweep`]'s share; more than that waits for a
+    /// second listing that agrees.
     pub async fn sync_entities(&mut self) -> Result<(), ConnectError> {
-        let drivers = self.client.list("users", "/v3/users?userType=driver").await?;
-        let vehicles = self.client.list("vehicles", "/v1/vehicles").await?;
-        let pairings = self.client.list("pairings", "/v1/pairings").await?;
+        let lists = self.vendor(|c| Ok((c.drivers()?, c.vehicles()?, c.pairings()?))).await?;
+        let (drivers, vehicles, pairings) = lists;
         let mut items = Vec::new();
         for (kind, list) in [("driver", &drivers), ("vehicle", &vehicles), ("pairing", &pairings)] {
-            let mut keys = HashSet::new();
-            for v in list {
-                let mapped = match kind {
-                    "driver" => map::driver(v).map(Event::Driver),
-                    "vehicle" => map::vehicle(v).map(Event::Vehicle),
-                    _ => map::pairing(v).map(Event::Pairing),
-                };
-                match mapped {
-                    Ok(e) => {
-                        let key = format!("{kind}|{}", key_id(&e).unwrap_or_default());
-                        keys.insert(key.clone());
-                        items.push((key, e));
-                    }
-                    Err(why) => {
-                        self.out
-                            .dead_letter(&format!("api.azuga.{kind}"), "malformed", &why, v.to_string().as_bytes())
-                            .await
-                    }
-                }
-            }
-            for key in self.ledger.state().live_keys(&format!("{kind}|")) {
-                if keys.contains(&key) {
-                    continue;
-                }
-                let id = key.split_once('|').map(|(_, id)| id).unwrap_or_default();
-                let r = match kind {
-                    "driver" => Some(EntityRef::Driver(Id::text(id))),
-                    "vehicle" => Some(EntityRef::Vehicle(Id::text(id))),
-                    _ => parse_pairing_key_id(id).ok().map(|(driver, vehicle, from)| EntityRef::Pairing {
-                        driver,
-                        vehicle,
-                        from,
-                    }),
-                };
-                if let Some(r) = r {
-                    items.push((key, Event::Delete(r)));
-                }
-            }
+            let (mapped, keys) = self.mapped(kind, list).await;
+            items.extend(mapped);
+            let live = self.ledger.state().live_keys(&format!("{kind}|"));
+            let absent = match sweep::plan(&live, &keys, true, self.cfg.max_delete_share) {
+                Sweep::Keep => Vec::new(),
+                Sweep::Delete(keys) => keys,
+                Sweep::Confirm(keys) => self.confirm(kind, keys).await?,
+            };
+            items.extend(absent.iter().filter_map(|k| tombstone(kind, k)));
         }
         self.out.entities(&mut self.ledger, items).await?;
         Ok(())
     }
+
+    /// Maps one list's items (malformed ones become dead letters); the
+    /// records and their keys.
+    async fn mapped(&self, kind: &str, list: &[Value]) -> (Vec<Item>, HashSet<String>) {
+        let mut items = Vec::new();
+        let mut keys = HashSet::new();
+        for v in list {
+            let mapped = match kind {
+                "driver" => map::driver(v).map(Event::Driver),
+                "vehicle" => map::vehicle(v).map(Event::Vehicle),
+                _ => map::pairing(v).map(Event::Pairing),
+            };
+            match mapped {
+                Ok(e) => {
+                    let key = format!("{kind}|{}", key_id(&e).unwrap_or_default());
+                    keys.insert(key.clone());
+                    items.push(Item::new(key, e, Some(v.clone())));
+                }
+                Err(why) => {
+                    self.out
+                        .dead_letter(&format!("api.azuga.{kind}"), "malformed", &why, v.to_string().as_bytes())
+                        .await
+                }
+            }
+        }
+        (items, keys)
+    }
+
+    /// More of a kind would go than a sweep may delete at once: lists the
+    /// kind again and keeps only the absentees the second listing agrees on.
+    async fn confirm(&self, kind: &'static str, absent: Vec<String>) -> Result<Vec<String>, ConnectError> {
+        tracing::warn!(tenant = %self.out.tenant, kind, absent = absent.len(), "a sync would delete more than its share; confirming with a second listing");
+        self.out.metrics.sweep_confirmations("azuga", &self.out.tenant, kind, absent.len() as u64);
+        let again = self
+            .vendor(move |c| match kind {
+                "driver" => c.drivers(),
+                "vehicle" => c.vehicles(),
+                _ => c.pairings(),
+            })
+            .await?;
+        let (_, keys) = self.mapped(kind, &again).await;
+        Ok(absent.into_iter().filter(|k| !keys.contains(k)).collect())
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budget_paces_each_call_separately() {
-        let mut b = Budget::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        assert_eq!(b.wait("users", t0), Duration::ZERO);
-        b.spent("users", t0);
-        assert_eq!(b.wait("users", t0 + Duration::from_secs(10)), Duration::from_secs(50));
-        assert_eq!(b.wait("vehicles", t0), Duration::ZERO);
-        assert_eq!(b.wait("users", t0 + Duration::from_secs(61)), Duration::ZERO);
-    }
+/// The tombstone for a ledger key of `kind`.
+fn tombstone(kind: &str, key: &str) -> Option<Item> {
+    let id = key.split_once('|').map(|(_, id)| id).unwrap_or_default();
+    let r = match kind {
+        "driver" => EntityRef::Driver(Id::text(id)),
+        "vehicle" => EntityRef::Vehicle(Id::text(id)),
+        _ => {
+            let (driver, vehicle, from) = parse_pairing_key_id(id).ok()?;
+            EntityRef::Pairing { driver, vehicle, from }
+        }
+    };
+    Some(Item::new(key.to_string(), Event::Delete(r), None))
 }

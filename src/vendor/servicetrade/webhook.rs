@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::sim::servicetrade::TYPES;
+use super::TYPES;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
