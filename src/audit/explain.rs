@@ -330,24 +330,38 @@ fn tech_view(
                     "fired",
                     "exit",
                     format!(
-                        "{} was outside the fence grown by {} m: On Site out",
+                        "{} was outside the fence grown by {} m and pings stayed out {} s: On Site out",
                         ping(e),
-                        engine.settings().exit_buffer_m
+                        engine.settings().exit_buffer_m,
+                        engine.settings().min_exit_dwell_s
                     ),
                 );
                 d.at = Some(e.time);
                 d.commands.push(ids(Activity::Onsite, ClockAction::Out));
                 d
             }
-            None => decision(
-                "exit",
-                "waiting",
-                "exit",
-                format!(
-                    "no ping newer than the arrival outside the fence grown by {} m",
-                    engine.settings().exit_buffer_m
+            None => match &a.leaving {
+                Some(l) => decision(
+                    "exit",
+                    "waiting",
+                    "exit_dwell",
+                    format!(
+                        "{} was outside the fence grown by {} m; pings must stay out {} s (min_exit_dwell_s)",
+                        ping(l),
+                        engine.settings().exit_buffer_m,
+                        engine.settings().min_exit_dwell_s
+                    ),
                 ),
-            ),
+                None => decision(
+                    "exit",
+                    "waiting",
+                    "exit",
+                    format!(
+                        "no ping newer than the arrival outside the fence grown by {} m",
+                        engine.settings().exit_buffer_m
+                    ),
+                ),
+            },
         });
     }
     view

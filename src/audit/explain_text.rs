@@ -86,10 +86,11 @@ impl Explanation {
         }
         let s = &self.settings;
         out.push_str(&format!(
-            "  settings: fence_radius_m {}, min_dwell_s {}, exit_buffer_m {}, arrival_requires_enroute {}, auto_clock_out_on_exit {}, service_link {}, max_accuracy_m {}, retention_days {}\n",
+            "  settings: fence_radius_m {}, min_dwell_s {}, exit_buffer_m {}, min_exit_dwell_s {}, arrival_requires_enroute {}, auto_clock_out_on_exit {}, service_link {}, max_accuracy_m {}, retention_days {}\n",
             s.fence_radius_m,
             s.min_dwell_s,
             s.exit_buffer_m,
+            s.min_exit_dwell_s,
             s.arrival_requires_enroute,
             s.auto_clock_out_on_exit,
             s.service_link,

@@ -9,6 +9,10 @@
 //!   `Assignment::arrival` is set nothing here emits arrival clocks again,
 //!   and the commands' ids name only (appointment, technician, activity,
 //!   action), so even a replay yields the same ids.
+//! - Exit (with `auto_clock_out_on_exit`) is decided by a vehicle's newest
+//!   pings only: a run of them beyond the exit buffer spanning
+//!   `min_exit_dwell_s` clocks On Site out once, at the run's first ping;
+//!   a ping back inside the buffer ends the run.
 //! - Decisions use the ping's time only. Pings are kept as samples (sorted,
 //!   distinct times) until they decide, so a late ping, a late En Route
 //!   clock-in or a dwell completed out of order all decide at the earliest
@@ -142,6 +146,9 @@ fn observe(
 ) {
     let in_window = w.earliest <= p.time && p.time <= w.latest;
     if inside {
+        if newest {
+            a.leaving = None;
+        }
         let ev = evidence(w, p, point);
         if !in_window {
             keep_earliest(&mut a.inside_outside_window, &ev);
@@ -159,26 +166,30 @@ fn observe(
         }
         return;
     }
-    if ctx.settings.auto_clock_out_on_exit
-        && newest
-        && a.exited.is_none()
-        && a.onsite.open_at(p.time)
-        && !w.fence.within_buffer(point)
-    {
-        let ev = evidence(w, p, point);
-        a.onsite.insert(p.time, ClockAction::Out);
-        out.push(clock(
-            ctx,
-            &w.appointment,
-            &w.user,
-            a.generation,
-            Activity::Onsite,
-            ClockAction::Out,
-            &ev,
-            ClockCause::Exit,
-        ));
-        a.exited = Some(ev);
+    if !ctx.settings.auto_clock_out_on_exit || !newest || a.exited.is_some() {
+        return;
     }
+    if w.fence.within_buffer(point) {
+        // Back within the buffer: whatever looked like leaving was jitter.
+        a.leaving = None;
+        return;
+    }
+    if !a.onsite.open_at(p.time) {
+        return;
+    }
+    let start = a.leaving.get_or_insert_with(|| evidence(w, p, point));
+    if !a.onsite.open_at(start.time) {
+        // On Site opened (a late clock event) after the run began.
+        *start = evidence(w, p, point);
+    }
+    let ev = start.clone();
+    if p.time.millis() - ev.time.millis() < ctx.settings.min_exit_dwell_ms() {
+        return;
+    }
+    a.leaving = None;
+    a.onsite.insert(ev.time, ClockAction::Out);
+    out.push(clock(ctx, &w.appointment, &w.user, a.generation, Activity::Onsite, ClockAction::Out, &ev, ClockCause::Exit));
+    a.exited = Some(ev);
 }
 
 /// The earliest sample that decides arrival: the first of a run of inside

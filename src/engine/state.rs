@@ -133,6 +133,11 @@ pub struct Assignment {
     pub inside_outside_window: Option<Evidence>,
     /// On Site clock-out sent on exit.
     pub exited: Option<Evidence>,
+    /// After arrival, the first of the newest pings beyond the exit buffer
+    /// with none back within it since: the start of a possible exit, decided
+    /// once pings stay out `min_exit_dwell_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaving: Option<Evidence>,
     /// First pair of consecutive outside pings whose straight path crossed
     /// the fence within the window (sparse GPS skipping over it).
     pub passed_through: Option<Crossing>,
@@ -211,6 +216,9 @@ impl Assignment {
         }
         if let Some(e) = &o.closest {
             keep_closest(&mut self.closest, e);
+        }
+        if self.leaving.is_none() && self.exited.is_none() && o.exited.is_none() {
+            self.leaving = o.leaving.clone();
         }
         if self.arrival.is_some() {
             self.samples = Vec::new();

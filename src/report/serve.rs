@@ -405,7 +405,7 @@ async fn explain(
 fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<Response, ReplicaError> {
     let tz = zone(tenant.timezone.as_deref());
     let rows = for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz);
-    let web = tenant.email.as_ref().and_then(|e| e.servicetrade_web_url.as_deref());
+    let web = Some(tenant.servicetrade_web_url());
     let lines = app.replica.lines(&tenant.name, rows, web)?;
     let common = [
         (header::CACHE_CONTROL, "no-store".to_string()),
