@@ -301,6 +301,12 @@ fn run(command: Top) -> anyhow::Result<()> {
                         ViaKafka { brokers, partitions, timeout: Duration::from_secs(timeout_s), state_dir: None };
                     let prefix = prefix.unwrap_or_else(geoclock::scenario::kafka::fresh_prefix);
                     eprintln!("topics of this run: --prefix {prefix}");
+                    // The audit judges by the tenants' settings: these are the scenario's.
+                    let tenants = serde_json::json!({ "tenants": { &scenario.tenant: &scenario.settings } });
+                    eprintln!(
+                        "audit them with the scenario's settings: echo '{tenants}' > tenants.yaml; \
+                         geoclock audit --prefix {prefix} --tenants tenants.yaml"
+                    );
                     let catalogue = Catalogue { prefix, partitions, replication: 1 };
                     scenario.run_via_kafka_on(&opts, &catalogue, Arc::new(FileRegistry::in_memory()))?
                 }
