@@ -47,7 +47,7 @@ enum Top {
         /// RocksDB directory (one per process).
         #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "./geoclock-state")]
         state_dir: PathBuf,
-        /// Tenants file: the deployment's TOML file (its per-tenant `settings`), or YAML with `default:` and `tenants: {name: settings}`.
+        /// Tenants file: the deployment's TOML file (its per-tenant `settings`), or YAML with `tenants: {name: settings}`. Only its tenants are served (records of others are dead-lettered); without it, every tenant is.
         #[arg(long, env = "GEOCLOCK_TENANTS")]
         tenants: Option<PathBuf>,
         /// Serve Prometheus metrics on this address (`127.0.0.1:9464`).
@@ -62,6 +62,9 @@ enum Top {
         /// Consumer-group session timeout: how soon a dead member's partitions move.
         #[arg(long, default_value_t = 10_000)]
         session_timeout_ms: u64,
+        /// What each task may hold in memory waiting to be processed (MiB); above it the task pauses fetching.
+        #[arg(long, env = "GEOCLOCK_MAX_BUFFER_MB", default_value_t = 32)]
+        max_buffer_mb: usize,
         /// Schema registry: a Confluent REST URL, or a file path (default: built in, ids derived from the schemas).
         #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
         schema_registry: Option<String>,
@@ -115,19 +118,28 @@ enum BenchCmd {
         partitions: i32,
         /// Technicians (vehicles) in the generated day; each pings every
         /// `--ping-every-s` for 12 h.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, alias = "vehicles", default_value_t = 2000)]
         techs: usize,
+        /// Appointments per technician (each with its own site and fence).
+        #[arg(long, default_value_t = 5)]
+        appointments_per_tech: usize,
         /// Seconds between a vehicle's pings (the default, 30, makes a
         /// 2.88 M-ping day for 2 000 vehicles: drains of a second or more).
         #[arg(long, default_value_t = 30)]
         ping_every_s: i64,
-        /// Pings per second offered in the latency run.
+        /// Pings per second offered in the latency run (0: no latency run).
         #[arg(long, default_value_t = 5000)]
         latency_rate: u64,
         /// Print every task's records processed every 100 ms of the
         /// throughput run (to stderr), to see where it stalls.
         #[arg(long)]
         timeline: bool,
+        /// Pings of the backlog run: a `geoclock process` child with stage one held while they are produced (0: no backlog run).
+        #[arg(long, default_value_t = 0)]
+        backlog_pings: usize,
+        /// Only the backlog run (and the latency run unless --latency-rate 0).
+        #[arg(long)]
+        only_backlog: bool,
     },
 }
 
@@ -232,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             batch,
             commit_ms,
             session_timeout_ms,
+            max_buffer_mb,
             schema_registry,
         } => {
             let catalogue = Catalogue { prefix, partitions, replication: 1 };
@@ -243,10 +256,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.limits.batch_records = batch;
             config.limits.commit_interval = Duration::from_millis(commit_ms);
             config.session_timeout = Duration::from_millis(session_timeout_ms);
+            config.limits.max_buffered_bytes = max_buffer_mb.max(1) << 20;
             if let Some(path) = tenants {
                 config.tenants = Tenants::load(&path)?;
             }
-            let processor = Processor::start(config, runtime.handle().clone())?;
+            let processor = Processor::start(config)?;
             if let Some(addr) = processor.metrics_addr {
                 tracing::info!(%addr, "metrics at /metrics");
             }
@@ -269,16 +283,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Top::Bench {
-            command: BenchCmd::Processor { brokers, partitions, techs, ping_every_s, latency_rate, timeline },
+            command:
+                BenchCmd::Processor {
+                    brokers,
+                    partitions,
+                    techs,
+                    appointments_per_tech,
+                    ping_every_s,
+                    latency_rate,
+                    timeline,
+                    backlog_pings,
+                    only_backlog,
+                },
         } => {
-            anyhow::ensure!((1..=3600).contains(&ping_every_s), "--ping-every-s must be 1 to 3600");
+            anyhow::ensure!((1..=43_200).contains(&ping_every_s), "--ping-every-s must be 1 to 43200");
             let opts = geoclock::processor::bench::BenchOptions {
                 brokers,
                 partitions,
-                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s },
+                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech, ping_every_s },
                 latency_rate,
                 state_dir: std::env::temp_dir().join(format!("geoclock-bench-{}", std::process::id())),
                 timeline,
+                backlog_pings,
+                only_backlog,
             };
             let report = geoclock::processor::bench::run(&opts)?;
             println!("{report}");

@@ -74,7 +74,7 @@ fn malformed_records_are_dead_lettered_and_processing_goes_on() {
     config.unknown_schema_grace = Duration::ZERO;
     config.group_id = "dlq-group".into();
     config.tenants.tenants.insert(scenario.tenant.clone(), scenario.settings.clone());
-    let proc = Processor::start(config, rt.handle().clone()).unwrap();
+    let proc = Processor::start(config).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(proc.status().len() == 2 && proc.status().iter().all(|s| s.idle)) {
         assert!(Instant::now() < deadline, "processor never idle: {:?}", proc.status());

@@ -36,7 +36,7 @@ fn produce(rt: &tokio::runtime::Runtime, brokers: &str, records: &[Rec], first_t
 }
 
 fn run_until_idle(config: &Config, rt: &tokio::runtime::Runtime) {
-    let proc = Processor::start(config.clone(), rt.handle().clone()).unwrap();
+    let proc = Processor::start(config.clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut since: Option<Instant> = None;
     // Idle for a while: stage one's routes (if any) applied by stage two

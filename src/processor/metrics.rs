@@ -2,7 +2,8 @@
 //!
 //! Names are `geoclock_processor_<what>_<unit>`; label sets are fixed
 //! (`partition` for per-task gauges, `topic` for input records: the topic's
-//! catalogue suffix, `event` for rebalances; never a tenant or an id).
+//! catalogue suffix, `event` for rebalances, `partition` and `waits_on`
+//! for a shut gate; never a tenant or an id).
 //! Hand-rolled text exposition: a few atomics, no registry.
 
 use std::collections::BTreeMap;
@@ -90,6 +91,15 @@ pub struct Metrics {
     /// retention.
     pub state_appointments: Family,
     pub rebalances: Family,
+    /// What each task's merge holds, in bytes (bounded).
+    pub buffered_bytes: Family,
+    /// Inputs each task has paused for backpressure.
+    pub paused_inputs: Family,
+    /// Per vehicle task: how long its gate has been shut (0: open) and the
+    /// stage-one task it waits on.
+    gate: Mutex<BTreeMap<String, (String, f64)>>,
+    /// Tasks restarted after a failure.
+    pub task_restarts: Counter,
 }
 
 impl Default for Metrics {
@@ -110,7 +120,17 @@ impl Metrics {
             restore_remaining: Family::default(),
             state_appointments: Family::default(),
             rebalances: Family::default(),
+            buffered_bytes: Family::default(),
+            paused_inputs: Family::default(),
+            gate: Mutex::default(),
+            task_restarts: Counter::default(),
         }
+    }
+
+    /// Vehicle task `task`'s gate: shut for `seconds` (0: open), waiting on
+    /// stage-one task `waits_on` (empty when open).
+    pub fn gate_shut(&self, task: &str, waits_on: &str, seconds: f64) {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner()).insert(task.to_string(), (waits_on.to_string(), seconds));
     }
 
     /// The text exposition format.
@@ -177,6 +197,36 @@ impl Metrics {
         );
         family(
             &mut o,
+            "geoclock_processor_buffered_bytes",
+            "gauge",
+            "Bytes held by a task's merge (bounded: inputs pause above the bound)",
+            "partition",
+            &self.buffered_bytes,
+        );
+        family(
+            &mut o,
+            "geoclock_processor_paused_inputs",
+            "gauge",
+            "Input partitions a task has paused for backpressure",
+            "partition",
+            &self.paused_inputs,
+        );
+        let name = "geoclock_processor_gate_shut_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} How long a vehicle task's gate has been shut (0: open), and the stage-one task it waits on\n# TYPE {name} gauge"
+        );
+        for (task, (waits, secs)) in self.gate.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(o, "{name}{{partition=\"{task}\",waits_on=\"{waits}\"}} {secs:.3}");
+        }
+        counter(
+            &mut o,
+            "geoclock_processor_task_restarts_total",
+            "Tasks restarted after a failure",
+            &self.task_restarts,
+        );
+        family(
+            &mut o,
             "geoclock_processor_rebalances_total",
             "counter",
             "Partitions assigned, revoked or lost",
@@ -204,7 +254,12 @@ mod tests {
         m.commit_seconds.observe(0.003);
         m.lag.set("0", 7);
         m.state_appointments.set("1", 42);
+        m.gate_shut("2", "a0", 12.5);
         let text = m.render();
+        assert!(
+            text.contains("geoclock_processor_gate_shut_seconds{partition=\"2\",waits_on=\"a0\"} 12.500"),
+            "{text}"
+        );
         assert!(text.contains("geoclock_processor_records_total{topic=\"azuga.pings\"} 3"), "{text}");
         assert!(text.contains("geoclock_processor_commit_seconds_bucket{le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("geoclock_processor_commit_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
