@@ -146,6 +146,9 @@ pub struct BatchOut {
     pub data: bool,
     /// Appointments held in state after the batch (every tenant).
     pub appointments: usize,
+    /// The state's entries by kind after the batch (every tenant): each is
+    /// bounded by retention ([`crate::engine::retention`]).
+    pub sizes: [(&'static str, usize); 4],
 }
 
 /// One record as fetched (borrowed from the consumer).
@@ -632,7 +635,14 @@ impl TaskCore {
             .filter(|(_, n)| **n > 0)
             .map(|(i, n)| (i.topic.suffix(), std::mem::take(n)))
             .collect();
-        let appointments = self.engines.values().map(|e| e.state().appointments.len() + e.state().routed.len()).sum();
+        let sum = |f: fn(&crate::engine::state::State) -> usize| self.engines.values().map(|e| f(e.state())).sum();
+        let appointments = sum(|st| st.appointments.len() + st.routed.len());
+        let sizes = [
+            ("appointments", sum(|st| st.appointments.len())),
+            ("routed", sum(|st| st.routed.len())),
+            ("retired", sum(|st| st.retired.len())),
+            ("undated", sum(|st| st.undated.len())),
+        ];
         let done = BatchOut {
             begin,
             out,
@@ -644,6 +654,7 @@ impl TaskCore {
             counted,
             data: self.pending_data(),
             appointments,
+            sizes,
         };
         self.commands.clear();
         self.routes.clear();

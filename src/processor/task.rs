@@ -497,6 +497,9 @@ impl Driver {
         m.commands.inc_by(b.commands as u64);
         m.dead_letters.inc_by(b.dead_letters as u64);
         m.state_appointments.set(&self.name, b.appointments as i64);
+        for (kind, n) in b.sizes {
+            crate::telemetry::store_entries(&format!("processor_state:{}", self.name), kind, n as u64);
+        }
         if self.stage == Stage::Appointments && self.core.through() > i64::MIN {
             self.progress_sent = Some((self.core.through(), Instant::now()));
         }

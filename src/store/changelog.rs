@@ -104,9 +104,10 @@ pub fn owner_name(topic: &str) -> String {
 /// from the beginning of the log (local state that is forgotten).
 pub fn reset_position(batch: &mut Batch, topic: &str, partition: i32) {
     let (claim_at, fenced_at) = claim_names(topic);
-    for name in [topic.to_string(), owner_name(topic), claim_at, fenced_at] {
+    for name in [topic.to_string(), claim_at, fenced_at] {
         batch.offset(&name, partition, 0);
     }
+    batch.offset(&owner_name(topic), partition, -1);
 }
 
 /// The names the latest claim restored (its key) and whether a record of an
@@ -280,7 +281,9 @@ pub fn restore_until(
     let from = state.offset(topic, partition)?.unwrap_or(low).max(low);
     let mut stats = RestoreStats { from, to: from, ..RestoreStats::default() };
     let owners = owner_name(topic);
-    let mut owner = state.offset(&owners, partition)?.unwrap_or(0);
+    // -1: no owner yet (a claim at offset 0 is epoch 0, records without a
+    // header are epoch 0 too).
+    let mut owner = state.offset(&owners, partition)?.unwrap_or(-1);
     // The latest claim seen (its nonce; `CLAIM_LEGACY` for the old single
     // key) and whether a record of an older epoch came after it.
     let (claim_at, fenced_at) = claim_names(topic);
