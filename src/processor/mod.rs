@@ -33,8 +33,8 @@
 //!   when it was still its changelog's only writer.
 //! - Memory is bounded under any backlog: each task's merge holds at most
 //!   about [`Limits::max_buffered_bytes`] (its inputs pause above it, in
-//!   offset order: [`core`]), and librdkafka's queue per input partition
-//!   [`Limits::fetch_queue_kbytes`].
+//!   offset order: [`core`]), and librdkafka's prefetch queue of a task's
+//!   consumer (all its partitions together) [`Limits::fetch_queue_kbytes`].
 //! - Only the tenants of the tenants file are served ([`tenants`]).
 //! - Malformed input goes to the dead-letter topic with the reason, topic,
 //!   partition and offset; the task goes on.
@@ -89,8 +89,8 @@ pub enum ProcessorError {
 /// What a task's merge may hold before it pauses inputs (`--max-buffer-mb`).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 << 20;
 
-/// librdkafka's local queue per input partition of a task, in KiB (its own
-/// default is 64 MiB per partition, which a backlog fills on every one).
+/// librdkafka's prefetch queue of a task's consumer, in KiB (its own
+/// default, 64 MiB, a backlog fills for every task).
 pub const DEFAULT_FETCH_QUEUE_KBYTES: usize = 8 << 10;
 
 /// Waits between restarts of a failed task: doubling from the first to the

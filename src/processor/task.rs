@@ -157,7 +157,8 @@ pub struct Limits {
     pub timeout: Duration,
     /// What a task's merge may hold before it pauses inputs, in bytes.
     pub max_buffered_bytes: usize,
-    /// librdkafka's local queue per input partition, in KiB
+    /// librdkafka's prefetch queue of the task's consumer (all its
+    /// partitions), in KiB
     /// (`queued.max.messages.kbytes`).
     pub fetch_queue_kbytes: usize,
 }
@@ -434,7 +435,13 @@ impl Driver {
                 return Ok(());
             }
             if self.control.stop.load(Ordering::SeqCst) {
-                self.commit()?;
+                // A batch cut short by a crash is committed only whole, at
+                // its recorded end: stopped halfway through its replay, it
+                // stays cut (the changelog still ends with its plan) for
+                // whoever runs the task next.
+                if !self.core.replaying() {
+                    self.commit()?;
+                }
                 self.committer.wait()?;
                 tracing::info!(task = %self.name, "task stopped");
                 return Ok(());
