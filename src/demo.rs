@@ -212,6 +212,7 @@ impl Demo {
                 listen: "127.0.0.1:0".into(),
                 public_url: None,
                 register_webhooks: true,
+                policy: Default::default(),
                 state_dir: opts.state_dir.join("connect"),
             };
             let c = runtime
@@ -259,22 +260,18 @@ impl Demo {
             runtime.handle().clone(),
         )
         .map_err(|e| start_err("report server")(e.to_string()))?;
-        // One /metrics for the whole process.
+        // One /metrics for the whole process: every component's registry,
+        // merged (the sinks share one).
         let (pm, sm): (Arc<processor::metrics::Metrics>, Vec<_>) =
-            (processor.metrics(), sinks.iter().map(|s| s.metrics.clone()).collect());
+            (processor.metrics(), sinks.iter().map(|s| s.metrics.clone()).take(1).collect());
         let cm: Vec<_> = connectors.iter().map(|c| c.metrics.clone()).collect();
         let metrics_addr = crate::telemetry::serve_metrics(
             opts.metrics_listen,
             move || {
-                let mut out = pm.render();
-                // The sinks share one registry: rendered once.
-                if let Some(first) = sm.first() {
-                    out.push_str(&first.render());
-                }
-                if let Some(first) = cm.first() {
-                    out.push_str(&first.render());
-                }
-                out
+                let mut all = vec![pm.registry()];
+                all.extend(sm.iter().map(|m| m.registry()));
+                all.extend(cm.iter().map(|m| m.registry()));
+                crate::telemetry::metrics::render_all(&all)
             },
             crate::telemetry::healthy,
         )

@@ -27,7 +27,7 @@ fn dir(name: &str) -> PathBuf {
 fn producer(brokers: &str) -> Producer {
     producer_config(brokers, "changelog-test")
         .set("max.in.flight.requests.per.connection", "1")
-        .create_with_context(Acks)
+        .create_with_context(Acks("test"))
         .expect("producer")
 }
 

@@ -18,7 +18,7 @@
 //! pings come in, and the journal is rewritten compacted (one line per live
 //! entry) whenever it has grown to twice that plus a margin, so neither the
 //! memory nor the file grows with time. Sizes go to the
-//! `geoclock_store_entries` gauges ([`crate::telemetry`]).
+//! `geoclock_store_entries` gauges ([`crate::telemetry::metrics::store_entries`]).
 //!
 //! The journal survives torn writes: a last line cut short (a crash in the
 //! middle of an append) is dropped with a warning and the file repaired; a
@@ -398,9 +398,9 @@ impl Ledger {
         for (kind, n) in
             [("published", s.published), ("messages", s.messages), ("pings", s.pings), ("cursors", s.cursors)]
         {
-            crate::telemetry::store_entries(&self.label, kind, n as u64);
+            crate::telemetry::metrics::store_entries(&self.label, kind, n as u64);
         }
-        crate::telemetry::store_entries(&self.label, "journal_lines", self.lines as u64);
+        crate::telemetry::metrics::store_entries(&self.label, "journal_lines", self.lines as u64);
         Ok(())
     }
 

@@ -210,6 +210,7 @@ fn commit(env: &CommitEnv, b: BatchOut) -> Result<(), CommitError> {
         "batch committed"
     );
     env.metrics.batches.inc();
+    env.metrics.committed();
     env.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
     Ok(())
 }

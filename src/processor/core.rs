@@ -125,6 +125,19 @@ impl OutRecord {
     }
 }
 
+/// A command of a batch, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub tenant: String,
+    pub kind: &'static str,
+    /// Record time of the input that decided it (ms).
+    pub record_ms: i64,
+    /// A clock change: the event time of the ping that decided it (ms).
+    pub clock_ms: Option<i64>,
+    /// An arrival (On Site in by GPS).
+    pub arrival: bool,
+}
+
 /// One batch, assembled: what the commit protocol writes, in its order.
 #[derive(Debug, Default)]
 pub struct BatchOut {
@@ -139,6 +152,8 @@ pub struct BatchOut {
     /// The same rows and the input positions, for the local store.
     pub batch: Batch,
     pub commands: usize,
+    /// Each command's tenant, kind and times.
+    pub decided: Vec<Decided>,
     pub dead_letters: usize,
     /// Records processed per input topic (catalogue suffix).
     pub counted: Vec<(&'static str, u64)>,
@@ -643,7 +658,27 @@ impl TaskCore {
             ("retired", sum(|st| st.retired.len())),
             ("undated", sum(|st| st.undated.len())),
         ];
+        let decided = self
+            .commands
+            .iter()
+            .map(|(tenant, c, record_ms, _)| {
+                let clock = match &c.action {
+                    crate::engine::Action::Clock(k) => Some(k),
+                    _ => None,
+                };
+                Decided {
+                    tenant: tenant.clone(),
+                    kind: c.action.kind(),
+                    record_ms: *record_ms,
+                    clock_ms: clock.map(|k| k.time.millis()),
+                    arrival: clock.is_some_and(|k| {
+                        k.cause == crate::engine::ClockCause::Arrival && k.activity == crate::model::Activity::Onsite
+                    }),
+                }
+            })
+            .collect();
         let done = BatchOut {
+            decided,
             begin,
             out,
             progress,

@@ -262,7 +262,7 @@ fn a_restored_core_continues_exactly_and_a_cut_batch_replays_in_its_order() {
 #[test]
 fn unknown_tenants_are_dead_lettered_and_get_no_engine() {
     let (events, _) = day();
-    let mut log = input_log(&events[..40], "evil");
+    let log = input_log(&events[..40], "evil");
     let store = MemoryStore::new(&STATE_STORES);
     let tenants =
         Tenants { tenants: BTreeMap::from([(TENANT.to_string(), Settings::default())]), ..Tenants::default() };

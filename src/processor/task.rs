@@ -203,7 +203,7 @@ fn producer(env: &TaskEnv, name: &str) -> Result<Producer, TaskError> {
         .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "2")
         .set("message.timeout.ms", (env.limits.timeout.as_millis() as u64).to_string());
-    Ok(c.create_with_context(Acks)?)
+    Ok(c.create_with_context(Acks("processor"))?)
 }
 
 /// Runs task `(stage, p)` until stopped. Blocking.
@@ -499,13 +499,21 @@ impl Driver {
         }
         let m = &self.env.metrics;
         for (topic, n) in &b.counted {
-            m.records.add(topic, *n as i64);
+            m.records.add(topic, *n);
         }
         m.commands.inc_by(b.commands as u64);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for d in &b.decided {
+            if d.arrival {
+                m.arrival(&d.tenant);
+            }
+            let event_age = d.clock_ms.map(|t| (now_ms - t) as f64 / 1000.0);
+            m.command(&d.tenant, d.kind, (now_ms - d.record_ms) as f64 / 1000.0, event_age);
+        }
         m.dead_letters.inc_by(b.dead_letters as u64);
         m.state_appointments.set(&self.name, b.appointments as i64);
         for (kind, n) in b.sizes {
-            crate::telemetry::store_entries(&format!("processor_state:{}", self.name), kind, n as u64);
+            crate::telemetry::metrics::store_entries(&format!("processor_state:{}", self.name), kind, n as u64);
         }
         if self.stage == Stage::Appointments && self.core.through() > i64::MIN {
             self.progress_sent = Some((self.core.through(), Instant::now()));

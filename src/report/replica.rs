@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -41,7 +40,7 @@ use super::join::CommandInfo;
 use super::state::{rows_from_state, StateRowsError};
 use super::ReportRow;
 use crate::engine::{Action, Command};
-use crate::kafka::client::consumer_config;
+use crate::kafka::client::{consumer_config, Logged};
 use crate::kafka::codec::Codec;
 use crate::kafka::records::SinkResult;
 use crate::kafka::topics::{Catalogue, Topic};
@@ -252,7 +251,8 @@ struct ChangelogFollower {
 
 impl ChangelogFollower {
     fn run(self) {
-        let probe: Result<BaseConsumer, _> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create();
+        let probe: Result<BaseConsumer<Logged>, _> =
+            crate::kafka::client::base(&self.brokers).create_with_context(Logged::new("report-replica"));
         let probe = match probe {
             Ok(p) => p,
             Err(e) => {
@@ -296,7 +296,13 @@ impl ChangelogFollower {
     }
 
     /// Restores partition `p` up to its current end, when behind.
-    fn catch_up(&self, probe: &BaseConsumer, topic: &str, store: StoreName, p: i32) -> Result<u64, ReplicaError> {
+    fn catch_up(
+        &self,
+        probe: &BaseConsumer<Logged>,
+        topic: &str,
+        store: StoreName,
+        p: i32,
+    ) -> Result<u64, ReplicaError> {
         let (low, high) = probe.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
         let at = self.store.offset(topic, p)?.unwrap_or(low).max(low);
         if at >= high {
@@ -324,7 +330,7 @@ impl ChangelogFollower {
 
 /// Follows the results and commands topics into the replica's feed stores.
 struct FeedFollower {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Logged>,
     codec: Arc<Codec>,
     results_topic: String,
     store: Arc<RocksStore>,
@@ -344,9 +350,9 @@ impl FeedFollower {
         store: Arc<RocksStore>,
         shared: Arc<Shared>,
     ) -> Result<FeedFollower, ReplicaError> {
-        let consumer: BaseConsumer = consumer_config(brokers, &format!("{}-report", catalogue.prefix))
+        let consumer: BaseConsumer<Logged> = consumer_config(brokers, &format!("{}-report", catalogue.prefix))
             .set("auto.offset.reset", "earliest")
-            .create()?;
+            .create_with_context(Logged::new("report-replica"))?;
         let results_topic = catalogue.name(Topic::Results);
         let mut tpl = TopicPartitionList::new();
         let (mut behind, mut start) = (HashMap::new(), HashMap::new());

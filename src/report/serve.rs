@@ -38,7 +38,7 @@ use super::join::join;
 use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
 use super::replica::{Replica, ReplicaError};
 use crate::config::tenants::Tenant;
-use crate::connect::metrics::{counter, render_registry};
+use crate::telemetry::metrics::{counter, render as render_registry};
 use crate::http::server::{serve, Running};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
@@ -129,7 +129,7 @@ impl Server {
 pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handle) -> Result<Server, ReportError> {
     let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
     let replica = Replica::start(&opts.brokers, &opts.catalogue, codec, &opts.state_dir.join("report-replica"))?;
-    let registry = Registry::new();
+    let registry = crate::telemetry::metrics::registry();
     let requests = counter(
         &registry,
         "geoclock_report_requests_total",

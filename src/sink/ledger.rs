@@ -38,7 +38,7 @@
 //! extra was last written and for which appointment; `a/{tenant}/{id}`,
 //! when an appointment's last outcome was decided. Entries of older
 //! versions without them are dated when the sweep first meets them.
-//! Sizes go to the `geoclock_store_entries` gauges ([`crate::telemetry`]).
+//! Sizes go to the `geoclock_store_entries` gauges ([`crate::telemetry::metrics::store_entries`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,6 +224,26 @@ impl Ledger {
         self.get_json(&extra_key(tenant, name))
     }
 
+    /// How many of `tenant`'s extras under `prefix` satisfy `keep`.
+    pub fn count_extras(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<usize, LedgerError> {
+        let start = extra_key(tenant, prefix);
+        let mut n = 0;
+        for item in self.db().prefix_iterator(&start) {
+            let (k, v) = item.map_err(|e| LedgerError::Io(e.to_string()))?;
+            if !k.starts_with(&start) {
+                break;
+            }
+            if serde_json::from_slice::<serde_json::Value>(&v).is_ok_and(|v| keep(&v)) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
     /// Sweeps every key once now (tests; the background sweep does this a
     /// slice at a time); returns the sizes after it.
     pub fn sweep(&self) -> Result<Sizes, LedgerError> {
@@ -293,8 +313,8 @@ fn sweep_forever(sh: &Shared, stop: &AtomicBool) {
                 match next {
                     Some(k) => from = k,
                     None => {
-                        crate::telemetry::store_entries(&sh.label, "commands", round.commands);
-                        crate::telemetry::store_entries(&sh.label, "extras", round.extras);
+                        crate::telemetry::metrics::store_entries(&sh.label, "commands", round.commands);
+                        crate::telemetry::metrics::store_entries(&sh.label, "extras", round.extras);
                         from.clear();
                         round = Sizes::default();
                     }

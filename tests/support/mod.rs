@@ -1,6 +1,10 @@
 pub mod broker;
 #[allow(dead_code)]
+pub mod connect;
+#[allow(dead_code)]
 pub mod kafka;
+#[allow(dead_code)]
+pub mod sinks;
 
 use std::path::{Path, PathBuf};
 

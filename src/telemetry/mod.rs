@@ -1,6 +1,6 @@
 //! Process telemetry shared by every command: the `/metrics` endpoint, with
-//! `/healthz` beside it, and the size gauges of the process's bounded
-//! stores ([`store_entries`]), which every endpoint served here shows.
+//! `/healthz` beside it, and the typed metrics layer every component builds
+//! its metrics with ([`metrics`]).
 //!
 //! The endpoint runs on its own thread with blocking I/O (never on the async
 //! runtime) and answers `GET /metrics` with whatever `render` returns, and
@@ -8,40 +8,10 @@
 //! problem (a stalled worker), 503 and the problem; any other request gets
 //! 404. It never echoes the request.
 
-use std::collections::BTreeMap;
+pub mod metrics;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Mutex;
-
-/// Entries held by each bounded store of this process (a connector's or a
-/// sink's ledger), by `(store, kind)`: `geoclock_store_entries`. Stores set
-/// their own; every `/metrics` served here shows them.
-static STORE_ENTRIES: Mutex<BTreeMap<(String, String), u64>> = Mutex::new(BTreeMap::new());
-
-/// Sets the size of one kind of entry of one store.
-pub fn store_entries(store: &str, kind: &str, entries: u64) {
-    STORE_ENTRIES.lock().unwrap_or_else(|e| e.into_inner()).insert((store.to_string(), kind.to_string()), entries);
-}
-
-/// The sizes set so far: `(store, kind) → entries`.
-pub fn store_sizes() -> BTreeMap<(String, String), u64> {
-    STORE_ENTRIES.lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
-/// The text exposition of [`store_sizes`] (nothing when there are none).
-pub fn render_store_sizes() -> String {
-    let sizes = store_sizes();
-    if sizes.is_empty() {
-        return String::new();
-    }
-    let name = "geoclock_store_entries";
-    let mut o =
-        format!("# HELP {name} Entries held by a bounded store (each has a retention rule)\n# TYPE {name} gauge\n");
-    for ((store, kind), n) in sizes {
-        o.push_str(&format!("{name}{{store=\"{store}\",kind=\"{kind}\"}} {n}\n"));
-    }
-    o
-}
 
 /// Always healthy.
 pub fn healthy() -> Result<(), String> {
@@ -65,7 +35,7 @@ pub fn serve_metrics(
             let n = stream.read(&mut buf).unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]);
             let (status, ctype, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", "text/plain; version=0.0.4", render() + &render_store_sizes())
+                ("200 OK", "text/plain; version=0.0.4", render())
             } else if head.starts_with("GET /healthz") || head.starts_with("GET /readyz") {
                 match health() {
                     Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
