@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what geoclock's tests need, once, into a cache outside the clone:
 # the Debian packages its -sys crates build against, a headless browser
-# (chromium: the report page is checked in a real browser), Prometheus (the
+# (chromium and chromium-driver: the report page and the live map are checked
+# in a real browser), Prometheus (the
 # dashboards and alerts are checked on a real server), and the nisshi
 # Kafka-protocol broker (design.md §6). The nisshi build takes ~20 minutes on
 # 2 cores the first time; later runs find it in the cache and return at once.

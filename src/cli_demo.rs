@@ -62,6 +62,7 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         println!("geoclock demo: {} technicians, {}x time", opts.technicians, opts.speed);
         println!("  broker         {broker}");
         println!("  report         {}?token={}   (also &format=csv, &format=json)", e.report, e.report_token);
+        println!("  map            {}", e.map);
         println!("  metrics        {}", e.metrics);
         println!("  mailbox        {}", e.mailbox);
         println!("  servicetrade   {}/admin/state", e.servicetrade);

@@ -3,8 +3,8 @@
 //! An embedded Kafka-protocol broker (librdkafka's mock cluster, in memory)
 //! unless `brokers` names a real one; the ServiceTrade and Azuga simulators
 //! holding a generated working day; a mail receiver; both connectors, the
-//! processor, the three sinks and the report server, wired exactly as the
-//! separate processes would be (topics, HTTP, SMTP).
+//! processor, the three sinks and the report server with the live map,
+//! wired exactly as the separate processes would be (topics, HTTP, SMTP).
 //!
 //! Time: simulated time starts 30 minutes before the first departure and
 //! runs `speed` times faster than the wall clock. The driver releases each
@@ -65,6 +65,8 @@ pub struct Endpoints {
     pub embedded_broker: bool,
     pub report: String,
     pub report_token: String,
+    /// The live map of the demo tenant, token included.
+    pub map: String,
     pub metrics: String,
     pub mailbox: String,
     pub servicetrade: String,
@@ -265,10 +267,12 @@ impl Demo {
         let (pm, sm): (Arc<processor::metrics::Metrics>, Vec<_>) =
             (processor.metrics(), sinks.iter().map(|s| s.metrics.clone()).take(1).collect());
         let cm: Vec<_> = connectors.iter().map(|c| c.metrics.clone()).collect();
+        let rm = report.metrics_source();
         let metrics_addr = crate::telemetry::serve_metrics(
             opts.metrics_listen,
             move || {
-                let mut all = vec![pm.registry()];
+                let report_registry = rm();
+                let mut all = vec![pm.registry(), &report_registry];
                 all.extend(sm.iter().map(|m| m.registry()));
                 all.extend(cm.iter().map(|m| m.registry()));
                 crate::telemetry::metrics::render_all(&all)
@@ -305,6 +309,7 @@ impl Demo {
             brokers,
             report: format!("{}/report/{TENANT}", report.url()),
             report_token: REPORT_TOKEN.into(),
+            map: format!("{}/map/{TENANT}?token={REPORT_TOKEN}", report.url()),
             metrics: format!("http://{metrics_addr}/metrics"),
             mailbox: format!("{}/messages", smtp.http.url()),
             servicetrade: st_run.url(),

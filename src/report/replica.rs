@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,10 +36,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::join::CommandInfo;
-use super::state::{rows_from_state, StateRowsError};
+use super::join::{join, CommandInfo, ReportLine};
+use super::state::{engines_from_state, rows_from_state, StateRowsError};
 use super::ReportRow;
-use crate::engine::{Action, Command};
+use crate::engine::{Action, Command, Engine};
 use crate::kafka::client::{consumer_config, Logged};
 use crate::kafka::codec::Codec;
 use crate::kafka::records::SinkResult;
@@ -88,6 +88,8 @@ struct Shared {
     stop: AtomicBool,
     state_ready: AtomicBool,
     feed_ready: AtomicBool,
+    /// Bumped whenever either follower stored something.
+    version: AtomicU64,
 }
 
 impl Shared {
@@ -112,8 +114,9 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// How often the changelog is checked for new batches.
-    pub const REFRESH: Duration = Duration::from_secs(1);
+    /// How often the changelog is checked for new batches (the live map
+    /// shows a decision within 2 s of its commit).
+    pub const REFRESH: Duration = Duration::from_millis(500);
 
     /// Opens (or creates) the replica in `dir` and starts following the
     /// topics of `catalogue`.
@@ -154,6 +157,18 @@ impl Replica {
         self.shared.state_ready.load(Ordering::Relaxed) && self.shared.feed_ready.load(Ordering::Relaxed)
     }
 
+    /// Counts what the followers stored: a reader that saw the same
+    /// version twice would read the same replica.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Acquire)
+    }
+
+    /// The tenant's appointment-stage engines, with the vehicle stage's
+    /// assignments absorbed ([`engines_from_state`]). Blocking.
+    pub fn engines(&self, tenant: &str, settings: &Settings) -> Result<Vec<Engine>, ReplicaError> {
+        Ok(engines_from_state(self.store.as_ref(), self.partitions, tenant, settings)?)
+    }
+
     /// The tenant's report rows as the replica holds them now. Blocking.
     pub fn rows(&self, tenant: &str, settings: &Settings) -> Result<Vec<ReportRow>, ReplicaError> {
         Ok(rows_from_state(self.store.as_ref(), self.partitions, tenant, settings)?)
@@ -181,6 +196,19 @@ impl Replica {
             }
         }
         Ok(feed)
+    }
+
+    /// The report's lines for `rows` of `tenant`: the rows joined with the
+    /// sinks' results for their appointments. Blocking.
+    pub fn lines(
+        &self,
+        tenant: &str,
+        rows: Vec<ReportRow>,
+        servicetrade_web_url: Option<&str>,
+    ) -> Result<Vec<ReportLine>, ReplicaError> {
+        let appointments: Vec<String> = rows.iter().map(|r| r.appointment.to_string()).collect();
+        let feed = self.feed(tenant, appointments.iter().map(String::as_str))?;
+        Ok(join(rows, &feed.results, &feed.commands, servicetrade_web_url))
     }
 
     /// Stops both followers, waits for them and flushes. Blocking (at most
@@ -273,7 +301,11 @@ impl ChangelogFollower {
                 if self.shared.stopped() {
                     return;
                 }
-                match self.catch_up(&probe, topic, store, p) {
+                let caught = self.catch_up(&probe, topic, store, p);
+                if caught.as_ref().is_ok_and(|n| *n > 0) {
+                    self.shared.version.fetch_add(1, Ordering::AcqRel);
+                }
+                match caught {
                     Ok(_) if last.take().is_some() => {
                         tracing::info!(topic = %topic, partition = p, "report replica: changelog readable again")
                     }
@@ -444,6 +476,8 @@ impl FeedFollower {
                     // Nothing is lost: the offsets were not stored either,
                     // so these records are read again after a restart.
                     tracing::error!(error = %e, "report replica: cannot store the feed");
+                } else {
+                    self.shared.version.fetch_add(1, Ordering::AcqRel);
                 }
                 batch = Batch::default();
                 (pending, first_pending) = (0, None);

@@ -1,25 +1,27 @@
-//! `geoclock report serve`: the Activity Report over HTTP.
+//! `geoclock report serve`: the Activity Report and the live map over HTTP.
 //!
 //! - `GET /report/{tenant}?day=YYYY-MM-DD&format=html|csv|json` (also
 //!   `/report/{tenant}.csv`, `.json`, `.html`): the tenant's report for its
 //!   local day (default: today in the tenant's zone; format default html).
-//! - `GET /healthz` (alive), `GET /readyz` (the replica caught up once),
+//! - `GET /map/{tenant}`, `/map/{tenant}/geojson`, `/map/{tenant}/events`:
+//!   the live dispatch map ([`super::map::routes`]).
+//! - `GET /healthz` (alive), `GET /readyz` (the replicas caught up once),
 //!   `GET /metrics` (`geoclock_report_requests_total{format,status}`,
-//!   `geoclock_report_replica_ready`).
+//!   `geoclock_report_replica_ready`,
+//!   `geoclock_report_map_requests_total{endpoint,status}`,
+//!   `geoclock_report_map_streams`,
+//!   `geoclock_report_late_appointments{tenant}`).
 //!
-//! Access, checked in this order before anything else is looked at: a
-//! tenant not in the tenants file → 404 (the answer names no tenant); a
-//! tenant without `email.report_token` → 403 (its report is disabled); no
-//! token or a wrong one → 401. The token is `Authorization: Bearer TOKEN`
-//! or `?token=TOKEN`; both are compared through their SHA-256 digests, in
-//! time independent of where they differ and of their lengths. Tokens
-//! never reach logs, metrics or error texts; report answers are not cached
-//! (`Cache-Control: no-store`) and send no referrer (a `?token=` URL must
-//! not leak to ServiceTrade through the quick links).
+//! Access to a tenant's report and map is [`super::access`]'s one check
+//! (404, 403, 401 in that order; the token as a Bearer header or
+//! `?token=`). Tokens never reach logs, metrics or error texts; answers are
+//! not cached (`Cache-Control: no-store`) and send no referrer (a `?token=`
+//! URL must not leak to ServiceTrade through the quick links).
 //!
 //! Until the replica has caught up once the report answers 503 with
 //! `Retry-After` rather than a partial report. Building a report reads
-//! RocksDB, so it runs on the blocking pool.
+//! RocksDB, so it runs on the blocking pool. Stopping ends the map's event
+//! streams first (a graceful stop waits for open requests).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,17 +33,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::NaiveDate;
-use prometheus::{IntCounterVec, IntGauge, Registry};
-use sha2::{Digest, Sha256};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use super::join::join;
+use super::access::{authorize, plain, refusal, Format};
+use super::map::live::{Hub, LiveMap, MapData};
+use super::map::positions::{Positions, PositionsError};
+use super::map::routes::{router as map_router, MapMetrics};
 use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
 use super::replica::{Replica, ReplicaError};
 use crate::config::tenants::Tenant;
-use crate::telemetry::metrics::{counter, render as render_registry};
 use crate::http::server::{serve, Running};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
+use crate::telemetry::metrics::{counter, registered};
 use crate::kafka::topics::Catalogue;
 use crate::model::Ts;
 
@@ -55,6 +59,10 @@ pub enum ReportError {
     Listen(#[from] crate::http::server::ServeError),
     #[error("report server: metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Positions(#[from] PositionsError),
+    #[error("report server: cannot start the map: {0}")]
+    Map(std::io::Error),
 }
 
 /// Where the report server reads from and listens.
@@ -64,22 +72,37 @@ pub struct Options {
     pub registry: Arc<dyn SchemaRegistry>,
     /// `HOST:PORT` (port 0: any free port; see [`Server::url`]).
     pub listen: String,
-    /// The replica lives in `{state_dir}/report-replica`.
+    /// The replicas live in `{state_dir}/report-replica` and
+    /// `{state_dir}/report-positions`.
     pub state_dir: PathBuf,
 }
 
 struct App {
-    replica: Replica,
-    tenants: HashMap<String, Tenant>,
+    replica: Arc<Replica>,
+    positions: Arc<Positions>,
+    map: Arc<LiveMap>,
+    tenants: Arc<HashMap<String, Tenant>>,
     registry: Registry,
     requests: IntCounterVec,
     ready: IntGauge,
 }
 
 impl App {
-    fn render_metrics(&self) -> String {
+    /// The registry, its readiness gauge brought up to date.
+    fn metrics(&self) -> &Registry {
         self.ready.set(i64::from(self.replica.ready()));
-        render_registry(&self.registry)
+        &self.registry
+    }
+
+    fn render_metrics(&self) -> String {
+        crate::telemetry::metrics::render(self.metrics())
+    }
+
+    /// Stops the map (ending its streams), then both replicas. Blocking.
+    fn stop_replicas(&self) {
+        self.map.stop();
+        self.positions.stop();
+        self.replica.stop();
     }
 }
 
@@ -95,9 +118,10 @@ impl Server {
         self.running.url()
     }
 
-    /// Whether the replica has caught up once (reports are served).
+    /// Whether the replicas have caught up once (reports and maps are
+    /// served).
     pub fn ready(&self) -> bool {
-        self.app.replica.ready()
+        self.app.map.ready()
     }
 
     /// The server's Prometheus metrics, for a process-wide `/metrics`.
@@ -111,11 +135,20 @@ impl Server {
         move || app.render_metrics()
     }
 
-    /// Stops accepting, finishes in-flight requests, stops the replica.
+    /// The server's registry, as a function a process-wide metrics
+    /// listener can own (to merge with other components' registries).
+    pub fn metrics_source(&self) -> impl Fn() -> Registry + Send + 'static {
+        let app = self.app.clone();
+        move || app.metrics().clone()
+    }
+
+    /// Ends the map's streams, stops accepting, finishes in-flight
+    /// requests, stops the replicas.
     pub async fn stop(self) {
+        self.app.map.hub().close();
         self.running.stop().await;
         let app = self.app.clone();
-        let _ = tokio::task::spawn_blocking(move || app.replica.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || app.stop_replicas()).await;
     }
 
     /// Waits until the server ends (for the CLI).
@@ -128,7 +161,32 @@ impl Server {
 /// from outside the runtime (it blocks until the listener is bound).
 pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handle) -> Result<Server, ReportError> {
     let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
-    let replica = Replica::start(&opts.brokers, &opts.catalogue, codec, &opts.state_dir.join("report-replica"))?;
+    let replica = Arc::new(Replica::start(
+        &opts.brokers,
+        &opts.catalogue,
+        codec.clone(),
+        &opts.state_dir.join("report-replica"),
+    )?);
+    let tenants: Arc<HashMap<String, Tenant>> = Arc::new(tenants.into_iter().map(|t| (t.name.clone(), t)).collect());
+    let hub = Arc::new(Hub::new(tenants.keys().cloned()));
+    let windows: HashMap<String, i64> =
+        tenants.values().map(|t| (t.name.clone(), t.map.speed_window_s as i64 * 1000)).collect();
+    let fixes_hub = hub.clone();
+    let positions = Positions::start(
+        &opts.brokers,
+        &opts.catalogue,
+        codec,
+        &opts.state_dir.join("report-positions"),
+        Box::new(move |tenant| windows.get(tenant).copied().unwrap_or(600_000)),
+        Box::new(move |tenant, moved| fixes_hub.fixes(tenant, &moved)),
+    );
+    let positions = match positions {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            replica.stop();
+            return Err(e.into());
+        }
+    };
     let registry = crate::telemetry::metrics::registry();
     let requests = counter(
         &registry,
@@ -138,23 +196,51 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
     );
     let ready = IntGauge::new("geoclock_report_replica_ready", "1 once the report replica has caught up.")?;
     registry.register(Box::new(ready.clone()))?;
-    let app = Arc::new(App {
-        replica,
-        tenants: tenants.into_iter().map(|t| (t.name.clone(), t)).collect(),
-        registry,
-        requests,
-        ready,
-    });
+    let late = registered(
+        &registry,
+        "geoclock_report_late_appointments",
+        IntGaugeVec::new(
+            Opts::new(
+                "geoclock_report_late_appointments",
+                "Appointments of the live day whose technician En Route is estimated to arrive after the window ends.",
+            ),
+            &["tenant"],
+        ),
+    );
+    let map_metrics = MapMetrics {
+        requests: counter(
+            &registry,
+            "geoclock_report_map_requests_total",
+            "Map requests by endpoint (page, geojson, events) and HTTP status.",
+            &["endpoint", "status"],
+        ),
+        streams: registered(
+            &registry,
+            "geoclock_report_map_streams",
+            IntGauge::new("geoclock_report_map_streams", "Open map event streams."),
+        ),
+    };
+    let map = match LiveMap::start(hub, replica.clone(), positions.clone(), tenants.clone(), late) {
+        Ok(m) => m,
+        Err(e) => {
+            positions.stop();
+            replica.stop();
+            return Err(ReportError::Map(e));
+        }
+    };
+    let app =
+        Arc::new(App { replica, positions, map: map.clone(), tenants: tenants.clone(), registry, requests, ready });
     let router = Router::new()
         .route("/report/{tenant}", get(report))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.render_metrics() }))
-        .with_state(app.clone());
+        .with_state(app.clone())
+        .merge(map_router(map, tenants, map_metrics));
     let running = match runtime.block_on(serve(router, &opts.listen)) {
         Ok(r) => r,
         Err(e) => {
-            app.replica.stop();
+            app.stop_replicas();
             return Err(e.into());
         }
     };
@@ -162,70 +248,15 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.replica.ready() {
+    if app.map.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "catching up with the processor's changelog and the sinks' results\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up with the processor's changelog, the sinks' results and the pings\n",
+        )
             .into_response()
     }
-}
-
-/// The report formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Html,
-    Csv,
-    Json,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "html" => Some(Format::Html),
-            "csv" => Some(Format::Csv),
-            "json" => Some(Format::Json),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Html => "html",
-            Format::Csv => "csv",
-            Format::Json => "json",
-        }
-    }
-}
-
-/// The tenant a `/report/{segment}` names, and the format its suffix asks
-/// for: `acme` or `acme.csv` (a tenant named `acme.csv` wins over the
-/// suffix).
-pub fn resolve_tenant<'a, T>(tenants: &'a HashMap<String, T>, segment: &str) -> Option<(&'a T, Option<Format>)> {
-    if let Some(t) = tenants.get(segment) {
-        return Some((t, None));
-    }
-    let (stem, suffix) = segment.rsplit_once('.')?;
-    Some((tenants.get(stem)?, Some(Format::parse(suffix)?)))
-}
-
-/// The token a request presents: the `Authorization: Bearer` header, else
-/// the `token` query parameter.
-pub fn presented_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    bearer.or(query.get("token").map(String::as_str)).filter(|t| !t.is_empty())
-}
-
-/// Compares two tokens in time independent of their contents and lengths.
-pub fn token_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-store")], text).into_response()
 }
 
 async fn report(
@@ -250,17 +281,10 @@ async fn answer(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> (Response, Option<Format>) {
-    let Some((tenant, suffix)) = resolve_tenant(&app.tenants, segment) else {
-        return (plain(StatusCode::NOT_FOUND, "no such report\n"), None);
+    let (tenant, suffix) = match authorize(&app.tenants, segment, headers, q) {
+        Ok(t) => t,
+        Err((refused, suffix)) => return (refusal(refused), suffix),
     };
-    let Some(expected) = tenant.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
-        return (plain(StatusCode::FORBIDDEN, "report disabled for this tenant\n"), suffix);
-    };
-    if !presented_token(headers, q).is_some_and(|given| token_matches(given, expected.expose())) {
-        let mut r = plain(StatusCode::UNAUTHORIZED, "a valid report token is required\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"geoclock-report\""));
-        return (r, suffix);
-    }
     let format = match (suffix, q.get("format").map(String::as_str)) {
         (s, None) => s.unwrap_or(Format::Html),
         (None, Some(f)) => match Format::parse(f) {
@@ -300,10 +324,8 @@ async fn answer(
 fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<Response, ReplicaError> {
     let tz = zone(tenant.timezone.as_deref());
     let rows = for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz);
-    let appointments: Vec<String> = rows.iter().map(|r| r.appointment.to_string()).collect();
-    let feed = app.replica.feed(&tenant.name, appointments.iter().map(String::as_str))?;
     let web = tenant.email.as_ref().and_then(|e| e.servicetrade_web_url.as_deref());
-    let lines = join(rows, &feed.results, &feed.commands, web);
+    let lines = app.replica.lines(&tenant.name, rows, web)?;
     let common = [
         (header::CACHE_CONTROL, "no-store".to_string()),
         (header::REFERRER_POLICY, "no-referrer".to_string()),
@@ -335,44 +357,4 @@ fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<R
             (common, [(header::CONTENT_TYPE, "application/json".to_string())], json(&lines)).into_response()
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenants_resolve_with_or_without_a_format_suffix() {
-        let tenants: HashMap<String, u8> = HashMap::from([("acme".into(), 1), ("odd.csv".into(), 2)]);
-        assert_eq!(resolve_tenant(&tenants, "acme"), Some((&1, None)));
-        assert_eq!(resolve_tenant(&tenants, "acme.csv"), Some((&1, Some(Format::Csv))));
-        assert_eq!(resolve_tenant(&tenants, "acme.json"), Some((&1, Some(Format::Json))));
-        assert_eq!(resolve_tenant(&tenants, "odd.csv"), Some((&2, None)), "a tenant's own name wins");
-        assert_eq!(resolve_tenant(&tenants, "acme.pdf"), None);
-        assert_eq!(resolve_tenant(&tenants, "nobody"), None);
-        assert_eq!(resolve_tenant(&tenants, ""), None);
-    }
-
-    #[test]
-    fn tokens_come_from_the_bearer_header_or_the_query() {
-        let mut h = HeaderMap::new();
-        let mut q = HashMap::new();
-        assert_eq!(presented_token(&h, &q), None);
-        q.insert("token".to_string(), "from-query".to_string());
-        assert_eq!(presented_token(&h, &q), Some("from-query"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  from-header "));
-        assert_eq!(presented_token(&h, &q), Some("from-header"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
-        assert_eq!(presented_token(&h, &q), Some("from-query"), "other schemes are not tokens");
-        q.insert("token".to_string(), String::new());
-        assert_eq!(presented_token(&h, &q), None, "an empty token is none");
-    }
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(token_matches("s3cret", "s3cret"));
-        assert!(!token_matches("s3cre", "s3cret"));
-        assert!(!token_matches("s3creT", "s3cret"));
-        assert!(!token_matches("", "s3cret"));
-    }
 }
