@@ -23,7 +23,8 @@ use geoclock::kafka::records::{Outcome, SinkResult};
 use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::{Catalogue, Topic};
 use geoclock::model::{Appointment, AppointmentStatus, ClockAction, ClockEvent, Id, Settings, Ts};
-use geoclock::processor::core::{BatchOut, Fetched, Input, Setup, Step, TaskCore, GLOBAL_INPUTS};
+use geoclock::processor::batch::BatchOut;
+use geoclock::processor::core::{Fetched, Input, Setup, Step, TaskCore};
 use geoclock::processor::{Stage, Tenants};
 use geoclock::scenario::generate::{Day, DAY0_MS};
 use geoclock::store::layout::STATE_STORES;
@@ -155,17 +156,7 @@ impl Feeder {
 }
 
 fn inputs(stage: Stage) -> Vec<Input> {
-    let c = catalogue();
-    let input = |t: Topic| Input { topic: t, name: c.name(t), partition: 0, owned: true, lanes: 1 };
-    match stage {
-        Stage::Appointments => [Topic::Appointments, Topic::ClockEvents]
-            .into_iter()
-            .chain(GLOBAL_INPUTS)
-            .chain([Topic::Ticks])
-            .map(input)
-            .collect(),
-        Stage::Vehicles => vec![input(Topic::Pings), input(Topic::FenceRoutes)],
-    }
+    Input::for_stage(stage, 0, &catalogue(), |_, _| Ok::<_, std::convert::Infallible>(1)).unwrap()
 }
 
 fn core(stage: Stage, store: &dyn StateStore, codec: &Arc<Codec>, tenants: &Arc<Tenants>) -> TaskCore {

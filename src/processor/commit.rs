@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::message::{Header, OwnedHeaders};
 
-use super::core::{BatchOut, OutRecord, SEQ_HEADER, SOURCE_HEADER};
+use super::batch::{BatchOut, OutRecord, SEQ_HEADER, SOURCE_HEADER};
 use super::fault;
 use super::metrics::Metrics;
 use crate::kafka::produce::Pending;

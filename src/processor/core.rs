@@ -31,6 +31,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::batch::{BatchOut, Decided, OutRecord, Plan};
 use super::gate::Gate;
 use super::merge::{Body, Merger, Record};
 use super::tenants::Tenants;
@@ -40,13 +41,6 @@ use crate::kafka::records::{command_key_id, DeadLetter, RouteProgress, TenantEve
 use crate::kafka::topics::{self, Catalogue, Topic};
 use crate::store::layout::{row_prefix, Stage};
 use crate::store::{changelog, Batch, StateStore, StoreError};
-
-/// Command record header: the task's emission sequence (8 bytes, big-endian).
-pub const SEQ_HEADER: &str = "geoclock-seq";
-
-/// Route record header: the stage-one task (partition) that wrote it
-/// (4 bytes, big-endian), stage two's merge lane for it.
-pub const SOURCE_HEADER: &str = "geoclock-source";
 
 /// The entity topics every appointment-stage task reads in full (global
 /// tables: they are keyed by their own ids, not by appointment).
@@ -72,98 +66,39 @@ pub struct Input {
     /// This task dead-letters the input's malformed records.
     pub owned: bool,
     /// Merge lanes: one, or (stage two's routes) one per stage-one task,
-    /// chosen by the [`SOURCE_HEADER`] of a route and the task of a
+    /// chosen by the [`SOURCE_HEADER`](super::batch::SOURCE_HEADER) of a route and the task of a
     /// progress record.
     pub lanes: usize,
 }
 
-/// A batch's replay plan, carried by its changelog begin marker: every
-/// merge lane's end after the batch ([`Merger::handed_out`]), and the lane
-/// of each record in order (run-length encoded; lanes numbered as
-/// [`Merger::lanes`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Plan {
-    pub ends: Vec<i64>,
-    pub order: Vec<(u32, u32)>,
-}
-
-impl Plan {
-    /// The lane of the next record to replay.
-    fn front(&self) -> Option<usize> {
-        self.order.first().map(|o| o.0 as usize)
-    }
-
-    /// That record was replayed.
-    fn advance(&mut self) {
-        if let Some(first) = self.order.first_mut() {
-            first.1 -= 1;
-            if first.1 == 0 {
-                self.order.remove(0);
+impl Input {
+    /// Task `(stage, p)`'s inputs: its own partitions first, then the
+    /// global ones, every partition of each (`partitions` says how many; a
+    /// global input's malformed records are dead-lettered by task 0 only).
+    /// At equal record time the merge takes the earlier input first.
+    pub fn for_stage<E>(
+        stage: Stage,
+        p: i32,
+        catalogue: &Catalogue,
+        mut partitions: impl FnMut(Topic, &str) -> Result<i32, E>,
+    ) -> Result<Vec<Input>, E> {
+        let lanes = |t: Topic| if t == Topic::FenceRoutes { catalogue.partitions.max(1) as usize } else { 1 };
+        let own = |t: Topic| Input { topic: t, name: catalogue.name(t), partition: p, owned: true, lanes: lanes(t) };
+        let (mut out, global): (Vec<Input>, Vec<Topic>) = match stage {
+            Stage::Appointments => (
+                vec![own(Topic::Appointments), own(Topic::ClockEvents)],
+                GLOBAL_INPUTS.into_iter().chain([Topic::Ticks]).collect(),
+            ),
+            Stage::Vehicles => (vec![own(Topic::Pings), own(Topic::FenceRoutes)], Vec::new()),
+        };
+        for t in global {
+            let name = catalogue.name(t);
+            for q in 0..partitions(t, &name)? {
+                out.push(Input { topic: t, name: name.clone(), partition: q, owned: p == 0, lanes: 1 });
             }
         }
+        Ok(out)
     }
-}
-
-/// An output record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutRecord {
-    pub topic: String,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    /// Record time; with it, the emission sequence goes in [`SEQ_HEADER`].
-    pub time: Option<i64>,
-    pub seq: u64,
-    /// `None`: by key.
-    pub partition: Option<i32>,
-    /// Goes in [`SOURCE_HEADER`].
-    pub source: Option<i32>,
-}
-
-impl OutRecord {
-    pub fn new(topic: String, key: Vec<u8>, value: Vec<u8>) -> OutRecord {
-        OutRecord { topic, key, value, time: None, seq: 0, partition: None, source: None }
-    }
-}
-
-/// A command of a batch, for the metrics.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decided {
-    pub tenant: String,
-    pub kind: &'static str,
-    /// Record time of the input that decided it (ms).
-    pub record_ms: i64,
-    /// A clock change: the event time of the ping that decided it (ms).
-    pub clock_ms: Option<i64>,
-    /// An arrival (On Site in by GPS).
-    pub arrival: bool,
-}
-
-/// One batch, assembled: what the commit protocol writes, in its order.
-#[derive(Debug, Default)]
-pub struct BatchOut {
-    /// The changelog begin marker carrying the [`Plan`].
-    pub begin: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// Commands, routes and dead letters.
-    pub out: Vec<OutRecord>,
-    /// Stage one's progress records, sent once `out` is acknowledged.
-    pub progress: Vec<OutRecord>,
-    /// The state rows and offsets markers for the changelog.
-    pub records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// The same rows and the input positions, for the local store.
-    pub batch: Batch,
-    pub commands: usize,
-    /// Each command's tenant, kind and times.
-    pub decided: Vec<Decided>,
-    pub dead_letters: usize,
-    /// Records processed per input topic (catalogue suffix).
-    pub counted: Vec<(&'static str, u64)>,
-    /// The batch held more than stage one's progress records.
-    pub data: bool,
-    /// Appointments held in state after the batch (every tenant).
-    pub appointments: usize,
-    /// The state's entries by kind after the batch (every tenant): each is
-    /// bounded by retention ([`crate::engine::retention`]).
-    pub sizes: [(&'static str, usize); 4],
 }
 
 /// One record as fetched (borrowed from the consumer).
@@ -175,7 +110,7 @@ pub struct Fetched<'a> {
     pub timestamp: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
-    /// The [`SOURCE_HEADER`] (inputs with several lanes only).
+    /// The [`SOURCE_HEADER`](super::batch::SOURCE_HEADER) (inputs with several lanes only).
     pub source: Option<i32>,
 }
 
@@ -357,7 +292,7 @@ impl TaskCore {
         Some(found)
     }
 
-    /// Whether records of `input` carry a merge lane in [`SOURCE_HEADER`].
+    /// Whether records of `input` carry a merge lane in [`SOURCE_HEADER`](super::batch::SOURCE_HEADER).
     pub fn wants_source(&self, input: usize) -> bool {
         self.inputs.get(input).is_some_and(|i| i.lanes > 1)
     }

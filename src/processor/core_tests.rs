@@ -26,17 +26,7 @@ fn codec() -> Arc<Codec> {
 }
 
 fn stage_inputs(stage: Stage) -> Vec<Input> {
-    let c = catalogue();
-    let input = |t: Topic| Input { topic: t, name: c.name(t), partition: 0, owned: true, lanes: 1 };
-    match stage {
-        Stage::Appointments => [Topic::Appointments, Topic::ClockEvents]
-            .into_iter()
-            .chain(GLOBAL_INPUTS)
-            .chain([Topic::Ticks])
-            .map(input)
-            .collect(),
-        Stage::Vehicles => vec![input(Topic::Pings), input(Topic::FenceRoutes)],
-    }
+    Input::for_stage(stage, 0, &catalogue(), |_, _| Ok::<_, std::convert::Infallible>(1)).unwrap()
 }
 
 fn core(

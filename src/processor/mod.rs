@@ -4,8 +4,8 @@
 //! Shape: one consumer group. Its members are assigned partitions of the
 //! pings topic (cooperative-sticky); each assigned partition `p` becomes two
 //! tasks ([`task`]: a thin rdkafka driver around a pure core, [`core`],
-//! and a long-lived committer, [`commit`]), each on its own OS thread with
-//! its own consumer: the
+//! that assembles each [`batch`], and a long-lived committer, [`commit`]),
+//! each on its own OS thread with its own consumer: the
 //! appointment-stage task `a{p}` (stage one, keyed by appointment: entities
 //! and clock events in; fences, Service Links and fence routes out) and the
 //! vehicle-stage task `{p}` (stage two, keyed by vehicle: pings and fence
@@ -39,6 +39,7 @@
 //! - Malformed input goes to the dead-letter topic with the reason, topic,
 //!   partition and offset; the task goes on.
 
+pub mod batch;
 pub mod bench;
 pub mod commit;
 pub mod core;

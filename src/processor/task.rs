@@ -66,8 +66,9 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::batch::SOURCE_HEADER;
 use super::commit::{enqueue, CommitEnv, CommitError, Committer, SoleWriter};
-use super::core::{CoreError, Fetched, Input, Setup, Step, TaskCore, GLOBAL_INPUTS, SOURCE_HEADER};
+use super::core::{CoreError, Fetched, Input, Setup, Step, TaskCore};
 use super::fault;
 use super::metrics::Metrics;
 use super::tenants::Tenants;
@@ -369,36 +370,19 @@ fn trust_or_forget_local(stage: Stage, p: i32, env: &TaskEnv, changelog: &str) -
     Ok(mark_clean(store, stage, p, false)?)
 }
 
-/// The task's inputs: its own partitions first, then the global ones (read
-/// in full; their malformed records are dead-lettered by one task only).
-/// At equal record time the merge takes the earlier input first.
+/// The task's inputs ([`Input::for_stage`]), with the global topics'
+/// partitions from the broker's metadata.
 fn inputs(stage: Stage, p: i32, env: &TaskEnv, consumer: &BaseConsumer) -> Result<Vec<Input>, TaskError> {
-    let name = |t: Topic| env.catalogue.name(t);
-    let lanes = |t: Topic| if t == Topic::FenceRoutes { env.catalogue.partitions.max(1) as usize } else { 1 };
-    let own = |t: Topic| Input { topic: t, name: name(t), partition: p, owned: true, lanes: lanes(t) };
-    let (mut out, global, owns_global): (Vec<Input>, Vec<Topic>, bool) = match stage {
-        Stage::Appointments => (
-            vec![own(Topic::Appointments), own(Topic::ClockEvents)],
-            GLOBAL_INPUTS.into_iter().chain([Topic::Ticks]).collect(),
-            p == 0,
-        ),
-        Stage::Vehicles => (vec![own(Topic::Pings), own(Topic::FenceRoutes)], Vec::new(), false),
-    };
-    for t in global {
-        let n = name(t);
-        let md = consumer.fetch_metadata(Some(&n), env.limits.timeout)?;
-        let count = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-        if count == 0 {
-            return Err(TaskError::State {
+    Input::for_stage(stage, p, &env.catalogue, |_, n| -> Result<i32, TaskError> {
+        let md = consumer.fetch_metadata(Some(n), env.limits.timeout)?;
+        match md.topics().first().map_or(0, |t| t.partitions().len()) as i32 {
+            0 => Err(TaskError::State {
                 partition: p,
                 error: format!("topic {n} missing: run `geoclock topics create`"),
-            });
+            }),
+            count => Ok(count),
         }
-        for q in 0..count {
-            out.push(Input { topic: t, name: n.clone(), partition: q, owned: owns_global, lanes: 1 });
-        }
-    }
-    Ok(out)
+    })
 }
 
 /// The route record's source task, from its [`SOURCE_HEADER`].

@@ -196,7 +196,7 @@ fn read_commands(
         let seq = msg
             .headers()
             .and_then(|h| {
-                h.iter().find(|h| h.key == processor::core::SEQ_HEADER).and_then(|h| h.value.map(<[u8]>::to_vec))
+                h.iter().find(|h| h.key == processor::batch::SEQ_HEADER).and_then(|h| h.value.map(<[u8]>::to_vec))
             })
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, i64::from_be_bytes);
