@@ -42,7 +42,7 @@ impl TopicArgs {
     fn tenants(&self) -> anyhow::Result<Tenants> {
         Ok(match &self.tenants {
             Some(p) => Tenants::load(p)?,
-            None => Tenants::default(),
+            None => Tenants::any(),
         })
     }
 }

@@ -225,13 +225,12 @@ impl Demo {
         let mut pc =
             processor::Config::new(&brokers, catalogue.clone(), opts.state_dir.join("processor"), registry.clone());
         pc.tenants = Tenants {
-            default: Default::default(),
             tenants: tenants.iter().map(|t| (t.name.clone(), t.settings.clone())).collect(),
+            ..Tenants::default()
         };
         pc.limits.commit_interval = Duration::from_millis(200);
         pc.group_id = format!("{}-processor", catalogue.prefix);
-        let processor =
-            Processor::start(pc, runtime.handle().clone()).map_err(|e| start_err("processor")(e.to_string()))?;
+        let processor = Processor::start(pc).map_err(|e| start_err("processor")(e.to_string()))?;
         let mut sinks = Vec::new();
         // One registry for the three sinks: one /metrics family each.
         let sink_metrics = crate::sink::metrics::Metrics::new(

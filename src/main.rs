@@ -53,7 +53,7 @@ enum Top {
         /// RocksDB directory (one per process).
         #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "./geoclock-state")]
         state_dir: PathBuf,
-        /// Tenants file: the deployment's TOML file (its per-tenant `settings`), or YAML with `default:` and `tenants: {name: settings}`.
+        /// Tenants file: the deployment's TOML file (its per-tenant `settings`), or YAML with `tenants: {name: settings}`. Only its tenants are served (records of others are dead-lettered); without it, every tenant is.
         #[arg(long, env = "GEOCLOCK_TENANTS")]
         tenants: Option<PathBuf>,
         /// Serve Prometheus metrics on this address (`127.0.0.1:9464`).
@@ -68,6 +68,9 @@ enum Top {
         /// Consumer-group session timeout: how soon a dead member's partitions move.
         #[arg(long, default_value_t = 10_000)]
         session_timeout_ms: u64,
+        /// What each task may hold in memory waiting to be processed (MiB); above it the task pauses fetching.
+        #[arg(long, env = "GEOCLOCK_MAX_BUFFER_MB", default_value_t = 32)]
+        max_buffer_mb: usize,
         /// Schema registry: a Confluent REST URL, or a file path (default: built in, ids derived from the schemas).
         #[arg(long, env = "GEOCLOCK_SCHEMA_REGISTRY")]
         schema_registry: Option<String>,
@@ -131,8 +134,11 @@ pub struct BenchDay {
     pub partitions: i32,
     /// Technicians (vehicles) in the generated day; each pings every
     /// `--ping-every-s` for 12 h.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, alias = "vehicles", default_value_t = 2000)]
     techs: usize,
+    /// Appointments per technician (each with its own site and fence).
+    #[arg(long, default_value_t = 5)]
+    appointments_per_tech: usize,
     /// Seconds between a vehicle's pings (the default, 30, makes a
     /// 2.88 M-ping day for 2 000 vehicles: drains of a second or more).
     #[arg(long, default_value_t = 30)]
@@ -141,11 +147,11 @@ pub struct BenchDay {
 
 impl BenchDay {
     pub fn day(&self) -> anyhow::Result<geoclock::scenario::generate::Day> {
-        anyhow::ensure!((1..=3600).contains(&self.ping_every_s), "--ping-every-s must be 1 to 3600");
+        anyhow::ensure!((1..=43_200).contains(&self.ping_every_s), "--ping-every-s must be 1 to 43200");
         Ok(geoclock::scenario::generate::Day {
             seed: 1,
             techs: self.techs,
-            appointments_per_tech: 5,
+            appointments_per_tech: self.appointments_per_tech,
             ping_every_s: self.ping_every_s,
         })
     }
@@ -157,13 +163,19 @@ enum BenchCmd {
     Processor {
         #[command(flatten)]
         day: BenchDay,
-        /// Pings per second offered in the latency run.
+        /// Pings per second offered in the latency run (0: no latency run).
         #[arg(long, default_value_t = 5000)]
         latency_rate: u64,
         /// Print every task's records processed every 100 ms of the
         /// throughput run (to stderr), to see where it stalls.
         #[arg(long)]
         timeline: bool,
+        /// Pings of the backlog run: a `geoclock process` child with stage one held while they are produced (0: no backlog run).
+        #[arg(long, default_value_t = 0)]
+        backlog_pings: usize,
+        /// Only the backlog run (and the latency run unless --latency-rate 0).
+        #[arg(long)]
+        only_backlog: bool,
     },
     /// `geoclock audit`'s pings/s and CPU per ping on the bench day, read from the broker, beside the raw consume rate.
     Audit(cli_audit::BenchAuditArgs),
@@ -329,6 +341,7 @@ fn run(command: Top) -> anyhow::Result<()> {
             batch,
             commit_ms,
             session_timeout_ms,
+            max_buffer_mb,
             schema_registry,
         } => {
             let catalogue = Catalogue { prefix, partitions, replication: 1 };
@@ -340,10 +353,11 @@ fn run(command: Top) -> anyhow::Result<()> {
             config.limits.batch_records = batch;
             config.limits.commit_interval = Duration::from_millis(commit_ms);
             config.session_timeout = Duration::from_millis(session_timeout_ms);
+            config.limits.max_buffered_bytes = max_buffer_mb.max(1) << 20;
             if let Some(path) = tenants {
                 config.tenants = Tenants::load(&path)?;
             }
-            let processor = Processor::start(config, runtime.handle().clone())?;
+            let processor = Processor::start(config)?;
             if let Some(addr) = processor.metrics_addr {
                 tracing::info!(%addr, "metrics at /metrics");
             }
@@ -365,7 +379,7 @@ fn run(command: Top) -> anyhow::Result<()> {
             anyhow::ensure!(!died, "the processor's group thread ended unexpectedly");
             Ok(())
         }
-        Top::Bench { command: BenchCmd::Processor { day, latency_rate, timeline } } => {
+        Top::Bench { command: BenchCmd::Processor { day, latency_rate, timeline, backlog_pings, only_backlog } } => {
             let opts = geoclock::processor::bench::BenchOptions {
                 day: day.day()?,
                 brokers: day.brokers,
@@ -373,6 +387,8 @@ fn run(command: Top) -> anyhow::Result<()> {
                 latency_rate,
                 state_dir: std::env::temp_dir().join(format!("geoclock-bench-{}", std::process::id())),
                 timeline,
+                backlog_pings,
+                only_backlog,
             };
             let report = geoclock::processor::bench::run(&opts)?;
             println!("{report}");

@@ -231,7 +231,7 @@ fn a_two_tenant_day_audits_clean_and_exactly_the_forged_failed_and_altered_comma
     let mut config = Config::new(&brokers, cat.clone(), dir.join("state"), Arc::new(FileRegistry::in_memory()));
     config.group_id = "aud-processor".into();
     config.tenants = Tenants::load(&v.tenants_file).expect("tenants");
-    let processor = Processor::start(config, rt.handle().clone()).expect("processor");
+    let processor = Processor::start(config).expect("processor");
     wait_idle(&processor, cat.partitions);
     processor.stop().expect("processor stops");
     let emitted = commands(&brokers, &cat, &codec);

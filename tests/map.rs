@@ -146,7 +146,7 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
     pc.tenants = Tenants { tenants: BTreeMap::from([("acme".to_string(), sc.settings.clone())]), ..Tenants::default() };
     pc.limits.commit_interval = Duration::from_millis(200);
     pc.group_id = format!("{}-processor", catalogue.prefix);
-    let proc = Processor::start(pc, rt.handle().clone()).expect("processor starts");
+    let proc = Processor::start(pc).expect("processor starts");
     let server = world.report_server(tenants_file(), &scratch.join("report"), "127.0.0.1:0");
     let base = server.url();
     let map_url = format!("{base}/map/acme");

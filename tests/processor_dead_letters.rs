@@ -1,7 +1,8 @@
 //! Malformed input never stops the processor: bad framing, an unknown schema
-//! id, an undecodable datum, a value out of range and a record the engine
-//! rejects each go to the dead-letter topic with the reason, topic,
-//! partition and offset, and the good records around them are processed.
+//! id, an undecodable datum, a value out of range, a record the engine
+//! rejects and records of a tenant the tenants file does not list each go
+//! to the dead-letter topic with the reason, topic, partition and offset,
+//! and the good records around them are processed.
 
 mod support;
 
@@ -54,6 +55,11 @@ fn malformed_records_are_dead_lettered_and_processing_goes_on() {
             bad.to = Some(geoclock::model::Ts(bad.from.0 - 1));
             let (_, key, value) = good(&Event::Pairing(bad));
             records.push((pairings.clone(), key, value));
+            // Well-formed records of a tenant nobody configured.
+            for e in [&scenario.events[1], &Event::User(scenario.servicetrade.users[0].clone())] {
+                let r = codec.encode_event("intruder", e).unwrap();
+                records.push((catalogue.name(r.topic), r.key, r.value));
+            }
         }
     }
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
@@ -74,7 +80,9 @@ fn malformed_records_are_dead_lettered_and_processing_goes_on() {
     config.unknown_schema_grace = Duration::ZERO;
     config.group_id = "dlq-group".into();
     config.tenants.tenants.insert(scenario.tenant.clone(), scenario.settings.clone());
-    let proc = Processor::start(config, rt.handle().clone()).unwrap();
+    // The tenants file lists the scenario's tenant only.
+    config.tenants.any_tenant = false;
+    let proc = Processor::start(config).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(proc.status().len() == 2 && proc.status().iter().all(|s| s.idle)) {
         assert!(Instant::now() < deadline, "processor never idle: {:?}", proc.status());
@@ -89,9 +97,10 @@ fn malformed_records_are_dead_lettered_and_processing_goes_on() {
     // Each input's dead letters in its order; pings (vehicle stage) and
     // entities (appointment stage) come from two tasks.
     let of = |topic: &str| -> Vec<&str> { dead.iter().filter(|d| d.topic == topic).map(|d| d.kind.as_str()).collect() };
-    assert_eq!(dead.len(), 5, "{dead:#?}");
-    assert_eq!(of(&pings), vec!["framing", "unknown_schema", "decode"], "{dead:#?}");
-    assert_eq!([of(&users), of(&pairings)], [vec!["invalid_value"], vec!["rejected"]], "{dead:#?}");
+    assert_eq!(dead.len(), 7, "{dead:#?}");
+    assert_eq!(of(&pings), vec!["framing", "unknown_schema", "decode", "unknown_tenant"], "{dead:#?}");
+    assert_eq!([of(&users), of(&pairings)], [vec!["invalid_value", "unknown_tenant"], vec!["rejected"]], "{dead:#?}");
+    assert!(dead.iter().filter(|d| d.kind == "unknown_tenant").all(|d| d.reason.contains("\"intruder\" is not in the tenants file")));
     for d in &dead {
         assert!(!d.reason.is_empty() && d.offset >= 0 && d.partition == 0 && d.component == "processor", "{d:?}");
         assert!(d.value.is_some());

@@ -35,8 +35,8 @@ fn produce(rt: &tokio::runtime::Runtime, brokers: &str, records: &[Rec], first_t
     });
 }
 
-fn run_until_idle(config: &Config, rt: &tokio::runtime::Runtime) {
-    let proc = Processor::start(config.clone(), rt.handle().clone()).unwrap();
+fn run_until_idle(config: &Config) {
+    let proc = Processor::start(config.clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut since: Option<Instant> = None;
     // Idle for a while: stage one's routes (if any) applied by stage two
@@ -74,7 +74,7 @@ fn an_appointment_mirrored_while_down_is_routed_before_later_pings() {
 
     let base = 1_600_000_000_000;
     produce(&rt, &brokers, &first.iter().map(encode).collect::<Vec<_>>(), base);
-    run_until_idle(&config, &rt);
+    run_until_idle(&config);
     // Stage one's last words before the stop, unread by stage two: caught up.
     let claim = codec.encode_route_progress(&RouteProgress { task: 0, through: i64::MAX }).unwrap();
     produce(
@@ -84,7 +84,7 @@ fn an_appointment_mirrored_while_down_is_routed_before_later_pings() {
         base + 1000,
     );
     produce(&rt, &brokers, &later.iter().map(encode).collect::<Vec<_>>(), base + 2000);
-    run_until_idle(&config, &rt);
+    run_until_idle(&config);
 
     let commands: Vec<_> = support::kafka::read_to_end(&brokers, &catalogue.name(Topic::Commands), 1, T)
         .into_iter()

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use geoclock::kafka::admin::ensure_topics;
+use geoclock::kafka::produce::{producer_config, Acks};
 use geoclock::kafka::topics::{Catalogue, Topic};
-use geoclock::store::changelog::{begin_record, claim, produce, produce_as, records, restore, Restore};
+use geoclock::store::changelog::{
+    begin_record, claim, claim_key, produce, produce_as, records, restore, retire_claims, Producer, Restore,
+};
 use geoclock::store::rocks::{RocksConfig, RocksStore};
 use geoclock::store::{Batch, StateStore};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::FutureProducer;
 use support::broker::{Broker, Storage};
 
 const STORE: &str = "vehicle-state";
@@ -23,12 +24,10 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-fn producer(brokers: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
+fn producer(brokers: &str) -> Producer {
+    producer_config(brokers, "changelog-test")
         .set("max.in.flight.requests.per.connection", "1")
-        .create()
+        .create_with_context(Acks("test"))
         .expect("producer")
 }
 
@@ -46,18 +45,18 @@ fn batch(n: i64) -> Batch {
 }
 
 /// The protocol: changelog first (acknowledged), then the local commit.
-fn apply(rt: &tokio::runtime::Runtime, p: &FutureProducer, changelog: &str, local: &RocksStore, b: &Batch) {
-    rt.block_on(produce(p, changelog, 1, &records(STORE, b), T)).expect("changelog acknowledged");
+fn apply(p: &Producer, changelog: &str, local: &RocksStore, b: &Batch) {
+    produce(p, changelog, 1, &records(STORE, b), T).expect("changelog acknowledged");
     local.commit(b).expect("local commit");
 }
 
-/// A broker, a runtime and a fresh changelog topic (2 partitions).
-fn setup(storage: Storage, prefix: &str) -> (Broker, tokio::runtime::Runtime, String) {
+/// A broker and a fresh changelog topic (2 partitions).
+fn setup(storage: Storage, prefix: &str) -> (Broker, String) {
     let broker = Broker::start(storage);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let catalogue = Catalogue { prefix: prefix.into(), partitions: 2, replication: 1 };
     rt.block_on(ensure_topics(&broker.bootstrap(), &catalogue, T)).expect("topics");
-    (broker, rt, catalogue.name(Topic::VehicleStateChangelog))
+    (broker, catalogue.name(Topic::VehicleStateChangelog))
 }
 
 fn opts<'a>(broker: &'a Broker, topic: &'a str, partition: i32, chunk: usize) -> Restore<'a> {
@@ -70,12 +69,12 @@ fn all(s: &RocksStore) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[test]
 fn fresh_instance_restores_state_and_offsets_and_resumes_incrementally() {
-    let (broker, rt, changelog) = setup(Storage::Memory, "st");
+    let (broker, changelog) = setup(Storage::Memory, "st");
     let p = producer(&broker.bootstrap());
 
     let a = RocksStore::open(&dir("a"), &[STORE], &RocksConfig::default()).unwrap();
     for n in 0..20 {
-        apply(&rt, &p, &changelog, &a, &batch(n));
+        apply(&p, &changelog, &a, &batch(n));
     }
 
     let bdir = dir("b");
@@ -93,7 +92,7 @@ fn fresh_instance_restores_state_and_offsets_and_resumes_incrementally() {
 
     // More batches; a second restore starts where the first stopped.
     for n in 20..25 {
-        apply(&rt, &p, &changelog, &a, &batch(n));
+        apply(&p, &changelog, &a, &batch(n));
     }
     let again = restore(&opts(&broker, &changelog, 1, 64), &b, |_, _| {}).expect("resume");
     assert_eq!(again.from, stats.to);
@@ -111,12 +110,12 @@ fn fresh_instance_restores_state_and_offsets_and_resumes_incrementally() {
 
 #[test]
 fn changelog_survives_a_broker_restart() {
-    let (broker, rt, changelog) = setup(Storage::Sqlite, "st2");
+    let (broker, changelog) = setup(Storage::Sqlite, "st2");
     let a = RocksStore::open(&dir("c"), &[STORE], &RocksConfig::default()).unwrap();
     {
         let p = producer(&broker.bootstrap());
         for n in 0..5 {
-            apply(&rt, &p, &changelog, &a, &batch(n));
+            apply(&p, &changelog, &a, &batch(n));
         }
     }
     let broker = broker.restart();
@@ -128,15 +127,15 @@ fn changelog_survives_a_broker_restart() {
 
 #[test]
 fn a_batch_cut_short_is_not_applied_and_its_plan_is_returned() {
-    let (broker, rt, changelog) = setup(Storage::Memory, "st3");
+    let (broker, changelog) = setup(Storage::Memory, "st3");
     let a = RocksStore::open(&dir("e"), &[STORE], &RocksConfig::default()).unwrap();
     let p = producer(&broker.bootstrap());
     // Batch 0 complete; batch 1 begun, some writes, then the "crash".
-    rt.block_on(produce(&p, &changelog, 1, &[begin_record(b"plan 0".to_vec())], T)).unwrap();
-    apply(&rt, &p, &changelog, &a, &batch(0));
-    rt.block_on(produce(&p, &changelog, 1, &[begin_record(b"plan 1".to_vec())], T)).unwrap();
+    produce(&p, &changelog, 1, &[begin_record(b"plan 0".to_vec())], T).unwrap();
+    apply(&p, &changelog, &a, &batch(0));
+    produce(&p, &changelog, 1, &[begin_record(b"plan 1".to_vec())], T).unwrap();
     let cut: Vec<_> = records(STORE, &batch(1)).into_iter().take(5).collect();
-    rt.block_on(produce(&p, &changelog, 1, &cut, T)).unwrap();
+    produce(&p, &changelog, 1, &cut, T).unwrap();
     let b = RocksStore::open(&dir("f"), &[STORE], &RocksConfig::default()).unwrap();
     let stats = restore(&opts(&broker, &changelog, 1, 1000), &b, |_, _| {}).unwrap();
     assert_eq!(all(&a), all(&b), "only the complete batch is applied");
@@ -144,8 +143,8 @@ fn a_batch_cut_short_is_not_applied_and_its_plan_is_returned() {
     assert_eq!(b.offset("geoclock.azuga.pings", 1).unwrap(), Some(100));
     // The cut batch re-done completely: the next restore applies it and
     // reports nothing incomplete.
-    rt.block_on(produce(&p, &changelog, 1, &[begin_record(b"plan 1".to_vec())], T)).unwrap();
-    apply(&rt, &p, &changelog, &a, &batch(1));
+    produce(&p, &changelog, 1, &[begin_record(b"plan 1".to_vec())], T).unwrap();
+    apply(&p, &changelog, &a, &batch(1));
     let stats = restore(&opts(&broker, &changelog, 1, 1000), &b, |_, _| {}).unwrap();
     assert_eq!(stats.incomplete, None);
     assert_eq!(all(&a), all(&b));
@@ -158,10 +157,10 @@ fn a_batch_cut_short_is_not_applied_and_its_plan_is_returned() {
 /// A's batch cut by the claim hands its plan over and its writes are dropped.
 #[test]
 fn records_of_a_superseded_owner_are_never_applied() {
-    let (broker, rt, changelog) = setup(Storage::Memory, "st4");
+    let (broker, changelog) = setup(Storage::Memory, "st4");
     let p = producer(&broker.bootstrap());
     let send = |recs: &[(Vec<u8>, Option<Vec<u8>>)], owner: i64| {
-        rt.block_on(produce_as(&p, &changelog, 1, recs, Some(owner), T)).expect("acknowledged");
+        produce_as(&p, &changelog, 1, recs, Some(owner), T).expect("acknowledged");
     };
     let put = |k: &str, v: &str, next: i64| {
         let mut b = Batch::default();
@@ -169,13 +168,13 @@ fn records_of_a_superseded_owner_are_never_applied() {
         b.offset("pings", 1, next);
         records(STORE, &b)
     };
-    let a = rt.block_on(claim(&p, &changelog, 1, T)).unwrap();
+    let a = claim(&p, &changelog, 1, T).unwrap();
     send(&[begin_record(b"a0".to_vec())], a);
     send(&put("acme/v1", "a0", 10), a);
     // A begins batch a1 and writes part of it; then B claims.
     send(&[begin_record(b"a1".to_vec())], a);
     send(&put("acme/v2", "a1 cut", 20)[..1], a);
-    let b = rt.block_on(claim(&p, &changelog, 1, T)).unwrap();
+    let b = claim(&p, &changelog, 1, T).unwrap();
     assert!(b > a);
     // The replica-style incremental restore right after the claim.
     let inc = RocksStore::open(&dir("g"), &[STORE], &RocksConfig::default()).unwrap();
@@ -202,4 +201,85 @@ fn records_of_a_superseded_owner_are_never_applied() {
         assert_eq!(rows, want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec());
         assert_eq!(store.offset("pings", 1).unwrap(), Some(20));
     }
+}
+
+/// Claims have keys of their own, so compaction cannot erase one on account
+/// of a later one; a restore that saw the whole stretch after a claim, up to
+/// the next one, with no record of an older epoch in it, reports the claim
+/// stale, and tombstoning it changes no restore. A claim whose stretch
+/// holds a zombie's records is kept.
+#[test]
+fn claims_are_their_own_keys_and_only_those_guarding_nothing_are_retired() {
+    let (broker, changelog) = setup(Storage::Memory, "st5");
+    let p = producer(&broker.bootstrap());
+    let send = |recs: &[(Vec<u8>, Option<Vec<u8>>)], owner: i64| {
+        produce_as(&p, &changelog, 1, recs, Some(owner), T).expect("acknowledged");
+    };
+    let put = |k: &str, v: &str, next: i64| {
+        let mut b = Batch::default();
+        b.put(STORE, k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        b.offset("pings", 1, next);
+        records(STORE, &b)
+    };
+    let a = claim(&p, &changelog, 1, T).unwrap();
+    send(&put("acme/v1", "a", 10), a);
+    let b = claim(&p, &changelog, 1, T).unwrap();
+    send(&put("acme/v1", "b", 20), b);
+    // A zombie of A writes after B's claim; then C claims.
+    send(&put("acme/v9", "zombie", 15), a);
+    let c = claim(&p, &changelog, 1, T).unwrap();
+    send(&put("acme/v2", "c", 30), c);
+    let want = |store: &RocksStore| {
+        let rows: Vec<(String, String)> = all(store)
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(rows, [("acme/v1", "b"), ("acme/v2", "c")].map(|(k, v)| (k.to_string(), v.to_string())).to_vec());
+        assert_eq!(store.offset("pings", 1).unwrap(), Some(30));
+    };
+    let fresh = RocksStore::open(&dir("claims-1"), &[STORE], &RocksConfig::default()).unwrap();
+    let stats = restore(&opts(&broker, &changelog, 1, 1000), &fresh, |_, _| {}).unwrap();
+    want(&fresh);
+    assert_eq!(stats.fenced, 2, "the zombie's write and marker: {stats:?}");
+    // A's stretch (to B's claim) is clean; B's holds the zombie's records.
+    assert_eq!(stats.stale_claims.len(), 1, "{stats:?}");
+    assert!(stats.stale_claims[0].starts_with(&claim_key(0)[..7]));
+    retire_claims(&p, &changelog, 1, &stats.stale_claims, c, T).unwrap();
+    // What compaction may then leave: every record but A's claim (and its
+    // tombstone). B's claim, a key of its own, is still there.
+    let again = RocksStore::open(&dir("claims-2"), &[STORE], &RocksConfig::default()).unwrap();
+    let stats = restore(&opts(&broker, &changelog, 1, 1000), &again, |_, _| {}).unwrap();
+    want(&again);
+    assert_eq!(stats.fenced, 2);
+    // Incremental: nothing new is stale (B's claim still guards the zombie's records).
+    let stats = restore(&opts(&broker, &changelog, 1, 1000), &again, |_, _| {}).unwrap();
+    assert!(stats.stale_claims.is_empty(), "{stats:?}");
+}
+
+/// A newer owner's records seen without its claim (retired, then removed
+/// by compaction) still end an older owner's unfinished batch: its held
+/// writes are never applied by the newer owner's markers.
+#[test]
+fn writes_an_older_owner_left_unfinished_are_dropped_at_a_newer_epoch() {
+    let (broker, changelog) = setup(Storage::Memory, "st6");
+    let p = producer(&broker.bootstrap());
+    let send = |recs: &[(Vec<u8>, Option<Vec<u8>>)], owner: i64| {
+        produce_as(&p, &changelog, 1, recs, Some(owner), T).expect("acknowledged");
+    };
+    let mut b0 = Batch::default();
+    b0.put(STORE, b"acme/v1".to_vec(), b"a".to_vec());
+    b0.offset("pings", 1, 10);
+    send(&records(STORE, &b0), 5);
+    // Owner 5 begins a batch, writes, crashes; owner 50's records follow.
+    send(&[begin_record(b"cut".to_vec())], 5);
+    send(&[(b"acme/v8".to_vec(), Some(b"unfinished".to_vec()))], 5);
+    let mut b1 = Batch::default();
+    b1.put(STORE, b"acme/v2".to_vec(), b"b".to_vec());
+    b1.offset("pings", 1, 20);
+    send(&[begin_record(b"b1".to_vec())], 50);
+    send(&records(STORE, &b1), 50);
+    let s = RocksStore::open(&dir("epoch"), &[STORE], &RocksConfig::default()).unwrap();
+    restore(&opts(&broker, &changelog, 1, 1000), &s, |_, _| {}).unwrap();
+    let keys: Vec<Vec<u8>> = all(&s).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![b"acme/v1".to_vec(), b"acme/v2".to_vec()]);
 }

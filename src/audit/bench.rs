@@ -85,6 +85,8 @@ pub fn run(opts: &AuditBenchOptions) -> Result<AuditBenchReport, ProcessorError>
         latency_rate: 0,
         state_dir: opts.state_dir.clone(),
         timeline: false,
+        backlog_pings: 0,
+        only_backlog: false,
     };
     let events = opts.day.events();
     let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
@@ -94,7 +96,7 @@ pub fn run(opts: &AuditBenchOptions) -> Result<AuditBenchReport, ProcessorError>
     let dir = opts.state_dir.join("audit");
     let _ = std::fs::remove_dir_all(&dir);
     pbench::produce(&runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
-    let proc = Processor::start(pbench::config(&popts, &catalogue, dir.clone()), runtime.handle().clone())?;
+    let proc = Processor::start(pbench::config(&popts, &catalogue, dir.clone()))?;
     pbench::wait_settled(&proc, opts.partitions)?;
     tracing::info!(pings, "audit bench: entities settled; producing the pings");
     pbench::produce(&runtime, &opts.brokers, &catalogue, &codec, &events[split..], None)?;
@@ -104,7 +106,11 @@ pub fn run(opts: &AuditBenchOptions) -> Result<AuditBenchReport, ProcessorError>
     let _ = std::fs::remove_dir_all(&dir);
 
     let cpu0 = pbench::cpu_seconds();
-    let (drained, _, samples) = pbench::raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions)?;
+    // The processor's own fetch queue, as in `bench processor`'s raw drain.
+    let queue = crate::processor::Config::new(&opts.brokers, catalogue.clone(), dir.clone(), Arc::new(FileRegistry::in_memory()))
+        .limits
+        .fetch_queue_kbytes;
+    let (drained, _, samples) = pbench::raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions, queue)?;
     let mut report = AuditBenchReport {
         pings,
         raw_pings_per_s: samples.sustained(drained),
@@ -116,7 +122,7 @@ pub fn run(opts: &AuditBenchOptions) -> Result<AuditBenchReport, ProcessorError>
     };
     for i in 0..opts.runs.max(1) {
         let audit_opts =
-            AuditOptions::everything(&opts.brokers, &catalogue.prefix, Tenants::default(), Duration::from_secs(60));
+            AuditOptions::everything(&opts.brokers, &catalogue.prefix, Tenants::any(), Duration::from_secs(60));
         let r = audit(&audit_opts).map_err(|x| e("audit", x))?;
         tracing::info!(run = i + 1, rate = r.input.pings_per_s as u64, "audit bench: run done");
         let f = &r.findings;

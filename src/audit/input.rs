@@ -153,7 +153,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processor::task::GLOBAL_INPUTS;
+    use crate::processor::core::GLOBAL_INPUTS;
 
     fn pos(time: i64, class: u8, partition: i32, offset: i64) -> Position {
         Position { time, class, partition, offset }

@@ -108,6 +108,11 @@ impl Replay {
             let ping = PingInput { at: input.at, tenant: input.tenant.as_str().into(), ping: p.clone() };
             return self.ping(ping, out);
         }
+        // A tenant the processor does not serve (its allow-list) decided
+        // nothing: its records went to dead letters.
+        if !self.tenants.serves(&input.tenant) {
+            return;
+        }
         let Ok(t) = self.stages(&input.tenant) else {
             self.rejected += 1;
             return;
@@ -136,6 +141,7 @@ impl Replay {
         let cached = self.last.as_ref().filter(|(name, _)| *name == p.tenant).map(|(_, t)| *t);
         let t = match cached {
             Some(t) => t,
+            None if !self.tenants.serves(&p.tenant) => return,
             None => match self.stages(&p.tenant) {
                 Ok(t) => {
                     self.last = Some((p.tenant.clone(), t));

@@ -89,7 +89,11 @@ impl Overrides {
     /// The what-if tenants: production's, overridden, for the tenants
     /// production names and every tenant the file names.
     pub fn tenants(&self, production: &Tenants) -> Result<Tenants, WhatIfError> {
-        let mut out = Tenants { default: self.apply("(default)", &production.default)?, ..Tenants::default() };
+        let mut out = Tenants {
+            default: self.apply("(default)", &production.default)?,
+            any_tenant: production.any_tenant,
+            ..Tenants::default()
+        };
         // `(default)` takes the file's `default` (there is no such tenant).
         for name in production.tenants.keys().chain(self.tenants.keys()) {
             out.tenants.insert(name.clone(), self.apply(name, &production.settings(name))?);
@@ -244,6 +248,7 @@ mod tests {
     #[test]
     fn overrides_apply_on_top_of_production() {
         let prod = Tenants {
+            any_tenant: true,
             default: Settings::default(),
             tenants: [("acme".to_string(), Settings { window_hours: 2.0, ..Settings::default() })].into(),
         };

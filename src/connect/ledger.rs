@@ -11,13 +11,24 @@
 //!
 //! A crash between 2 and 3 re-publishes that batch once on restart (the
 //! at-least-once window, a few records); a crash before 2 loses nothing
-//! because the cursor did not move. A torn last line is ignored on load.
-//! Opening compacts the journal: one line per live entry, pings older than
-//! the retention dropped.
+//! because the cursor did not move.
+//!
+//! Bounded, continuously: pings older than the retention span (the newest
+//! ping's time minus what [`Ledger::open`] was told to keep) are pruned as
+//! pings come in, and the journal is rewritten compacted (one line per live
+//! entry) whenever it has grown to twice that plus a margin, so neither the
+//! memory nor the file grows with time. Sizes go to the
+//! `geoclock_store_entries` gauges ([`crate::telemetry::metrics::store_entries`]).
+//!
+//! The journal survives torn writes: a last line cut short (a crash in the
+//! middle of an append) is dropped with a warning and the file repaired; a
+//! damaged line in the middle is skipped with a warning (an entry glued
+//! after it is recovered) and every later entry still loads; a failed
+//! append is cut back off the file before anything else is written.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,14 +59,41 @@ pub enum Entry {
     },
 }
 
-/// The in-memory state, a pure function of the entries applied.
+/// The in-memory state, a pure function of the entries applied (and of the
+/// ping retention span).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LedgerState {
     published: HashMap<String, Option<u64>>,
     messages: HashSet<String>,
     message_order: VecDeque<String>,
-    pings: HashMap<(String, i64), u64>,
+    /// Per vehicle: ping time → content fingerprint.
+    pings: HashMap<String, BTreeMap<i64, u64>>,
+    ping_count: usize,
+    /// The newest ping time applied.
+    newest_ping: i64,
+    /// Pings older than `newest_ping − ping_span` are dropped (`None`: kept).
+    ping_span: Option<i64>,
+    /// Where pruning last ran (pruning is amortised: once a minute of pings).
+    pruned_at: i64,
     cursors: HashMap<String, i64>,
+}
+
+/// How far the newest ping moves between two prunes.
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+/// Sizes of the state, by kind of entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub published: usize,
+    pub messages: usize,
+    pub pings: usize,
+    pub cursors: usize,
+}
+
+impl Sizes {
+    pub fn total(&self) -> usize {
+        self.published + self.messages + self.pings + self.cursors
+    }
 }
 
 /// What to do with a ping.
@@ -93,7 +131,18 @@ impl LedgerState {
                 }
             }
             Entry::Ping { vehicle, time, hash } => {
-                self.pings.insert((vehicle, time), hash);
+                if self.ping_span.is_some_and(|span| time < self.newest_ping.saturating_sub(span)) {
+                    return;
+                }
+                if self.pings.entry(vehicle).or_default().insert(time, hash).is_none() {
+                    self.ping_count += 1;
+                }
+                if time > self.newest_ping {
+                    self.newest_ping = time;
+                    if time - self.pruned_at >= PRUNE_EVERY_MS {
+                        self.prune_pings();
+                    }
+                }
             }
             Entry::Cursor { name, at } => {
                 let c = self.cursors.entry(name).or_insert(at);
@@ -128,10 +177,40 @@ impl LedgerState {
     }
 
     pub fn ping(&self, vehicle: &str, time: i64, hash: u64) -> PingVerdict {
-        match self.pings.get(&(vehicle.to_string(), time)) {
+        match self.pings.get(vehicle).and_then(|m| m.get(&time)) {
             None => PingVerdict::New,
             Some(h) if *h == hash => PingVerdict::Duplicate,
             Some(_) => PingVerdict::Conflict,
+        }
+    }
+
+    /// Keeps pings no older than `span` before the newest one, from now on.
+    pub fn set_ping_span(&mut self, span: i64) {
+        self.ping_span = Some(span.max(0));
+        self.prune_pings();
+    }
+
+    /// Drops the pings the span has left behind.
+    fn prune_pings(&mut self) {
+        self.pruned_at = self.newest_ping;
+        let Some(span) = self.ping_span else { return };
+        let from = self.newest_ping.saturating_sub(span);
+        let mut dropped = 0;
+        self.pings.retain(|_, times| {
+            let before = times.len();
+            *times = times.split_off(&from);
+            dropped += before - times.len();
+            !times.is_empty()
+        });
+        self.ping_count -= dropped;
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            published: self.published.len(),
+            messages: self.message_order.len(),
+            pings: self.ping_count,
+            cursors: self.cursors.len(),
         }
     }
 
@@ -139,21 +218,64 @@ impl LedgerState {
         self.cursors.get(name).copied()
     }
 
-    /// One entry per live fact; pings before `keep_pings_from` dropped.
-    fn compacted(&self, keep_pings_from: i64) -> Vec<Entry> {
-        let mut out: Vec<Entry> = Vec::new();
+    /// One entry per live fact, in a stable order.
+    fn compacted(&self) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::with_capacity(self.sizes().total());
         let mut published: Vec<_> = self.published.iter().collect();
         published.sort();
         out.extend(published.into_iter().map(|(k, h)| Entry::Published { key: k.clone(), hash: *h }));
         out.extend(self.message_order.iter().map(|id| Entry::Message { id: id.clone() }));
-        let mut pings: Vec<_> = self.pings.iter().filter(|((_, t), _)| *t >= keep_pings_from).collect();
-        pings.sort();
-        out.extend(pings.into_iter().map(|((v, t), h)| Entry::Ping { vehicle: v.clone(), time: *t, hash: *h }));
+        let mut vehicles: Vec<_> = self.pings.iter().collect();
+        vehicles.sort_by(|a, b| a.0.cmp(b.0));
+        for (v, times) in vehicles {
+            out.extend(times.iter().map(|(t, h)| Entry::Ping { vehicle: v.clone(), time: *t, hash: *h }));
+        }
         let mut cursors: Vec<_> = self.cursors.iter().collect();
         cursors.sort();
         out.extend(cursors.into_iter().map(|(n, at)| Entry::Cursor { name: n.clone(), at: *at }));
         out
     }
+}
+
+/// What loading a journal found.
+#[derive(Debug, Default, PartialEq)]
+struct Loaded {
+    entries: Vec<Entry>,
+    /// A last line cut short.
+    torn_tail: bool,
+    /// Damaged lines before the last.
+    damaged: usize,
+}
+
+/// Reads a journal's bytes (see the module doc for torn and damaged lines).
+fn load(bytes: &[u8]) -> Loaded {
+    let mut out = Loaded::default();
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    // The last line with anything on it.
+    let last_line = lines.iter().rposition(|l| !l.is_empty());
+    for (n, line) in lines.iter().enumerate() {
+        let last = Some(n) == last_line;
+        if line.is_empty() {
+            continue;
+        }
+        if let Ok(e) = serde_json::from_slice::<Entry>(line) {
+            out.entries.push(e);
+            continue;
+        }
+        // An append glued to a line cut short: the entry after the cut.
+        let glued = (1..line.len())
+            .filter(|i| line[*i..].starts_with(b"{\"k\":"))
+            .find_map(|i| serde_json::from_slice::<Entry>(&line[i..]).ok());
+        match (last, glued) {
+            (_, Some(e)) => {
+                out.damaged += 1;
+                out.entries.push(e);
+            }
+            (true, None) => out.torn_tail = true,
+            (false, None) => out.damaged += 1,
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,61 +290,123 @@ pub struct LedgerError {
 pub struct Ledger {
     path: PathBuf,
     state: LedgerState,
-    out: BufWriter<File>,
+    out: File,
+    /// The journal's length up to its last complete line.
+    len: u64,
+    /// Lines in the journal (entries written since it was last compacted
+    /// included).
+    lines: usize,
+    /// The label of its size gauges.
+    label: String,
 }
 
+/// Lines a journal may hold beyond twice its live entries before it is
+/// compacted again.
+const COMPACT_SLACK: usize = 10_000;
+
 impl Ledger {
-    /// Opens (or creates) the journal at `path`, compacting it.
+    /// Opens (or creates) the journal at `path`, repairing a torn tail and
+    /// compacting it; pings from before `keep_pings_from` (ms) are dropped,
+    /// and from then on pings older than that span before the newest.
     pub fn open(path: &Path, keep_pings_from: i64) -> Result<Ledger, LedgerError> {
+        let span = chrono::Utc::now().timestamp_millis() - keep_pings_from;
+        Ledger::open_with_span(path, span)
+    }
+
+    /// [`Ledger::open`] with the span of pings to keep given directly (ms).
+    pub fn open_with_span(path: &Path, ping_span: i64) -> Result<Ledger, LedgerError> {
         let err = |e: std::io::Error| LedgerError { path: path.display().to_string(), message: e.to_string() };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(err(e)),
+        };
+        let loaded = load(&bytes);
+        if loaded.torn_tail {
+            tracing::warn!(path = %path.display(), "ledger journal ends in a line cut short (a crash mid-write): dropped, journal repaired");
+        }
+        if loaded.damaged > 0 {
+            tracing::warn!(path = %path.display(), lines = loaded.damaged, "ledger journal has damaged lines: skipped, later entries kept, journal repaired");
+        }
         let mut state = LedgerState::default();
-        if let Ok(f) = File::open(path) {
-            for line in BufReader::new(f).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Entry>(&line) {
-                    Ok(e) => state.apply(e),
-                    Err(_) => break, // a torn last line
-                }
-            }
+        for e in loaded.entries {
+            state.apply(e);
         }
-        let tmp = path.with_extension("compact");
-        {
-            let mut w = BufWriter::new(File::create(&tmp).map_err(err)?);
-            for e in state.compacted(keep_pings_from) {
-                write_entry(&mut w, &e).map_err(err)?;
-            }
-            w.flush().map_err(err)?;
-            w.get_ref().sync_data().map_err(err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(err)?;
-        let mut fresh = LedgerState::default();
-        for e in state.compacted(keep_pings_from) {
-            fresh.apply(e);
-        }
-        let out = BufWriter::new(OpenOptions::new().append(true).open(path).map_err(err)?);
-        Ok(Ledger { path: path.to_path_buf(), state: fresh, out })
+        state.set_ping_span(ping_span);
+        let label = format!("connector_ledger:{}", path.file_stem().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let out = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+        let mut ledger = Ledger { path: path.to_path_buf(), state, out, len: 0, lines: 0, label };
+        ledger.compact()?;
+        Ok(ledger)
     }
 
     pub fn state(&self) -> &LedgerState {
         &self.state
     }
 
-    /// Appends entries and makes them durable.
+    /// Appends entries and makes them durable. A failed append is cut back
+    /// off the journal (no partial line stays to glue the next one to).
     pub fn record(&mut self, entries: Vec<Entry>) -> Result<(), LedgerError> {
         if entries.is_empty() {
             return Ok(());
         }
         let path = self.path.display().to_string();
         let err = |e: std::io::Error| LedgerError { path: path.clone(), message: e.to_string() };
+        let mut buf = Vec::with_capacity(entries.len() * 64);
+        for e in &entries {
+            write_entry(&mut buf, e).map_err(err)?;
+        }
+        let written = self.out.write_all(&buf).and_then(|()| self.out.sync_data());
+        if let Err(e) = written {
+            let _ = self.out.set_len(self.len);
+            return Err(err(e));
+        }
+        self.len += buf.len() as u64;
+        self.lines += entries.len();
         for e in entries {
-            write_entry(&mut self.out, &e).map_err(err)?;
             self.state.apply(e);
         }
-        self.out.flush().map_err(err)?;
-        self.out.get_ref().sync_data().map_err(err)
+        if self.lines > 2 * self.state.sizes().total() + COMPACT_SLACK {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal as one line per live entry (atomically: a new
+    /// file renamed over the old one), and reports the sizes.
+    fn compact(&mut self) -> Result<(), LedgerError> {
+        let err = |e: std::io::Error| LedgerError { path: self.path.display().to_string(), message: e.to_string() };
+        let tmp = self.path.with_extension("compact");
+        let entries = self.state.compacted();
+        let len = {
+            let mut w = BufWriter::new(File::create(&tmp).map_err(err)?);
+            for e in &entries {
+                write_entry(&mut w, e).map_err(err)?;
+            }
+            w.flush().map_err(err)?;
+            w.get_ref().sync_data().map_err(err)?;
+            w.get_ref().metadata().map_err(err)?.len()
+        };
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        self.out = OpenOptions::new().append(true).open(&self.path).map_err(err)?;
+        self.len = len;
+        self.lines = entries.len();
+        let s = self.state.sizes();
+        for (kind, n) in
+            [("published", s.published), ("messages", s.messages), ("pings", s.pings), ("cursors", s.cursors)]
+        {
+            crate::telemetry::metrics::store_entries(&self.label, kind, n as u64);
+        }
+        crate::telemetry::metrics::store_entries(&self.label, "journal_lines", self.lines as u64);
+        Ok(())
+    }
+
+    /// Lines in the journal file now.
+    pub fn journal_lines(&self) -> usize {
+        self.lines
     }
 }
 
@@ -261,11 +445,11 @@ mod tests {
         let path = dir.join("t.jsonl");
         let _ = std::fs::remove_file(&path);
         {
-            let mut l = Ledger::open(&path, 0).unwrap();
+            let mut l = Ledger::open_with_span(&path, 1_000).unwrap();
             l.record(vec![
                 Entry::Published { key: "a".into(), hash: Some(1) },
                 Entry::Message { id: "m1".into() },
-                Entry::Ping { vehicle: "v".into(), time: 100, hash: 3 },
+                Entry::Ping { vehicle: "v".into(), time: 1_100, hash: 3 },
                 Entry::Ping { vehicle: "v".into(), time: 5, hash: 3 },
                 Entry::Cursor { name: "user".into(), at: 42 },
             ])
@@ -274,12 +458,63 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"k\":\"published\",\"key\":\"b\"").unwrap();
         drop(f);
-        let l = Ledger::open(&path, 50).unwrap();
+        let l = Ledger::open_with_span(&path, 1_000).unwrap();
         assert!(!l.state().changed("a", Some(1)));
         assert!(l.state().seen_message("m1"));
-        assert_eq!(l.state().ping("v", 100, 3), PingVerdict::Duplicate);
+        assert_eq!(l.state().ping("v", 1_100, 3), PingVerdict::Duplicate);
         assert_eq!(l.state().ping("v", 5, 3), PingVerdict::New, "pruned by retention");
         assert_eq!(l.state().cursor("user"), Some(42));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("\n") && !text.contains("\"b\""), "the torn tail is repaired:\n{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_middle_line_keeps_every_later_entry() {
+        let good = |key: &str| format!("{{\"k\":\"published\",\"key\":\"{key}\",\"hash\":1}}");
+        // A write cut short, then an append glued to it, then more.
+        let text = format!("{}\n{{\"k\":\"pub{}\n{}\n{{\"k\":\"cur", good("a"), good("b"), good("c"));
+        let loaded = load(text.as_bytes());
+        let keys: Vec<String> = loaded
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::Published { key, .. } => key.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert!(loaded.torn_tail);
+        assert_eq!(loaded.damaged, 1);
+        assert_eq!(load(b"garbage\n").damaged + usize::from(load(b"garbage\n").torn_tail), 1);
+    }
+
+    #[test]
+    fn pings_are_pruned_as_time_goes_on_and_the_journal_is_compacted() {
+        let dir = std::env::temp_dir().join(format!("geoclock-ledger-prune-{}", std::process::id()));
+        let path = dir.join("p.jsonl");
+        let _ = std::fs::remove_file(&path);
+        const HOUR: i64 = 3_600_000;
+        let mut l = Ledger::open_with_span(&path, 2 * HOUR).unwrap();
+        let mut max_lines = 0;
+        // Ten hours of pings from 50 vehicles, one every 30 s each.
+        for step in 0..1200i64 {
+            let batch = (0..50)
+                .map(|v| Entry::Ping { vehicle: format!("v{v}"), time: step * 30_000, hash: v as u64 })
+                .collect();
+            l.record(batch).unwrap();
+            max_lines = max_lines.max(l.journal_lines());
+        }
+        let pings = l.state().sizes().pings;
+        // Two hours (plus up to a minute between prunes) at 100 pings a minute.
+        assert!((12_000..=12_200).contains(&pings), "{pings}");
+        assert!(max_lines <= 2 * 12_200 + COMPACT_SLACK + 50, "{max_lines}");
+        let file_lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(file_lines, l.journal_lines());
+        let reopened = Ledger::open_with_span(&path, 2 * HOUR).unwrap();
+        let (a, b) = (reopened.state().sizes(), l.state().sizes());
+        assert!(a.pings <= b.pings && a.pings >= 12_000, "{a:?} {b:?}");
+        assert_eq!(reopened.state().ping("v3", 1199 * 30_000, 3), PingVerdict::Duplicate);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

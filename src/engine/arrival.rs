@@ -22,8 +22,7 @@
 //!   one hash probe.
 
 use super::command::{assignment_command_id, Action, ClockCause, ClockChange, Command};
-use super::persist::RowKey;
-use super::state::{keep_closest, keep_earliest, Assignment, Crossing, Evidence, Sample, State, Watch};
+use super::state::{keep_closest, keep_earliest, Assignment, Crossing, Evidence, RowKey, Sample, State, Watch};
 use super::{Ctx, EngineError};
 use crate::geo::LatLon;
 use crate::model::{Activity, ClockAction, Id, Ping, Ts};

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::timeline::{ClockLine, Interval};
+use crate::geo::Shape;
 use crate::model::{Appointment, ClockEvent, Driver, Id, Job, Location, Pairing, Ping, Ts, User, Vehicle};
 
 /// One input to the engine, for one tenant. Entity variants are upserts
@@ -22,8 +24,8 @@ pub enum Event {
     Ping(Ping),
     Delete(EntityRef),
     Tick(Ts),
-    /// A fence route from stage one (input of stage two only; see [`super::route`]).
-    Route(super::route::Route),
+    /// A fence route from stage one (input of stage two only; see the `route` module).
+    Route(Route),
 }
 
 /// Names an entity to delete.
@@ -57,4 +59,43 @@ impl Event {
             Event::Route(_) => "route",
         }
     }
+}
+
+/// One appointment's routing to one vehicle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub vehicle: Id,
+    pub appointment: Id,
+    /// The appointment's generation (an appointment revived after retirement is a new one).
+    pub generation: u32,
+    /// Counts the appointment's watches routes within its generation.
+    pub seq: u64,
+    pub body: RouteBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RouteBody {
+    /// The appointment's watches on the vehicle, replacing earlier ones;
+    /// none: the vehicle no longer watches for it. `retired`: retention
+    /// retired the appointment; stage two forgets it.
+    Watches {
+        shape: Option<Shape>,
+        watches: Vec<RouteWatch>,
+        #[serde(default)]
+        retired: bool,
+    },
+    /// A technician's clock lines changed.
+    Clock { user: Id, enroute: ClockLine, onsite: ClockLine },
+}
+
+/// One technician's watch, as stage two needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteWatch {
+    pub user: Id,
+    pub earliest: Ts,
+    pub latest: Ts,
+    pub paired: Vec<Interval>,
+    pub enroute: ClockLine,
+    pub onsite: ClockLine,
 }

@@ -12,7 +12,10 @@
 //!   ping or clock event re-delivered at any later point changes nothing.
 //! - Once: at most one arrival (En Route out / On Site in), one exit and one
 //!   Service Link per (appointment, technician) and generation (an
-//!   appointment revived after retirement is a new generation).
+//!   appointment revived after retirement is a new generation). Command ids
+//!   are unique while retention remembers the appointment: one revived
+//!   after even its retired record was forgotten ([`retention`]) starts
+//!   afresh, with its first visit's ids.
 //! - Exit (auto clock-out) is decided only by a ping newer than every ping
 //!   seen from that vehicle; late pings can arrive, never exit.
 //! - Event time: expiry moves only on [`Event::Tick`]; arrivals are judged
@@ -46,9 +49,9 @@ pub use state::{Evidence, LinkState, Reason};
 
 use crate::geo::GeoError;
 use crate::model::{AppointmentStatus, Id, Settings, SettingsError};
-use persist::RowKey;
-pub use route::{Role, Route};
-use state::{Assignment, State};
+pub use event::Route;
+pub use state::Role;
+use state::{Assignment, RowKey, State};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum EngineError {
@@ -159,6 +162,9 @@ impl Engine {
             Event::Clock(c) => {
                 st.dirty.mark(|| RowKey::Appointment(c.appointment.clone()));
                 service_link::on_clock(&ctx, st, c, out);
+                if st.appointments.get(&c.appointment).and_then(|a| a.window()).is_none() {
+                    st.touch_undated(&c.appointment);
+                }
                 return Ok(());
             }
             Event::User(u) => st.put_user(&u.id, Some(u.clone())),

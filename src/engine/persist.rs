@@ -27,49 +27,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::command::FenceChange;
-use super::route::{self, Routed};
-use super::state::{Assignment, FenceRecord, Generation, Reason, Retired, State};
+use super::route;
+use super::state::{Assignment, FenceRecord, Generation, Reason, Retired, Routed, State};
+
+pub use super::state::RowKey;
 use super::{fences, watches, Ctx, Engine, EngineError};
 use crate::geo::{LatLon, PreparedFence};
 use crate::model::{Appointment, Driver, Id, Job, Location, Pairing, Settings, Ts, User, Vehicle};
-
-/// A row of the state, by what it holds.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RowKey {
-    User(Id),
-    Location(Id),
-    Job(Id),
-    Driver(Id),
-    Vehicle(Id),
-    Pairings(Id),
-    Appointment(Id),
-    LastPing(Id),
-    Retired(Id),
-    /// Stage two: the routes applied for an appointment.
-    Routes(Id),
-    Meta,
-}
-
-impl RowKey {
-    pub fn encode(&self) -> Vec<u8> {
-        let (tag, id) = match self {
-            RowKey::User(id) => ("u/", id),
-            RowKey::Location(id) => ("l/", id),
-            RowKey::Job(id) => ("j/", id),
-            RowKey::Driver(id) => ("d/", id),
-            RowKey::Vehicle(id) => ("v/", id),
-            RowKey::Pairings(id) => ("p/", id),
-            RowKey::Appointment(id) => ("a/", id),
-            RowKey::LastPing(id) => ("g/", id),
-            RowKey::Retired(id) => ("r/", id),
-            RowKey::Routes(id) => ("w/", id),
-            RowKey::Meta => return b"m".to_vec(),
-        };
-        let mut k = tag.as_bytes().to_vec();
-        k.extend_from_slice(id.as_str().as_bytes());
-        k
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -96,6 +60,9 @@ struct AppointmentRow {
     /// Stage one: every vehicle routed to in this generation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     routed_vehicles: Vec<Id>,
+    /// No usable window: when it last changed (see [`super::retention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    undated: Option<Ts>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -192,7 +159,7 @@ impl Engine {
                         appts.push((row.id.clone(), row));
                     }
                     "r/" => {
-                        st.retired.insert(id, serde_json::from_slice::<Retired>(value).map_err(parse_err)?);
+                        st.put_retired(&id, serde_json::from_slice::<Retired>(value).map_err(parse_err)?);
                     }
                     "g/" => lasts.push((id, serde_json::from_slice(value).map_err(parse_err)?)),
                     "w/" => routed.push((id, serde_json::from_slice(value).map_err(parse_err)?)),
@@ -216,6 +183,15 @@ impl Engine {
                     let slot = st.slot(id, user);
                     st.assignments[slot] = a.clone();
                 }
+                // As written; a windowless appointment in rows of an older
+                // version lacks it, and the next tick stamps it (as it does
+                // in any engine restored from the same rows).
+                let undated = match (&row.appointment, row.undated) {
+                    (_, Some(t)) => Some(t),
+                    (Some(a), None) if a.window().is_none() => Some(Ts::MIN),
+                    _ => None,
+                };
+                st.set_undated(id, undated);
             }
         }
         let ctx = Ctx { tenant: &engine.tenant, settings: &engine.settings };
@@ -284,6 +260,7 @@ fn row_value(st: &State, key: &RowKey) -> Option<Vec<u8>> {
                 revived: st.generations.get(id).copied(),
                 route_seq: st.route_seq.get(id).copied().unwrap_or(0),
                 routed_vehicles: st.routed_vehicles.get(id).cloned().unwrap_or_default(),
+                undated: st.undated.get(id).copied(),
             };
             let empty = row.appointment.is_none() && row.fence.is_none() && row.assignments.is_empty();
             (!empty).then(|| json(&row))

@@ -34,79 +34,16 @@
 //!   route marked `retired` to every vehicle it was routed to): the
 //!   retention of [`super::retention`], decided once, in stage one.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::arrival::try_arrive;
-use super::persist::RowKey;
-use super::state::{Assignment, State, Watch};
-use super::timeline::{ClockLine, Interval};
+use super::state::{Assignment, RowKey, State, Watch};
 use super::{Command, Ctx};
 use crate::geo::{PreparedFence, Shape};
-use crate::model::{Id, Ts};
 
-/// What part of the engine an [`super::Engine`] runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// Everything, in one state (pure runs, scenarios, replay).
-    #[default]
-    Whole,
-    /// Stage one: entities and clock events in, fence and Service Link
-    /// commands and routes out; pings are not its input.
-    Appointments,
-    /// Stage two: routes and pings in, clock commands out; entity, clock
-    /// and tick events are not its input.
-    Vehicles,
-}
-
-/// One appointment's routing to one vehicle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Route {
-    pub vehicle: Id,
-    pub appointment: Id,
-    /// The appointment's generation ([`super::retention`]).
-    pub generation: u32,
-    /// Counts the appointment's watches routes within its generation.
-    pub seq: u64,
-    pub body: RouteBody,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RouteBody {
-    /// The appointment's watches on the vehicle, replacing earlier ones;
-    /// none: the vehicle no longer watches for it. `retired`: retention
-    /// retired the appointment; stage two forgets it.
-    Watches {
-        shape: Option<Shape>,
-        watches: Vec<RouteWatch>,
-        #[serde(default)]
-        retired: bool,
-    },
-    /// A technician's clock lines changed.
-    Clock { user: Id, enroute: ClockLine, onsite: ClockLine },
-}
-
-/// One technician's watch, as stage two needs it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouteWatch {
-    pub user: Id,
-    pub earliest: Ts,
-    pub latest: Ts,
-    pub paired: Vec<Interval>,
-    pub enroute: ClockLine,
-    pub onsite: ClockLine,
-}
-
-/// Stage two's record of one appointment: the last watches route applied
-/// per vehicle (what its rows hold and a restore replays).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Routed {
-    pub generation: u32,
-    pub vehicles: BTreeMap<Id, Route>,
-}
+pub use super::event::{Route, RouteBody, RouteWatch};
+pub use super::state::{Role, Routed};
+use crate::model::Id;
 
 /// Stage one: the watches routes for `appt` after a rebuild that removed
 /// its watches from `old` vehicles (and pushed its new ones).

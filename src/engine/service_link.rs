@@ -32,7 +32,7 @@ pub fn on_clock(ctx: &Ctx, st: &mut State, c: &ClockEvent, out: &mut Vec<Command
     if !line.insert(c.time, c.action) {
         return;
     }
-    if st.role == super::route::Role::Appointments {
+    if st.role == super::state::Role::Appointments {
         super::route::publish_clock(st, &c.appointment, &c.user);
     }
     if c.activity == Activity::Enroute && c.action == ClockAction::In && ctx.settings.service_link {

@@ -23,9 +23,70 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::command::FenceChange;
+use super::event::Route;
 use super::timeline::{ClockLine, Interval, PairingBook};
 use crate::geo::{BBox, PreparedFence};
 use crate::model::{normalize_email, Appointment, Driver, Id, Job, Location, Ts, User, Vehicle};
+
+/// What part of the engine an `Engine` runs (the stages are the `route` module's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Everything, in one state (pure runs, scenarios, replay).
+    #[default]
+    Whole,
+    /// Stage one: entities and clock events in, fence and Service Link
+    /// commands and routes out; pings are not its input.
+    Appointments,
+    /// Stage two: routes and pings in, clock commands out; entity, clock
+    /// and tick events are not its input.
+    Vehicles,
+}
+
+/// Stage two's record of one appointment: the last watches route applied
+/// per vehicle (what its rows hold and a restore replays).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Routed {
+    pub generation: u32,
+    pub vehicles: BTreeMap<Id, Route>,
+}
+
+/// A row of the state, by what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowKey {
+    User(Id),
+    Location(Id),
+    Job(Id),
+    Driver(Id),
+    Vehicle(Id),
+    Pairings(Id),
+    Appointment(Id),
+    LastPing(Id),
+    Retired(Id),
+    /// Stage two: the routes applied for an appointment.
+    Routes(Id),
+    Meta,
+}
+
+impl RowKey {
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, id) = match self {
+            RowKey::User(id) => ("u/", id),
+            RowKey::Location(id) => ("l/", id),
+            RowKey::Job(id) => ("j/", id),
+            RowKey::Driver(id) => ("d/", id),
+            RowKey::Vehicle(id) => ("v/", id),
+            RowKey::Pairings(id) => ("p/", id),
+            RowKey::Appointment(id) => ("a/", id),
+            RowKey::LastPing(id) => ("g/", id),
+            RowKey::Retired(id) => ("r/", id),
+            RowKey::Routes(id) => ("w/", id),
+            RowKey::Meta => return b"m".to_vec(),
+        };
+        let mut k = tag.as_bytes().to_vec();
+        k.extend_from_slice(id.as_str().as_bytes());
+        k
+    }
+}
 
 /// Why something did not happen, as shown in the Activity Report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -243,11 +304,15 @@ pub fn keep_closest(slot: &mut Option<Evidence>, e: &Evidence) -> bool {
     closer
 }
 
-/// What is kept of a retired appointment.
+/// What is kept of a retired appointment (until retention forgets that too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retired {
     pub revision: u32,
     pub generation: u32,
+    /// The event time it was retired at (absent in rows of older versions:
+    /// then the first tick after loading stands for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Ts>,
 }
 
 /// An appointment revived after retirement: its generation, and the event
@@ -308,7 +373,7 @@ pub struct VehicleWatches {
     pub cold: Vec<Watch>,
     /// The vehicle's latest ping by event time (for pass-through detection).
     pub last: Option<(Ts, crate::geo::LatLon)>,
-    /// `last` changed since the last [`super::persist`] drain.
+    /// `last` changed since the last drain of the changed rows.
     pub last_dirty: bool,
 }
 
@@ -396,24 +461,34 @@ pub struct State {
     pub watch_until: BTreeSet<(Ts, Id)>,
     /// `(window_end, appointment)` of appointments with a window, for retention.
     pub retire_at: BTreeSet<(Ts, Id)>,
+    /// Appointments holding state without a usable window (none, an
+    /// inverted one, or only clock events so far), with the event time they
+    /// were last changed at, for retention ([`State::touch_undated`]).
+    pub undated: FxHashMap<Id, Ts>,
+    /// `(last changed, appointment)` of `undated`; `Ts::MIN`: changed before
+    /// the first tick (the next tick stamps it).
+    pub undated_at: BTreeSet<(Ts, Id)>,
     /// Retired appointments: their last fence revision and generation.
     pub retired: FxHashMap<Id, Retired>,
+    /// `(retired at, appointment)` of `retired`, for its own retention
+    /// (`Ts::MIN` as in `undated_at`).
+    pub retired_at: BTreeSet<(Ts, Id)>,
     /// Appointments revived after retirement (absent: first generation).
     pub generations: FxHashMap<Id, Generation>,
     /// Event-time progress from ticks.
     pub watermark: Option<Ts>,
-    /// Which stage this state serves ([`super::route`]).
-    pub role: super::route::Role,
-    /// Stage one: routes decided since the last [`super::Engine::drain_routes`].
-    pub routes_out: Vec<super::route::Route>,
+    /// Which stage this state serves.
+    pub role: Role,
+    /// Stage one: routes decided since the last `Engine::drain_routes`.
+    pub routes_out: Vec<Route>,
     /// Stage one: watches routes published per appointment (this generation).
     pub route_seq: FxHashMap<Id, u64>,
     /// Stage one: every vehicle an appointment was routed to (this generation).
     pub routed_vehicles: FxHashMap<Id, Vec<Id>>,
     /// Stage two: what routes told it, per appointment.
-    pub routed: FxHashMap<Id, super::route::Routed>,
+    pub routed: FxHashMap<Id, Routed>,
 
-    /// What changed since the last drain, when tracking (see [`super::persist`]).
+    /// What changed since the last drain, when tracking (rows: see the `persist` module).
     pub dirty: Dirty,
 }
 
@@ -422,14 +497,14 @@ pub struct State {
 #[derive(Debug, Clone, Default)]
 pub struct Dirty {
     pub tracking: bool,
-    pub rows: BTreeSet<super::persist::RowKey>,
+    pub rows: BTreeSet<RowKey>,
     /// Vehicles whose `last` changed (each once; see `VehicleWatches::last_dirty`).
     pub vehicles: Vec<Id>,
 }
 
 impl Dirty {
     #[inline]
-    pub fn mark(&mut self, key: impl FnOnce() -> super::persist::RowKey) {
+    pub fn mark(&mut self, key: impl FnOnce() -> RowKey) {
         if self.tracking {
             self.rows.insert(key());
         }
@@ -563,10 +638,11 @@ impl State {
     pub fn put_appointment(&mut self, a: Appointment) -> BTreeSet<Id> {
         let id = a.id.clone();
         if let Some(r) = self.retired.remove(&id) {
+            self.retired_at.remove(&(r.at.unwrap_or(Ts::MIN), id.clone()));
             self.fences.insert(id.clone(), FenceRecord { revision: r.revision, ..FenceRecord::default() });
             let since = self.watermark.unwrap_or(Ts::MIN);
             self.generations.insert(id.clone(), Generation { n: r.generation + 1, since });
-            self.dirty.mark(|| super::persist::RowKey::Retired(id.clone()));
+            self.dirty.mark(|| RowKey::Retired(id.clone()));
         }
         let old = self.appointments.insert(id.clone(), a);
         let new = &self.appointments[&id];
@@ -581,10 +657,42 @@ impl State {
         for t in new_techs {
             add(&mut self.index.appts_by_tech, Some(t), &id);
         }
-        if let Some(end) = new_end {
-            self.retire_at.insert((end, id.clone()));
+        match new_end {
+            Some(end) => {
+                self.retire_at.insert((end, id.clone()));
+                self.set_undated(&id, None);
+            }
+            None => self.touch_undated(&id),
         }
         BTreeSet::from([id])
+    }
+
+    /// Notes that `id` holds state without a usable window, changed now
+    /// (at the watermark): retention forgets it that long after.
+    pub fn touch_undated(&mut self, id: &Id) {
+        self.set_undated(id, Some(self.watermark.unwrap_or(Ts::MIN)));
+    }
+
+    /// Sets (or, with `None`, clears) when undated `id` was last changed.
+    pub fn set_undated(&mut self, id: &Id, at: Option<Ts>) {
+        let old = match at {
+            Some(t) => {
+                self.undated_at.insert((t, id.clone()));
+                self.undated.insert(id.clone(), t).filter(|o| *o != t)
+            }
+            None => self.undated.remove(id),
+        };
+        if let Some(o) = old {
+            self.undated_at.remove(&(o, id.clone()));
+        }
+    }
+
+    /// Records a retired appointment (`at`: when).
+    pub fn put_retired(&mut self, id: &Id, r: Retired) {
+        if let Some(old) = self.retired.insert(id.clone(), r) {
+            self.retired_at.remove(&(old.at.unwrap_or(Ts::MIN), id.clone()));
+        }
+        self.retired_at.insert((r.at.unwrap_or(Ts::MIN), id.clone()));
     }
 
     fn unindex_appointment(&mut self, id: &Id, old: Appointment) {
@@ -609,7 +717,8 @@ impl State {
         self.routed_vehicles.remove(id);
         let revision = self.fences.remove(id).map_or(0, |f| f.revision);
         let generation = self.generations.remove(id).map_or(0, |g| g.n);
-        self.retired.insert(id.clone(), Retired { revision, generation });
+        self.set_undated(id, None);
+        self.put_retired(id, Retired { revision, generation, at: Some(self.watermark.unwrap_or(Ts::MIN)) });
         for (user, slot) in self.slots_of.remove(id).into_iter().flatten() {
             self.slots.remove(&(id.clone(), user));
             self.assignments[slot] = Assignment::default();

@@ -1,114 +1,44 @@
 //! One batch's writes, in the order of the commit protocol (the argument
 //! for each crash point is in [`crate::store`]):
-//! 1. the changelog begin marker carrying the batch's [`Plan`], acknowledged;
+//! 1. the changelog begin marker carrying the batch's replay plan,
+//!    acknowledged;
 //! 2. its commands, routes and dead letters, acknowledged, then stage one's
-//!    progress records (after the routes they vouch for);
+//!    progress records (after the routes they vouch for), acknowledged;
 //! 3. its state rows and input-offsets markers to the changelog,
 //!    acknowledged;
 //! 4. the same rows, the input offsets and the changelog position in one
-//!    RocksDB write batch.
+//!    local write batch.
 //!
-//! Runs on its own thread (librdkafka's blocking waits never reach an async
-//! worker); a task has at most one batch in flight, so batches commit in
-//! order.
+//! Each task has one committer: a long-lived thread ([`Committer`]) that
+//! takes one batch at a time from the task's thread. A batch is handed over
+//! only once the previous one is committed, so batches commit in order, at
+//! most one while the task processes the next. Every wait here is a plain
+//! blocking wait on librdkafka's delivery reports ([`Pending`]): no async
+//! runtime, no `block_on`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::task::{TaskEnv, TaskError};
-use crate::store::{changelog, Batch, StateStore};
+use super::batch::{BatchOut, OutRecord, SEQ_HEADER, SOURCE_HEADER};
+use super::fault;
+use super::metrics::Metrics;
+use crate::kafka::produce::Pending;
+use crate::store::changelog::{self, Producer};
+use crate::store::{StateStore, StoreError};
 
-/// Command record header: the task's emission sequence (8 bytes, big-endian).
-pub const SEQ_HEADER: &str = "geoclock-seq";
-
-/// Route record header: the stage-one task (partition) that wrote it
-/// (4 bytes, big-endian), stage two's merge lane for it.
-pub const SOURCE_HEADER: &str = "geoclock-source";
-
-pub(super) fn source_of(headers: &rdkafka::message::BorrowedHeaders) -> Option<i32> {
-    use rdkafka::message::Headers;
-    let h = headers.iter().find(|h| h.key == SOURCE_HEADER)?;
-    Some(i32::from_be_bytes(h.value?.try_into().ok()?))
-}
-
-/// A batch's replay plan, carried by its changelog begin marker: every
-/// merge lane's end after the batch ([`super::merge::Merger::handed_out`]), and the lane
-/// of each record in order (run-length encoded; lanes numbered as
-/// [`super::merge::Merger::lanes`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Plan {
-    pub ends: Vec<i64>,
-    pub order: Vec<(u32, u32)>,
-}
-
-impl Plan {
-    /// The lane of the next record to replay, consuming it.
-    pub(super) fn next_lane(&mut self) -> Option<usize> {
-        let first = self.order.first_mut()?;
-        let input = first.0 as usize;
-        first.1 -= 1;
-        if first.1 == 0 {
-            self.order.remove(0);
-        }
-        Some(input)
-    }
-
-    pub(super) fn unnext(&mut self, lane: usize) {
-        match self.order.first_mut() {
-            Some(first) if first.0 as usize == lane => first.1 += 1,
-            _ => self.order.insert(0, (lane as u32, 1)),
-        }
-    }
-}
-
-/// An output record.
-pub(super) struct OutRecord {
-    pub(super) topic: String,
-    pub(super) key: Vec<u8>,
-    pub(super) value: Vec<u8>,
-    /// Record time; with it, the emission sequence goes in [`SEQ_HEADER`].
-    pub(super) time: Option<i64>,
-    pub(super) seq: u64,
-    /// `None`: by key.
-    pub(super) partition: Option<i32>,
-    /// Goes in [`SOURCE_HEADER`].
-    pub(super) source: Option<i32>,
-}
-
-impl OutRecord {
-    pub(super) fn new(topic: String, key: Vec<u8>, value: Vec<u8>) -> OutRecord {
-        OutRecord { topic, key, value, time: None, seq: 0, partition: None, source: None }
-    }
-}
-
-/// Produces one output record (its record time and emission sequence, when
-/// it has them, as Kafka Streams stamps outputs with their input's time).
-pub(super) async fn send(producer: &FutureProducer, r: &OutRecord, timeout: Duration) -> Result<(), TaskError> {
-    let mut record = FutureRecord::to(&r.topic).key(&r.key).payload(&r.value);
-    if let Some(q) = r.partition {
-        record = record.partition(q);
-    }
-    let mut headers = OwnedHeaders::new();
-    let seq_bytes = r.seq.to_be_bytes();
-    if let Some(ts) = r.time {
-        headers = headers.insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
-        record = record.timestamp(ts);
-    }
-    let source_bytes = r.source.map(i32::to_be_bytes);
-    if let Some(b) = &source_bytes {
-        headers = headers.insert(Header { key: SOURCE_HEADER, value: Some(&b[..]) });
-    }
-    if r.time.is_some() || r.source.is_some() {
-        record = record.headers(headers);
-    }
-    producer
-        .send(record, timeout)
-        .await
-        .map_err(|(e, _)| TaskError::Produce { topic: r.topic.clone(), error: e.to_string() })?;
-    Ok(())
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("produce to {topic}: {error}")]
+    Produce { topic: String, error: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the committer of task {0} is gone")]
+    Gone(String),
 }
 
 /// Whether a task has been its changelog partition's only writer since its
@@ -119,19 +49,19 @@ pub(super) async fn send(producer: &FutureProducer, r: &OutRecord, timeout: Dura
 /// even cleanly (a broker may revoke an evicted member's partitions
 /// without reporting them lost).
 #[derive(Debug)]
-pub(super) struct SoleWriter {
+pub struct SoleWriter {
     /// The offset the next record should get; `i64::MIN` once broken.
     next: AtomicI64,
 }
 
 impl SoleWriter {
     /// After a claim at offset `claim`.
-    pub(super) fn new(claim: i64) -> SoleWriter {
+    pub fn new(claim: i64) -> SoleWriter {
         SoleWriter { next: AtomicI64::new(claim + 1) }
     }
 
     /// `count` records were acknowledged, the last one just before `end`.
-    fn wrote(&self, count: usize, end: Option<i64>) {
+    pub fn wrote(&self, count: usize, end: Option<i64>) {
         let Some(end) = end else { return };
         let expected = self.next.load(Ordering::SeqCst);
         let next = match expected {
@@ -142,78 +72,190 @@ impl SoleWriter {
         self.next.store(next, Ordering::SeqCst);
     }
 
-    pub(super) fn sole(&self) -> bool {
+    pub fn sole(&self) -> bool {
         self.next.load(Ordering::SeqCst) != i64::MIN
     }
 }
 
-/// One batch's writes, in the order of the commit protocol.
-pub(super) struct CommitJob {
-    /// How many of `out` are commands.
-    pub(super) commands: usize,
-    /// The task's name.
-    pub(super) env_name: String,
-    /// Stage one's progress records, sent after `out` is acknowledged.
-    pub(super) progress: Vec<OutRecord>,
-    pub(super) begin: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    pub(super) out: Vec<OutRecord>,
-    pub(super) records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    pub(super) batch: Batch,
-    pub(super) producer: FutureProducer,
-    pub(super) changelog: String,
-    pub(super) owner: i64,
-    pub(super) sole: std::sync::Arc<SoleWriter>,
-    pub(super) p: i32,
-    pub(super) env: TaskEnv,
-    pub(super) started: Instant,
+/// What a task's committer writes with.
+pub struct CommitEnv {
+    /// The task's name (logs, fault injection).
+    pub name: String,
+    pub producer: Arc<Producer>,
+    pub changelog: String,
+    pub partition: i32,
+    /// The task's owner epoch.
+    pub owner: i64,
+    pub sole: Arc<SoleWriter>,
+    pub store: Arc<dyn StateStore>,
+    pub metrics: Arc<Metrics>,
+    pub timeout: Duration,
 }
 
-impl CommitJob {
-    pub(super) fn run(mut self) -> Result<(), TaskError> {
-        let (producer, timeout, changelog, p) = (&self.producer, self.env.limits.timeout, &self.changelog, self.p);
-        let commands = self.commands;
-        let name = &self.env_name;
-        let owner = Some(self.owner);
-        let (begin, out, records, progress) = (&self.begin, &self.out, &self.records, &self.progress);
-        let sole = &self.sole;
-        let next = self.env.runtime.block_on(async move {
-            // 1. The plan: from here on a crash re-processes this batch in
-            //    exactly this order, so whatever part of it reached the
-            //    broker is re-produced identically.
-            sole.wrote(begin.len(), changelog::produce_as(producer, changelog, p, begin, owner, timeout).await?);
-            // 2. Commands: a changelog batch that restore would apply must
-            //    never exist without its commands on the broker.
-            for d in futures::future::join_all(out.iter().map(|r| send(producer, r, timeout))).await {
-                d?;
+/// A task's committer thread.
+pub struct Committer {
+    jobs: Option<SyncSender<BatchOut>>,
+    done: Receiver<Result<(), CommitError>>,
+    /// A batch handed over whose outcome was not taken yet.
+    in_flight: bool,
+    /// That batch held more than stage one's progress records.
+    in_flight_data: bool,
+    thread: Option<JoinHandle<()>>,
+    name: String,
+}
+
+impl Committer {
+    pub fn spawn(env: CommitEnv) -> std::io::Result<Committer> {
+        // A rendezvous: `submit` hands a batch over only when the thread
+        // is back waiting for one.
+        let (jobs, rx) = mpsc::sync_channel::<BatchOut>(0);
+        let (tx, done) = mpsc::channel();
+        let name = env.name.clone();
+        let thread = std::thread::Builder::new().name(format!("commit-{name}")).spawn(move || {
+            for b in rx {
+                if tx.send(commit(&env, b)).is_err() {
+                    return;
+                }
             }
-            for d in futures::future::join_all(progress.iter().map(|r| send(producer, r, timeout))).await {
-                d?;
-            }
-            super::fault::commands_acknowledged(name, commands);
-            // 3. The state writes and the offsets markers that complete it.
-            let next = changelog::produce_as(producer, changelog, p, records, owner, timeout).await?;
-            sole.wrote(records.len(), next);
-            Ok::<_, TaskError>(next)
         })?;
-        let produced = self.started.elapsed();
-        if let Some(next) = next {
-            self.batch.offset(&self.changelog, self.p, next);
-        }
-        // 4. State, input offsets and changelog position, atomically.
-        self.env.store.commit(&self.batch)?;
-        tracing::debug!(
-            partition = self.p,
-            records = self.out.len(),
-            rows = self.records.len(),
-            produce_ms = produced.as_millis() as u64,
-            total_ms = self.started.elapsed().as_millis() as u64,
-            "batch committed"
-        );
-        self.env.metrics.batches.inc();
-        self.env.metrics.committed();
-        self.env.metrics.commit_seconds.observe(self.started.elapsed().as_secs_f64());
+        Ok(Committer { jobs: Some(jobs), done, in_flight: false, in_flight_data: false, thread: Some(thread), name })
+    }
+
+    /// Hands a batch over, after the previous one is committed (whose
+    /// error, if any, is returned instead).
+    pub fn submit(&mut self, b: BatchOut) -> Result<(), CommitError> {
+        self.wait()?;
+        let data = b.data;
+        let jobs = self.jobs.as_ref().ok_or_else(|| CommitError::Gone(self.name.clone()))?;
+        jobs.send(b).map_err(|_| CommitError::Gone(self.name.clone()))?;
+        self.in_flight = true;
+        self.in_flight_data = data;
         Ok(())
     }
+
+    /// Waits for the batch in flight, if any; its error is the task's.
+    pub fn wait(&mut self) -> Result<(), CommitError> {
+        if !self.in_flight {
+            return Ok(());
+        }
+        self.in_flight = false;
+        self.done.recv().map_err(|_| CommitError::Gone(self.name.clone()))?
+    }
+
+    /// Takes the outcome of the batch in flight if it is done (not waiting).
+    pub fn poll(&mut self) -> Result<(), CommitError> {
+        if !self.in_flight {
+            return Ok(());
+        }
+        match self.done.try_recv() {
+            Ok(r) => {
+                self.in_flight = false;
+                r
+            }
+            Err(mpsc::TryRecvError::Empty) => Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => Err(CommitError::Gone(self.name.clone())),
+        }
+    }
+
+    /// A batch with more than progress records is being committed.
+    pub fn busy_with_data(&self) -> bool {
+        self.in_flight && self.in_flight_data
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the protocol for one batch.
+fn commit(env: &CommitEnv, b: BatchOut) -> Result<(), CommitError> {
+    let started = Instant::now();
+    let (producer, changelog, p, owner, timeout) =
+        (&*env.producer, &env.changelog, env.partition, env.owner, env.timeout);
+    // 1. The plan: from here on a crash re-processes this batch in exactly
+    //    this order, so whatever part of it reached the broker is
+    //    re-produced identically.
+    let next = changelog::produce_as(producer, changelog, p, &b.begin, Some(owner), timeout)?;
+    env.sole.wrote(b.begin.len(), next);
+    // 2. Commands: a changelog batch that restore would apply must never
+    //    exist without its commands on the broker.
+    send_all(producer, &b.out, timeout)?;
+    send_all(producer, &b.progress, timeout)?;
+    fault::commands_acknowledged(&env.name, b.commands);
+    // 3. The state writes and the offsets markers that complete it.
+    let next = changelog::produce_as(producer, changelog, p, &b.records, Some(owner), timeout)?;
+    env.sole.wrote(b.records.len(), next);
+    let produced = started.elapsed();
+    let mut batch = b.batch;
+    if let Some(next) = next {
+        batch.offset(changelog, p, next);
+    }
+    // 4. State, input offsets and changelog position, atomically.
+    env.store.commit(&batch)?;
+    tracing::debug!(
+        task = %env.name,
+        records = b.out.len(),
+        rows = b.records.len(),
+        produce_ms = produced.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "batch committed"
+    );
+    env.metrics.batches.inc();
+    env.metrics.committed();
+    env.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Sends output records and waits until every one is acknowledged.
+pub fn send_all(producer: &Producer, records: &[OutRecord], timeout: Duration) -> Result<(), CommitError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let pending = enqueue(producer, records, timeout)?;
+    let topic = &records[0].topic;
+    pending.wait(timeout).map_err(|e| CommitError::Produce { topic: topic.clone(), error: e.to_string() })?;
+    Ok(())
+}
+
+/// Enqueues output records (each with its record time and emission
+/// sequence, when it has them, as Kafka Streams stamps outputs with their
+/// input's time); the acknowledgements come to the returned [`Pending`]
+/// (dropping it leaves them unheard).
+pub fn enqueue(producer: &Producer, records: &[OutRecord], timeout: Duration) -> Result<Pending, CommitError> {
+    let mut pending = Pending::default();
+    let deadline = Instant::now() + timeout;
+    for r in records {
+        let mut rec = pending.record(&r.topic).key(&r.key[..]).payload(&r.value[..]);
+        if let Some(q) = r.partition {
+            rec = rec.partition(q);
+        }
+        let mut headers = OwnedHeaders::new();
+        let seq_bytes = r.seq.to_be_bytes();
+        if let Some(ts) = r.time {
+            headers = headers.insert(Header { key: SEQ_HEADER, value: Some(&seq_bytes[..]) });
+            rec = rec.timestamp(ts);
+        }
+        let source_bytes = r.source.map(i32::to_be_bytes);
+        if let Some(b) = &source_bytes {
+            headers = headers.insert(Header { key: SOURCE_HEADER, value: Some(&b[..]) });
+        }
+        if r.time.is_some() || r.source.is_some() {
+            rec = rec.headers(headers);
+        }
+        pending
+            .send(producer, rec, deadline)
+            .map_err(|e| CommitError::Produce { topic: r.topic.clone(), error: e.to_string() })?;
+    }
+    Ok(pending)
 }
 
 #[cfg(test)]

@@ -43,6 +43,16 @@ impl Gate {
         self.limit() == i64::MAX
     }
 
+    /// The stage-one task holding the gate shut (the lowest progress; one
+    /// that has not reported yet first), while it is shut.
+    pub(super) fn waiting_on(&self) -> Option<i32> {
+        if self.open() {
+            return None;
+        }
+        let (q, _) = self.through.iter().enumerate().min_by_key(|(_, t)| t.unwrap_or(i64::MIN))?;
+        i32::try_from(q).ok()
+    }
+
     /// Record times at or before this may leave.
     pub(super) fn limit(&self) -> i64 {
         self.through.iter().map(|t| t.unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN)
@@ -60,8 +70,10 @@ mod tests {
         g.update(0, 50, 1);
         g.update(2, i64::MAX, 2);
         assert_eq!(g.limit(), i64::MIN, "task 1 has said nothing yet");
+        assert_eq!(g.waiting_on(), Some(1));
         g.update(1, 20, 3);
         assert_eq!(g.limit(), 20);
+        assert_eq!(g.waiting_on(), Some(1));
         g.update(1, i64::MAX, 4);
         assert_eq!(g.limit(), 50);
         g.update(7, 0, 5);
@@ -84,5 +96,6 @@ mod tests {
         assert_eq!(g.limit(), 40);
         g.update(1, i64::MAX, 101);
         assert_eq!(g.limit(), i64::MAX, "both caught up since the start");
+        assert_eq!(g.waiting_on(), None);
     }
 }

@@ -18,6 +18,12 @@
 //!   order does not depend on how fetches happened to interleave: a
 //!   re-processing after a crash sees the same sequence.
 //!
+//! - It knows how much it holds ([`Merger::bytes`], per input
+//!   [`Merger::input_bytes`]): the task pauses fetching of inputs whose
+//!   records wait here while the total is over its bound, so memory stays
+//!   bounded under any backlog; pausing never reorders a partition (its
+//!   consumer resumes after the last record delivered).
+//!
 //! No I/O: the task feeds it records and high watermarks.
 
 use std::collections::VecDeque;
@@ -48,6 +54,18 @@ pub enum Body {
 }
 
 impl Record {
+    /// About what the record holds in memory, in bytes (its struct and the
+    /// heap bytes of a raw record's key and value).
+    pub fn weight(&self) -> usize {
+        let heap = match &self.body {
+            Body::Raw { key, value } => {
+                key.as_ref().map_or(0, |k| k.capacity() + 16) + value.as_ref().map_or(0, |v| v.capacity() + 16)
+            }
+            Body::Ping { .. } => 0,
+        };
+        std::mem::size_of::<Record>() + heap
+    }
+
     /// The key of a raw record.
     pub fn key(&self) -> Option<&[u8]> {
         match &self.body {
@@ -74,6 +92,10 @@ struct Input {
     fetched: i64,
     /// The latest high watermark seen (`None` before the first fetch).
     high: Option<i64>,
+    /// [`Record::weight`] of what its lanes hold.
+    bytes: usize,
+    /// Records its lanes hold.
+    held: usize,
 }
 
 impl Input {
@@ -97,6 +119,8 @@ pub struct Merger {
     inputs: Vec<Input>,
     /// The number of each input's first lane in [`Merger::lanes`].
     first_lane: Vec<usize>,
+    /// [`Record::weight`] of everything buffered.
+    bytes: usize,
 }
 
 impl Merger {
@@ -114,6 +138,8 @@ impl Merger {
                 lanes: lanes.iter().map(|s| Lane { next: *s, ..Lane::default() }).collect(),
                 fetched: lanes.iter().copied().min().unwrap_or(0),
                 high: None,
+                bytes: 0,
+                held: 0,
             })
             .collect();
         let first_lane = starts
@@ -124,7 +150,7 @@ impl Merger {
                 Some(first)
             })
             .collect();
-        Merger { inputs, first_lane }
+        Merger { inputs, first_lane, bytes: 0 }
     }
 
     pub fn push(&mut self, r: Record) {
@@ -134,6 +160,10 @@ impl Merger {
         // Offsets below `next` were already handed out (a re-fetch).
         let tail = lane.buffered.back().map_or(lane.next, |b| b.offset + 1);
         if r.offset >= tail {
+            let w = r.weight();
+            input.bytes += w;
+            input.held += 1;
+            self.bytes += w;
             lane.buffered.push_back(r);
         }
     }
@@ -151,6 +181,12 @@ impl Merger {
     /// only with a timestamp at or before `limit`; while the next record in
     /// merged order is such a record past the limit, nothing leaves.
     pub fn pop_before(&mut self, limit: i64, gated: &[bool]) -> Option<Record> {
+        let (idx, l) = self.next_before(limit, gated)?;
+        self.pop_lane(idx, l)
+    }
+
+    /// Which lane [`Merger::pop_before`] would take from: `(input, lane)`.
+    pub fn next_before(&self, limit: i64, gated: &[bool]) -> Option<(usize, usize)> {
         let mut best: Option<(i64, usize, usize, i64)> = None;
         for (idx, i) in self.inputs.iter().enumerate() {
             for (l, lane) in i.lanes.iter().enumerate() {
@@ -170,15 +206,25 @@ impl Merger {
         if ts > limit && gated.get(idx).copied().unwrap_or(false) {
             return None;
         }
-        self.pop_lane(idx, l)
+        Some((idx, l))
+    }
+
+    /// The next record of one lane, left in place.
+    pub fn peek_lane(&self, input: usize, lane: usize) -> Option<&Record> {
+        self.inputs.get(input)?.lanes.get(lane)?.buffered.front()
     }
 
     /// The next record of one lane, whatever the others hold (replaying a
     /// recorded order).
     pub fn pop_lane(&mut self, input: usize, lane: usize) -> Option<Record> {
-        let lane = self.inputs.get_mut(input)?.lanes.get_mut(lane)?;
+        let input = self.inputs.get_mut(input)?;
+        let lane = input.lanes.get_mut(lane)?;
         let r = lane.buffered.pop_front()?;
         lane.next = r.offset + 1;
+        let w = r.weight();
+        input.bytes -= w;
+        input.held -= 1;
+        self.bytes -= w;
         Some(r)
     }
 
@@ -238,7 +284,22 @@ impl Merger {
     }
 
     pub fn buffered(&self) -> usize {
-        self.inputs.iter().flat_map(|i| i.lanes.iter()).map(|l| l.buffered.len()).sum()
+        self.inputs.iter().map(|i| i.held).sum()
+    }
+
+    /// [`Record::weight`] of every record buffered.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// [`Record::weight`] of input `input`'s buffered records.
+    pub fn input_bytes(&self, input: usize) -> usize {
+        self.inputs.get(input).map_or(0, |i| i.bytes)
+    }
+
+    /// Records of input `input` buffered.
+    pub fn input_held(&self, input: usize) -> usize {
+        self.inputs.get(input).map_or(0, |i| i.held)
     }
 }
 
@@ -362,6 +423,28 @@ mod tests {
         assert_eq!(m.pop().map(|r| r.timestamp), Some(10));
         assert_eq!(m.pop().map(|r| r.timestamp), Some(30));
         assert_eq!(m.lag(), 0);
+    }
+
+    #[test]
+    fn it_counts_what_it_holds_per_input() {
+        let mut m = Merger::new(&[0, 0]);
+        m.set_high(0, 3);
+        m.set_high(1, 1);
+        let raw = |input, offset, ts, n: usize| Record {
+            body: Body::Raw { key: None, value: Some(vec![0; n]) },
+            ..rec(input, offset, ts)
+        };
+        m.push(raw(0, 0, 10, 100));
+        m.push(raw(0, 1, 30, 100));
+        m.push(raw(0, 1, 30, 100)); // a re-fetch: not held twice
+        m.push(raw(1, 0, 20, 1000));
+        assert_eq!(m.input_held(0), 2);
+        assert_eq!(m.bytes(), m.input_bytes(0) + m.input_bytes(1));
+        assert!(m.input_bytes(1) > 1000 && m.input_bytes(0) > 200);
+        assert_eq!(m.next_before(i64::MAX, &[]), Some((0, 0)));
+        assert_eq!(m.peek_lane(0, 0).map(|r| r.timestamp), Some(10));
+        while m.pop().is_some() {}
+        assert_eq!((m.bytes(), m.buffered(), m.input_bytes(1)), (0, 0, 0));
     }
 
     #[test]

@@ -5,13 +5,16 @@
 //! `partition` for per-task gauges (a task's name: `3`, `a3`), removed when
 //! the task stops; `topic` for input records (the topic's catalogue
 //! suffix); `event` for rebalances (one per callback, not per partition);
+//! `partition` and `waits_on` for a vehicle task's shut gate (the stage-one
+//! task it waits on);
 //! `tenant` and `kind` on commands, `tenant` on decision freshness (event
 //! time of the ping that decided a clock change → the command produced).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+use prometheus::core::Collector;
+use prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry};
 
 use crate::kafka::topics::Topic;
 use crate::telemetry::metrics::{self as m, Jobs};
@@ -88,6 +91,13 @@ pub struct Metrics {
     /// retention.
     pub state_appointments: Family,
     pub rebalances: Counts,
+    /// What each task's merge holds, in bytes (bounded).
+    pub buffered_bytes: Family,
+    /// Inputs each task has paused for backpressure.
+    pub paused_inputs: Family,
+    gate_shut: GaugeVec,
+    /// Tasks restarted after a failure.
+    pub task_restarts: Counter,
     commands_by: IntCounterVec,
     arrivals: IntCounterVec,
     freshness: HistogramVec,
@@ -139,6 +149,25 @@ impl Metrics {
             "Rebalance callbacks, by event (assigned, revoked, lost).",
             &["event"],
         ));
+        let buffered_bytes = Family(m::gauge(
+            &r,
+            "geoclock_processor_buffered_bytes",
+            "Bytes held by a task's merge (bounded: its inputs pause above the bound), per task.",
+            &["partition"],
+        ));
+        let paused_inputs = Family(m::gauge(
+            &r,
+            "geoclock_processor_paused_inputs",
+            "Input partitions a task has paused for backpressure, per task.",
+            &["partition"],
+        ));
+        let gate_shut = m::float_gauge(
+            &r,
+            "geoclock_processor_gate_shut_seconds",
+            "How long a vehicle task's gate has been shut (0: open), and the stage-one task it waits on.",
+            &["partition", "waits_on"],
+        );
+        let task_restarts = plain("geoclock_processor_task_restarts_total", "Tasks restarted after a failure.");
         let commands_by = m::counter(
             &r,
             "geoclock_processor_commands_total",
@@ -189,6 +218,10 @@ impl Metrics {
             restore_remaining,
             state_appointments,
             rebalances,
+            buffered_bytes,
+            paused_inputs,
+            gate_shut,
+            task_restarts,
             commands_by,
             arrivals,
             freshness,
@@ -213,11 +246,29 @@ impl Metrics {
         self.arrivals.with_label_values(&[tenant]).inc();
     }
 
+    /// Vehicle task `task`'s gate: shut for `seconds` (0: open), waiting on
+    /// stage-one task `waits_on` (empty when open). One series per task.
+    pub fn gate_shut(&self, task: &str, waits_on: &str, seconds: f64) {
+        for mf in self.gate_shut.collect() {
+            for metric in mf.get_metric() {
+                let labels: Vec<&str> = metric.get_label().iter().map(|l| l.value()).collect();
+                if labels.first() == Some(&task) && labels.get(1) != Some(&waits_on) {
+                    let _ = self.gate_shut.remove_label_values(&labels);
+                }
+            }
+        }
+        self.gate_shut.with_label_values(&[task, waits_on]).set(seconds);
+    }
+
     /// A task stopped here: its gauges go.
     pub fn forget_task(&self, task: &str) {
         self.lag.remove(task);
         self.restore_remaining.remove(task);
         self.state_appointments.remove(task);
+        self.buffered_bytes.remove(task);
+        self.paused_inputs.remove(task);
+        self.gate_shut(task, "", 0.0);
+        let _ = self.gate_shut.remove_label_values(&[task, ""]);
     }
 
     /// A batch was committed (the processor's periodic job).
@@ -254,7 +305,11 @@ mod tests {
         m.lag.set("0", 7);
         m.state_appointments.set("1", 42);
         m.command("acme", "clock", 0.2, Some(12.0));
+        m.gate_shut("2", "a0", 1.0);
+        m.gate_shut("2", "a1", 12.5);
         let text = m.render();
+        assert!(text.contains("geoclock_processor_gate_shut_seconds{partition=\"2\",waits_on=\"a1\"} 12.5"), "{text}");
+        assert!(!text.contains("waits_on=\"a0\""), "one series per task: {text}");
         assert!(text.contains("geoclock_processor_records_total{topic=\"azuga.pings\"} 3"), "{text}");
         assert!(text.contains("geoclock_processor_records_total{topic=\"servicetrade.clock-events\"} 0"), "{text}");
         assert!(text.contains("geoclock_processor_commit_seconds_bucket{le=\"0.005\"} 1"), "{text}");

@@ -3,7 +3,9 @@
 //!
 //! Shape: one consumer group. Its members are assigned partitions of the
 //! pings topic (cooperative-sticky); each assigned partition `p` becomes two
-//! tasks ([`task`]), each on its own OS thread with its own consumer: the
+//! tasks ([`task`]: a thin rdkafka driver around a pure core, [`core`],
+//! that assembles each [`batch`], and a long-lived committer, [`commit`]),
+//! each on its own OS thread with its own consumer: the
 //! appointment-stage task `a{p}` (stage one, keyed by appointment: entities
 //! and clock events in; fences, Service Links and fence routes out) and the
 //! vehicle-stage task `{p}` (stage two, keyed by vehicle: pings and fence
@@ -21,23 +23,36 @@
 //!   sinks drop by id.
 //! - Rebalances: a revoked partition's task finishes and commits its batch
 //!   before the revocation returns; a lost partition's task writes nothing
-//!   more. Callbacks only signal tasks and wait for them; librdkafka's
-//!   blocking calls run on task threads and the group thread, never on an
-//!   async worker.
+//!   more; a restoring task stops at its next chunk, so a revocation never
+//!   waits for a whole restore. The group's poll interval covers the
+//!   longest commit. Callbacks only signal tasks and wait for them;
+//!   librdkafka's blocking calls run on task threads and the group thread,
+//!   never on an async worker, and no thread here `block_on`s.
+//! - A task that fails is restarted after a backoff that doubles with each
+//!   failure in a row (0.5 s up to 60 s); it keeps the state it restored
+//!   when it was still its changelog's only writer.
+//! - Memory is bounded under any backlog: each task's merge holds at most
+//!   about [`Limits::max_buffered_bytes`] (its inputs pause above it, in
+//!   offset order: [`core`]), and librdkafka's prefetch queue of a task's
+//!   consumer (all its partitions together) [`Limits::fetch_queue_kbytes`].
+//! - Only the tenants of the tenants file are served ([`tenants`]).
 //! - Malformed input goes to the dead-letter topic with the reason, topic,
 //!   partition and offset; the task goes on.
 
+pub mod batch;
 pub mod bench;
 pub mod commit;
+pub mod core;
 pub mod fault;
 pub mod gate;
 pub mod merge;
 pub mod metrics;
 pub mod task;
+pub mod tenants;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -46,20 +61,16 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::TopicPartitionList;
-use serde::Deserialize;
 
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
-use crate::model::{Settings, SettingsError};
+pub use crate::store::layout::{Stage, STATE_STORES};
 use crate::store::rocks::{RocksConfig, RocksStore};
-use crate::store::{StoreError, StoreName};
+use crate::store::StoreError;
 use task::TaskEnv;
-pub use task::{Limits, Stage, TaskControl, TaskError};
-
-/// The RocksDB column families of task state, one per stage (each backed
-/// by its stage's changelog): [`Stage::store`].
-pub const STATE_STORES: [StoreName; 2] = [Stage::Appointments.store(), Stage::Vehicles.store()];
+pub use task::{Limits, TaskControl, TaskError};
+pub use tenants::{Tenants, TenantsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
@@ -69,54 +80,23 @@ pub enum ProcessorError {
     Store(#[from] StoreError),
     #[error("codec: {0}")]
     Codec(String),
-    #[error("tenants file {path}: {error}")]
-    Tenants { path: String, error: String },
-    #[error("settings of tenant {tenant}: {error}")]
-    Settings { tenant: String, error: SettingsError },
+    #[error(transparent)]
+    Tenants(#[from] TenantsError),
     #[error("metrics endpoint: {0}")]
     Metrics(std::io::Error),
 }
 
-/// Each tenant's engine settings (`default` for tenants not listed).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tenants {
-    #[serde(default)]
-    pub default: Settings,
-    #[serde(default)]
-    pub tenants: BTreeMap<String, Settings>,
-}
+/// What a task's merge may hold before it pauses inputs (`--max-buffer-mb`).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 << 20;
 
-impl Tenants {
-    /// Reads a tenants file and validates every tenant's settings: the
-    /// deployment's TOML file (`*.toml`, see [`crate::config::tenants`];
-    /// its `settings` per tenant are used, its secrets are resolved too) or
-    /// a YAML/JSON file with `default:` and `tenants: {name: settings}`.
-    pub fn load(path: &Path) -> Result<Tenants, ProcessorError> {
-        let bad = |error: String| ProcessorError::Tenants { path: path.display().to_string(), error };
-        if path.extension().is_some_and(|e| e == "toml") {
-            let list = crate::config::tenants::load(path).map_err(|e| bad(e.to_string()))?;
-            let tenants = list.into_iter().map(|t| (t.name, t.settings)).collect();
-            return Ok(Tenants { default: Settings::default(), tenants });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let t: Tenants = serde_yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        t.validate()?;
-        Ok(t)
-    }
+/// librdkafka's prefetch queue of a task's consumer, in KiB (its own
+/// default, 64 MiB, a backlog fills for every task).
+pub const DEFAULT_FETCH_QUEUE_KBYTES: usize = 8 << 10;
 
-    pub fn validate(&self) -> Result<(), ProcessorError> {
-        let default = std::iter::once(("(default)", &self.default));
-        for (tenant, s) in default.chain(self.tenants.iter().map(|(t, s)| (t.as_str(), s))) {
-            s.validate().map_err(|error| ProcessorError::Settings { tenant: tenant.to_string(), error })?;
-        }
-        Ok(())
-    }
-
-    pub fn settings(&self, tenant: &str) -> Settings {
-        self.tenants.get(tenant).unwrap_or(&self.default).clone()
-    }
-}
+/// Waits between restarts of a failed task: doubling from the first to the
+/// last; back to the first once the task ran [`RESTART_HEALTHY`].
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
+const RESTART_HEALTHY: Duration = Duration::from_secs(120);
 
 /// How to run.
 #[derive(Clone)]
@@ -144,13 +124,15 @@ impl Config {
             catalogue,
             group_id: "geoclock-processor".into(),
             state_dir,
-            tenants: Tenants::default(),
+            tenants: Tenants::any(),
             limits: Limits {
                 // Large batches while catching up (fewer rewrites of each
                 // vehicle's rows); live input commits as soon as it is idle.
                 batch_records: 100_000,
                 commit_interval: Duration::from_millis(1000),
                 timeout: Duration::from_secs(30),
+                max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+                fetch_queue_kbytes: DEFAULT_FETCH_QUEUE_KBYTES,
             },
             rocks: RocksConfig::default(),
             registry,
@@ -164,6 +146,16 @@ impl Config {
 struct Running {
     control: Arc<TaskControl>,
     thread: JoinHandle<Result<(), TaskError>>,
+    started: Instant,
+    /// Failures in a row before this start.
+    failures: u32,
+}
+
+/// A failed task's next start.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    next: Instant,
 }
 
 /// The group member's view: which tasks run here.
@@ -171,17 +163,20 @@ struct Group {
     env: TaskEnv,
     pings: String,
     tasks: Mutex<BTreeMap<(i32, Stage), Running>>,
+    /// Failed tasks waiting for their restart.
+    failed: Mutex<BTreeMap<(i32, Stage), Backoff>>,
 }
 
 impl Group {
     /// Starts partition `p`'s tasks of both stages.
     fn start(&self, p: i32) {
         for stage in Stage::ALL {
-            self.start_task(p, stage);
+            self.failed.lock().unwrap_or_else(|e| e.into_inner()).remove(&(p, stage));
+            self.start_task(p, stage, 0);
         }
     }
 
-    fn start_task(&self, p: i32, stage: Stage) {
+    fn start_task(&self, p: i32, stage: Stage, failures: u32) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         if tasks.contains_key(&(p, stage)) {
             return;
@@ -198,19 +193,25 @@ impl Group {
         });
         match spawned {
             Ok(thread) => {
-                tasks.insert((p, stage), Running { control, thread });
+                tasks.insert((p, stage), Running { control, thread, started: Instant::now(), failures });
             }
             Err(e) => tracing::error!(task = %name, error = %e, "cannot start task thread"),
         }
     }
 
     /// Stops partition `p`'s tasks and waits for them: each after a commit
-    /// when `lost` is false, without writing anything when it is true.
+    /// when `lost` is false, without writing anything when it is true. A
+    /// restoring task stops at its next chunk.
     fn stop(&self, p: i32, lost: bool) {
         let running: Vec<Running> = {
             let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             Stage::ALL.iter().filter_map(|s| tasks.remove(&(p, *s))).collect()
         };
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        for s in Stage::ALL {
+            failed.remove(&(p, s));
+        }
+        drop(failed);
         for r in &running {
             if lost {
                 r.control.lost.store(true, Ordering::SeqCst);
@@ -230,19 +231,33 @@ impl Group {
     }
 
     /// Restarts tasks whose thread ended on an error (they resume from
-    /// their stored state).
+    /// their stored state), each after a backoff that doubles with every
+    /// failure in a row.
     fn restart_failed(&self) {
-        let failed: Vec<(i32, Stage)> = {
-            let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-            tasks.iter().filter(|(_, r)| r.thread.is_finished()).map(|(k, _)| *k).collect()
+        let ended: Vec<((i32, Stage), Running)> = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<(i32, Stage)> =
+                tasks.iter().filter(|(_, r)| r.thread.is_finished()).map(|(k, _)| *k).collect();
+            keys.into_iter().filter_map(|k| tasks.remove(&k).map(|r| (k, r))).collect()
         };
-        for (p, stage) in failed {
-            let running = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&(p, stage));
-            if let Some(r) = running {
-                let _ = r.thread.join();
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            self.start_task(p, stage);
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, r) in ended {
+            let ran = r.started.elapsed();
+            let _ = r.thread.join();
+            let failures = if ran >= RESTART_HEALTHY { 1 } else { r.failures + 1 };
+            let wait = RESTART_BACKOFF.0.saturating_mul(1 << (failures - 1).min(16)).min(RESTART_BACKOFF.1);
+            tracing::warn!(task = %key.1.task(key.0), failures, retry_in_ms = wait.as_millis() as u64, "task ended; restarting after a backoff");
+            failed.insert(key, Backoff { failures, next: Instant::now() + wait });
+        }
+        let due: Vec<((i32, Stage), u32)> =
+            failed.iter().filter(|(_, b)| b.next <= Instant::now()).map(|(k, b)| (*k, b.failures)).collect();
+        for (key, _) in &due {
+            failed.remove(key);
+        }
+        drop(failed);
+        for ((p, stage), failures) in due {
+            self.env.metrics.task_restarts.inc();
+            self.start_task(p, stage, failures);
         }
     }
 }
@@ -307,12 +322,19 @@ pub struct TaskStatus {
     pub gate_open: bool,
     pub processed: u64,
     pub lag: i64,
+    /// What the task's merge holds, in bytes.
+    pub buffered_bytes: u64,
+    /// Inputs paused for backpressure.
+    pub paused_inputs: u64,
+    /// Changelog records restored at start, and how long that took.
+    pub restored: u64,
+    pub restore_ms: u64,
 }
 
 impl Processor {
-    /// Joins the group and runs until [`Processor::stop`]. `runtime` is used
-    /// from task threads to await produce acknowledgements.
-    pub fn start(config: Config, runtime: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
+    /// Joins the group and runs until [`Processor::stop`]. Every thread it
+    /// starts is a plain OS thread; it needs no async runtime.
+    pub fn start(config: Config) -> Result<Processor, ProcessorError> {
         config.tenants.validate()?;
         let codec = Codec::connect(config.registry.clone(), &config.catalogue, Duration::from_secs(120))
             .map_err(|e| ProcessorError::Codec(e.to_string()))?
@@ -329,19 +351,33 @@ impl Processor {
             catalogue: config.catalogue.clone(),
             codec: Arc::new(codec),
             store: Arc::new(store),
-            runtime,
             tenants: Arc::new(config.tenants.clone()),
             limits: config.limits.clone(),
             metrics,
         };
         let pings = config.catalogue.name(Topic::Pings);
-        let group = Arc::new(Group { env, pings: pings.clone(), tasks: Mutex::new(BTreeMap::new()) });
+        if !config.tenants.any_tenant {
+            let names: Vec<&str> = config.tenants.tenants.keys().map(String::as_str).collect();
+            tracing::info!(tenants = ?names, "serving the tenants of the tenants file only");
+        }
+        let group = Arc::new(Group {
+            env,
+            pings: pings.clone(),
+            tasks: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+        });
+        // The revoke callback waits for the partition's tasks to commit
+        // their batch (each produce step waits up to the timeout; a
+        // restoring task stops at its next chunk): the poll interval must
+        // cover that, or the member is evicted mid-commit.
+        let poll_interval = (config.limits.timeout * 3 + Duration::from_secs(60)).max(Duration::from_secs(300));
         let consumer: BaseConsumer<GroupContext> = crate::kafka::client::base(&config.brokers)
             .set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", poll_interval.as_millis().to_string())
             .create_with_context(GroupContext(group.clone()))?;
         consumer.subscribe(&[&pings])?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -391,8 +427,18 @@ impl Processor {
                 gate_open: r.control.gate_open.load(Ordering::Relaxed),
                 processed: r.control.processed.load(Ordering::SeqCst),
                 lag: r.control.lag.load(Ordering::SeqCst),
+                buffered_bytes: r.control.buffered_bytes.load(Ordering::Relaxed),
+                paused_inputs: r.control.paused_inputs.load(Ordering::Relaxed),
+                restored: r.control.restored.load(Ordering::Relaxed),
+                restore_ms: r.control.restore_ms.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Fault injection: holds (or releases) every stage-one task of this
+    /// process ([`fault::set_stage_one_held`]).
+    pub fn hold_stage_one(&self, held: bool) {
+        fault::set_stage_one_held(held);
     }
 
     /// Stops every task (each commits its batch) and leaves the group.
@@ -411,22 +457,5 @@ impl Drop for Processor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenants_come_from_the_deployments_toml_file_too() {
-        let path = std::env::temp_dir().join(format!("geoclock-tenants-{}.toml", std::process::id()));
-        std::fs::write(&path, "[[tenants]]\nname = \"acme\"\nsettings = { window_hours = 3 }\n").unwrap();
-        let t = Tenants::load(&path).unwrap();
-        assert_eq!(t.settings("acme").window_hours, 3.0);
-        assert_eq!(t.settings("other"), Settings::default());
-        std::fs::write(&path, "[[tenants]]\nname = \"acme\"\nsettings = { window_hours = -3 }\n").unwrap();
-        assert!(Tenants::load(&path).is_err());
-        let _ = std::fs::remove_file(&path);
     }
 }

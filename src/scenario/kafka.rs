@@ -93,7 +93,7 @@ impl Scenario {
         config.group_id = format!("{}-processor", catalogue.prefix);
         config.tenants =
             Tenants { tenants: BTreeMap::from([(self.tenant.clone(), self.settings.clone())]), ..Tenants::default() };
-        let proc = Processor::start(config, runtime.handle().clone()).map_err(|e| err("processor", e))?;
+        let proc = Processor::start(config).map_err(|e| err("processor", e))?;
         wait_idle(&proc, catalogue.partitions, opts.timeout)?;
         proc.stop().map_err(|e| err("processor stop", e))?;
 
@@ -197,7 +197,7 @@ fn read_commands(
         let seq = msg
             .headers()
             .and_then(|h| {
-                h.iter().find(|h| h.key == processor::commit::SEQ_HEADER).and_then(|h| h.value.map(<[u8]>::to_vec))
+                h.iter().find(|h| h.key == processor::batch::SEQ_HEADER).and_then(|h| h.value.map(<[u8]>::to_vec))
             })
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, i64::from_be_bytes);

@@ -16,17 +16,25 @@
 //!   big-endian. Compaction keeps the latest marker per input partition.
 //!
 //! Owners (fencing without transactions): a task that takes a partition
-//! first produces a claim marker (key = `0x00` + `claim`) and waits for its
-//! offset; that offset is its owner epoch, and every record it produces
-//! afterwards carries it in the [`OWNER_HEADER`] (8 bytes big-endian).
-//! Restore keeps the highest epoch seen so far (claims and headers; records
-//! without the header are epoch 0) and skips every record of a lower epoch:
-//! a zombie (an instance that lost the partition but has not noticed yet)
-//! may still append a batch after the new owner's claim, and that batch is
-//! never applied. Writes held when a newer claim appears are dropped with
-//! it (the cut batch's begin marker, written before the claim, still hands
-//! its plan to the new owner, which re-processes it). The epoch is stored
-//! with the restored position, so incremental restores keep skipping.
+//! first produces a claim marker (key = `0x00` + `claim/` + a random
+//! nonce: a key of its own, which no later record overwrites) and waits
+//! for its offset; that offset is its owner epoch, and every record it
+//! produces afterwards carries it in the [`OWNER_HEADER`] (8 bytes
+//! big-endian). Restore keeps the highest epoch seen so far (claims and
+//! headers; records without the header are epoch 0) and skips every record
+//! of a lower epoch: a zombie (an instance that lost the partition but has
+//! not noticed yet) may still append a batch after the new owner's claim,
+//! and that batch is never applied. Writes held when a newer epoch appears
+//! (a claim, or a record of a newer owner) are dropped with it (the cut
+//! batch's begin marker, written before the claim, still hands its plan to
+//! the new owner, which re-processes it). The epoch is stored with the
+//! restored position, so incremental restores keep skipping.
+//!
+//! Claims stay bounded without losing what they fence: a restore that has
+//! seen the whole stretch of log between a claim and the next one, with no
+//! record of an older epoch in it, reports that claim stale
+//! ([`RestoreStats::stale_claims`]) and the task tombstones it
+//! ([`retire_claims`]). Why that is safe is argued in [`crate::store`].
 //!
 //! Restoring replays a changelog partition in order from the position
 //! stored locally (the changelog's own offset, kept beside the state) to the
@@ -45,30 +53,67 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::ThreadedProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Batch, StateStore, StoreError, StoreName};
 use crate::kafka::client::{consumer_config, is_transient};
+use crate::kafka::produce::{Acks, Pending};
+
+/// The producer changelog writes go through (idempotent, with one request
+/// in flight: see the processor's task).
+pub type Producer = ThreadedProducer<Acks>;
 
 const MARKER: u8 = 0x00;
 
 /// Changelog record header: the producing owner's epoch.
 pub const OWNER_HEADER: &str = "geoclock-owner";
 
-/// The changelog key of an owner's claim.
-pub fn claim_key() -> Vec<u8> {
+/// The changelog key of an owner's claim: one key per claim, so that
+/// compaction never removes a claim on account of a later one.
+pub fn claim_key(nonce: u64) -> Vec<u8> {
     let mut k = vec![MARKER];
-    k.extend_from_slice(b"claim");
+    k.extend_from_slice(format!("claim/{nonce:016x}").as_bytes());
     k
+}
+
+/// Whether a changelog key is a claim's (this layout's, or the single
+/// `claim` key of older versions).
+pub fn is_claim(key: &[u8]) -> bool {
+    key.first() == Some(&MARKER) && key[1..].starts_with(b"claim")
+}
+
+/// A nonce no other claim has (in practice): the std hasher's random keys
+/// over the time and the process.
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    // Never 0 (no claim) nor `CLAIM_LEGACY` once stored as an i64.
+    (h.finish() >> 1) | 1
 }
 
 /// The name the highest owner epoch restored is stored under (as an offset).
 pub fn owner_name(topic: &str) -> String {
     format!("{topic}#owner")
+}
+
+/// Adds to `batch` what makes the next restore of `topic`/`partition` start
+/// from the beginning of the log (local state that is forgotten).
+pub fn reset_position(batch: &mut Batch, topic: &str, partition: i32) {
+    let (claim_at, fenced_at) = claim_names(topic);
+    for name in [topic.to_string(), claim_at, fenced_at] {
+        batch.offset(&name, partition, 0);
+    }
+    batch.offset(&owner_name(topic), partition, -1);
+}
+
+/// The names the latest claim restored (its key) and whether a record of an
+/// older epoch followed it are stored under, beside the restored position.
+fn claim_names(topic: &str) -> (String, String) {
+    (format!("{topic}#claim"), format!("{topic}#claim-fenced"))
 }
 
 /// The changelog key of an offsets marker.
@@ -115,32 +160,42 @@ pub fn records(store: StoreName, batch: &Batch) -> Vec<(Vec<u8>, Option<Vec<u8>>
 /// Produces records to one changelog partition and waits until the broker
 /// acknowledged all of them; returns the offset after the last one. The
 /// producer should be idempotent (`enable.idempotence=true`) so retries
-/// never reorder or duplicate within the partition.
-pub async fn produce(
-    producer: &FutureProducer,
+/// never reorder or duplicate within the partition. Blocking: for sync
+/// threads.
+pub fn produce(
+    producer: &Producer,
     topic: &str,
     partition: i32,
     records: &[(Vec<u8>, Option<Vec<u8>>)],
     timeout: Duration,
 ) -> Result<Option<i64>, StoreError> {
-    produce_as(producer, topic, partition, records, None, timeout).await
+    produce_as(producer, topic, partition, records, None, timeout)
 }
 
-/// Claims a changelog partition: produces the claim marker and returns its
-/// offset, the owner epoch to produce with ([`produce_as`]).
-pub async fn claim(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: i32,
-    timeout: Duration,
-) -> Result<i64, StoreError> {
-    let next = produce(producer, topic, partition, &[(claim_key(), Some(b"claim".to_vec()))], timeout).await?;
+/// Claims a changelog partition: produces a claim marker of its own key and
+/// returns its offset, the owner epoch to produce with ([`produce_as`]).
+pub fn claim(producer: &Producer, topic: &str, partition: i32, timeout: Duration) -> Result<i64, StoreError> {
+    let next = produce(producer, topic, partition, &[(claim_key(nonce()), Some(b"claim".to_vec()))], timeout)?;
     next.map(|n| n - 1).ok_or_else(|| StoreError::Changelog(format!("claim of {topic}/{partition}: no offset")))
 }
 
+/// Tombstones claims a restore found stale ([`RestoreStats::stale_claims`]),
+/// as owner `owner`; returns the offset after the last tombstone.
+pub fn retire_claims(
+    producer: &Producer,
+    topic: &str,
+    partition: i32,
+    keys: &[Vec<u8>],
+    owner: i64,
+    timeout: Duration,
+) -> Result<Option<i64>, StoreError> {
+    let tombstones: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys.iter().map(|k| (k.clone(), None)).collect();
+    produce_as(producer, topic, partition, &tombstones, Some(owner), timeout)
+}
+
 /// [`produce`], every record carrying `owner` in the [`OWNER_HEADER`].
-pub async fn produce_as(
-    producer: &FutureProducer,
+pub fn produce_as(
+    producer: &Producer,
     topic: &str,
     partition: i32,
     records: &[(Vec<u8>, Option<Vec<u8>>)],
@@ -149,40 +204,21 @@ pub async fn produce_as(
 ) -> Result<Option<i64>, StoreError> {
     let owner_bytes = owner.map(i64::to_be_bytes);
     let failed = |e: &dyn std::fmt::Display| StoreError::Changelog(format!("produce to {topic}/{partition}: {e}"));
-    // Enqueue everything first (so the producer batches it), then await the
-    // acknowledgements; a full local queue is waited out, never dropped.
-    let mut pending = Vec::with_capacity(records.len());
+    // Enqueue everything first (so the producer batches it), then wait for
+    // the acknowledgements.
+    let mut pending = Pending::default();
     let deadline = Instant::now() + timeout;
     for (key, value) in records {
-        let mut r = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).partition(partition).key(key);
+        let mut r = pending.record(topic).partition(partition).key(&key[..]);
         if let Some(v) = value {
-            r = r.payload(v);
+            r = r.payload(&v[..]);
         }
         if let Some(o) = &owner_bytes {
             r = r.headers(OwnedHeaders::new().insert(Header { key: OWNER_HEADER, value: Some(&o[..]) }));
         }
-        loop {
-            match producer.send_result(r) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
-                {
-                    r = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => return Err(failed(&e)),
-            }
-        }
+        pending.send(producer, r, deadline).map_err(|e| failed(&e))?;
     }
-    let mut last = None;
-    for p in pending {
-        let delivery = p.await.map_err(|e| failed(&e))?.map_err(|(e, _)| failed(&e))?;
-        last = Some(delivery.offset + 1);
-    }
-    Ok(last)
+    pending.wait(timeout).map_err(|e| failed(&e))
 }
 
 /// What a restore did.
@@ -195,6 +231,12 @@ pub struct RestoreStats {
     pub to: i64,
     /// The plan of a batch begun but not finished at the end of the log.
     pub incomplete: Option<Vec<u8>>,
+    /// Keys of claims this restore saw the whole stretch after (up to the
+    /// next claim) with no record of an older epoch in it: nothing needs
+    /// them any more ([`retire_claims`]).
+    pub stale_claims: Vec<Vec<u8>>,
+    /// Stopped between chunks (what was restored so far is committed).
+    pub interrupted: bool,
 }
 
 /// Which changelog partition to restore into which store.
@@ -217,7 +259,19 @@ pub struct Restore<'a> {
 pub fn restore(
     r: &Restore,
     state: &dyn StateStore,
+    progress: impl FnMut(u64, u64),
+) -> Result<RestoreStats, StoreError> {
+    restore_until(r, state, progress, || false)
+}
+
+/// [`restore`], returning early (with [`RestoreStats::interrupted`]) once
+/// `stop()` is true, checked between chunks: a restore never holds up a
+/// rebalance for longer than a chunk.
+pub fn restore_until(
+    r: &Restore,
+    state: &dyn StateStore,
     mut progress: impl FnMut(u64, u64),
+    stop: impl Fn() -> bool,
 ) -> Result<RestoreStats, StoreError> {
     let Restore { brokers, topic, partition, store, chunk, timeout } = *r;
     let kafka = |e: rdkafka::error::KafkaError| StoreError::Changelog(format!("{topic}/{partition}: {e}"));
@@ -225,9 +279,16 @@ pub fn restore(
         consumer_config(brokers, "geoclock-restore").set("enable.partition.eof", "false").create().map_err(kafka)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
     let from = state.offset(topic, partition)?.unwrap_or(low).max(low);
-    let mut stats = RestoreStats { records: 0, fenced: 0, from, to: from, incomplete: None };
+    let mut stats = RestoreStats { from, to: from, ..RestoreStats::default() };
     let owners = owner_name(topic);
-    let mut owner = state.offset(&owners, partition)?.unwrap_or(0);
+    // -1: no owner yet (a claim at offset 0 is epoch 0, records without a
+    // header are epoch 0 too).
+    let mut owner = state.offset(&owners, partition)?.unwrap_or(-1);
+    // The latest claim seen (its nonce; `CLAIM_LEGACY` for the old single
+    // key) and whether a record of an older epoch came after it.
+    let (claim_at, fenced_at) = claim_names(topic);
+    let mut latest_claim = state.offset(&claim_at, partition)?.filter(|n| *n != 0);
+    let mut fenced_since = state.offset(&fenced_at, partition)? == Some(1);
     if from >= high {
         return Ok(stats);
     }
@@ -235,7 +296,7 @@ pub fn restore(
     tpl.add_partition_offset(topic, partition, Offset::Offset(from)).map_err(kafka)?;
     consumer.assign(&tpl).map_err(kafka)?;
     let total = (high - from) as u64;
-    let (begin, claim) = (begin_key(), claim_key());
+    let begin = begin_key();
     // `batch`: writes followed by a marker, not yet committed; `held`:
     // writes not (yet) followed by one; `plan`: the latest begin marker's
     // plan when no marker followed it.
@@ -264,8 +325,14 @@ pub fn restore(
         let key = msg.key().unwrap_or_default();
         next = msg.offset() + 1;
         stats.records += 1;
-        if key == claim.as_slice() {
-            if msg.offset() > owner {
+        if is_claim(key) {
+            // A null value is the tombstone of a retired claim.
+            if msg.payload().is_some() && msg.offset() > owner {
+                if let (Some(prev), false) = (latest_claim, fenced_since) {
+                    stats.stale_claims.push(claim_key_of(prev));
+                }
+                latest_claim = Some(claim_nonce(key));
+                fenced_since = false;
                 owner = msg.offset();
                 held.clear();
             }
@@ -274,7 +341,13 @@ pub fn restore(
         let epoch = record_owner(&msg);
         if epoch < owner {
             stats.fenced += 1;
+            fenced_since = true;
             continue;
+        }
+        if epoch > owner {
+            // A newer owner's first record (its claim may be retired):
+            // writes an older owner left unfinished are dropped with it.
+            held.clear();
         }
         owner = epoch;
         if key == begin.as_slice() {
@@ -292,10 +365,18 @@ pub fn restore(
         }
         batch.offset(&t, p, n);
         batch.offset(&owners, partition, owner);
+        batch.offset(&claim_at, partition, latest_claim.unwrap_or(0));
+        batch.offset(&fenced_at, partition, i64::from(fenced_since));
         applied = next;
         if batch.writes.len() + batch.offsets.len() >= chunk {
             commit_restored(state, &mut batch, topic, partition, applied)?;
             progress((next - from) as u64, total);
+            if stop() {
+                stats.interrupted = true;
+                stats.to = applied;
+                tracing::info!(topic, partition, done = next - from, total, "changelog restore stopped");
+                return Ok(stats);
+            }
             if last_progress.elapsed() > Duration::from_secs(5) {
                 tracing::info!(topic, partition, done = next - from, total, "restoring changelog");
                 last_progress = Instant::now();
@@ -315,6 +396,25 @@ pub fn restore(
     stats.to = applied;
     tracing::info!(topic, partition, records = stats.records, from, to = applied, "changelog restored");
     Ok(stats)
+}
+
+/// Claim keys as stored beside the restored position: the nonce, or
+/// [`CLAIM_LEGACY`] for the single key of older versions.
+const CLAIM_LEGACY: i64 = i64::MIN;
+
+fn claim_nonce(key: &[u8]) -> i64 {
+    std::str::from_utf8(&key[1..])
+        .ok()
+        .and_then(|k| k.strip_prefix("claim/"))
+        .and_then(|n| u64::from_str_radix(n, 16).ok())
+        .map_or(CLAIM_LEGACY, |n| n as i64)
+}
+
+fn claim_key_of(nonce: i64) -> Vec<u8> {
+    match nonce {
+        CLAIM_LEGACY => [&[MARKER][..], b"claim"].concat(),
+        n => claim_key(n as u64),
+    }
 }
 
 /// The owner epoch a changelog record was produced with (0: none).
@@ -359,5 +459,16 @@ mod tests {
         assert_eq!(r[0].0, b"acme/1");
         assert_eq!(r[1].0[0], MARKER);
         assert_eq!(begin_record(b"plan".to_vec()).0[0], MARKER);
+    }
+
+    #[test]
+    fn claim_keys_are_their_own_and_round_trip_through_the_stored_nonce() {
+        let k = claim_key(0xdead_beef_0000_0001);
+        assert!(is_claim(&k) && is_claim(&[MARKER, b'c', b'l', b'a', b'i', b'm']));
+        assert!(!is_claim(&begin_key()) && !is_claim(b"claim/x"));
+        assert_eq!(claim_key_of(claim_nonce(&k)), k);
+        let legacy = [&[MARKER][..], b"claim"].concat();
+        assert_eq!(claim_key_of(claim_nonce(&legacy)), legacy);
+        assert_ne!(claim_key(nonce()), claim_key(nonce()), "two claims, two keys");
     }
 }

@@ -2,7 +2,7 @@
 //! backed by a compacted changelog topic.
 //!
 //! Commit protocol (what the processor relies on; the task side is in
-//! [`crate::processor::task`]):
+//! `processor::task` and `processor::commit`):
 //! 1. For an input batch, the processor first produces the batch's begin
 //!    marker to the changelog, carrying its replay plan (the order its input
 //!    records were processed in, and where every input ends), and waits for
@@ -49,10 +49,35 @@
 //! latest offsets marker: writes of a cut batch that precede later markers
 //! were re-written with the same values by the exact re-processing.
 //!
+//! Claims survive compaction. Fencing needs, for every record of an older
+//! epoch written after a claim, a record of the claim's epoch (or a newer
+//! one) before it in the restored log; the claim itself is that record.
+//! Were claims one compacted key, a later claim would erase an earlier one,
+//! and with it the only thing that fenced a zombie's records written
+//! between the two (the owner's own records in that stretch may be
+//! overwritten by later ones of the same keys): a full restore from then on
+//! (a new instance, the report replica) would apply them. So each claim has
+//! a key of its own ([`changelog::claim_key`]), which no later record
+//! overwrites. They stay bounded: a claim is tombstoned
+//! ([`changelog::retire_claims`]) only by a task whose restores saw the
+//! whole stretch from it to the next claim and found no record of an older
+//! epoch there. Records are only ever appended after the latest claim, and
+//! compaction only removes records, so that stretch never gains one later;
+//! with the claim gone, nothing in the stretch needs fencing, and records
+//! after the next claim are fenced by that one (kept, or itself retired by
+//! the same rule). A restore that meets a newer epoch in a record's header
+//! before (or without) its claim treats it as the claim: writes an older
+//! owner left unfinished are dropped there. So only the latest claim and
+//! claims that still guard a zombie's surviving records are kept.
+//!
 //! The [`StateStore`] trait is the boundary; [`rocks::RocksStore`] is the
-//! implementation (tests may use others).
+//! implementation, [`memory::MemoryStore`] the in-memory one tests (and the
+//! task core's) use. [`layout`] says which rows and positions belong to
+//! which task.
 
 pub mod changelog;
+pub mod layout;
+pub mod memory;
 pub mod rocks;
 
 /// A column family / changelog pair, by name.

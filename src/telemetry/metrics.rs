@@ -14,8 +14,10 @@
 //!   interval, so "no success for three intervals" is one expression;
 //! - gauges of something this process no longer owns (a revoked
 //!   partition's lag) are removed, not left at their last value;
-//! - every registry carries `geoclock_build_info{version}` and the
-//!   process collector (`process_cpu_seconds_total`, memory, fds).
+//! - every registry carries `geoclock_build_info{version}`, the process
+//!   collector (`process_cpu_seconds_total`, memory, fds), and the sizes of
+//!   the process's bounded stores (`geoclock_store_entries{store,kind}`:
+//!   [`store_entries`]).
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -55,7 +57,24 @@ pub fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets:
 pub const SECONDS_BUCKETS: &[f64] =
     &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0];
 
-/// A registry with `geoclock_build_info` and the process collector.
+/// The process's one store-size gauge (every registry carries it).
+fn stores() -> &'static IntGaugeVec {
+    static STORES: std::sync::OnceLock<IntGaugeVec> = std::sync::OnceLock::new();
+    STORES.get_or_init(|| {
+        let opts = Opts::new("geoclock_store_entries", "Entries held by a bounded store (each has a retention rule).");
+        IntGaugeVec::new(opts, &["store", "kind"]).unwrap_or_else(|e| panic!("geoclock_store_entries: {e}"))
+    })
+}
+
+/// Sets how many entries of one kind a bounded store of this process
+/// holds (a ledger, a task's state): `store` names the store (one per
+/// ledger file or task), `kind` the entries.
+pub fn store_entries(store: &str, kind: &str, entries: u64) {
+    stores().with_label_values(&[store, kind]).set(entries.min(i64::MAX as u64) as i64);
+}
+
+/// A registry with `geoclock_build_info`, the process collector and the
+/// store sizes.
 pub fn registry() -> Registry {
     let r = Registry::new();
     let info = registered(
@@ -65,6 +84,7 @@ pub fn registry() -> Registry {
     );
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let _ = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+    let _ = r.register(Box::new(stores().clone()));
     r
 }
 
@@ -194,5 +214,10 @@ mod tests {
         assert!(text.contains("process_cpu_seconds_total"), "{text}");
         assert!(text.contains("geoclock_test_job_interval_seconds{job=\"reconcile\",tenant=\"acme\"} 300"), "{text}");
         assert!(text.contains("geoclock_test_last_success_timestamp_seconds{job=\"reconcile\",tenant=\"acme\"}"));
+        store_entries("sink_ledger:test", "commands", 42);
+        let text = render(&r);
+        assert!(text.contains("geoclock_store_entries{kind=\"commands\",store=\"sink_ledger:test\"} 42"), "{text}");
+        let twice = render_all(&[&r, &registry()]);
+        assert_eq!(twice.matches("store=\"sink_ledger:test\"").count(), 1, "{twice}");
     }
 }

@@ -8,9 +8,9 @@ use super::validate::{
 };
 use super::value::{latlon, opt, record, s, symbol, ts, Rec, ACTIVITY, CAUSE, CLOCK_ACTION, COMMAND_KIND};
 use super::AvroRecord;
+use super::{CodecError, RecordType};
 use crate::engine::{Action, ClockCause, ClockChange, Command, FenceChange, ServiceLink};
 use crate::geo::{LatLon, Shape};
-use crate::kafka::codec::{CodecError, RecordType};
 
 /// The shape's record and its branch in the union `[Circle, Polygon]`
 /// (the command and route schemas share these records).

@@ -6,8 +6,8 @@ use apache_avro::types::Value;
 use super::validate::{check_id, check_id_str, check_lat, check_latlon, check_lon, check_tenant, check_ts};
 use super::value::{latlon, opt, record, s, symbol, ts, Rec, ACTIVITY, CLOCK_ACTION, STATUS};
 use super::AvroRecord;
+use super::{CodecError, RecordType};
 use crate::geo::LatLon;
-use crate::kafka::codec::{CodecError, RecordType};
 use crate::model::{Appointment, AppointmentStatus, ClockEvent, Driver, Job, Location, Pairing, User, Vehicle};
 
 impl AvroRecord for User {

@@ -9,8 +9,8 @@
 //!   [`pairing_key_id`] (driver, vehicle and start, escaped).
 
 use super::validate::{check_id_str, check_ts};
+use super::CodecError;
 use crate::engine::{Command, EntityRef, Event};
-use crate::kafka::codec::CodecError;
 use crate::kafka::topics::Topic;
 use crate::model::{Id, Ts};
 

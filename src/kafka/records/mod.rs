@@ -16,12 +16,15 @@
 //! - `result`: the sink result record;
 //! - `route`: the fence route and route progress records (stage one to
 //!   stage two of the processor);
+//! - `kind`: the record types and the codec error (shared with the codec,
+//!   which sits above this module);
 //! - `keys`: topics, record keys and deletes;
 //! - `wire`: Avro binary primitives.
 
 mod command;
 mod entities;
 mod keys;
+mod kind;
 mod ping;
 mod result;
 mod route;
@@ -31,12 +34,12 @@ pub(crate) mod wire;
 
 use apache_avro::types::Value;
 
-use super::codec::{CodecError, RecordType};
 use crate::engine::{Command, Event};
 use value::{opt, record, s, Rec};
 
 pub use entities::Tick;
 pub use keys::{command_key_id, delete_event, key_id, pairing_key_id, parse_pairing_key_id, topic_of};
+pub use kind::{CodecError, RecordType};
 pub use ping::{read_ping_borrowed, read_ping_datum, write_ping_datum};
 pub use result::{Outcome, SinkResult};
 pub(crate) use route::{route_progress_from, route_progress_value};

@@ -10,7 +10,7 @@ use apache_avro::types::Value;
 use super::validate::{check_id, check_lat, check_lon, check_nonneg, check_tenant, check_ts};
 use super::value::{opt, record, s, ts, Rec};
 use super::{wire, AvroRecord};
-use crate::kafka::codec::{CodecError, RecordType};
+use super::{CodecError, RecordType};
 use crate::model::{Id, Ping, Ts};
 
 fn check_ping(tenant: &str, p: &Ping) -> Result<(), CodecError> {

@@ -5,7 +5,7 @@ use apache_avro::types::Value;
 use super::validate::{check_tenant, check_ts, invalid};
 use super::value::{opt, record, s, symbol, ts, Rec};
 use super::AvroRecord;
-use crate::kafka::codec::{CodecError, RecordType};
+use super::{CodecError, RecordType};
 use crate::model::Ts;
 
 /// What a sink did with one command.

@@ -23,9 +23,9 @@ use super::command::{shape_branch, shape_from_branch};
 use super::validate::{check_id, check_tenant, check_ts, check_u32, invalid, MAX_TIME_MS};
 use super::value::{record, s, symbol, ts, value_kind, Rec, CLOCK_ACTION};
 use super::AvroRecord;
+use super::{CodecError, RecordType};
 use crate::engine::route::{Route, RouteBody, RouteWatch};
 use crate::engine::timeline::{ClockLine, Interval};
-use crate::kafka::codec::{CodecError, RecordType};
 use crate::model::{ClockAction, Ts};
 
 /// The key progress records carry on the routes topic (route records carry

@@ -15,8 +15,8 @@
 //!   [`Shape::validate`](crate::geo::Shape::validate) says). Any violation
 //!   is [`CodecError::InvalidValue`].
 
+use super::CodecError;
 use crate::geo::LatLon;
-use crate::kafka::codec::CodecError;
 use crate::kafka::topics;
 use crate::model::{Id, Ts};
 

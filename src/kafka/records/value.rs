@@ -7,8 +7,8 @@
 use apache_avro::types::Value;
 
 use super::validate::{check_id_str, check_latlon, check_tenant, check_ts};
+use super::CodecError;
 use crate::geo::LatLon;
-use crate::kafka::codec::CodecError;
 use crate::model::{Activity, ClockAction, Id, Ts};
 
 // ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! Avro binary primitives (zig-zag varints, little-endian floats), strict:
 //! no reading past the end, no over-long varints.
 
-use crate::kafka::codec::CodecError;
+use super::CodecError;
 
 pub fn put_long(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;

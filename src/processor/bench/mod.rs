@@ -1,8 +1,7 @@
-//! `geoclock bench processor`: sustained pings/s through the processor on a
-//! real broker, beside the raw consume-only rate of the same topic measured
-//! in the same run, and the latency from ping produce to command visible.
+//! `geoclock bench processor`: the processor on a real broker, measured
+//! against a bare consumer of the same topic in the same run.
 //!
-//! 1. Throughput: a generated day's entities
+//! 1. Throughput, steady state: a generated day's entities
 //!    ([`crate::scenario::generate::Day`]) are put on fresh topics and a
 //!    processor runs until both stages are idle with them, then stops (as in
 //!    production, where entities are mirrored long before the day's pings).
@@ -10,29 +9,39 @@
 //!    a bare consumer (one thread per partition, the processor's consumer
 //!    settings, no decoding: the raw rate); then the processor starts again
 //!    on its state and runs until idle. Its rate: the records the vehicle
-//!    stage takes (the pings, and a few progress records) from its first one
-//!    after every task is ready (restored, local state loaded, consuming)
-//!    and every vehicle task's gate is open (stage one has said it is caught
-//!    up since the restart), to every task idle with its last batch
-//!    committed, over that time. Restore, group join and the wait for the
-//!    appointment stage's first caught-up claim are excluded, as connecting
-//!    is from the raw rate.
+//!    stage takes from its first one after every task is ready (restored,
+//!    consuming) and every vehicle task's gate is open, to every task idle
+//!    with its last batch committed. Before its gate opens a vehicle task
+//!    holds only a small buffer (its pings pause while the gate holds them:
+//!    [`super::core`]), so the window measures processing, with all tasks
+//!    running in parallel from its start, not the draining of a backlog
+//!    buffered while a gate was shut.
 //!
 //!    Both drains are sampled as they run (records so far, every 1–2 ms).
-//!    The rate reported as sustained is over the middle of each drain,
-//!    from [`SUSTAINED`]`.0` to [`SUSTAINED`]`.1` of its records, so the
-//!    first fetches' ramp-up and the last partition's tail, which weigh on
-//!    a drain of a second or two, count against neither; the overall rate,
-//!    first record to last, is printed beside it.
-//! 2. Latency: on other fresh topics, a processor runs while the day's
+//!    The sustained rate is over the middle of each drain, from
+//!    [`SUSTAINED`]`.0` to [`SUSTAINED`]`.1` of its records; the overall
+//!    rate, first record to last, is printed beside it. CPU time of this
+//!    process per ping is measured over each drain (every thread; the
+//!    broker is not counted), and their difference is the processor's
+//!    overhead per ping.
+//! 2. Restore: the processor's local state is deleted and it starts again:
+//!    every task restores its changelog partition; rows per second, per task
+//!    and over all, and the time until every task is ready.
+//! 3. Backlog ([`backlog`], `--backlog-pings`): a `geoclock process` child
+//!    whose stage one is held while the pings are produced; its peak RSS
+//!    above its idle RSS, its drain once released, and its commands against
+//!    the pure engine's.
+//! 4. Latency: on other fresh topics, a processor runs while the day's
 //!    entities and then its pings are produced at a steady rate, each record
 //!    stamped with its produce time. Commands carry their input's record
 //!    time, so a reader of the commands topic sees, for each clock change a
 //!    ping caused, `visible − produced`.
 
+mod backlog;
+mod drain;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,31 +50,40 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Config, Processor, ProcessorError, Stage};
+use super::{Config, Processor, ProcessorError, Stage, TaskStatus};
 use crate::engine::{Action, Event};
 use crate::kafka::admin::ensure_topics;
-use crate::kafka::client::{consumer_config, unless_transient};
+use crate::kafka::client::unless_transient;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::{Catalogue, Topic};
 use crate::scenario::generate::Day;
+pub use backlog::BacklogReport;
+pub(crate) use drain::raw_consume;
+pub use drain::{Samples, SUSTAINED};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub brokers: String,
     pub partitions: i32,
     pub day: Day,
-    /// Pings per second offered in the latency run.
+    /// Pings per second offered in the latency run (0: no latency run).
     pub latency_rate: u64,
     pub state_dir: PathBuf,
     /// Print every task's records processed, every 100 ms of the
     /// throughput run (where a stall is).
     pub timeline: bool,
+    /// Pings of the backlog run (0: no backlog run).
+    pub backlog_pings: usize,
+    /// Skip the throughput and restore runs.
+    pub only_backlog: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct BenchReport {
     pub pings: usize,
+    pub vehicles: usize,
+    pub appointments: usize,
     /// Sustained rates: over the middle of each drain (see [`Samples`]).
     pub raw_pings_per_s: f64,
     pub processor_pings_per_s: f64,
@@ -76,6 +94,14 @@ pub struct BenchReport {
     /// in µs: a steadier comparison than rates on a shared machine.
     pub raw_cpu_us_per_ping: Option<f64>,
     pub processor_cpu_us_per_ping: Option<f64>,
+    /// Peak of this process's RSS during the processor's drain (MiB).
+    pub processor_peak_rss_mib: f64,
+    /// The restore run: rows restored, over the slowest task's time, and
+    /// the time until every task was ready.
+    pub restore_rows: u64,
+    pub restore_rows_per_s: f64,
+    pub restore_ready_s: f64,
+    pub backlog: Option<BacklogReport>,
     pub latency_samples: usize,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -84,67 +110,56 @@ pub struct BenchReport {
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "pings                      {}", self.pings)?;
+        writeln!(
+            f,
+            "day                        {} vehicles, {} appointments, {} pings",
+            self.vehicles, self.appointments, self.pings
+        )?;
         let pct = |x: f64, of: f64| 100.0 * x / of.max(1.0);
-        writeln!(
-            f,
-            "raw consume (same topic)   {:.0} pings/s sustained ({:.0}–{:.0}% of the drain), {:.0} overall",
-            self.raw_pings_per_s,
-            100.0 * SUSTAINED.0,
-            100.0 * SUSTAINED.1,
-            self.raw_overall_pings_per_s
-        )?;
-        writeln!(
-            f,
-            "processor                  {:.0} pings/s sustained ({:.0}% of raw), {:.0} overall ({:.0}%)",
-            self.processor_pings_per_s,
-            pct(self.processor_pings_per_s, self.raw_pings_per_s),
-            self.processor_overall_pings_per_s,
-            pct(self.processor_overall_pings_per_s, self.raw_overall_pings_per_s)
-        )?;
+        if self.raw_pings_per_s > 0.0 {
+            writeln!(
+                f,
+                "raw consume (same topic)   {:.0} pings/s sustained ({:.0}–{:.0}% of the drain), {:.0} overall",
+                self.raw_pings_per_s,
+                100.0 * SUSTAINED.0,
+                100.0 * SUSTAINED.1,
+                self.raw_overall_pings_per_s
+            )?;
+            writeln!(
+                f,
+                "processor                  {:.0} pings/s sustained ({:.0}% of raw), {:.0} overall ({:.0}%), peak RSS {:.0} MiB",
+                self.processor_pings_per_s,
+                pct(self.processor_pings_per_s, self.raw_pings_per_s),
+                self.processor_overall_pings_per_s,
+                pct(self.processor_overall_pings_per_s, self.raw_overall_pings_per_s),
+                self.processor_peak_rss_mib
+            )?;
+        }
         if let (Some(raw), Some(proc)) = (self.raw_cpu_us_per_ping, self.processor_cpu_us_per_ping) {
-            writeln!(f, "CPU per ping (this process) raw {raw:.2} µs, processor {proc:.2} µs")?;
+            writeln!(
+                f,
+                "CPU per ping (this process) raw {raw:.2} µs, processor {proc:.2} µs: overhead {:.2} µs",
+                proc - raw
+            )?;
         }
-        write!(
-            f,
-            "ping produce → command     p50 {:.1} ms, p99 {:.1} ms ({} clock commands at {} pings/s offered)",
-            self.latency_p50_ms, self.latency_p99_ms, self.latency_samples, self.latency_rate
-        )
-    }
-}
-
-/// The part of a drain a sustained rate is taken over: from this fraction
-/// of its records to that one (ramp-up and tail left out of both drains
-/// alike).
-pub const SUSTAINED: (f64, f64) = (0.1, 0.9);
-
-/// A drain's progress sampled as it runs: (seconds since a fixed start,
-/// records taken so far), in time order, counts never decreasing.
-#[derive(Debug, Default)]
-pub struct Samples(Vec<(f64, u64)>);
-
-impl Samples {
-    pub fn push(&mut self, at: Duration, records: u64) {
-        self.0.push((at.as_secs_f64(), records));
-    }
-
-    /// When the count reached `n`, interpolated between the samples around
-    /// it; `None` if it never did.
-    fn time_of(&self, n: f64) -> Option<f64> {
-        let i = self.0.iter().position(|&(_, c)| c as f64 >= n)?;
-        let (t1, c1) = self.0[i];
-        let Some(&(t0, c0)) = i.checked_sub(1).map(|j| &self.0[j]) else { return Some(t1) };
-        Some(t0 + (t1 - t0) * (n - c0 as f64) / (c1 - c0) as f64)
-    }
-
-    /// Records per second between [`SUSTAINED`]'s fractions of `total`
-    /// (0 when the samples cannot tell).
-    pub fn sustained(&self, total: u64) -> f64 {
-        let (a, b) = (total as f64 * SUSTAINED.0, total as f64 * SUSTAINED.1);
-        match (self.time_of(a), self.time_of(b)) {
-            (Some(ta), Some(tb)) if tb > ta => (b - a) / (tb - ta),
-            _ => 0.0,
+        if self.restore_rows > 0 {
+            writeln!(
+                f,
+                "restore                    {} rows at {:.0} rows/s (slowest task), every task ready in {:.2} s",
+                self.restore_rows, self.restore_rows_per_s, self.restore_ready_s
+            )?;
         }
+        if let Some(b) = &self.backlog {
+            writeln!(f, "{b}")?;
+        }
+        if self.latency_samples > 0 {
+            write!(
+                f,
+                "ping produce → command     p50 {:.1} ms, p99 {:.1} ms ({} clock commands at {} pings/s offered)",
+                self.latency_p50_ms, self.latency_p99_ms, self.latency_samples, self.latency_rate
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -152,16 +167,28 @@ fn e(what: &str, err: impl std::fmt::Display) -> ProcessorError {
     ProcessorError::Codec(format!("bench {what}: {err}"))
 }
 
-/// User + system CPU seconds of this process so far (Linux `/proc`, whose
+/// User + system CPU seconds of a process so far (Linux `/proc`, whose
 /// clock ticks are always 1/100 s); `None` elsewhere.
-pub fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields of the line.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+pub fn cpu_seconds() -> Option<f64> {
+    cpu_seconds_of("self")
+}
+
+/// Resident memory of a process, in MiB (`/proc/PID/status`).
+fn rss_mib(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn per_ping_us(from: Option<f64>, to: Option<f64>, pings: usize) -> Option<f64> {
@@ -188,59 +215,139 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
         .enable_all()
         .build()
         .map_err(|x| e("runtime", x))?;
+    let mut report = BenchReport {
+        latency_rate: opts.latency_rate,
+        vehicles: opts.day.techs,
+        appointments: opts.day.techs * opts.day.appointments_per_tech,
+        ..BenchReport::default()
+    };
+    if !opts.only_backlog {
+        throughput_and_restore(opts, &runtime, &mut report)?;
+    }
+    if opts.backlog_pings > 0 {
+        report.backlog = Some(backlog::run(opts, &runtime)?);
+    }
+    if opts.latency_rate > 0 {
+        latency(opts, &runtime, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn throughput_and_restore(
+    opts: &BenchOptions,
+    runtime: &tokio::runtime::Runtime,
+    report: &mut BenchReport,
+) -> Result<(), ProcessorError> {
     let events = opts.day.events();
     let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
-    let mut report = BenchReport { pings, latency_rate: opts.latency_rate, ..BenchReport::default() };
-
-    // 1. Throughput. The entities first, and a processor caught up with
-    // them and stopped, as in production (where they are mirrored long
-    // before the day's pings).
+    report.pings = pings;
+    // The entities first, and a processor caught up with them and stopped,
+    // as in production (where they are mirrored long before the day's
+    // pings).
     let split = entity_count(&events);
-    let catalogue = fresh(&runtime, opts, "tput")?;
+    let catalogue = fresh(runtime, opts, "tput")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     let dir = opts.state_dir.join("tput");
     let _ = std::fs::remove_dir_all(&dir);
-    produce(&runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
-    let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
+    tracing::info!(entities = split, "bench: producing the entities");
+    produce(runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
+    let proc = Processor::start(config(opts, &catalogue, dir.clone()))?;
     wait_settled(&proc, opts.partitions)?;
     proc.stop()?;
     // Then the pings, drained by a bare consumer, then by the processor.
     tracing::info!(pings, "bench: entities settled; producing the pings");
-    produce(&runtime, &opts.brokers, &catalogue, &codec, &events[split..], None)?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, &events[split..], None)?;
+    drop(events);
+    let queue = Config::new(&opts.brokers, catalogue.clone(), dir.clone(), Arc::new(FileRegistry::in_memory()))
+        .limits
+        .fetch_queue_kbytes;
     let cpu_before = cpu_seconds();
-    let (drained, span, samples) = raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions)?;
+    let (drained, span, samples) =
+        drain::raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions, queue)?;
     report.raw_overall_pings_per_s = drained as f64 / span.as_secs_f64().max(1e-9);
     report.raw_pings_per_s = samples.sustained(drained);
+    report.raw_cpu_us_per_ping = per_ping_us(cpu_before, cpu_seconds(), drained as usize);
     tracing::info!(
         pings = drained,
         rate = report.raw_pings_per_s as u64,
         "bench: raw drain done; restarting the processor"
     );
-    report.raw_cpu_us_per_ping = per_ping_us(cpu_before, cpu_seconds(), drained as usize);
-    let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
-    // The records the vehicle stage takes (the pings, and a few progress
-    // records) from its first one after every task is ready and every
-    // vehicle task's gate is open (restore, loading local state, group join
-    // and the appointment stage's first caught-up claim are excluded, as
-    // connecting is from the raw rate) to all idle, which includes
-    // committing the last batch.
+    let proc = Processor::start(config(opts, &catalogue, dir.clone()))?;
+    let (taken, elapsed, samples, cpu, peak) = processor_drain(&proc, opts)?;
+    report.processor_overall_pings_per_s = taken as f64 / elapsed.as_secs_f64().max(1e-9);
+    report.processor_pings_per_s = samples.sustained(taken);
+    report.processor_cpu_us_per_ping = cpu.map(|c| c * 1e6 / taken.max(1) as f64);
+    report.processor_peak_rss_mib = peak;
+    let m = proc.metrics();
+    eprintln!(
+        "throughput run: {taken} of {pings} pings taken after every task was ready, {:.2} s, {} batches, {:.2} s committing (summed over tasks)",
+        elapsed.as_secs_f64(),
+        m.batches.get(),
+        m.commit_seconds.sum_seconds()
+    );
+    proc.stop()?;
+
+    // 2. Restore: the same state, local copy gone.
+    let _ = std::fs::remove_dir_all(&dir);
+    let started = Instant::now();
+    let proc = Processor::start(config(opts, &catalogue, dir.clone()))?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let st = loop {
+        let st = proc.status();
+        if every_task(&st, opts.partitions, |s| s.ready) {
+            break st;
+        }
+        if Instant::now() > deadline {
+            return Err(e("restore", "tasks not ready within 30 min"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    report.restore_ready_s = started.elapsed().as_secs_f64();
+    report.restore_rows = st.iter().map(|s| s.restored).sum();
+    let slowest = st.iter().map(|s| s.restore_ms).max().unwrap_or(0);
+    report.restore_rows_per_s = report.restore_rows as f64 / (slowest as f64 / 1e3).max(1e-3);
+    for s in &st {
+        eprintln!(
+            "restore: task {} {} rows in {} ms ({:.0} rows/s)",
+            s.stage.task(s.partition),
+            s.restored,
+            s.restore_ms,
+            s.restored as f64 / (s.restore_ms as f64 / 1e3).max(1e-3)
+        );
+    }
+    proc.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Runs the restarted processor until every task is idle; returns the
+/// vehicle stage's records in its window, the window, its samples, the CPU
+/// seconds of this process over it and the peak RSS.
+fn processor_drain(
+    proc: &Processor,
+    opts: &BenchOptions,
+) -> Result<(u64, Duration, Samples, Option<f64>, f64), ProcessorError> {
     let mut first: Option<Instant> = None;
     let mut cpu_first = None;
     let started = Instant::now();
     let mut samples = Samples::default();
     // The vehicle stage's records when every task was ready, gates open.
     let mut ready_at: Option<u64> = None;
-    let vehicle_records = |st: &[super::TaskStatus]| -> u64 {
-        st.iter().filter(|s| s.stage == Stage::Vehicles).map(|s| s.processed).sum()
-    };
+    let vehicle_records =
+        |st: &[TaskStatus]| -> u64 { st.iter().filter(|s| s.stage == Stage::Vehicles).map(|s| s.processed).sum() };
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut last_line = Instant::now();
-    let taken;
+    let mut peak: f64 = 0.0;
+    let mut last_rss = Instant::now();
     loop {
         let st = proc.status();
         if opts.timeline && last_line.elapsed() >= Duration::from_millis(100) {
             eprintln!("timeline {:>6} ms  {}", first.map_or(0, |f| f.elapsed().as_millis()), timeline(&st));
             last_line = Instant::now();
+        }
+        if last_rss.elapsed() >= Duration::from_millis(50) {
+            peak = peak.max(rss_mib("self").unwrap_or(0.0));
+            last_rss = Instant::now();
         }
         if ready_at.is_none() && every_task(&st, opts.partitions, |s| s.ready && s.gate_open) {
             ready_at = Some(vehicle_records(&st));
@@ -253,40 +360,34 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
             samples.push(started.elapsed(), vehicle_records(&st) - before);
         }
         // The appointment stage may have nothing new to take.
-        let done = |s: &super::TaskStatus| s.idle && (s.processed > 0 || s.stage == Stage::Appointments);
+        let done = |s: &TaskStatus| s.idle && (s.processed > 0 || s.stage == Stage::Appointments);
         if first.is_some() && every_task(&st, opts.partitions, done) {
-            taken = vehicle_records(&st) - ready_at.unwrap_or(0);
-            break;
+            let taken = vehicle_records(&st) - ready_at.unwrap_or(0);
+            let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
+            let cpu = cpu_seconds().zip(cpu_first).map(|(b, a)| b - a);
+            return Ok((taken, elapsed, samples, cpu, peak));
         }
         if Instant::now() > deadline {
             return Err(e("throughput", "processor not idle within 30 min"));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
-    report.processor_overall_pings_per_s = taken as f64 / elapsed.as_secs_f64().max(1e-9);
-    report.processor_pings_per_s = samples.sustained(taken);
-    report.processor_cpu_us_per_ping = per_ping_us(cpu_first, cpu_seconds(), taken as usize);
-    let m = proc.metrics();
-    eprintln!(
-        "throughput run: {taken} of {pings} pings taken after every task was ready, {:.2} s, {} batches, {:.2} s committing (summed over tasks)",
-        elapsed.as_secs_f64(),
-        m.batches.get(),
-        m.commit_seconds.sum_seconds()
-    );
-    proc.stop()?;
-    let _ = std::fs::remove_dir_all(&dir);
+}
 
-    // 2. Latency, over the day at its usual density (a ping per vehicle
-    // every 2 min at most): a denser day only lengthens the run.
-    drop(events);
+fn latency(
+    opts: &BenchOptions,
+    runtime: &tokio::runtime::Runtime,
+    report: &mut BenchReport,
+) -> Result<(), ProcessorError> {
+    // Over the day at its usual density (a ping per vehicle every 2 min at
+    // most): a denser day only lengthens the run.
     let events = Day { ping_every_s: opts.day.ping_every_s.max(LATENCY_PING_EVERY_S), ..opts.day.clone() }.events();
     let split = entity_count(&events);
-    let catalogue = fresh(&runtime, opts, "lat")?;
+    let catalogue = fresh(runtime, opts, "lat")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     let dir = opts.state_dir.join("lat");
     let _ = std::fs::remove_dir_all(&dir);
-    let proc = Processor::start(config(opts, &catalogue, dir.clone()), runtime.handle().clone())?;
+    let proc = Processor::start(config(opts, &catalogue, dir.clone()))?;
     while proc.status().len() < 2 * opts.partitions as usize {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -296,9 +397,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     };
     // Entities first, and the processor caught up with them, as in
     // production (where they are mirrored long before the day's pings).
-    produce(&runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
     wait_settled(&proc, opts.partitions)?;
-    produce(&runtime, &opts.brokers, &catalogue, &codec, &events[split..], Some(opts.latency_rate))?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, &events[split..], Some(opts.latency_rate))?;
     let mut lat = reader.join().map_err(|_| e("latency", "reader panicked"))??;
     proc.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -307,25 +408,25 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, ProcessorError> {
     let pct = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
     report.latency_p50_ms = pct(0.50);
     report.latency_p99_ms = pct(0.99);
-    Ok(report)
+    Ok(())
 }
 
 /// Every task of both stages is up and passes `test`.
-fn every_task(tasks: &[super::TaskStatus], partitions: i32, test: impl Fn(&super::TaskStatus) -> bool) -> bool {
+fn every_task(tasks: &[TaskStatus], partitions: i32, test: impl Fn(&TaskStatus) -> bool) -> bool {
     tasks.len() == 2 * partitions as usize && tasks.iter().all(test)
 }
 
 /// Waits until every task of both stages has taken records and all have
 /// been idle for half a second (the appointment stage's routes applied).
 pub(crate) fn wait_settled(proc: &Processor, partitions: i32) -> Result<(), ProcessorError> {
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(3600);
     let mut since: Option<Instant> = None;
     while since.is_none_or(|s| s.elapsed() < Duration::from_millis(500)) {
         let st = proc.status();
         let settled = every_task(&st, partitions, |s| s.idle && s.processed > 0);
         since = if settled { since.or(Some(Instant::now())) } else { None };
         if Instant::now() > deadline {
-            return Err(e("entities", "processor not idle within 10 min"));
+            return Err(e("entities", "processor not idle within an hour"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -333,14 +434,16 @@ pub(crate) fn wait_settled(proc: &Processor, partitions: i32) -> Result<(), Proc
 }
 
 /// Records processed per task (`a` marks the appointment stage, `*` an
-/// idle task, `!` a vehicle task whose gate is shut): `a0:34616* 0:200000 …`.
-fn timeline(tasks: &[super::TaskStatus]) -> String {
+/// idle task, `!` a vehicle task whose gate is shut, `p` one with paused
+/// inputs): `a0:34616* 0:200000 …`.
+fn timeline(tasks: &[TaskStatus]) -> String {
     let mut line = String::new();
     for s in tasks {
         let stage = if s.stage == Stage::Appointments { "a" } else { "" };
         let idle = if s.idle { "*" } else { "" };
         let shut = if s.gate_open { "" } else { "!" };
-        line.push_str(&format!("{stage}{}:{}{idle}{shut} ", s.partition, s.processed));
+        let paused = if s.paused_inputs > 0 { "p" } else { "" };
+        line.push_str(&format!("{stage}{}:{}{idle}{shut}{paused} ", s.partition, s.processed));
     }
     line
 }
@@ -351,11 +454,7 @@ pub(crate) fn config(opts: &BenchOptions, catalogue: &Catalogue, dir: PathBuf) -
     c
 }
 
-pub(crate) fn fresh(
-    runtime: &tokio::runtime::Runtime,
-    opts: &BenchOptions,
-    what: &str,
-) -> Result<Catalogue, ProcessorError> {
+pub(crate) fn fresh(runtime: &tokio::runtime::Runtime, opts: &BenchOptions, what: &str) -> Result<Catalogue, ProcessorError> {
     let catalogue = Catalogue {
         prefix: format!("bench-{what}-{}-{}", std::process::id(), now_ms()),
         partitions: opts.partitions,
@@ -422,78 +521,6 @@ pub(crate) fn produce(
     })
 }
 
-/// A thread's count of records read, alone on its cache line (written on
-/// every record, read by the sampler).
-#[repr(align(64))]
-#[derive(Default)]
-struct Counter(AtomicU64);
-
-/// Drains every partition of `topic` with one bare consumer per partition;
-/// returns the records read, the time from the first record to the last
-/// (connection set-up excluded, as the processor's group join is), and the
-/// drain's progress sampled every millisecond.
-pub(crate) fn raw_consume(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-) -> Result<(u64, Duration, Samples), ProcessorError> {
-    let first: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
-    let counters: Vec<Arc<Counter>> = (0..partitions).map(|_| Arc::default()).collect();
-    let handles: Vec<_> = (0..partitions)
-        .map(|p| {
-            let (brokers, topic, first) = (brokers.to_string(), topic.to_string(), first.clone());
-            let counter = counters[p as usize].clone();
-            std::thread::spawn(move || -> Result<u64, ProcessorError> {
-                // The processor's consumer settings: the same fetching.
-                let c: BaseConsumer = consumer_config(&brokers, "bench-raw")
-                    .set("fetch.wait.max.ms", "50")
-                    .create()
-                    .map_err(|x| e("consumer", x))?;
-                let (low, high) = c.fetch_watermarks(&topic, p, T).map_err(|x| e("watermarks", x))?;
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&topic, p, Offset::Offset(low)).map_err(|x| e("assign", x))?;
-                c.assign(&tpl).map_err(|x| e("assign", x))?;
-                let mut n = 0u64;
-                let mut next = low;
-                while next < high {
-                    let polled = c.poll(Duration::from_secs(10)).map(|r| unless_transient(r, "bench raw reader"));
-                    match polled {
-                        Some(Ok(Some(m))) => {
-                            if n == 0 {
-                                let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
-                                f.get_or_insert_with(Instant::now);
-                            }
-                            n += 1;
-                            counter.0.store(n, Ordering::Relaxed);
-                            next = m.offset() + 1;
-                        }
-                        Some(Ok(None)) => {}
-                        Some(Err(x)) => return Err(e("consume", x)),
-                        None => return Err(e("consume", "stalled")),
-                    }
-                }
-                Ok(n)
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let mut samples = Samples::default();
-    loop {
-        let finished = handles.iter().all(|h| h.is_finished());
-        samples.push(started.elapsed(), counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum());
-        if finished {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let mut total = 0;
-    for h in handles {
-        total += h.join().map_err(|_| e("consume", "thread panicked"))??;
-    }
-    let span = first.lock().unwrap_or_else(|e| e.into_inner()).map_or(Duration::ZERO, |f| f.elapsed());
-    Ok((total, span, samples))
-}
-
 /// Reads clock commands as they appear until `quiet` passes without one;
 /// returns `visible − input record time` in milliseconds for each.
 fn command_latencies(brokers: &str, catalogue: &Catalogue, quiet: Duration) -> Result<Vec<f64>, ProcessorError> {
@@ -536,46 +563,4 @@ fn command_latencies(brokers: &str, catalogue: &Catalogue, quiet: Duration) -> R
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn samples(points: &[(f64, u64)]) -> Samples {
-        let mut s = Samples::default();
-        for &(t, n) in points {
-            s.push(Duration::from_secs_f64(t), n);
-        }
-        s
-    }
-
-    #[test]
-    fn a_steady_drain_sustains_its_rate() {
-        // 1 000 records/s, sampled every 10 ms.
-        let s = samples(&(0..=100).map(|i| (i as f64 / 100.0, i * 10)).collect::<Vec<_>>());
-        assert!((s.sustained(1000) - 1000.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn ramp_up_and_tail_are_left_out() {
-        // A slow first 5% and last 5%, 1 000/s in between.
-        let s = samples(&[(0.0, 0), (1.0, 50), (1.9, 950), (3.0, 1000)]);
-        assert!((s.sustained(1000) - 1000.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn counts_between_samples_are_interpolated() {
-        // Batches of 500 land at 1 s and 2 s.
-        let s = samples(&[(0.0, 0), (1.0, 500), (2.0, 1000)]);
-        // 10% (100) at 0.2 s, 90% (900) at 1.8 s.
-        assert!((s.sustained(1000) - 800.0 / 1.6).abs() < 1e-6);
-    }
-
-    #[test]
-    fn a_drain_that_never_got_there_has_no_rate() {
-        assert_eq!(samples(&[(0.0, 0), (1.0, 10)]).sustained(1000), 0.0);
-        assert_eq!(Samples::default().sustained(1000), 0.0);
-        assert_eq!(samples(&[(0.5, 1000)]).sustained(1000), 0.0);
-    }
 }
