@@ -101,7 +101,7 @@ impl Tenants {
             return Ok(Tenants { default: Settings::default(), tenants });
         }
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let t: Tenants = serde_yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let t: Tenants = crate::config::yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         t.validate()?;
         Ok(t)
     }
