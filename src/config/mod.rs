@@ -8,4 +8,5 @@
 
 pub mod secret;
 pub mod tenants;
+pub mod webhook;
 pub mod yaml;
