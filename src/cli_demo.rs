@@ -61,7 +61,8 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         };
         println!("geoclock demo: {} technicians, {}x time", opts.technicians, opts.speed);
         println!("  broker         {broker}");
-        println!("  report         {}?token={}   (also &format=csv, &format=json)", e.report, e.report_token);
+        println!("  report         {}   (a signed link; also &format=csv, &format=json)", e.report_link);
+        println!("                 or: curl -H 'Authorization: Bearer {}' '{}?format=csv'", e.report_token, e.report);
         println!("  metrics        {}", e.metrics);
         println!("  mailbox        {}", e.mailbox);
         println!("  servicetrade   {}/admin/state", e.servicetrade);

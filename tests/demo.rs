@@ -79,8 +79,17 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
     // is an arrival row, with its evidence.
     let token = ep["report_token"].as_str().unwrap();
     let base = ep["report"].as_str().unwrap();
-    let rows_json =
-        get_json(&format!("{base}?format=json&token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]));
+    let day = &last["sim_time"].as_str().unwrap()[..10];
+    let rows_json: Value = serde_json::from_str(
+        &ureq::get(&format!("{base}?format=json&day={day}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("GET with the token in a header")
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .expect("JSON");
     let rows =
         rows_json.as_array().cloned().unwrap_or_else(|| rows_json["rows"].as_array().cloned().unwrap_or_default());
     assert!(!rows.is_empty(), "report rows: {rows_json}");
@@ -95,7 +104,9 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
         assert!(row["arrival"]["distance_m"].is_number(), "arrival evidence in {row}");
         assert!(row["onsite_clock_in"].is_string());
     }
-    let page = format!("{base}?token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]);
+    // The printed signed link opens the day's HTML report (no token in it).
+    let page = ep["report_link"].as_str().unwrap().to_string();
+    assert!(page.contains(&format!("day={day}")) && !page.contains(token), "{page}");
     let html = get(&page);
     assert!(html.contains("<table"), "HTML report");
     // In a real browser: the page loads, its sorting script runs, every row is there.
@@ -108,12 +119,12 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
     assert!(dom.contains("data-sortable=\"ready\""), "the page's script ran in the browser: {dom}");
     assert_eq!(dom.matches("<tr").count(), rows.len() + 1, "header and one row per report line");
     assert_eq!(
-        ureq::get(&format!("{base}?format=json")).call().map(|_| 200).unwrap_or_else(|e| match e {
+        ureq::get(&format!("{base}?format=json&token={token}")).call().map(|_| 200).unwrap_or_else(|e| match e {
             ureq::Error::StatusCode(s) => s,
             _ => 0,
         }),
         401,
-        "the report needs the token"
+        "the report takes no token in its URL"
     );
 
     let metrics = get(ep["metrics"].as_str().unwrap());

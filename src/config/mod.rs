@@ -6,6 +6,7 @@
 //! Connectors, sinks, the processor and the report server read the same
 //! tenants file; nothing here talks to a vendor or a broker.
 
+pub mod link;
 pub mod secret;
 pub mod tenants;
 pub mod webhook;

@@ -14,6 +14,7 @@
 //! Only `replica` and `serve` do I/O; everything they show is computed by
 //! the pure modules, so a scenario's report and the served report agree.
 
+pub mod access;
 pub mod join;
 pub mod render;
 pub mod replica;

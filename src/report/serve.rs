@@ -7,36 +7,38 @@
 //!   `GET /metrics` (`geoclock_report_requests_total{format,status}`,
 //!   `geoclock_report_replica_ready`).
 //!
-//! Access, checked in this order before anything else is looked at: a
-//! tenant not in the tenants file → 404 (the answer names no tenant); a
-//! tenant without `email.report_token` → 403 (its report is disabled); no
-//! token or a wrong one → 401. The token is `Authorization: Bearer TOKEN`
-//! or `?token=TOKEN`; both are compared through their SHA-256 digests, in
-//! time independent of where they differ and of their lengths. Tokens
-//! never reach logs, metrics or error texts; report answers are not cached
-//! (`Cache-Control: no-store`) and send no referrer (a `?token=` URL must
-//! not leak to ServiceTrade through the quick links).
+//! Access is [`super::access`]'s one check, before anything else is looked
+//! at: the token as `Authorization: Bearer TOKEN`, or a short-lived signed
+//! link for the day asked for (`?day=D&expires=…&sig=…`, scope
+//! `report:D`); one uniform 401 for every refusal, 429 for an address with
+//! too many recent failures. Tokens never reach logs, metrics or error
+//! texts; report answers are not cached (`Cache-Control: no-store`) and
+//! send no referrer (a signed link must not leak to ServiceTrade through
+//! the quick links).
 //!
 //! Until the replica has caught up once the report answers 503 with
 //! `Retry-After` rather than a partial report. Building a report reads
 //! RocksDB, so it runs on the blocking pool.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::NaiveDate;
 use prometheus::{IntCounterVec, IntGauge, Registry};
-use sha2::{Digest, Sha256};
 
+use super::access::{plain, refusal, Access, Format};
 use super::join::join;
 use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
 use super::replica::{Replica, ReplicaError};
+use crate::config::link;
 use crate::config::tenants::Tenant;
 use crate::connect::metrics::{counter, render_registry};
 use crate::http::server::{serve, Running};
@@ -71,6 +73,7 @@ pub struct Options {
 struct App {
     replica: Replica,
     tenants: HashMap<String, Tenant>,
+    access: Access,
     registry: Registry,
     requests: IntCounterVec,
     ready: IntGauge,
@@ -141,6 +144,7 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
     let app = Arc::new(App {
         replica,
         tenants: tenants.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        access: Access::default(),
         registry,
         requests,
         ready,
@@ -170,72 +174,15 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// The report formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Html,
-    Csv,
-    Json,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "html" => Some(Format::Html),
-            "csv" => Some(Format::Csv),
-            "json" => Some(Format::Json),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Html => "html",
-            Format::Csv => "csv",
-            Format::Json => "json",
-        }
-    }
-}
-
-/// The tenant a `/report/{segment}` names, and the format its suffix asks
-/// for: `acme` or `acme.csv` (a tenant named `acme.csv` wins over the
-/// suffix).
-pub fn resolve_tenant<'a, T>(tenants: &'a HashMap<String, T>, segment: &str) -> Option<(&'a T, Option<Format>)> {
-    if let Some(t) = tenants.get(segment) {
-        return Some((t, None));
-    }
-    let (stem, suffix) = segment.rsplit_once('.')?;
-    Some((tenants.get(stem)?, Some(Format::parse(suffix)?)))
-}
-
-/// The token a request presents: the `Authorization: Bearer` header, else
-/// the `token` query parameter.
-pub fn presented_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    bearer.or(query.get("token").map(String::as_str)).filter(|t| !t.is_empty())
-}
-
-/// Compares two tokens in time independent of their contents and lengths.
-pub fn token_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-store")], text).into_response()
-}
-
 async fn report(
     State(app): State<Arc<App>>,
     Path(segment): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
     let asked = q.get("format").map(String::as_str);
-    let (response, format) = answer(&app, &segment, &q, &headers).await;
+    let (response, format) = answer(&app, &segment, &q, &headers, client).await;
     let label = format.map(Format::as_str).or(asked.and_then(Format::parse).map(Format::as_str)).unwrap_or("other");
     let status = response.status();
     app.requests.with_label_values(&[label, status.as_str()]).inc();
@@ -249,18 +196,15 @@ async fn answer(
     segment: &str,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
+    client: SocketAddr,
 ) -> (Response, Option<Format>) {
-    let Some((tenant, suffix)) = resolve_tenant(&app.tenants, segment) else {
-        return (plain(StatusCode::NOT_FOUND, "no such report\n"), None);
+    let scope = link::report_scope(q.get("day").map_or("", String::as_str));
+    let now_s = chrono::Utc::now().timestamp();
+    let checked = app.access.authorize(&app.tenants, segment, &scope, headers, q, client.ip(), Instant::now(), now_s);
+    let (tenant, suffix) = match checked {
+        Ok(t) => t,
+        Err((refused, suffix)) => return (refusal(refused), suffix),
     };
-    let Some(expected) = tenant.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
-        return (plain(StatusCode::FORBIDDEN, "report disabled for this tenant\n"), suffix);
-    };
-    if !presented_token(headers, q).is_some_and(|given| token_matches(given, expected.expose())) {
-        let mut r = plain(StatusCode::UNAUTHORIZED, "a valid report token is required\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"geoclock-report\""));
-        return (r, suffix);
-    }
     let format = match (suffix, q.get("format").map(String::as_str)) {
         (s, None) => s.unwrap_or(Format::Html),
         (None, Some(f)) => match Format::parse(f) {
@@ -335,44 +279,4 @@ fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<R
             (common, [(header::CONTENT_TYPE, "application/json".to_string())], json(&lines)).into_response()
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenants_resolve_with_or_without_a_format_suffix() {
-        let tenants: HashMap<String, u8> = HashMap::from([("acme".into(), 1), ("odd.csv".into(), 2)]);
-        assert_eq!(resolve_tenant(&tenants, "acme"), Some((&1, None)));
-        assert_eq!(resolve_tenant(&tenants, "acme.csv"), Some((&1, Some(Format::Csv))));
-        assert_eq!(resolve_tenant(&tenants, "acme.json"), Some((&1, Some(Format::Json))));
-        assert_eq!(resolve_tenant(&tenants, "odd.csv"), Some((&2, None)), "a tenant's own name wins");
-        assert_eq!(resolve_tenant(&tenants, "acme.pdf"), None);
-        assert_eq!(resolve_tenant(&tenants, "nobody"), None);
-        assert_eq!(resolve_tenant(&tenants, ""), None);
-    }
-
-    #[test]
-    fn tokens_come_from_the_bearer_header_or_the_query() {
-        let mut h = HeaderMap::new();
-        let mut q = HashMap::new();
-        assert_eq!(presented_token(&h, &q), None);
-        q.insert("token".to_string(), "from-query".to_string());
-        assert_eq!(presented_token(&h, &q), Some("from-query"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  from-header "));
-        assert_eq!(presented_token(&h, &q), Some("from-header"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
-        assert_eq!(presented_token(&h, &q), Some("from-query"), "other schemes are not tokens");
-        q.insert("token".to_string(), String::new());
-        assert_eq!(presented_token(&h, &q), None, "an empty token is none");
-    }
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(token_matches("s3cret", "s3cret"));
-        assert!(!token_matches("s3cre", "s3cret"));
-        assert!(!token_matches("s3creT", "s3cret"));
-        assert!(!token_matches("", "s3cret"));
-    }
 }
