@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what geoclock's tests need, once, into a cache outside the clone:
 # the Debian packages its -sys crates build against, a headless browser
-# (chromium: the report page is checked in a real browser), and the nisshi
+# (chromium and chromium-driver: the report page and the live map are checked
+# in a real browser), Prometheus (the
+# dashboards and alerts are checked on a real server), and the nisshi
 # Kafka-protocol broker (design.md §6). The nisshi build takes ~20 minutes on
 # 2 cores the first time; later runs find it in the cache and return at once.
 set -euo pipefail
@@ -10,15 +12,7 @@ CACHE="${GEOCLOCK_CACHE:-$HOME/.cache/geoclock}"
 NISSHI_VERSION=0.8.1
 BIN="$CACHE/tools/bin/nisshi"
 
-need_apt=()
-for pkg in pkg-config zlib1g-dev make g++ libclang-dev chromium; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${need_apt[*]}"
-  apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}"
-fi
+bash "$(dirname "$0")/install-system-deps.sh" test
 
 if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
   echo "nisshi $NISSHI_VERSION: $BIN"

@@ -166,6 +166,9 @@ pub struct ConnectArgs {
     /// Where the ledgers (published fingerprints, cursors) live.
     #[arg(long, default_value = "geoclock-state")]
     state_dir: PathBuf,
+    /// The longest Retry-After a vendor can make the connector wait, seconds.
+    #[arg(long, default_value_t = 600)]
+    retry_after_cap_s: u64,
 }
 
 /// The schema registry named on the command line: a Confluent REST URL, a
@@ -269,6 +272,10 @@ pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
         public_url: a.public_url,
         register_webhooks: !a.no_webhooks,
         state_dir: a.state_dir,
+        policy: geoclock::vendor::retry::Policy {
+            retry_after_cap: std::time::Duration::from_secs(a.retry_after_cap_s),
+            ..Default::default()
+        },
     };
     let rt = runtime()?;
     rt.block_on(async {

@@ -63,6 +63,7 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         println!("  broker         {broker}");
         println!("  report         {}   (a signed link; also &format=csv, &format=json)", e.report_link);
         println!("                 or: curl -H 'Authorization: Bearer {}' '{}?format=csv'", e.report_token, e.report);
+        println!("  map            {}   (a signed link)", e.map);
         println!("  metrics        {}", e.metrics);
         println!("  mailbox        {}", e.mailbox);
         println!("  servicetrade   {}/admin/state", e.servicetrade);

@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
-    /// The Activity Report per tenant and day: GET /report/TENANT?day=YYYY-MM-DD&format=html|csv|json (token required).
+    /// The Activity Report per tenant and day: GET /report/TENANT?day=YYYY-MM-DD&format=html|csv|json, and the live map at /map/TENANT (token required).
     Serve {
         #[command(flatten)]
         pipeline: crate::cli_connect::PipelineArgs,
@@ -16,7 +16,7 @@ pub enum ReportCmd {
         /// The report, /healthz, /readyz and /metrics.
         #[arg(long, env = "GEOCLOCK_REPORT_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Where the replica of the processor's state lives (in DIR/report-replica).
+        /// Where the replicas of the processor's state and of the pings live (DIR/report-replica, DIR/report-positions).
         #[arg(long, env = "GEOCLOCK_STATE_DIR", default_value = "geoclock-state")]
         state_dir: PathBuf,
         /// Also serve Prometheus metrics at http://ADDR/metrics.
@@ -37,7 +37,11 @@ pub fn report(cmd: ReportCmd) -> anyhow::Result<()> {
         state_dir,
     };
     let server = geoclock::report::serve::start(opts, tenants, rt.handle().clone())?;
-    println!("report at {}/report/TENANT (token required; metrics at /metrics)", server.url());
+    println!(
+        "report at {}/report/TENANT, live map at {}/map/TENANT (token required; metrics at /metrics)",
+        server.url(),
+        server.url()
+    );
     if let Some(addr) = metrics {
         let bound = geoclock::telemetry::serve_metrics(addr, server.metrics_renderer(), geoclock::telemetry::healthy)?;
         println!("metrics at http://{bound}/metrics");

@@ -3,8 +3,8 @@
 //! An embedded Kafka-protocol broker (librdkafka's mock cluster, in memory)
 //! unless `brokers` names a real one; the ServiceTrade and Azuga simulators
 //! holding a generated working day; a mail receiver; both connectors, the
-//! processor, the three sinks and the report server, wired exactly as the
-//! separate processes would be (topics, HTTP, SMTP).
+//! processor, the three sinks and the report server with the live map,
+//! wired exactly as the separate processes would be (topics, HTTP, SMTP).
 //!
 //! Time: simulated time starts 30 minutes before the first departure and
 //! runs `speed` times faster than the wall clock. The driver releases each
@@ -69,6 +69,9 @@ pub struct Endpoints {
     /// A signed link to the simulated day's HTML report, valid for
     /// [`crate::config::link::LINK_TTL_S`].
     pub report_link: String,
+    /// A signed link to the demo tenant's live map, valid for
+    /// [`crate::config::link::LINK_TTL_S`].
+    pub map: String,
     pub metrics: String,
     pub mailbox: String,
     pub servicetrade: String,
@@ -216,6 +219,7 @@ impl Demo {
                 listen: "127.0.0.1:0".into(),
                 public_url: None,
                 register_webhooks: true,
+                policy: Default::default(),
                 state_dir: opts.state_dir.join("connect"),
             };
             let c = runtime
@@ -264,22 +268,20 @@ impl Demo {
             runtime.handle().clone(),
         )
         .map_err(|e| start_err("report server")(e.to_string()))?;
-        // One /metrics for the whole process.
+        // One /metrics for the whole process: every component's registry,
+        // merged (the sinks share one).
         let (pm, sm): (Arc<processor::metrics::Metrics>, Vec<_>) =
-            (processor.metrics(), sinks.iter().map(|s| s.metrics.clone()).collect());
+            (processor.metrics(), sinks.iter().map(|s| s.metrics.clone()).take(1).collect());
         let cm: Vec<_> = connectors.iter().map(|c| c.metrics.clone()).collect();
+        let rm = report.metrics_source();
         let metrics_addr = crate::telemetry::serve_metrics(
             opts.metrics_listen,
             move || {
-                let mut out = pm.render();
-                // The sinks share one registry: rendered once.
-                if let Some(first) = sm.first() {
-                    out.push_str(&first.render());
-                }
-                if let Some(first) = cm.first() {
-                    out.push_str(&first.render());
-                }
-                out
+                let report_registry = rm();
+                let mut all = vec![pm.registry(), &report_registry];
+                all.extend(sm.iter().map(|m| m.registry()));
+                all.extend(cm.iter().map(|m| m.registry()));
+                crate::telemetry::metrics::render_all(&all)
             },
             crate::telemetry::healthy,
         )
@@ -319,6 +321,12 @@ impl Demo {
                 let token = crate::config::secret::Secret::new(REPORT_TOKEN);
                 let q = crate::config::link::query(&token, TENANT, &crate::config::link::report_scope(&day), expires);
                 format!("{}/report/{TENANT}?day={day}&{q}", report.url())
+            },
+            map: {
+                let expires = chrono::Utc::now().timestamp() + crate::config::link::LINK_TTL_S;
+                let token = crate::config::secret::Secret::new(REPORT_TOKEN);
+                let q = crate::config::link::query(&token, TENANT, crate::config::link::MAP_SCOPE, expires);
+                format!("{}/map/{TENANT}?{q}", report.url())
             },
             metrics: format!("http://{metrics_addr}/metrics"),
             mailbox: format!("{}/messages", smtp.http.url()),

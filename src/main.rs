@@ -24,6 +24,9 @@ use geoclock::scenario::Scenario;
 struct Cli {
     #[command(subcommand)]
     command: Top,
+    /// Extra librdkafka properties for every Kafka client (`key=value` lines: security.protocol, sasl.*, ssl.*); GEOCLOCK_KAFKA_<PROPERTY> env vars add to and override them.
+    #[arg(long, global = true, env = "GEOCLOCK_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +100,13 @@ enum Top {
     Sink {
         #[command(subcommand)]
         command: cli_connect::SinkCmd,
+    },
+    /// Exit 0 if URL answers 2xx within the timeout (for container health checks), 1 otherwise.
+    Healthcheck {
+        /// e.g. http://127.0.0.1:9471/healthz
+        url: String,
+        #[arg(long, default_value_t = 3)]
+        timeout_s: u64,
     },
     /// The dead-letter topic: list and re-drive failed commands.
     Dlq {
@@ -179,20 +189,18 @@ enum Via {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // GEOCLOCK_LOG is an EnvFilter (`info`, `geoclock=debug,rdkafka=warn`);
+    // GEOCLOCK_LOG is an EnvFilter (`info`, `geoclock=debug,librdkafka=warn`);
     // the demo's output is its progress lines, so it logs warnings only.
+    // GEOCLOCK_LOG_FORMAT=json: one JSON object per line.
     let default = if matches!(cli.command, Top::Demo(_)) { "warn" } else { "info" };
-    let filter = std::env::var("GEOCLOCK_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(default) {
+        eprintln!("geoclock: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = geoclock::kafka::client::init_properties(cli.kafka_config.as_deref()) {
+        eprintln!("geoclock: {e}");
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -200,6 +208,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr: text (colours on a terminal) or JSON lines, filtered by
+/// `GEOCLOCK_LOG` (an invalid filter is an error, not silently replaced).
+fn init_logging(default: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let spec = std::env::var("GEOCLOCK_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = match &spec {
+        Some(v) => tracing_subscriber::EnvFilter::try_new(v)
+            .map_err(|e| anyhow::anyhow!("GEOCLOCK_LOG={v:?} is not a valid filter: {e}"))?,
+        None => tracing_subscriber::EnvFilter::new(default),
+    };
+    let format = std::env::var("GEOCLOCK_LOG_FORMAT").unwrap_or_default();
+    match format.as_str() {
+        "" | "text" => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        other => anyhow::bail!("GEOCLOCK_LOG_FORMAT={other:?}: use text or json"),
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -303,5 +340,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Top::Demo(args) => cli_demo::demo(args),
         Top::Report { command } => cli_report::report(command),
         Top::Dlq { command } => cli_dlq::dlq(command),
+        Top::Healthcheck { url, timeout_s } => {
+            let http = geoclock::http::client::Http::new(Duration::from_secs(timeout_s.max(1)));
+            let answer = http.call_blocking("GET", &url, &[], None);
+            match answer {
+                Ok(a) if (200..300).contains(&a.status) => Ok(()),
+                Ok(a) => anyhow::bail!("{url} answered {}: {}", a.status, a.body.trim()),
+                Err(e) => anyhow::bail!("{url}: {e}"),
+            }
+        }
     }
 }

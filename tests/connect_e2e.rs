@@ -6,14 +6,10 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geoclock::config::tenants::{parse, Tenant};
 use geoclock::config::webhook;
-use geoclock::connect::{start, Connector, Options, Vendor};
 use geoclock::engine::{EntityRef, Event};
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::codec::Codec;
@@ -24,125 +20,8 @@ use geoclock::sim::azuga::{self, AzugaSim};
 use geoclock::sim::fleet::{generate, FleetConfig};
 use geoclock::sim::servicetrade::{self as st, ServiceTradeSim};
 use geoclock::sim::webhook::Faults;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use support::broker::{Broker, Storage};
-
-const PARTITIONS: i32 = 3;
-
-type Seen = Arc<Mutex<Vec<(Topic, Vec<u8>, Option<Vec<u8>>)>>>;
-
-/// Reads every catalogue topic from the beginning into memory, forever.
-fn tail(brokers: &str, catalogue: &Catalogue) -> Seen {
-    let seen: Seen = Arc::default();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "e2e-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    let mut by_name = HashMap::new();
-    for t in [
-        Topic::Users,
-        Topic::Locations,
-        Topic::Jobs,
-        Topic::Appointments,
-        Topic::ClockEvents,
-        Topic::Drivers,
-        Topic::Vehicles,
-        Topic::Pairings,
-        Topic::Pings,
-        Topic::DeadLetters,
-    ] {
-        let name = catalogue.name(t);
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(&name, p, Offset::Beginning).expect("offset");
-        }
-        by_name.insert(name, t);
-    }
-    consumer.assign(&tpl).expect("assign");
-    let out = seen.clone();
-    std::thread::spawn(move || loop {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let topic = by_name[m.topic()];
-            out.lock().unwrap().push((topic, m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec)));
-        }
-    });
-    seen
-}
-
-fn tenants(st_url: &str, az_url: &str) -> Vec<Tenant> {
-    let text = format!(
-        r#"
-[[tenants]]
-name = "acme"
-[tenants.servicetrade]
-base_url = "{st_url}"
-username = "geoclock-admin"
-password = {{ value = "secret" }}
-webhook_secret = {{ value = "st-hook-secret" }}
-webhook_auth = "hmac"
-reconcile_interval_ms = 700
-full_sweep_every = 3
-[tenants.azuga]
-base_url = "{az_url}"
-api_key = {{ value = "azuga-key" }}
-webhook_secret = {{ value = "az-hook-secret" }}
-webhook_auth = "basic"
-rate_limit_ms = 120
-poll_interval_ms = 400
-entity_sync_interval_ms = 600
-history_interval_ms = 500
-"#
-    );
-    parse(&text, "e2e.toml").expect("tenants")
-}
-
-fn options(brokers: &str, catalogue: &Catalogue, dir: &Path, listen: &str) -> Options {
-    Options {
-        brokers: brokers.to_string(),
-        catalogue: catalogue.clone(),
-        registry: Arc::new(FileRegistry::in_memory()),
-        listen: listen.into(),
-        public_url: None,
-        register_webhooks: true,
-        state_dir: dir.to_path_buf(),
-    }
-}
-
-/// Starts both connectors; `ports` to come back on the same addresses after a restart.
-async fn both(
-    brokers: &str,
-    catalogue: &Catalogue,
-    dir: &Path,
-    t: &[Tenant],
-    ports: (&str, &str),
-) -> (Connector, Connector) {
-    let a = start(Vendor::ServiceTrade, options(brokers, catalogue, dir, ports.0), t)
-        .await
-        .expect("servicetrade connector");
-    let b = start(Vendor::Azuga, options(brokers, catalogue, dir, ports.1), t).await.expect("azuga connector");
-    (a, b)
-}
-
-/// What the topics say: per topic and key, every value in order.
-fn by_key(codec: &Codec, seen: &Seen) -> BTreeMap<(Topic, Vec<u8>), Vec<Option<Event>>> {
-    let mut out: BTreeMap<(Topic, Vec<u8>), Vec<Option<Event>>> = BTreeMap::new();
-    for (topic, key, value) in seen.lock().unwrap().iter() {
-        if *topic == Topic::DeadLetters {
-            continue;
-        }
-        let e = codec.decode_event(*topic, key, value.as_deref()).expect("every record decodes");
-        let e = match e.event {
-            Event::Delete(_) => None,
-            other => Some(other),
-        };
-        out.entry((*topic, key.clone())).or_default().push(e);
-    }
-    out
-}
+use support::connect::*;
 
 /// The entity events the simulators hold now.
 fn expected_entities(sts: &st::Snapshot, azs: &azuga::Snapshot) -> Vec<Event> {

@@ -1,14 +1,21 @@
 //! `geoclock demo` end to end, as a newcomer runs it: one process, the
 //! embedded broker, a bounded simulated day. Checked only from the outside:
-//! its printed endpoints, the simulators' state, the mailbox, the report
-//! and the metrics.
+//! its printed endpoints, the simulators' state, the mailbox, the report,
+//! the live map (in headless Chromium) and the metrics.
+//!
+//! `GEOCLOCK_MAP_SCREENSHOT=docs/map.png cargo test --test demo` also
+//! saves a screenshot of the map in the middle of the day.
 
+mod support;
+
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::browser::Browser;
 
 fn get(url: &str) -> String {
     ureq::get(url).call().expect("GET").body_mut().read_to_string().expect("body")
@@ -42,6 +49,11 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
     let first = rx.recv_timeout(Duration::from_secs(120)).expect("the demo prints its endpoints");
     let ep: Value = serde_json::from_str(&first).expect("endpoints JSON");
     assert_eq!(ep["embedded_broker"], true, "no broker needed");
+    let map = ep["map"].as_str().expect("the map's URL").to_string();
+    let (map_base, map_link) = map.split_once('?').expect("a signed link to the map");
+    assert!(map_base.ends_with("/map/acme") && map_link.starts_with("expires=") && map_link.contains("&sig="), "{map}");
+    assert!(!map.contains(ep["report_token"].as_str().unwrap()), "no token in the map's URL: {map}");
+    let screenshot = std::env::var_os("GEOCLOCK_MAP_SCREENSHOT").map(std::path::PathBuf::from);
 
     // Progress until the simulated day is over and effects have landed.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -51,6 +63,23 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else { continue };
         last = serde_json::from_str(&line).expect("progress JSON");
         let n = |k: &str| last[k].as_u64().unwrap_or(0);
+        if let Some(path) = screenshot.as_ref().filter(|_| n("fixes_released") * 3 >= n("fixes_total").max(1)) {
+            if !path.exists() {
+                let b = Browser::start(1400, 900);
+                b.goto(&map);
+                b.wait_for("the map", Duration::from_secs(60), "return document.body.dataset.rendered === '1';");
+                // With a technician on the way selected, as a dispatcher would.
+                b.eval(
+                    "var m = window.geoclockMap, ids = m.fenceIds();\
+                     var pick = ids.find(function (i) { return m.fence(i).late; })\
+                       || ids.find(function (i) { return m.fence(i).state === 'en_route'; }) || ids[0];\
+                     if (pick) m.select('fence', pick, false);",
+                );
+                std::thread::sleep(Duration::from_secs(2));
+                std::fs::write(path, b.screenshot()).expect("screenshot written");
+                b.close();
+            }
+        }
         if last["day_over"] == true && n("geofences") > 0 && n("arrivals_clocked") >= 4 && n("emails") >= 4 {
             break;
         }
@@ -127,11 +156,49 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
         "the report takes no token in its URL"
     );
 
+    // The live map: its data is the state's, its page shows all of it.
+    let status_of = |url: &str| {
+        ureq::get(url).call().map(|r| r.status().as_u16()).unwrap_or_else(|e| match e {
+            ureq::Error::StatusCode(s) => s,
+            _ => 0,
+        })
+    };
+    assert_eq!(status_of(map_base), 401, "the map needs the token");
+    assert_eq!(status_of(&format!("{map_base}/events")), 401, "so does its stream");
+    assert_eq!(status_of(&format!("{map_base}/geojson?token={token}")), 401, "no token in its URL");
+    let fc = get_json(&format!("{map_base}/geojson?{map_link}&breadcrumbs=all"));
+    assert_eq!(fc["type"], "FeatureCollection");
+    let kinds: BTreeSet<&str> =
+        fc["features"].as_array().unwrap().iter().filter_map(|f| f["properties"]["kind"].as_str()).collect();
+    assert_eq!(kinds, BTreeSet::from(["breadcrumb", "fence", "vehicle"]), "{kinds:?}");
+    let count =
+        |kind: &str| fc["features"].as_array().unwrap().iter().filter(|f| f["properties"]["kind"] == kind).count();
+    let fenced: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| {
+            r["fence_created"] == true
+                && ["scheduled", "completed", "no_show"].contains(&r["status"].as_str().unwrap_or(""))
+        })
+        .map(|r| r["appointment"].to_string())
+        .collect();
+    assert_eq!(count("fence"), fenced.len(), "a fence per fenced appointment of the day");
+    let pinged: BTreeSet<String> =
+        az["released"].as_array().unwrap().iter().map(|p| p["vehicle"].to_string()).collect();
+    assert_eq!(count("vehicle"), pinged.len(), "a marker per vehicle that reported");
+    let b = Browser::start(1400, 860);
+    b.goto(&map);
+    b.wait_for("the map", Duration::from_secs(60), "return document.body.dataset.rendered === '1';");
+    let on_page = b.eval("return window.geoclockMap.counts();");
+    assert_eq!(on_page["fences"], fenced.len(), "{on_page}");
+    assert_eq!(on_page["vehicles"], pinged.len(), "{on_page}");
+    b.close();
+
     let metrics = get(ep["metrics"].as_str().unwrap());
     for name in [
         "geoclock_processor_records_total",
         "geoclock_sink_commands_total",
         "geoclock_connector_records_published_total",
+        "geoclock_report_late_appointments{tenant=\"acme\"}",
     ] {
         assert!(metrics.contains(name), "{name} in /metrics");
     }

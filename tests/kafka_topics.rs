@@ -61,7 +61,7 @@ fn missing_group_members_follow_existing_partitions_and_mismatch_is_refused() {
     assert!(matches!(err, AdminError::Topics(TopicError::PartitionMismatch { .. })), "{err}");
     assert!(err.to_string().contains("t3.azuga.pings=4"), "{err}");
     // Nothing else was created for the refused deployment.
-    let counts: BTreeMap<String, i32> = rt.block_on(partition_counts(&admin, T)).unwrap();
+    let counts: BTreeMap<String, i32> = rt.block_on(partition_counts(&broker.bootstrap(), T)).unwrap();
     assert!(!counts.contains_key(&bad.name(Topic::Commands)));
 }
 

@@ -15,7 +15,6 @@ mod support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geoclock::config::link;
@@ -24,16 +23,14 @@ use geoclock::config::tenants;
 use geoclock::engine::Action;
 use geoclock::kafka::codec::Codec;
 use geoclock::kafka::records::{Outcome, SinkResult};
-use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::{key, Catalogue, Topic};
 use geoclock::model::Ts;
 use geoclock::report::render;
-use geoclock::report::serve::{self, Options, Server};
 use geoclock::report::ReportRow;
 use geoclock::scenario::kafka::ViaKafka;
 use geoclock::scenario::Scenario;
 use serde_json::Value;
-use support::broker::{Broker, Storage};
+use support::broker::Broker;
 
 const TOKEN: &str = "report-s3cret";
 const WEB: &str = "https://app.servicetrade.example";
@@ -108,23 +105,6 @@ impl Http {
         assert_eq!(status, 200, "{url}: {body}");
         serde_json::from_str(&body).expect("JSON")
     }
-}
-
-fn start_server(
-    broker: &Broker,
-    catalogue: &Catalogue,
-    registry: &Arc<FileRegistry>,
-    dir: &Path,
-    rt: &tokio::runtime::Runtime,
-) -> Server {
-    let opts = Options {
-        brokers: broker.bootstrap(),
-        catalogue: catalogue.clone(),
-        registry: registry.clone(),
-        listen: "127.0.0.1:0".into(),
-        state_dir: dir.to_path_buf(),
-    };
-    serve::start(opts, tenants_file(), rt.handle().clone()).expect("report server starts")
 }
 
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
@@ -212,19 +192,14 @@ fn tech_row<'a>(rows: &'a Value, appt: &str, tech: &str) -> &'a Value {
 
 #[test]
 fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
-    let broker = Broker::start(Storage::Memory);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let catalogue = Catalogue { prefix: format!("report-{nanos}"), partitions: 2, replication: 1 };
-    let registry = Arc::new(FileRegistry::in_memory());
-    let codec = Codec::new(registry.clone(), &catalogue).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(geoclock::kafka::admin::ensure_topics(broker.brokers(), &catalogue, Duration::from_secs(30)))
-        .expect("topics");
-    let scratch = std::env::temp_dir().join(format!("geoclock-report-test-{nanos}"));
+    let world = support::world("report", 2);
+    let (broker, catalogue, registry, codec, rt) =
+        (&world.broker, &world.catalogue, &world.registry, &world.codec, &world.rt);
+    let scratch = world.scratch.clone();
     let http = Http::new();
 
     // Server A is up before anything happens: an empty, ready report.
-    let live = start_server(&broker, &catalogue, &registry, &scratch.join("a"), &rt);
+    let live = world.report_server(tenants_file(), &scratch.join("a"), "127.0.0.1:0");
     let base = format!("{}/report/acme", live.url());
     wait_until("server A ready", Duration::from_secs(30), || live.ready());
     assert_eq!(http.json(&format!("{base}?format=json&day=2026-11-28")), Value::Array(vec![]));
@@ -272,7 +247,7 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     });
 
     // B starts last and is complete as soon as it is ready.
-    let late = start_server(&broker, &catalogue, &registry, &scratch.join("b"), &rt);
+    let late = world.report_server(tenants_file(), &scratch.join("b"), "127.0.0.1:0");
     wait_until("server B ready", Duration::from_secs(60), || {
         http.get(&format!("{}/readyz", late.url()), None).0 == 200
     });

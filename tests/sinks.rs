@@ -4,302 +4,19 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command as Proc, Stdio};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use geoclock::engine::command::command_id;
-use geoclock::engine::{Action, ClockCause, ClockChange, Command, FenceChange, ServiceLink};
+use geoclock::engine::{Action, Command, FenceChange};
 use geoclock::geo::{LatLon, Shape};
-use geoclock::kafka::admin::ensure_topics;
-use geoclock::kafka::codec::Codec;
-use geoclock::kafka::records::{Outcome, SinkResult};
-use geoclock::kafka::registry::FileRegistry;
-use geoclock::kafka::topics::{self, Catalogue, Topic};
-use geoclock::model::{Activity, ClockAction, Id, Ts};
-use geoclock::sim::azuga::{self, AzugaSim};
-use geoclock::sim::fleet::{generate, FleetConfig};
-use geoclock::sim::server::Running;
-use geoclock::sim::servicetrade::{self as st, ServiceTradeSim};
-use geoclock::sim::smtp::SmtpSim;
-use geoclock::sim::world::World;
-use geoclock::sink::runner::{Sink, SinkConfig};
+use geoclock::kafka::records::Outcome;
+use geoclock::kafka::topics::{self, Topic};
+use geoclock::sink::runner::Sink;
 use geoclock::sink::SinkKind;
-use support::broker::{Broker, Storage};
-use support::kafka::{produce, tail, Record};
-
-const PARTITIONS: i32 = 3;
-const AZUGA_BUDGET_MS: u64 = 250;
-
-struct Rig {
-    _rt: tokio::runtime::Runtime,
-    broker: Broker,
-    catalogue: Catalogue,
-    codec: Arc<Codec>,
-    world: World,
-    st: Arc<ServiceTradeSim>,
-    az: Arc<AzugaSim>,
-    smtp: SmtpSim,
-    _servers: Vec<Running>,
-    dir: PathBuf,
-    tenants: PathBuf,
-    seen: Arc<Mutex<Vec<Record>>>,
-}
-
-impl Rig {
-    fn new(name: &str, azuga_budget_ms: u64) -> Rig {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let broker = Broker::start(Storage::Memory);
-        let catalogue = Catalogue { prefix: format!("sink-{name}"), partitions: PARTITIONS, replication: 1 };
-        rt.block_on(ensure_topics(broker.brokers(), &catalogue, Duration::from_secs(30))).expect("topics");
-        let codec = Arc::new(Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).expect("codec"));
-        let world = generate(&FleetConfig { technicians: 30, ..FleetConfig::default() });
-        let (st, st_run) = rt
-            .block_on(ServiceTradeSim::start(st::Config::default(), &world, "127.0.0.1:0"))
-            .expect("servicetrade sim");
-        let az_config = azuga::Config { rate_limit_ms: azuga_budget_ms, ..azuga::Config::default() };
-        let (az, az_run) = rt.block_on(AzugaSim::start(az_config, &world, "127.0.0.1:0")).expect("azuga sim");
-        let smtp = rt.block_on(SmtpSim::start("127.0.0.1:0", "127.0.0.1:0")).expect("smtp receiver");
-        let dir = std::env::temp_dir().join(format!("geoclock-sinks-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let tenants = dir.join("tenants.toml");
-        std::fs::write(
-            &tenants,
-            format!(
-                r#"
-[[tenants]]
-name = "acme"
-timezone = "America/New_York"
-[tenants.servicetrade]
-base_url = "{st}"
-username = "geoclock-admin"
-password = {{ value = "secret" }}
-webhook_secret = {{ value = "unused" }}
-api_interval_ms = 0
-[tenants.azuga]
-base_url = "{az}"
-api_key = {{ value = "azuga-key" }}
-webhook_secret = {{ value = "unused" }}
-rate_limit_ms = {azuga_budget_ms}
-[tenants.email]
-from = "Acme Field Service <service@acme.example>"
-smtp_url = {{ value = "smtp://{smtp}" }}
-report_recipients = ["ops@acme.example", "owner@acme.example"]
-report_token = {{ value = "report-token-1" }}
-"#,
-                st = st_run.url(),
-                az = az_run.url(),
-                smtp = smtp.smtp_addr,
-            ),
-        )
-        .expect("tenants file");
-        let seen =
-            tail(broker.brokers(), &[catalogue.name(Topic::Results), catalogue.name(Topic::DeadLetters)], PARTITIONS);
-        Rig {
-            _rt: rt,
-            broker,
-            catalogue,
-            codec,
-            world,
-            st,
-            az,
-            smtp,
-            _servers: vec![st_run, az_run],
-            dir,
-            tenants,
-            seen,
-        }
-    }
-
-    fn send(&self, commands: &[Command]) {
-        let records: Vec<(Vec<u8>, Vec<u8>)> = commands
-            .iter()
-            .map(|c| {
-                (
-                    topics::key("acme", c.appointment.as_str()).expect("key"),
-                    self.codec.encode_command("acme", c).expect("encode"),
-                )
-            })
-            .collect();
-        produce(self.broker.brokers(), &self.catalogue.name(Topic::Commands), &records);
-    }
-
-    fn config(&self, kind: SinkKind) -> SinkConfig {
-        let tenants = geoclock::config::tenants::load(&self.tenants).expect("tenants");
-        let mut c = SinkConfig::new(
-            kind,
-            self.broker.brokers(),
-            self.catalogue.clone(),
-            self.dir.join("state"),
-            tenants,
-            Arc::new(FileRegistry::in_memory()),
-        );
-        c.backoff.base = Duration::from_millis(50);
-        c.backoff.cap = Duration::from_millis(800);
-        c
-    }
-
-    fn start(&self, kind: SinkKind) -> Sink {
-        Sink::start(self.config(kind)).expect("sink starts")
-    }
-
-    /// A `geoclock sink KIND` process.
-    fn spawn(&self, kind: SinkKind) -> Child {
-        let log = std::fs::File::create(self.dir.join(format!("sink-{}.log", kind.name()))).expect("log");
-        Proc::new(env!("CARGO_BIN_EXE_geoclock"))
-            .args(["sink", kind.name(), "--brokers", self.broker.brokers(), "--prefix", &self.catalogue.prefix])
-            .arg("--tenants")
-            .arg(&self.tenants)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(["--batch", "200"])
-            .env("GEOCLOCK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("geoclock sink starts")
-    }
-
-    /// Distinct results by command id (later records replace earlier ones;
-    /// every record of an id must carry the same outcome).
-    fn results(&self) -> BTreeMap<String, SinkResult> {
-        let results_topic = self.catalogue.name(Topic::Results);
-        let mut out: BTreeMap<String, SinkResult> = BTreeMap::new();
-        for (topic, _, value) in self.seen.lock().unwrap().iter() {
-            if *topic != results_topic {
-                continue;
-            }
-            let (_, r) = self.codec.decode_result(value.as_deref().expect("a value")).expect("result decodes");
-            if let Some(prev) = out.get(&r.command_id) {
-                assert_eq!(prev.outcome, r.outcome, "a result re-published with another outcome: {r:?}");
-            }
-            out.insert(r.command_id.clone(), r);
-        }
-        out
-    }
-
-    fn dead_letters(&self) -> Vec<String> {
-        let dead_topic = self.catalogue.name(Topic::DeadLetters);
-        let seen = self.seen.lock().unwrap();
-        seen.iter()
-            .filter(|(t, _, _)| *t == dead_topic)
-            .map(|(_, _, v)| self.codec.decode_dead_letter(v.as_deref().expect("value")).expect("decodes").reason)
-            .collect()
-    }
-
-    fn wait_results(&self, ids: &HashSet<String>, timeout: Duration) -> BTreeMap<String, SinkResult> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r = self.results();
-            let missing = ids.iter().filter(|id| !r.contains_key(*id)).count();
-            if missing == 0 {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "{missing} of {} commands have no result after {timeout:?}", ids.len());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn clock_commands(w: &World, n: usize) -> Vec<Command> {
-    let users: Vec<&Id> = w.users.iter().map(|u| &u.id).collect();
-    let appts: Vec<&Id> = w.appointments.iter().map(|a| &a.id).collect();
-    let combos = [
-        (Activity::Enroute, ClockAction::Out),
-        (Activity::Onsite, ClockAction::In),
-        (Activity::Onsite, ClockAction::Out),
-        (Activity::Enroute, ClockAction::In),
-    ];
-    (0..n)
-        .map(|i| {
-            let user = users[i % users.len()];
-            let appt = appts[(i / users.len()) % appts.len()];
-            let (activity, action) = combos[(i / (users.len() * appts.len())) % combos.len()];
-            let k = ClockChange {
-                user: user.clone(),
-                activity,
-                action,
-                time: Ts::from_secs(1_795_860_000 + i as i64),
-                lat: 35.2271,
-                lon: -80.8431,
-                vehicle: "v1".into(),
-                cause: ClockCause::Arrival,
-            };
-            let id = command_id(&[
-                "acme",
-                "clock",
-                appt.as_str(),
-                user.as_str(),
-                &format!("{activity:?}"),
-                &format!("{action:?}"),
-            ]);
-            Command { id, appointment: appt.clone(), action: Action::Clock(k) }
-        })
-        .collect()
-}
-
-fn ids(commands: &[Command]) -> HashSet<String> {
-    commands.iter().map(|c| c.id.clone()).collect()
-}
-
-/// A JSON id or symbol as text (`70001` and `"70001"` are the same id).
-fn text(v: &serde_json::Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
-}
-
-/// ServiceTrade's clock events, counted by what they are.
-fn clock_effects(sim: &ServiceTradeSim) -> HashMap<(String, String, String, String, i64), usize> {
-    let mut out = HashMap::new();
-    for c in sim.snapshot().clocks.into_iter().filter(|c| c.lat.is_some()) {
-        let v = serde_json::to_value(&c).expect("clock json");
-        let e = &v["event"];
-        let key = (
-            text(&e["user"]),
-            text(&e["appointment"]),
-            text(&e["activity"]),
-            text(&e["action"]),
-            e["time"].as_str().and_then(|t| Ts::parse(t).ok()).map_or(0, |t| t.millis() / 1000),
-        );
-        *out.entry(key).or_insert(0) += 1;
-    }
-    out
-}
-
-fn expected_clock_effects(commands: &[Command]) -> HashMap<(String, String, String, String, i64), usize> {
-    commands
-        .iter()
-        .filter_map(|c| match &c.action {
-            Action::Clock(k) => Some((
-                text(&serde_json::to_value(&k.user).unwrap()),
-                text(&serde_json::to_value(&c.appointment).unwrap()),
-                text(&serde_json::to_value(k.activity).unwrap()),
-                text(&serde_json::to_value(k.action).unwrap()),
-                k.time.millis() / 1000,
-            )),
-            _ => None,
-        })
-        .map(|k| (k, 1))
-        .collect()
-}
-
-type Effects = HashMap<(String, String, String, String, i64), usize>;
-
-/// One ServiceTrade clock event per command: names what is missing or extra.
-fn assert_same_effects(got: Effects, want: Effects) {
-    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
-    let extra: Vec<_> = got.iter().filter(|(k, n)| **n != 1 || !want.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}; extra or repeated {extra:?}");
-}
+use support::kafka::produce;
+use support::sinks::*;
 
 #[test]
 fn clock_sink_posts_each_change_once_and_dead_letters_refusals() {
@@ -325,7 +42,7 @@ fn clock_sink_posts_each_change_once_and_dead_letters_refusals() {
     );
     produce(rig.broker.brokers(), &rig.catalogue.name(Topic::Commands), &[record]);
     // ServiceTrade fails for a while: eight 500s, then three 429s.
-    let st_url = format!("http://{}", rig._servers[0].addr);
+    let st_url = rig.st_url().to_string();
     chaos(&st_url, 500, 8);
     let sink = rig.start(SinkKind::Clock);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -358,66 +75,6 @@ fn clock_sink_posts_each_change_once_and_dead_letters_refusals() {
     assert_eq!(calls.iter().filter(|c| c.status == 429).count(), 3);
 }
 
-fn fence(appt: &Id, revision: u32, radius_m: f64) -> FenceChange {
-    FenceChange {
-        revision,
-        name: format!("Site | J-{appt} | {appt}"),
-        shape: Shape::Circle { center: LatLon::new(35.2271, -80.8431), radius_m },
-        window_start: Ts::from_secs(1_795_860_000),
-        window_end: Ts::from_secs(1_795_867_200),
-        active_from: Ts::from_secs(1_795_831_200),
-        active_to: Ts::from_secs(1_795_896_000),
-        job: "900".into(),
-        location: "5".into(),
-    }
-}
-
-fn fence_commands(w: &World) -> (Vec<Command>, Vec<Command>) {
-    let appts: Vec<&Id> = w.appointments.iter().take(40).map(|a| &a.id).collect();
-    let id = |a: &Id, what: &str| command_id(&["acme", "fence", a.as_str(), what]);
-    let creates: Vec<Command> = appts
-        .iter()
-        .map(|a| Command {
-            id: id(a, "1"),
-            appointment: (*a).clone(),
-            action: Action::CreateGeofence(fence(a, 1, 200.0)),
-        })
-        .collect();
-    let mut later = Vec::new();
-    for (i, a) in appts.iter().enumerate() {
-        match i % 4 {
-            0 => later.push(Command {
-                id: id(a, "2"),
-                appointment: (*a).clone(),
-                action: Action::UpdateGeofence(fence(a, 2, 300.0)),
-            }),
-            1 => later.push(Command {
-                id: id(a, "2"),
-                appointment: (*a).clone(),
-                action: Action::DeleteGeofence { revision: 2, name: fence(a, 1, 0.0).name },
-            }),
-            _ => {}
-        }
-    }
-    (creates, later)
-}
-
-/// Calls of one API closer together than the budget (server-side times).
-fn budget_violations(calls: &[geoclock::sim::calls::Call], budget_ms: u64) -> Vec<String> {
-    let mut last: HashMap<(String, String), i64> = HashMap::new();
-    let mut bad = Vec::new();
-    for c in calls {
-        let key = (c.method.clone(), c.path.clone());
-        if let Some(prev) = last.get(&key) {
-            if c.at_ms - prev < budget_ms as i64 {
-                bad.push(format!("{} {} {} ms after the previous one", c.method, c.path, c.at_ms - prev));
-            }
-        }
-        last.insert(key, c.at_ms);
-    }
-    bad
-}
-
 #[test]
 fn geofence_sink_batches_within_azugas_limit_through_500s_and_429s() {
     let rig = Rig::new("geofence", AZUGA_BUDGET_MS);
@@ -441,7 +98,7 @@ fn geofence_sink_batches_within_azugas_limit_through_500s_and_429s() {
         }),
     };
     // Azuga fails for a while: three 500s, then two 429s.
-    let az_url = format!("http://{}", rig._servers[1].addr);
+    let az_url = rig.az_url().to_string();
     chaos(&az_url, 500, 3);
     rig.send(&creates);
     rig.send(std::slice::from_ref(&huge));
@@ -502,42 +159,6 @@ fn geofence_sink_batches_within_azugas_limit_through_500s_and_429s() {
     );
 }
 
-/// Makes the simulator at `url` answer the next `count` API calls with `status`.
-fn chaos(url: &str, status: u16, count: u64) {
-    ureq::post(&format!("{url}/admin/chaos"))
-        .header("Content-Type", "application/json")
-        .send(serde_json::json!({"status": status, "count": count}).to_string())
-        .expect("chaos");
-}
-
-fn link_commands(w: &World, n: usize) -> Vec<Command> {
-    (0..n)
-        .map(|i| {
-            let appt = &w.appointments[i % w.appointments.len()].id;
-            let vehicle = &w.vehicles[i % w.vehicles.len()].id;
-            let user = &w.users[i % w.users.len()];
-            Command {
-                id: command_id(&["acme", "service_link", appt.as_str(), &i.to_string()]),
-                appointment: appt.clone(),
-                action: Action::SendServiceLink(ServiceLink {
-                    user: user.id.clone(),
-                    tech_name: user.name.clone(),
-                    vehicle: vehicle.clone(),
-                    vehicle_name: String::new(),
-                    to: format!("contact{i}@site.example"),
-                    location_name: format!("Site {i}"),
-                    job_number: Some(format!("J-{i}").as_str().into()),
-                    window_start: Some(Ts::parse("2026-11-28T14:00:00Z").unwrap()),
-                    window_end: Some(Ts::parse("2026-11-28T16:00:00Z").unwrap()),
-                    destination: LatLon::new(35.2271, -80.8431),
-                    timezone: Some("America/New_York".into()),
-                    enroute_at: Ts::parse("2026-11-28T13:10:00Z").unwrap(),
-                }),
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn email_sink_mails_service_links_with_trackme_and_the_local_window() {
     let rig = Rig::new("email", 0);
@@ -580,11 +201,6 @@ fn email_sink_mails_service_links_with_trackme_and_the_local_window() {
     assert_eq!(results[&bad.id].outcome, Outcome::Failed);
     assert!(results[&bad.id].reason.contains("invalid recipient"), "{}", results[&bad.id].reason);
     assert!(rig.dead_letters().iter().any(|d| d.contains("invalid recipient")));
-}
-
-fn kill(child: &mut Child) {
-    let _ = Proc::new("kill").args(["-9", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
 #[test]

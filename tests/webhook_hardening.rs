@@ -206,6 +206,7 @@ fn slow_connections_do_not_lock_out_a_good_webhook() {
         listen: "127.0.0.1:0".into(),
         public_url: None,
         register_webhooks: false,
+        policy: Default::default(),
         state_dir: dir.clone(),
     };
     let c = rt.block_on(start(Vendor::Azuga, opts, &inbox_tenants(&az_run.url()))).expect("connector");

@@ -38,6 +38,10 @@ pub fn query(token: &Secret, tenant: &str, scope: &str, expires: i64) -> String 
     format!("expires={expires}&sig={}", sign(token, tenant, scope, expires))
 }
 
+/// The scope of a tenant's live map (its page, GeoJSON and event stream,
+/// any day).
+pub const MAP_SCOPE: &str = "map";
+
 /// The scope of one day's report.
 pub fn report_scope(day: &str) -> String {
     format!("report:{day}")

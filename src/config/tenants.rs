@@ -24,6 +24,8 @@
 //! report_recipients = ["ops@acme.example"]
 //! report_token = { env = "ACME_REPORT_TOKEN" }
 //! servicetrade_web_url = "https://app.servicetrade.com"
+//! [tenants.map]                            # the live map (all optional; MapSettings)
+//! tile_url = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"   # "": plain background
 //! ```
 //!
 //! Invariants: tenant names are valid key prefixes and unique; every secret
@@ -41,7 +43,7 @@ use serde::Deserialize;
 use super::secret::{Secret, SecretError, SecretSource};
 use super::webhook::{self, WebhookAuth};
 use crate::kafka::topics::valid_tenant;
-use crate::model::{Settings, SettingsError};
+use crate::model::{MapSettings, MapSettingsError, Settings, SettingsError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +62,8 @@ struct RawTenant {
     servicetrade: Option<RawServiceTrade>,
     azuga: Option<RawAzuga>,
     email: Option<RawEmail>,
+    #[serde(default)]
+    map: MapSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +267,8 @@ pub struct Tenant {
     pub servicetrade: Option<ServiceTradeTenant>,
     pub azuga: Option<AzugaTenant>,
     pub email: Option<EmailTenant>,
+    /// The live map's tiles and estimates.
+    pub map: MapSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +283,8 @@ pub enum TenantsError {
     Secret { tenant: String, field: &'static str, error: SecretError },
     #[error("tenant {tenant}: {error}")]
     Settings { tenant: String, error: SettingsError },
+    #[error("tenant {tenant}: {error}")]
+    Map { tenant: String, error: MapSettingsError },
 }
 
 fn resolve(tenant: &str, field: &'static str, s: &SecretSource) -> Result<Secret, TenantsError> {
@@ -398,6 +406,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
             return Err(invalid("listed twice"));
         }
         t.settings.validate().map_err(|error| TenantsError::Settings { tenant: t.name.clone(), error })?;
+        t.map.validate().map_err(|error| TenantsError::Map { tenant: t.name.clone(), error })?;
         if let Some(z) = &t.timezone {
             if z.parse::<chrono_tz::Tz>().is_err() {
                 return Err(invalid(&format!("timezone {z:?} is not an IANA zone name")));
@@ -452,7 +461,15 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
             }),
             None => None,
         };
-        out.push(Tenant { name: t.name, timezone: t.timezone, settings: t.settings, servicetrade, azuga, email });
+        out.push(Tenant {
+            name: t.name,
+            timezone: t.timezone,
+            settings: t.settings,
+            servicetrade,
+            azuga,
+            email,
+            map: t.map,
+        });
     }
     Ok(out)
 }

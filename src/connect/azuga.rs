@@ -61,10 +61,10 @@ const HOOK_CURSOR: &str = "webhook_registered";
 const HISTORY_CURSOR: &str = "location_history";
 
 impl Task {
-    pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook: Option<Registration>) -> Task {
+    pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook: Option<Registration>, policy: Policy) -> Task {
         let stop = Stop::new();
         let observer = Arc::new(out.call_metrics("azuga"));
-        let client = Client::new(cfg.clone(), Duration::from_secs(30), Policy::default(), stop.clone(), observer);
+        let client = Client::new(cfg.clone(), Duration::from_secs(30), policy, stop.clone(), observer);
         Task { client: Arc::new(client), ledger, out, cfg, hook, stop }
     }
 
@@ -105,6 +105,14 @@ impl Task {
     pub async fn run(mut self, mut rx: QueueRx, mut shutdown: watch::Receiver<bool>) {
         let tenant = self.out.tenant.clone();
         super::stop_on(shutdown.clone(), self.stop.clone());
+        let jobs = self.out.metrics.jobs.clone();
+        for (job, ms) in [
+            ("live_poll", self.cfg.poll_interval_ms),
+            ("history", self.cfg.history_interval_ms),
+            ("entity_sync", self.cfg.entity_sync_interval_ms),
+        ] {
+            jobs.declare(&["azuga", &tenant, job], ms as f64 / 1000.0);
+        }
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.start().await {
@@ -135,18 +143,21 @@ impl Task {
                     }
                 }
                 _ = poll.tick() => {
-                    if let Err(e) = self.poll_live().await {
-                        tracing::warn!(tenant = %tenant, error = %e, "live-location poll failed");
+                    match self.poll_live().await {
+                        Ok(()) => jobs.succeeded(&["azuga", &tenant, "live_poll"]),
+                        Err(e) => tracing::warn!(tenant = %tenant, error = %e, "live-location poll failed"),
                     }
                 }
                 _ = history.tick() => {
-                    if let Err(e) = self.backfill_history().await {
-                        tracing::warn!(tenant = %tenant, error = %e, "location-history backfill failed");
+                    match self.backfill_history().await {
+                        Ok(()) => jobs.succeeded(&["azuga", &tenant, "history"]),
+                        Err(e) => tracing::warn!(tenant = %tenant, error = %e, "location-history backfill failed"),
                     }
                 }
                 _ = sync.tick() => {
-                    if let Err(e) = self.sync_entities().await {
-                        tracing::warn!(tenant = %tenant, error = %e, "entity sync failed");
+                    match self.sync_entities().await {
+                        Ok(()) => jobs.succeeded(&["azuga", &tenant, "entity_sync"]),
+                        Err(e) => tracing::warn!(tenant = %tenant, error = %e, "entity sync failed"),
                     }
                 }
             }

@@ -1,13 +1,21 @@
 //! The connectors' Prometheus metrics, one typed method per event so that a
-//! metric's name, labels and log line are decided in one place.
+//! metric's name, labels and log line are decided in one place; built with
+//! [`crate::telemetry::metrics`].
 //!
 //! Names: `geoclock_connector_<what>_<unit>`. Label sets are fixed:
 //! `connector` (`servicetrade`, `azuga`), `tenant` (from the tenants file,
 //! so bounded), plus one bounded label per metric (`topic`, `call`/`status`,
-//! `outcome`, `reason`). No label ever carries an id, a URL or a secret.
+//! `outcome`, `reason`, `job`). No label ever carries an id, a URL or a
+//! secret. Every counter an alert reads starts at zero for every tenant.
+//! Periodic jobs (`reconcile`, `entity_sync`, `live_poll`, `history`)
+//! report their last success and interval ([`Jobs`]); `working_hours` says
+//! whether a tenant's fleet is expected to be driving now (07:00–19:00 on
+//! weekdays in the tenant's timezone), so "no pings" can alert only then.
 
-use prometheus::core::Collector;
-use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+use chrono::{Datelike, Timelike};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Registry};
+
+use crate::telemetry::metrics::{self as m, Jobs};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -19,39 +27,8 @@ pub struct Metrics {
     duplicates: IntCounterVec,
     cursor_lag: GaugeVec,
     sweep_confirmations: IntCounterVec,
-}
-
-/// Registers a metric built from fixed names and labels. Building or
-/// registering fails only for a bad or duplicate name: a programming error.
-pub(crate) fn registered<C: Collector + Clone + 'static>(r: &Registry, name: &str, built: prometheus::Result<C>) -> C {
-    let c = built.unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    r.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    c
-}
-
-pub(crate) fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    registered(r, name, IntCounterVec::new(Opts::new(name, help), labels))
-}
-
-/// A bounded label for an HTTP answer: `2xx`, `4xx`, `429`, `5xx`, or
-/// `error` when there was no answer.
-pub(crate) fn status_class(status: Option<u16>) -> &'static str {
-    match status {
-        None => "error",
-        Some(429) => "429",
-        Some(s) if s < 300 => "2xx",
-        Some(s) if s < 500 => "4xx",
-        Some(_) => "5xx",
-    }
-}
-
-/// The text exposition format of `registry`.
-pub(crate) fn render_registry(registry: &Registry) -> String {
-    let mut buf = Vec::new();
-    if TextEncoder::new().encode(&registry.gather(), &mut buf).is_err() {
-        return String::new();
-    }
-    String::from_utf8(buf).unwrap_or_default()
+    working_hours: IntGaugeVec,
+    pub jobs: Jobs,
 }
 
 impl Default for Metrics {
@@ -60,54 +37,64 @@ impl Default for Metrics {
     }
 }
 
+/// Webhook outcomes, as counted.
+pub const WEBHOOK_OUTCOMES: [&str; 6] = ["accepted", "duplicate", "unauthorized", "malformed", "overloaded", "unknown_tenant"];
+
+/// Dead-letter reason classes a connector uses.
+pub const DEAD_LETTER_REASONS: [&str; 6] = ["malformed", "invalid", "position", "speed", "time", "conflict"];
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let r = Registry::new();
-        let published = counter(
+        let r = m::registry();
+        let published = m::counter(
             &r,
             "geoclock_connector_records_published_total",
             "Records acknowledged by the broker.",
             &["connector", "tenant", "topic"],
         );
-        let api_calls = counter(
+        let api_calls = m::counter(
             &r,
             "geoclock_connector_api_calls_total",
             "Vendor API calls by call and HTTP status class (2xx, 4xx, 429, 5xx, error).",
             &["connector", "tenant", "call", "status"],
         );
-        let webhooks = counter(
+        let webhooks = m::counter(
             &r,
             "geoclock_connector_webhook_deliveries_total",
-            "Webhook deliveries received, by outcome (accepted, duplicate, unauthorized, malformed, overloaded).",
+            "Webhook deliveries received, by outcome (accepted, duplicate, unauthorized, malformed, overloaded, unknown_tenant).",
             &["connector", "tenant", "outcome"],
         );
-        let dead_letters = counter(
+        let dead_letters = m::counter(
             &r,
             "geoclock_connector_dead_letters_total",
             "Records sent to the dead-letter topic, by reason class.",
             &["connector", "tenant", "reason"],
         );
-        let duplicates = counter(
+        let duplicates = m::counter(
             &r,
             "geoclock_connector_duplicates_dropped_total",
             "Items already published, dropped (pings, unchanged entities).",
             &["connector", "tenant", "kind"],
         );
-        let name = "geoclock_connector_reconcile_cursor_lag_seconds";
-        let cursor_lag = registered(
+        let cursor_lag = m::float_gauge(
             &r,
-            name,
-            GaugeVec::new(
-                Opts::new(name, "Seconds since the start of the last reconciliation pass that completed (set after every pass, failed ones included)."),
-                &["connector", "tenant"],
-            ),
+            "geoclock_connector_reconcile_cursor_lag_seconds",
+            "Seconds since the start of the last reconciliation pass that completed (set after every pass, failed ones included).",
+            &["connector", "tenant"],
         );
-        let sweep_confirmations = counter(
+        let sweep_confirmations = m::counter(
             &r,
             "geoclock_connector_sweep_confirmations_total",
             "Entities a full sweep found missing, more than its share at once, confirmed one by one before any tombstone.",
             &["connector", "tenant", "kind"],
         );
+        let working_hours = m::gauge(
+            &r,
+            "geoclock_connector_working_hours",
+            "1 while the tenant's fleet is expected to drive (07:00-19:00 local, Monday to Friday), else 0.",
+            &["tenant"],
+        );
+        let jobs = Jobs::new(&r, "connector", &["connector", "tenant"]);
         Metrics {
             registry: r,
             published,
@@ -117,7 +104,30 @@ impl Metrics {
             duplicates,
             cursor_lag,
             sweep_confirmations,
+            working_hours,
+            jobs,
         }
+    }
+
+    /// Creates `tenant`'s counters at zero (`topics`: what it publishes to).
+    pub fn tenant(&self, connector: &str, tenant: &str, topics: &[String]) {
+        for t in topics {
+            self.published.with_label_values(&[connector, tenant, t]).inc_by(0);
+        }
+        for o in WEBHOOK_OUTCOMES {
+            self.webhooks.with_label_values(&[connector, tenant, o]).inc_by(0);
+        }
+        for r in DEAD_LETTER_REASONS {
+            self.dead_letters.with_label_values(&[connector, tenant, r]).inc_by(0);
+        }
+        for k in ["ping", "entity"] {
+            self.duplicates.with_label_values(&[connector, tenant, k]).inc_by(0);
+        }
+    }
+
+    /// Sets `working_hours` for a tenant at `now` (unix ms) in `timezone`.
+    pub fn working_hours(&self, tenant: &str, timezone: Option<&str>, now_ms: i64) {
+        self.working_hours.with_label_values(&[tenant]).set(i64::from(is_working_hours(timezone, now_ms)));
     }
 
     pub fn published(&self, connector: &str, tenant: &str, topic: &str, n: u64) {
@@ -125,7 +135,7 @@ impl Metrics {
     }
 
     pub fn api_call(&self, connector: &str, tenant: &str, call: &str, status: Option<u16>) {
-        self.api_calls.with_label_values(&[connector, tenant, call, status_class(status)]).inc();
+        self.api_calls.with_label_values(&[connector, tenant, call, m::status_class(status)]).inc();
     }
 
     pub fn webhook(&self, connector: &str, tenant: &str, outcome: &str) {
@@ -148,10 +158,29 @@ impl Metrics {
         self.cursor_lag.with_label_values(&[connector, tenant]).set(seconds);
     }
 
+    /// The registry (to render it with others: [`crate::telemetry::metrics::render_all`]).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
-        render_registry(&self.registry)
+        m::render(&self.registry)
     }
+}
+
+/// Whether `now_ms` falls in a fleet's working hours (07:00–19:00 Monday
+/// to Friday in `timezone`, UTC when absent or unknown). Pure.
+pub fn is_working_hours(timezone: Option<&str>, now_ms: i64) -> bool {
+    let utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    let (weekday, hour) = match timezone.and_then(|z| z.parse::<chrono_tz::Tz>().ok()) {
+        Some(tz) => {
+            let l = utc.with_timezone(&tz);
+            (l.weekday().number_from_monday(), l.hour())
+        }
+        None => (utc.weekday().number_from_monday(), utc.hour()),
+    };
+    weekday <= 5 && (7..19).contains(&hour)
 }
 
 #[cfg(test)]
@@ -159,14 +188,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_named_metrics() {
+    fn renders_named_metrics_with_zeroed_counters() {
         let m = Metrics::new();
+        m.tenant("azuga", "acme", &["geoclock.azuga.pings".to_string()]);
         m.published("azuga", "acme", "geoclock.azuga.pings", 3);
         m.api_call("azuga", "acme", "GET /v1/live-locations", Some(429));
         m.cursor_lag("servicetrade", "acme", 2.5);
+        m.jobs.declare(&["azuga", "acme", "live_poll"], 120.0);
         let text = m.render();
         assert!(text.contains("geoclock_connector_records_published_total{connector=\"azuga\",tenant=\"acme\",topic=\"geoclock.azuga.pings\"} 3"), "{text}");
         assert!(text.contains("status=\"429\""));
         assert!(text.contains("geoclock_connector_reconcile_cursor_lag_seconds"));
+        assert!(text.contains("geoclock_connector_webhook_deliveries_total{connector=\"azuga\",outcome=\"unauthorized\",tenant=\"acme\"} 0"));
+        assert!(text.contains("geoclock_connector_job_interval_seconds{connector=\"azuga\",job=\"live_poll\",tenant=\"acme\"} 120"));
+    }
+
+    #[test]
+    fn working_hours_are_weekday_daytime_in_the_tenants_zone() {
+        let at = |s: &str| crate::model::Ts::parse(s).unwrap().millis();
+        // Tuesday 13:00 UTC = 08:00 in New York.
+        assert!(is_working_hours(Some("America/New_York"), at("2026-12-01T13:00:00Z")));
+        // Tuesday 11:00 UTC = 06:00 in New York: not yet.
+        assert!(!is_working_hours(Some("America/New_York"), at("2026-12-01T11:00:00Z")));
+        // Saturday.
+        assert!(!is_working_hours(None, at("2026-12-05T12:00:00Z")));
+        assert!(is_working_hours(None, at("2026-12-04T18:59:00Z")));
     }
 }

@@ -41,9 +41,10 @@ use crate::config::webhook::Registration;
 use crate::http::server::{serve, Running as Server};
 use crate::kafka::codec::{Codec, CodecError};
 use crate::kafka::registry::SchemaRegistry;
-use crate::kafka::topics::Catalogue;
+use crate::kafka::topics::{Catalogue, Topic};
 use crate::model::Ping;
 use crate::vendor::call::{Stop, VendorError};
+use crate::vendor::retry::Policy;
 use inbox::{Inbox, TenantInbox};
 use ledger::{Ledger, LedgerError};
 use metrics::Metrics;
@@ -98,6 +99,9 @@ pub struct Options {
     pub register_webhooks: bool,
     /// Ledgers live here, one file per (vendor, tenant).
     pub state_dir: PathBuf,
+    /// How the vendor clients retry reads (the longest `Retry-After`
+    /// honoured included).
+    pub policy: Policy,
 }
 
 /// Runs a vendor call on tokio's blocking pool (vendor clients block: they
@@ -158,6 +162,37 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
     let mut inboxes = HashMap::new();
     let mut tasks = Vec::new();
     let total = inbox::total_budget();
+    let topics: Vec<String> = match vendor {
+        Vendor::ServiceTrade => [Topic::Users, Topic::Locations, Topic::Jobs, Topic::Appointments, Topic::ClockEvents]
+            .iter()
+            .map(|t| opts.catalogue.name(*t))
+            .collect(),
+        Vendor::Azuga => [Topic::Drivers, Topic::Vehicles, Topic::Pairings, Topic::Pings, Topic::Ticks]
+            .iter()
+            .map(|t| opts.catalogue.name(*t))
+            .collect(),
+    };
+    for t in tenants {
+        metrics.tenant(vendor.name(), &t.name, &topics);
+    }
+    // Whether each tenant's fleet should be driving now, kept current.
+    {
+        let (metrics, zones) =
+            (metrics.clone(), tenants.iter().map(|t| (t.name.clone(), t.timezone.clone())).collect::<Vec<_>>());
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = chrono::Utc::now().timestamp_millis();
+                for (name, zone) in &zones {
+                    metrics.working_hours(name, zone.as_deref(), now);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
     let keep_pings_from = chrono::Utc::now().timestamp_millis() - 8 * 86_400_000;
     for t in tenants {
         let out = Out {
@@ -174,7 +209,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                 let ledger = Ledger::open(&ledger_path, keep_pings_from)?;
                 let policy = cfg.webhook_policy(&t.name);
                 let hook = opts.register_webhooks.then(|| Registration::new(&public, &policy));
-                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook);
+                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
                 tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox::new(policy, tx, out));
             }
@@ -185,7 +220,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                 )?;
                 let policy = cfg.webhook_policy(&t.name);
                 let hook = opts.register_webhooks.then(|| Registration::new(&public, &policy));
-                let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook);
+                let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
                 tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox::new(policy, tx, out));
             }

@@ -14,6 +14,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::engine::Event;
+use crate::kafka::client::Logged;
 use crate::kafka::codec::{Codec, CodecError};
 use crate::kafka::produce::producer_config;
 pub use crate::kafka::produce::Outgoing;
@@ -31,7 +32,7 @@ pub enum PublishError {
 }
 
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<Logged>,
     codec: Arc<Codec>,
     catalogue: Catalogue,
     component: String,
@@ -50,7 +51,9 @@ impl Publisher {
         catalogue: Catalogue,
         component: &str,
     ) -> Result<Publisher, PublishError> {
-        let producer: FutureProducer = producer_config(brokers, component).create()?;
+        let role = if component.contains("servicetrade") { "connect-servicetrade" } else { "connect-azuga" };
+        let producer: FutureProducer<Logged> =
+            producer_config(brokers, component).create_with_context(Logged::new(role))?;
         Ok(Publisher { producer, codec, catalogue, component: component.to_string() })
     }
 

@@ -89,10 +89,10 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook: Option<Registration>) -> Task {
+    pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook: Option<Registration>, policy: Policy) -> Task {
         let stop = Stop::new();
         let observer = Arc::new(out.call_metrics("servicetrade"));
-        let client = Client::new(cfg.clone(), Duration::from_secs(30), Policy::default(), stop.clone(), observer);
+        let client = Client::new(cfg.clone(), Duration::from_secs(30), policy, stop.clone(), observer);
         Task {
             client: Arc::new(client),
             ledger,
@@ -127,6 +127,10 @@ impl Task {
     pub async fn run(mut self, mut rx: QueueRx, mut shutdown: watch::Receiver<bool>) {
         let tenant = self.out.tenant.clone();
         super::stop_on(shutdown.clone(), self.stop.clone());
+        // Declared before the first sync: a tenant whose vendor never
+        // answers alerts after three intervals.
+        let job = ["servicetrade", tenant.as_str(), "reconcile"];
+        self.out.metrics.jobs.declare(&job, self.cfg.reconcile_interval_ms as f64 / 1000.0);
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.start().await {
@@ -140,6 +144,7 @@ impl Task {
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
         tracing::info!(tenant = %tenant, "servicetrade initial sync done");
+        self.out.metrics.jobs.succeeded(&job);
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.reconcile_interval_ms));
         tick.tick().await;
         loop {
@@ -155,9 +160,12 @@ impl Task {
                 _ = tick.tick() => {
                     self.reconciles += 1;
                     let full = self.reconciles.is_multiple_of(u64::from(self.cfg.full_sweep_every));
-                    if let Err(e) = self.reconcile(full).await {
-                        tracing::warn!(tenant = %tenant, error = %e, "reconciliation failed");
-                        self.report_lag();
+                    match self.reconcile(full).await {
+                        Ok(()) => self.out.metrics.jobs.succeeded(&job),
+                        Err(e) => {
+                            tracing::warn!(tenant = %tenant, error = %e, "reconciliation failed");
+                            self.report_lag();
+                        }
                     }
                 }
             }

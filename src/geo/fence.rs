@@ -189,6 +189,29 @@ impl PreparedFence {
         }
     }
 
+    /// Distance in metres from `p` to the fence: 0 inside (boundary
+    /// included); for a circle `haversine_m(center, p) - radius_m`, for a
+    /// polygon the distance to its ring (see `within_buffer`). NaN for a
+    /// NaN point.
+    pub fn distance_m(&self, p: LatLon) -> f64 {
+        if self.contains(p) {
+            return 0.0;
+        }
+        match (&self.kind, &self.shape) {
+            (Kind::Polygon { poly, .. }, _) => poly.distance_to_ring_m(p),
+            (Kind::Circle(_), Shape::Circle { center, radius_m }) => {
+                let d = haversine_m(*center, p) - radius_m;
+                // Written so that NaN stays NaN.
+                if d < 0.0 {
+                    0.0
+                } else {
+                    d
+                }
+            }
+            (Kind::Circle(_), Shape::Polygon { .. }) => f64::NAN,
+        }
+    }
+
     /// Great-circle distance in metres from the shape's centre (see
     /// [`Shape::center`]) to `p`. NaN for a NaN point.
     pub fn distance_to_center_m(&self, p: LatLon) -> f64 {
@@ -206,6 +229,22 @@ mod tests {
 
     fn circle(lat: f64, lon: f64, r: f64) -> Shape {
         Shape::Circle { center: ll(lat, lon), radius_m: r }
+    }
+
+    #[test]
+    fn distance_to_a_fence_is_zero_inside_and_to_the_edge_outside() {
+        let c = PreparedFence::new(&circle(10.0, 10.0, 200.0), 0.0).unwrap();
+        assert_eq!(c.distance_m(ll(10.0, 10.0)), 0.0);
+        let one_km_north = ll(10.0 + 1000.0 / crate::geo::M_PER_DEG, 10.0);
+        assert!((c.distance_m(one_km_north) - 800.0).abs() < 0.01, "{}", c.distance_m(one_km_north));
+        let square = Shape::Polygon { ring: vec![ll(0.0, 0.0), ll(0.0, 0.01), ll(0.01, 0.01), ll(0.01, 0.0)] };
+        let p = PreparedFence::new(&square, 0.0).unwrap();
+        assert_eq!(p.distance_m(ll(0.005, 0.005)), 0.0);
+        assert_eq!(p.distance_m(ll(0.0, 0.005)), 0.0, "the edge is inside");
+        let d = p.distance_m(ll(0.02, 0.005));
+        assert!((d - 0.01 * crate::geo::M_PER_DEG).abs() < 1.0, "{d}");
+        assert!(p.distance_m(ll(f64::NAN, 0.0)).is_nan());
+        assert!(c.distance_m(ll(f64::NAN, 0.0)).is_nan());
     }
 
     #[test]

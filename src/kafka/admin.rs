@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::producer::FutureProducer;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::client::Logged;
 use super::topics::{check, Catalogue, TopicError};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +40,21 @@ pub struct EnsureReport {
     pub partitions: BTreeMap<String, i32>,
 }
 
-pub fn admin_client(brokers: &str) -> Result<AdminClient<DefaultClientContext>, AdminError> {
-    Ok(ClientConfig::new().set("bootstrap.servers", brokers).set("client.id", "geoclock-admin").create()?)
+pub fn admin_client(brokers: &str) -> Result<AdminClient<Logged>, AdminError> {
+    Ok(super::client::base(brokers).set("client.id", "geoclock-admin").create_with_context(Logged::new("admin"))?)
 }
 
 /// Partition counts of every topic on the cluster.
-pub async fn partition_counts(
-    admin: &Arc<AdminClient<DefaultClientContext>>,
-    timeout: Duration,
-) -> Result<BTreeMap<String, i32>, AdminError> {
-    let admin = admin.clone();
+///
+/// The metadata request goes through a producer, not the admin client:
+/// a producer's polling thread delivers librdkafka's own log lines (an
+/// unreachable broker, a failed TLS handshake or SASL login) to `tracing`,
+/// while an admin client's are never polled and would be lost.
+pub async fn partition_counts(brokers: &str, timeout: Duration) -> Result<BTreeMap<String, i32>, AdminError> {
+    let probe: FutureProducer<Logged> =
+        super::client::base(brokers).set("client.id", "geoclock-admin").create_with_context(Logged::new("admin"))?;
     tokio::task::spawn_blocking(move || {
-        let md = admin.inner().fetch_metadata(None, timeout)?;
+        let md = rdkafka::producer::Producer::client(&probe).fetch_metadata(None, timeout)?;
         Ok(md.topics().iter().map(|t| (t.name().to_string(), t.partitions().len() as i32)).collect())
     })
     .await
@@ -64,7 +67,7 @@ pub async fn ensure_topics(
     timeout: Duration,
 ) -> Result<EnsureReport, AdminError> {
     let admin = Arc::new(admin_client(brokers)?);
-    let existing = partition_counts(&admin, timeout).await?;
+    let existing = partition_counts(brokers, timeout).await?;
     check(catalogue, &existing)?;
 
     let specs = catalogue.specs();
@@ -104,7 +107,7 @@ pub async fn ensure_topics(
             }
         }
     }
-    let after = partition_counts(&admin, timeout).await?;
+    let after = partition_counts(brokers, timeout).await?;
     check(catalogue, &after)?;
     report.partitions = specs.iter().filter_map(|s| after.get(&s.name).map(|n| (s.name.clone(), *n))).collect();
     Ok(report)

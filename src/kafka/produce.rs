@@ -18,11 +18,11 @@ use rdkafka::ClientContext;
 
 use super::topics::{Catalogue, Topic};
 
-/// A producer's base configuration: the brokers, its client id, idempotence.
+/// A producer's base configuration ([`super::client::base`]), its client
+/// id, idempotence.
 pub fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
+    let mut c = super::client::base(brokers);
+    c.set("enable.idempotence", "true")
         .set("client.id", client_id)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000");
@@ -46,10 +46,19 @@ impl Outgoing {
     }
 }
 
-/// Routes each delivery report to the batch waiting for it.
-pub struct Acks;
+/// Routes each delivery report to the batch waiting for it; librdkafka's
+/// log lines go to `tracing`.
+pub struct Acks(pub &'static str);
 
-impl ClientContext for Acks {}
+impl ClientContext for Acks {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::client::log_line(self.0, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::client::error_line(self.0, &error, reason);
+    }
+}
 
 impl ProducerContext for Acks {
     type DeliveryOpaque = Box<mpsc::Sender<Result<(), KafkaError>>>;
@@ -74,8 +83,8 @@ pub enum ProduceError {
 }
 
 impl SyncProducer {
-    pub fn new(config: &ClientConfig, catalogue: Catalogue) -> Result<SyncProducer, KafkaError> {
-        Ok(SyncProducer { producer: config.create_with_context(Acks)?, catalogue })
+    pub fn new(config: &ClientConfig, catalogue: Catalogue, role: &'static str) -> Result<SyncProducer, KafkaError> {
+        Ok(SyncProducer { producer: config.create_with_context(Acks(role))?, catalogue })
     }
 
     /// Sends every record and waits until the broker acknowledged all of

@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{consumer_config, unless_transient};
+use super::client::{consumer_config, unless_transient, Logged};
 
 /// One record as read.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,7 @@ pub enum ReadError {
 /// offset order.
 pub fn read_topic(brokers: &str, topic: &str, within: Duration) -> Result<Vec<Read>, ReadError> {
     let group = format!("geoclock-reader-{}", std::process::id());
-    let consumer: BaseConsumer = consumer_config(brokers, &group).create()?;
+    let consumer: BaseConsumer<Logged> = consumer_config(brokers, &group).create_with_context(Logged::new("reader"))?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> =
         md.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();

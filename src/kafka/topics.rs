@@ -35,6 +35,9 @@ pub enum Topic {
     DeadLetters,
     AppointmentStateChangelog,
     VehicleStateChangelog,
+    /// Which sink instance last claimed each commands partition, per group
+    /// (see `sink::runner`).
+    SinkClaims,
 }
 
 /// Which topics must share a partition count.
@@ -47,7 +50,7 @@ pub enum CoPartition {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 16] = [
+    pub const ALL: [Topic; 17] = [
         Topic::Users,
         Topic::Locations,
         Topic::Jobs,
@@ -64,6 +67,7 @@ impl Topic {
         Topic::DeadLetters,
         Topic::AppointmentStateChangelog,
         Topic::VehicleStateChangelog,
+        Topic::SinkClaims,
     ];
 
     /// The name without the deployment prefix.
@@ -85,6 +89,7 @@ impl Topic {
             Topic::DeadLetters => "dead-letters",
             Topic::AppointmentStateChangelog => "processor.appointment-state-changelog",
             Topic::VehicleStateChangelog => "processor.vehicle-state-changelog",
+            Topic::SinkClaims => "sinks.claims",
         }
     }
 
@@ -100,6 +105,7 @@ impl Topic {
                 | Topic::Pairings
                 | Topic::AppointmentStateChangelog
                 | Topic::VehicleStateChangelog
+                | Topic::SinkClaims
         )
     }
 

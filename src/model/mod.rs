@@ -10,6 +10,7 @@
 
 mod entities;
 mod id;
+mod map_settings;
 mod settings;
 mod time;
 
@@ -18,5 +19,6 @@ pub use entities::{
     Location, Pairing, Ping, User, Vehicle,
 };
 pub use id::Id;
+pub use map_settings::{MapSettings, MapSettingsError};
 pub use settings::{Settings, SettingsError};
 pub use time::{Ts, TsError};

@@ -36,7 +36,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -372,8 +371,7 @@ fn produce(
     events: &[Event],
     rate: Option<u64>,
 ) -> Result<(), ProcessorError> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = crate::kafka::client::base(brokers)
         .set("enable.idempotence", "true")
         .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "1")
@@ -493,8 +491,7 @@ fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<(u64, Dura
 fn command_latencies(brokers: &str, catalogue: &Catalogue, quiet: Duration) -> Result<Vec<f64>, ProcessorError> {
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), catalogue).map_err(|x| e("codec", x))?;
     let (topic, partitions) = (&catalogue.name(Topic::Commands), catalogue.partitions);
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = crate::kafka::client::base(brokers)
         .set("group.id", "bench-latency")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5")

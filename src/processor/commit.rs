@@ -210,6 +210,7 @@ impl CommitJob {
             "batch committed"
         );
         self.env.metrics.batches.inc();
+        self.env.metrics.committed();
         self.env.metrics.commit_seconds.observe(self.started.elapsed().as_secs_f64());
         Ok(())
     }

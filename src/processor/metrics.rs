@@ -1,85 +1,83 @@
-//! The processor's Prometheus metrics and the `/metrics` endpoint.
+//! The processor's Prometheus metrics and the `/metrics` endpoint, built
+//! with [`crate::telemetry::metrics`].
 //!
-//! Names are `geoclock_processor_<what>_<unit>`; label sets are fixed
-//! (`partition` for per-task gauges, `topic` for input records: the topic's
-//! catalogue suffix, `event` for rebalances; never a tenant or an id).
-//! Hand-rolled text exposition: a few atomics, no registry.
+//! Names are `geoclock_processor_<what>_<unit>`; label sets are fixed:
+//! `partition` for per-task gauges (a task's name: `3`, `a3`), removed when
+//! the task stops; `topic` for input records (the topic's catalogue
+//! suffix); `event` for rebalances (one per callback, not per partition);
+//! `tenant` and `kind` on commands, `tenant` on decision freshness (event
+//! time of the ping that decided a clock change → the command produced).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+
+use crate::kafka::topics::Topic;
+use crate::telemetry::metrics::{self as m, Jobs};
 
 /// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+#[derive(Clone)]
+pub struct Counter(prometheus::IntCounter);
 
 impl Counter {
     pub fn inc_by(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
     pub fn inc(&self) {
-        self.inc_by(1);
+        self.0.inc();
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
 /// Values by one label.
-#[derive(Debug, Default)]
-pub struct Family(Mutex<BTreeMap<String, i64>>);
+#[derive(Clone)]
+pub struct Family(IntGaugeVec);
 
 impl Family {
     pub fn add(&self, label: &str, n: i64) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(label.to_string()).or_default() += n;
+        self.0.with_label_values(&[label]).add(n);
     }
     pub fn set(&self, label: &str, v: i64) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(label.to_string(), v);
+        self.0.with_label_values(&[label]).set(v);
     }
-    fn snapshot(&self) -> BTreeMap<String, i64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Drops the series (a task that stopped here).
+    pub fn remove(&self, label: &str) {
+        m::forget(&self.0, &[label]);
+    }
+}
+
+/// Counts by one label.
+#[derive(Clone)]
+pub struct Counts(IntCounterVec);
+
+impl Counts {
+    pub fn add(&self, label: &str, n: u64) {
+        self.0.with_label_values(&[label]).inc_by(n);
     }
 }
 
 /// Seconds, in fixed buckets.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+#[derive(Clone)]
+pub struct Histogram(prometheus::Histogram);
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
     pub fn sum_seconds(&self) -> f64 {
-        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        self.0.get_sample_sum()
     }
 
     pub fn observe(&self, seconds: f64) {
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            if seconds <= *b {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.0.observe(seconds);
     }
 }
 
 const COMMIT_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 pub struct Metrics {
-    pub records: Family,
+    registry: Registry,
+    pub records: Counts,
     pub commands: Counter,
     pub dead_letters: Counter,
     pub batches: Counter,
@@ -89,101 +87,152 @@ pub struct Metrics {
     /// Appointments held in state (every tenant), per task: bounded by
     /// retention.
     pub state_appointments: Family,
-    pub rebalances: Family,
+    pub rebalances: Counts,
+    commands_by: IntCounterVec,
+    arrivals: IntCounterVec,
+    freshness: HistogramVec,
+    latency: HistogramVec,
+    pub jobs: Jobs,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(std::iter::empty())
     }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        Metrics {
-            records: Family::default(),
-            commands: Counter::default(),
-            dead_letters: Counter::default(),
-            batches: Counter::default(),
-            commit_seconds: Histogram::new(COMMIT_BUCKETS),
-            lag: Family::default(),
-            restore_remaining: Family::default(),
-            state_appointments: Family::default(),
-            rebalances: Family::default(),
+    /// The processor's metrics, with every counter at zero for `tenants`.
+    pub fn new<'a>(tenants: impl IntoIterator<Item = &'a str>) -> Metrics {
+        let r = m::registry();
+        let plain = |name: &str, help: &str| {
+            Counter(m::registered(&r, name, prometheus::IntCounter::new(name, help)))
+        };
+        let records = Counts(m::counter(&r, "geoclock_processor_records_total", "Input records processed, by topic.", &["topic"]));
+        let commands = plain("geoclock_processor_commands_produced_total", "Commands produced (all tenants).");
+        let dead_letters = plain("geoclock_processor_dead_letters_total", "Records sent to the dead-letter topic.");
+        let batches = plain("geoclock_processor_batches_total", "Batches committed.");
+        let name = "geoclock_processor_commit_seconds";
+        let commit_seconds = Histogram(m::registered(
+            &r,
+            name,
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(name, "Produce-and-commit time of one batch.").buckets(COMMIT_BUCKETS.to_vec()),
+            ),
+        ));
+        let lag = Family(m::gauge(&r, "geoclock_processor_lag_records", "Input records on the broker not yet processed, per task.", &["partition"]));
+        let restore_remaining = Family(m::gauge(
+            &r,
+            "geoclock_processor_restore_remaining_records",
+            "Changelog records left to restore, per task.",
+            &["partition"],
+        ));
+        let state_appointments = Family(m::gauge(
+            &r,
+            "geoclock_processor_state_appointments",
+            "Appointments held in state (all tenants, bounded by retention_days), per task.",
+            &["partition"],
+        ));
+        let rebalances = Counts(m::counter(
+            &r,
+            "geoclock_processor_rebalances_total",
+            "Rebalance callbacks, by event (assigned, revoked, lost).",
+            &["event"],
+        ));
+        let commands_by = m::counter(
+            &r,
+            "geoclock_processor_commands_total",
+            "Commands produced, per tenant and kind (clock, create_geofence, send_service_link, ...).",
+            &["tenant", "kind"],
+        );
+        let arrivals = m::counter(
+            &r,
+            "geoclock_processor_arrivals_total",
+            "Arrivals decided (a technician clocked On Site by GPS), per tenant.",
+            &["tenant"],
+        );
+        let freshness = m::histogram(
+            &r,
+            "geoclock_processor_decision_freshness_seconds",
+            "From the event time of the ping that decided a clock change to the command's production.",
+            &["tenant"],
+            m::SECONDS_BUCKETS,
+        );
+        let latency = m::histogram(
+            &r,
+            "geoclock_processor_decision_latency_seconds",
+            "From the input record (its Kafka timestamp) that decided a command to the command's production.",
+            &["tenant"],
+            m::SECONDS_BUCKETS,
+        );
+        let jobs = Jobs::new(&r, "processor", &[]);
+        for t in [Topic::Pings, Topic::FenceRoutes, Topic::Appointments, Topic::ClockEvents] {
+            records.add(t.suffix(), 0);
         }
+        for e in ["assigned", "revoked", "lost"] {
+            rebalances.add(e, 0);
+        }
+        for t in tenants {
+            arrivals.with_label_values(&[t]).inc_by(0);
+            for k in ["clock", "create_geofence", "update_geofence", "delete_geofence", "send_service_link"] {
+                commands_by.with_label_values(&[t, k]).inc_by(0);
+            }
+        }
+        Metrics {
+            registry: r,
+            records,
+            commands,
+            dead_letters,
+            batches,
+            commit_seconds,
+            lag,
+            restore_remaining,
+            state_appointments,
+            rebalances,
+            commands_by,
+            arrivals,
+            freshness,
+            latency,
+            jobs,
+        }
+    }
+
+    /// One command produced for `tenant`: how long after its input record
+    /// reached Kafka (`record_age_s`), and for a clock change how old the
+    /// ping that decided it is by its event time (`event_age_s`).
+    pub fn command(&self, tenant: &str, kind: &str, record_age_s: f64, event_age_s: Option<f64>) {
+        self.commands_by.with_label_values(&[tenant, kind]).inc();
+        self.latency.with_label_values(&[tenant]).observe(record_age_s.max(0.0));
+        if let Some(age) = event_age_s {
+            self.freshness.with_label_values(&[tenant]).observe(age.max(0.0));
+        }
+    }
+
+    /// An arrival decided for `tenant`.
+    pub fn arrival(&self, tenant: &str) {
+        self.arrivals.with_label_values(&[tenant]).inc();
+    }
+
+    /// A task stopped here: its gauges go.
+    pub fn forget_task(&self, task: &str) {
+        self.lag.remove(task);
+        self.restore_remaining.remove(task);
+        self.state_appointments.remove(task);
+    }
+
+    /// A batch was committed (the processor's periodic job).
+    pub fn committed(&self) {
+        self.jobs.succeeded(&["commit"]);
+    }
+
+    /// The registry (to render it with others: [`crate::telemetry::metrics::render_all`]).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut o = String::new();
-        let family = |o: &mut String, name: &str, kind: &str, help: &str, label: &str, f: &Family| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (l, v) in f.snapshot() {
-                let _ = writeln!(o, "{name}{{{label}=\"{l}\"}} {v}");
-            }
-        };
-        let counter = |o: &mut String, name: &str, help: &str, c: &Counter| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
-        };
-        family(
-            &mut o,
-            "geoclock_processor_records_total",
-            "counter",
-            "Input records processed, by topic",
-            "topic",
-            &self.records,
-        );
-        counter(&mut o, "geoclock_processor_commands_total", "Commands produced", &self.commands);
-        counter(
-            &mut o,
-            "geoclock_processor_dead_letters_total",
-            "Records sent to the dead-letter topic",
-            &self.dead_letters,
-        );
-        counter(&mut o, "geoclock_processor_batches_total", "Batches committed", &self.batches);
-        let h = &self.commit_seconds;
-        let name = "geoclock_processor_commit_seconds";
-        let _ = writeln!(o, "# HELP {name} Produce-and-commit time of one batch\n# TYPE {name} histogram");
-        for (b, c) in h.bounds.iter().zip(&h.counts) {
-            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {}", c.load(Ordering::Relaxed));
-        }
-        let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(o, "{name}_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(o, "{name}_count {count}");
-        family(
-            &mut o,
-            "geoclock_processor_lag_records",
-            "gauge",
-            "Input records on the broker not yet processed, per task",
-            "partition",
-            &self.lag,
-        );
-        family(
-            &mut o,
-            "geoclock_processor_restore_remaining_records",
-            "gauge",
-            "Changelog records left to restore, per task",
-            "partition",
-            &self.restore_remaining,
-        );
-        family(
-            &mut o,
-            "geoclock_processor_state_appointments",
-            "gauge",
-            "Appointments held in state (all tenants, bounded by retention_days), per task",
-            "partition",
-            &self.state_appointments,
-        );
-        family(
-            &mut o,
-            "geoclock_processor_rebalances_total",
-            "counter",
-            "Partitions assigned, revoked or lost",
-            "event",
-            &self.rebalances,
-        );
-        o
+        m::render(&self.registry)
     }
 }
 
@@ -198,17 +247,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_fixed_names_and_labels() {
-        let m = Metrics::new();
+    fn renders_fixed_names_and_labels_and_forgets_stopped_tasks() {
+        let m = Metrics::new(["acme"]);
         m.records.add("azuga.pings", 3);
         m.commit_seconds.observe(0.003);
         m.lag.set("0", 7);
         m.state_appointments.set("1", 42);
+        m.command("acme", "clock", 0.2, Some(12.0));
         let text = m.render();
         assert!(text.contains("geoclock_processor_records_total{topic=\"azuga.pings\"} 3"), "{text}");
+        assert!(text.contains("geoclock_processor_records_total{topic=\"servicetrade.clock-events\"} 0"), "{text}");
         assert!(text.contains("geoclock_processor_commit_seconds_bucket{le=\"0.005\"} 1"), "{text}");
-        assert!(text.contains("geoclock_processor_commit_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
         assert!(text.contains("geoclock_processor_lag_records{partition=\"0\"} 7"), "{text}");
         assert!(text.contains("geoclock_processor_state_appointments{partition=\"1\"} 42"), "{text}");
+        assert!(text.contains("geoclock_processor_commands_total{kind=\"clock\",tenant=\"acme\"} 1"), "{text}");
+        assert!(text.contains("geoclock_processor_commands_total{kind=\"send_service_link\",tenant=\"acme\"} 0"));
+        assert!(text.contains("geoclock_processor_decision_freshness_seconds_count{tenant=\"acme\"} 1"));
+        assert!(text.contains("geoclock_processor_rebalances_total{event=\"lost\"} 0"));
+        m.forget_task("0");
+        assert!(!m.render().contains("geoclock_processor_lag_records{partition=\"0\"}"));
     }
 }

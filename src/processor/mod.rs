@@ -44,7 +44,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::TopicPartitionList;
 use serde::Deserialize;
@@ -221,6 +220,9 @@ impl Group {
         for r in running {
             let _ = r.thread.join();
         }
+        for s in Stage::ALL {
+            self.env.metrics.forget_task(&s.task(p));
+        }
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -247,7 +249,15 @@ impl Group {
 
 struct GroupContext(Arc<Group>);
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client::log_line("processor", level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client::error_line("processor", &error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -309,7 +319,7 @@ impl Processor {
             .with_unknown_grace(config.unknown_schema_grace);
         std::fs::create_dir_all(&config.state_dir).map_err(|e| StoreError::Changelog(e.to_string()))?;
         let store = RocksStore::open(&config.state_dir, &STATE_STORES, &config.rocks)?;
-        let metrics = Arc::new(metrics::Metrics::new());
+        let metrics = Arc::new(metrics::Metrics::new(config.tenants.tenants.keys().map(String::as_str)));
         let metrics_addr = match config.metrics_addr {
             Some(a) => Some(metrics::serve(a, metrics.clone()).map_err(ProcessorError::Metrics)?),
             None => None,
@@ -326,8 +336,7 @@ impl Processor {
         };
         let pings = config.catalogue.name(Topic::Pings);
         let group = Arc::new(Group { env, pings: pings.clone(), tasks: Mutex::new(BTreeMap::new()) });
-        let consumer: BaseConsumer<GroupContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let consumer: BaseConsumer<GroupContext> = crate::kafka::client::base(&config.brokers)
             .set("group.id", &config.group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")

@@ -59,7 +59,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
@@ -306,8 +305,7 @@ pub fn run(stage: Stage, p: i32, env: TaskEnv, control: Arc<TaskControl>) -> Res
         chunk: 5_000,
         timeout: env.limits.timeout,
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
+    let producer: FutureProducer = crate::kafka::client::base(&env.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // nisshi answers OutOfOrderSequenceNumber to pipelined idempotent
@@ -919,10 +917,23 @@ impl Task {
         let m = &self.env.metrics;
         for (i, n) in self.inputs.iter().zip(self.counted.iter_mut()) {
             if *n > 0 {
-                m.records.add(i.topic.suffix(), std::mem::take(n) as i64);
+                m.records.add(i.topic.suffix(), std::mem::take(n) as u64);
             }
         }
         m.commands.inc_by(self.commands.len() as u64);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for (tenant, c, record_ms, _) in &self.commands {
+            let age = match &c.action {
+                crate::engine::Action::Clock(k) => {
+                    if k.cause == crate::engine::ClockCause::Arrival && k.activity == crate::model::Activity::Onsite {
+                        m.arrival(tenant);
+                    }
+                    Some((now_ms - k.time.millis()) as f64 / 1000.0)
+                }
+                _ => None,
+            };
+            m.command(tenant, c.action.kind(), (now_ms - record_ms) as f64 / 1000.0, age);
+        }
         let held: usize = self.engines.values().map(|e| e.state().appointments.len() + e.state().routed.len()).sum();
         m.state_appointments.set(&self.name, held as i64);
         m.dead_letters.inc_by(self.dead.len() as u64);

@@ -5,7 +5,11 @@
 //! that has `email.report_token`, either
 //! - the token in a header, `Authorization: Bearer TOKEN`, or
 //! - a short-lived signed link for the resource it asks for (`expires` and
-//!   `sig` in the query, see [`crate::config::link`]).
+//!   `sig` in the query, see [`crate::config::link`]): a day's report takes
+//!   a link of scope `report:{day}` or `map`, the map (page, GeoJSON,
+//!   stream) one of scope `map` only. A map link opens the reports too
+//!   because the map already shows every day's report rows, and its page
+//!   links to them.
 //!
 //! A token in the URL (`?token=`) is not accepted: URLs land in browser
 //! history, proxy logs and `Referer` headers.
@@ -144,15 +148,15 @@ impl Access {
     }
 
     /// The tenant `segment` names (with the format its suffix asks for),
-    /// when the request from `client` may see `scope` of it (a link's
-    /// scope: `report:{day}`, `map`). `now` for the throttle, `now_s`
-    /// (unix seconds) for links.
+    /// when the request from `client` may see it: the token in the header,
+    /// or a link for one of `scopes` (`report:{day}`, `map`). `now` for
+    /// the throttle, `now_s` (unix seconds) for links.
     #[allow(clippy::too_many_arguments)]
     pub fn authorize<'a>(
         &self,
         tenants: &'a HashMap<String, Tenant>,
         segment: &str,
-        scope: &str,
+        scopes: &[&str],
         headers: &HeaderMap,
         query: &HashMap<String, String>,
         client: IpAddr,
@@ -171,7 +175,10 @@ impl Access {
         };
         let by_header = presented_token(headers).is_some_and(|given| token.matches(given));
         let by_link = match (query.get("expires"), query.get("sig")) {
-            (Some(e), Some(s)) => link::verify(token, name, scope, e, s, now_s).is_ok(),
+            // Every scope is checked, so the time does not tell which matched.
+            (Some(e), Some(s)) => {
+                scopes.iter().fold(false, |ok, scope| link::verify(token, name, scope, e, s, now_s).is_ok() | ok)
+            }
             _ => false,
         };
         match configured {
@@ -233,7 +240,7 @@ name = "quiet"
         let mut bearer = HeaderMap::new();
         bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0ken"));
         let check = |seg: &str, scope: &str, h: &HeaderMap, q: &HashMap<String, String>| {
-            access.authorize(&tenants, seg, scope, h, q, ip, now, now_s)
+            access.authorize(&tenants, seg, &[scope], h, q, ip, now, now_s)
         };
         assert!(matches!(check("acme", "report:x", &bearer, &none), Ok((t, None)) if t.name == "acme"));
         assert!(matches!(check("acme.csv", "report:x", &bearer, &none), Ok((_, Some(Format::Csv)))));
@@ -246,9 +253,14 @@ name = "quiet"
             ])
         };
         assert!(check("acme", "report:2026-11-27", &HeaderMap::new(), &link("report:2026-11-27")).is_ok());
+        let report_or_map = ["report:2026-11-27", link::MAP_SCOPE];
+        let by_map_link =
+            access.authorize(&tenants, "acme", &report_or_map, &HeaderMap::new(), &link("map"), ip, now, now_s);
+        assert!(by_map_link.is_ok(), "a map link opens the report");
         let h = HeaderMap::new();
         let refused = [
             check("acme", "report:2026-11-28", &h, &link("report:2026-11-27")),
+            check("acme", "map", &h, &link("report:2026-11-27")),
             check("acme", "map", &h, &HashMap::from([("token".to_string(), "t0ken".to_string())])),
             check("quiet", "report:x", &bearer, &none),
             check("nobody", "report:x", &bearer, &none),
@@ -272,14 +284,14 @@ name = "quiet"
         right.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0ken"));
         let q = HashMap::new();
         for i in 0..10 {
-            let r = access.authorize(&tenants, "acme", "map", &wrong, &q, ip, now + Duration::from_secs(i), 0);
+            let r = access.authorize(&tenants, "acme", &["map"], &wrong, &q, ip, now + Duration::from_secs(i), 0);
             assert_eq!(r.err().map(|e| e.0), Some(Refused::Unauthorized), "attempt {}", i + 1);
         }
-        let r = access.authorize(&tenants, "acme", "map", &right, &q, ip, now + Duration::from_secs(10), 0);
+        let r = access.authorize(&tenants, "acme", &["map"], &right, &q, ip, now + Duration::from_secs(10), 0);
         assert!(matches!(r, Err((Refused::Throttled { retry_after_s: 50 }, _))), "{r:?}");
         let other: IpAddr = "198.51.100.10".parse().unwrap();
-        assert!(access.authorize(&tenants, "acme", "map", &right, &q, other, now, 0).is_ok());
+        assert!(access.authorize(&tenants, "acme", &["map"], &right, &q, other, now, 0).is_ok());
         let later = now + Duration::from_secs(61);
-        assert!(access.authorize(&tenants, "acme", "map", &right, &q, ip, later, 0).is_ok());
+        assert!(access.authorize(&tenants, "acme", &["map"], &right, &q, ip, later, 0).is_ok());
     }
 }

@@ -8,14 +8,17 @@
 //! - `render`: HTML, CSV and JSON for one tenant and local day (pure);
 //! - `replica`: a read replica of the processor's state (restored
 //!   continuously from its changelog) and of the sinks' results;
+//! - `access`: the tenant and token check every route shares;
 //! - `serve`: `geoclock report serve`, the report over HTTP per tenant and
-//!   day, behind the tenant's report token.
+//!   day, behind the tenant's report token, and the live map;
+//! - `map`: the live dispatch map (its own pure core and replica).
 //!
-//! Only `replica` and `serve` do I/O; everything they show is computed by
+//! Only `replica`, `serve` and parts of `map` do I/O; everything they show is computed by
 //! the pure modules, so a scenario's report and the served report agree.
 
 pub mod access;
 pub mod join;
+pub mod map;
 pub mod render;
 pub mod replica;
 mod rows;

@@ -27,21 +27,20 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::join::CommandInfo;
-use super::state::{rows_from_state, StateRowsError};
+use super::join::{join, CommandInfo, ReportLine};
+use super::state::{engines_from_state, rows_from_state, StateRowsError};
 use super::ReportRow;
-use crate::engine::{Action, Command};
-use crate::kafka::client::consumer_config;
+use crate::engine::{Action, Command, Engine};
+use crate::kafka::client::{consumer_config, Logged};
 use crate::kafka::codec::Codec;
 use crate::kafka::records::SinkResult;
 use crate::kafka::topics::{Catalogue, Topic};
@@ -89,6 +88,8 @@ struct Shared {
     stop: AtomicBool,
     state_ready: AtomicBool,
     feed_ready: AtomicBool,
+    /// Bumped whenever either follower stored something.
+    version: AtomicU64,
 }
 
 impl Shared {
@@ -113,8 +114,9 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// How often the changelog is checked for new batches.
-    pub const REFRESH: Duration = Duration::from_secs(1);
+    /// How often the changelog is checked for new batches (the live map
+    /// shows a decision within 2 s of its commit).
+    pub const REFRESH: Duration = Duration::from_millis(500);
 
     /// Opens (or creates) the replica in `dir` and starts following the
     /// topics of `catalogue`.
@@ -155,6 +157,18 @@ impl Replica {
         self.shared.state_ready.load(Ordering::Relaxed) && self.shared.feed_ready.load(Ordering::Relaxed)
     }
 
+    /// Counts what the followers stored: a reader that saw the same
+    /// version twice would read the same replica.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Acquire)
+    }
+
+    /// The tenant's appointment-stage engines, with the vehicle stage's
+    /// assignments absorbed ([`engines_from_state`]). Blocking.
+    pub fn engines(&self, tenant: &str, settings: &Settings) -> Result<Vec<Engine>, ReplicaError> {
+        Ok(engines_from_state(self.store.as_ref(), self.partitions, tenant, settings)?)
+    }
+
     /// The tenant's report rows as the replica holds them now. Blocking.
     pub fn rows(&self, tenant: &str, settings: &Settings) -> Result<Vec<ReportRow>, ReplicaError> {
         Ok(rows_from_state(self.store.as_ref(), self.partitions, tenant, settings)?)
@@ -182,6 +196,19 @@ impl Replica {
             }
         }
         Ok(feed)
+    }
+
+    /// The report's lines for `rows` of `tenant`: the rows joined with the
+    /// sinks' results for their appointments. Blocking.
+    pub fn lines(
+        &self,
+        tenant: &str,
+        rows: Vec<ReportRow>,
+        servicetrade_web_url: Option<&str>,
+    ) -> Result<Vec<ReportLine>, ReplicaError> {
+        let appointments: Vec<String> = rows.iter().map(|r| r.appointment.to_string()).collect();
+        let feed = self.feed(tenant, appointments.iter().map(String::as_str))?;
+        Ok(join(rows, &feed.results, &feed.commands, servicetrade_web_url))
     }
 
     /// Stops both followers, waits for them and flushes. Blocking (at most
@@ -252,7 +279,8 @@ struct ChangelogFollower {
 
 impl ChangelogFollower {
     fn run(self) {
-        let probe: Result<BaseConsumer, _> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create();
+        let probe: Result<BaseConsumer<Logged>, _> =
+            crate::kafka::client::base(&self.brokers).create_with_context(Logged::new("report-replica"));
         let probe = match probe {
             Ok(p) => p,
             Err(e) => {
@@ -273,7 +301,11 @@ impl ChangelogFollower {
                 if self.shared.stopped() {
                     return;
                 }
-                match self.catch_up(&probe, topic, store, p) {
+                let caught = self.catch_up(&probe, topic, store, p);
+                if caught.as_ref().is_ok_and(|n| *n > 0) {
+                    self.shared.version.fetch_add(1, Ordering::AcqRel);
+                }
+                match caught {
                     Ok(_) if last.take().is_some() => {
                         tracing::info!(topic = %topic, partition = p, "report replica: changelog readable again")
                     }
@@ -296,7 +328,13 @@ impl ChangelogFollower {
     }
 
     /// Restores partition `p` up to its current end, when behind.
-    fn catch_up(&self, probe: &BaseConsumer, topic: &str, store: StoreName, p: i32) -> Result<u64, ReplicaError> {
+    fn catch_up(
+        &self,
+        probe: &BaseConsumer<Logged>,
+        topic: &str,
+        store: StoreName,
+        p: i32,
+    ) -> Result<u64, ReplicaError> {
         let (low, high) = probe.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
         let at = self.store.offset(topic, p)?.unwrap_or(low).max(low);
         if at >= high {
@@ -324,7 +362,7 @@ impl ChangelogFollower {
 
 /// Follows the results and commands topics into the replica's feed stores.
 struct FeedFollower {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Logged>,
     codec: Arc<Codec>,
     results_topic: String,
     store: Arc<RocksStore>,
@@ -344,9 +382,9 @@ impl FeedFollower {
         store: Arc<RocksStore>,
         shared: Arc<Shared>,
     ) -> Result<FeedFollower, ReplicaError> {
-        let consumer: BaseConsumer = consumer_config(brokers, &format!("{}-report", catalogue.prefix))
+        let consumer: BaseConsumer<Logged> = consumer_config(brokers, &format!("{}-report", catalogue.prefix))
             .set("auto.offset.reset", "earliest")
-            .create()?;
+            .create_with_context(Logged::new("report-replica"))?;
         let results_topic = catalogue.name(Topic::Results);
         let mut tpl = TopicPartitionList::new();
         let (mut behind, mut start) = (HashMap::new(), HashMap::new());
@@ -438,6 +476,8 @@ impl FeedFollower {
                     // Nothing is lost: the offsets were not stored either,
                     // so these records are read again after a restart.
                     tracing::error!(error = %e, "report replica: cannot store the feed");
+                } else {
+                    self.shared.version.fetch_add(1, Ordering::AcqRel);
                 }
                 batch = Batch::default();
                 (pending, first_pending) = (0, None);

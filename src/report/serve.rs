@@ -1,24 +1,31 @@
-//! `geoclock report serve`: the Activity Report over HTTP.
+//! `geoclock report serve`: the Activity Report and the live map over HTTP.
 //!
 //! - `GET /report/{tenant}?day=YYYY-MM-DD&format=html|csv|json` (also
 //!   `/report/{tenant}.csv`, `.json`, `.html`): the tenant's report for its
 //!   local day (default: today in the tenant's zone; format default html).
-//! - `GET /healthz` (alive), `GET /readyz` (the replica caught up once),
+//! - `GET /map/{tenant}`, `/map/{tenant}/geojson`, `/map/{tenant}/events`:
+//!   the live dispatch map ([`super::map::routes`]).
+//! - `GET /healthz` (alive), `GET /readyz` (the replicas caught up once),
 //!   `GET /metrics` (`geoclock_report_requests_total{format,status}`,
-//!   `geoclock_report_replica_ready`).
+//!   `geoclock_report_replica_ready`,
+//!   `geoclock_report_map_requests_total{endpoint,status}`,
+//!   `geoclock_report_map_streams`,
+//!   `geoclock_report_late_appointments{tenant}`).
 //!
-//! Access is [`super::access`]'s one check, before anything else is looked
-//! at: the token as `Authorization: Bearer TOKEN`, or a short-lived signed
-//! link for the day asked for (`?day=D&expires=…&sig=…`, scope
-//! `report:D`); one uniform 401 for every refusal, 429 for an address with
-//! too many recent failures. Tokens never reach logs, metrics or error
-//! texts; report answers are not cached (`Cache-Control: no-store`) and
-//! send no referrer (a signed link must not leak to ServiceTrade through
-//! the quick links).
+//! Access to a tenant's report and map is [`super::access`]'s one check,
+//! before anything else is looked at: the token as `Authorization: Bearer
+//! TOKEN`, or a short-lived signed link (the report: `?day=D&expires=…&sig=…`,
+//! scope `report:D`; the map: scope `map`); one uniform 401 for every
+//! refusal, 429 for an address with too many recent failures (the report
+//! and the map share that memory). Tokens never reach logs, metrics or
+//! error texts; answers are not cached (`Cache-Control: no-store`) and send
+//! no referrer (a signed link must not leak to ServiceTrade through the
+//! quick links).
 //!
 //! Until the replica has caught up once the report answers 503 with
 //! `Retry-After` rather than a partial report. Building a report reads
-//! RocksDB, so it runs on the blocking pool.
+//! RocksDB, so it runs on the blocking pool. Stopping ends the map's event
+//! streams first (a graceful stop waits for open requests).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,20 +39,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::NaiveDate;
-use prometheus::{IntCounterVec, IntGauge, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::access::{plain, refusal, Access, Format};
-use super::join::join;
+use super::map::live::{Hub, LiveMap, MapData};
+use super::map::positions::{Positions, PositionsError};
+use super::map::routes::{router as map_router, MapMetrics};
 use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
 use super::replica::{Replica, ReplicaError};
 use crate::config::link;
 use crate::config::tenants::Tenant;
-use crate::connect::metrics::{counter, render_registry};
 use crate::http::server::{serve, Running};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
 use crate::model::Ts;
+use crate::telemetry::metrics::{counter, registered};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -57,6 +66,10 @@ pub enum ReportError {
     Listen(#[from] crate::http::server::ServeError),
     #[error("report server: metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Positions(#[from] PositionsError),
+    #[error("report server: cannot start the map: {0}")]
+    Map(std::io::Error),
 }
 
 /// Where the report server reads from and listens.
@@ -66,23 +79,38 @@ pub struct Options {
     pub registry: Arc<dyn SchemaRegistry>,
     /// `HOST:PORT` (port 0: any free port; see [`Server::url`]).
     pub listen: String,
-    /// The replica lives in `{state_dir}/report-replica`.
+    /// The replicas live in `{state_dir}/report-replica` and
+    /// `{state_dir}/report-positions`.
     pub state_dir: PathBuf,
 }
 
 struct App {
-    replica: Replica,
-    tenants: HashMap<String, Tenant>,
-    access: Access,
+    replica: Arc<Replica>,
+    positions: Arc<Positions>,
+    map: Arc<LiveMap>,
+    tenants: Arc<HashMap<String, Tenant>>,
+    access: Arc<Access>,
     registry: Registry,
     requests: IntCounterVec,
     ready: IntGauge,
 }
 
 impl App {
-    fn render_metrics(&self) -> String {
+    /// The registry, its readiness gauge brought up to date.
+    fn metrics(&self) -> &Registry {
         self.ready.set(i64::from(self.replica.ready()));
-        render_registry(&self.registry)
+        &self.registry
+    }
+
+    fn render_metrics(&self) -> String {
+        crate::telemetry::metrics::render(self.metrics())
+    }
+
+    /// Stops the map (ending its streams), then both replicas. Blocking.
+    fn stop_replicas(&self) {
+        self.map.stop();
+        self.positions.stop();
+        self.replica.stop();
     }
 }
 
@@ -98,9 +126,10 @@ impl Server {
         self.running.url()
     }
 
-    /// Whether the replica has caught up once (reports are served).
+    /// Whether the replicas have caught up once (reports and maps are
+    /// served).
     pub fn ready(&self) -> bool {
-        self.app.replica.ready()
+        self.app.map.ready()
     }
 
     /// The server's Prometheus metrics, for a process-wide `/metrics`.
@@ -114,11 +143,20 @@ impl Server {
         move || app.render_metrics()
     }
 
-    /// Stops accepting, finishes in-flight requests, stops the replica.
+    /// The server's registry, as a function a process-wide metrics
+    /// listener can own (to merge with other components' registries).
+    pub fn metrics_source(&self) -> impl Fn() -> Registry + Send + 'static {
+        let app = self.app.clone();
+        move || app.metrics().clone()
+    }
+
+    /// Ends the map's streams, stops accepting, finishes in-flight
+    /// requests, stops the replicas.
     pub async fn stop(self) {
+        self.app.map.hub().close();
         self.running.stop().await;
         let app = self.app.clone();
-        let _ = tokio::task::spawn_blocking(move || app.replica.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || app.stop_replicas()).await;
     }
 
     /// Waits until the server ends (for the CLI).
@@ -131,8 +169,33 @@ impl Server {
 /// from outside the runtime (it blocks until the listener is bound).
 pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handle) -> Result<Server, ReportError> {
     let codec = Arc::new(Codec::new(opts.registry.clone(), &opts.catalogue)?);
-    let replica = Replica::start(&opts.brokers, &opts.catalogue, codec, &opts.state_dir.join("report-replica"))?;
-    let registry = Registry::new();
+    let replica = Arc::new(Replica::start(
+        &opts.brokers,
+        &opts.catalogue,
+        codec.clone(),
+        &opts.state_dir.join("report-replica"),
+    )?);
+    let tenants: Arc<HashMap<String, Tenant>> = Arc::new(tenants.into_iter().map(|t| (t.name.clone(), t)).collect());
+    let hub = Arc::new(Hub::new(tenants.keys().cloned()));
+    let windows: HashMap<String, i64> =
+        tenants.values().map(|t| (t.name.clone(), t.map.speed_window_s as i64 * 1000)).collect();
+    let fixes_hub = hub.clone();
+    let positions = Positions::start(
+        &opts.brokers,
+        &opts.catalogue,
+        codec,
+        &opts.state_dir.join("report-positions"),
+        Box::new(move |tenant| windows.get(tenant).copied().unwrap_or(600_000)),
+        Box::new(move |tenant, moved| fixes_hub.fixes(tenant, &moved)),
+    );
+    let positions = match positions {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            replica.stop();
+            return Err(e.into());
+        }
+    };
+    let registry = crate::telemetry::metrics::registry();
     let requests = counter(
         &registry,
         "geoclock_report_requests_total",
@@ -141,10 +204,45 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
     );
     let ready = IntGauge::new("geoclock_report_replica_ready", "1 once the report replica has caught up.")?;
     registry.register(Box::new(ready.clone()))?;
+    let late = registered(
+        &registry,
+        "geoclock_report_late_appointments",
+        IntGaugeVec::new(
+            Opts::new(
+                "geoclock_report_late_appointments",
+                "Appointments of the live day whose technician En Route is estimated to arrive after the window ends.",
+            ),
+            &["tenant"],
+        ),
+    );
+    let map_metrics = MapMetrics {
+        requests: counter(
+            &registry,
+            "geoclock_report_map_requests_total",
+            "Map requests by endpoint (page, geojson, events) and HTTP status.",
+            &["endpoint", "status"],
+        ),
+        streams: registered(
+            &registry,
+            "geoclock_report_map_streams",
+            IntGauge::new("geoclock_report_map_streams", "Open map event streams."),
+        ),
+    };
+    let map = match LiveMap::start(hub, replica.clone(), positions.clone(), tenants.clone(), late) {
+        Ok(m) => m,
+        Err(e) => {
+            positions.stop();
+            replica.stop();
+            return Err(ReportError::Map(e));
+        }
+    };
+    let access = Arc::new(Access::default());
     let app = Arc::new(App {
         replica,
-        tenants: tenants.into_iter().map(|t| (t.name.clone(), t)).collect(),
-        access: Access::default(),
+        positions,
+        map: map.clone(),
+        tenants: tenants.clone(),
+        access: access.clone(),
         registry,
         requests,
         ready,
@@ -154,11 +252,12 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.render_metrics() }))
-        .with_state(app.clone());
+        .with_state(app.clone())
+        .merge(map_router(map, tenants, access, map_metrics));
     let running = match runtime.block_on(serve(router, &opts.listen)) {
         Ok(r) => r,
         Err(e) => {
-            app.replica.stop();
+            app.stop_replicas();
             return Err(e.into());
         }
     };
@@ -166,10 +265,13 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.replica.ready() {
+    if app.map.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "catching up with the processor's changelog and the sinks' results\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up with the processor's changelog, the sinks' results and the pings\n",
+        )
             .into_response()
     }
 }
@@ -200,7 +302,8 @@ async fn answer(
 ) -> (Response, Option<Format>) {
     let scope = link::report_scope(q.get("day").map_or("", String::as_str));
     let now_s = chrono::Utc::now().timestamp();
-    let checked = app.access.authorize(&app.tenants, segment, &scope, headers, q, client.ip(), Instant::now(), now_s);
+    let scopes = [scope.as_str(), link::MAP_SCOPE];
+    let checked = app.access.authorize(&app.tenants, segment, &scopes, headers, q, client.ip(), Instant::now(), now_s);
     let (tenant, suffix) = match checked {
         Ok(t) => t,
         Err((refused, suffix)) => return (refusal(refused), suffix),
@@ -244,10 +347,8 @@ async fn answer(
 fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<Response, ReplicaError> {
     let tz = zone(tenant.timezone.as_deref());
     let rows = for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz);
-    let appointments: Vec<String> = rows.iter().map(|r| r.appointment.to_string()).collect();
-    let feed = app.replica.feed(&tenant.name, appointments.iter().map(String::as_str))?;
     let web = tenant.email.as_ref().and_then(|e| e.servicetrade_web_url.as_deref());
-    let lines = join(rows, &feed.results, &feed.commands, web);
+    let lines = app.replica.lines(&tenant.name, rows, web)?;
     let common = [
         (header::CACHE_CONTROL, "no-store".to_string()),
         (header::REFERRER_POLICY, "no-referrer".to_string()),

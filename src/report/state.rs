@@ -49,6 +49,36 @@ fn engine_of(
     Ok(engine)
 }
 
+/// The appointment tasks' engines for `tenant`, each with every vehicle
+/// task's assignments absorbed: what the report and the map read.
+pub fn engines_from_state(
+    store: &dyn StateStore,
+    partitions: i32,
+    tenant: &str,
+    settings: &Settings,
+) -> Result<Vec<Engine>, StateRowsError> {
+    let vehicles: Vec<Engine> =
+        (0..partitions).map(|p| engine_of(store, Stage::Vehicles, p, tenant, settings)).collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let mut engine = engine_of(store, Stage::Appointments, p, tenant, settings)?;
+        for v in &vehicles {
+            engine.absorb_assignments(v);
+        }
+        out.push(engine);
+    }
+    Ok(out)
+}
+
+/// The rows of the engines [`engines_from_state`] gives, merged.
+pub fn rows_of_engines(engines: &[Engine]) -> Vec<ReportRow> {
+    let mut merged = merge_rows(engines.iter().map(rows).collect());
+    // Each task's rows are in appointment order; so are the one-stage
+    // engine's (stable: technicians keep their order).
+    merged.sort_by(|a, b| a.appointment.cmp(&b.appointment));
+    merged
+}
+
 /// The tenant's rows as the processor's tasks `0..partitions` hold them.
 pub fn rows_from_state(
     store: &dyn StateStore,
@@ -56,21 +86,7 @@ pub fn rows_from_state(
     tenant: &str,
     settings: &Settings,
 ) -> Result<Vec<ReportRow>, StateRowsError> {
-    let vehicles: Vec<Engine> =
-        (0..partitions).map(|p| engine_of(store, Stage::Vehicles, p, tenant, settings)).collect::<Result<_, _>>()?;
-    let mut per_task = Vec::new();
-    for p in 0..partitions {
-        let mut engine = engine_of(store, Stage::Appointments, p, tenant, settings)?;
-        for v in &vehicles {
-            engine.absorb_assignments(v);
-        }
-        per_task.push(rows(&engine));
-    }
-    let mut merged = merge_rows(per_task);
-    // Each task's rows are in appointment order; so are the one-stage
-    // engine's (stable: technicians keep their order).
-    merged.sort_by(|a, b| a.appointment.cmp(&b.appointment));
-    Ok(merged)
+    Ok(rows_of_engines(&engines_from_state(store, partitions, tenant, settings)?))
 }
 
 /// Merges the tasks' rows (see the module docs).

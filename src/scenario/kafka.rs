@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -112,8 +111,7 @@ impl Scenario {
         catalogue: &Catalogue,
         codec: &Codec,
     ) -> Result<(), ScenarioError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer: FutureProducer = crate::kafka::client::base(brokers)
             .set("enable.idempotence", "true")
             .set("max.in.flight.requests.per.connection", "1")
             .create()
@@ -172,10 +170,7 @@ fn read_commands(
     timeout: Duration,
 ) -> Result<Vec<Command>, ScenarioError> {
     let topic = catalogue.name(Topic::Commands);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "geoclock-scenario-reader")
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer = crate::kafka::client::consumer_config(brokers, "geoclock-scenario-reader")
         .create()
         .map_err(|e| err("consumer", e))?;
     let mut tpl = TopicPartitionList::new();

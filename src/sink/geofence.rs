@@ -168,6 +168,14 @@ impl Executor for GeofenceSink {
         Duration::from_millis(200)
     }
 
+    /// Keeps `geoclock_sink_fences_live{tenant}`: the geomarks this sink
+    /// holds at Azuga (mappings with an id) per its ledger.
+    fn housekeeping(&self, cx: &Cx, t: &TenantCx, _partition: i32) -> Result<Vec<Decided>, LedgerError> {
+        let live = cx.ledger.count_extras(&t.tenant.name, "fence/", |v| v["id"].is_u64())?;
+        cx.metrics.fences_live(&t.tenant.name, live as i64);
+        Ok(Vec::new())
+    }
+
     fn attempt(&self, cx: &Cx, t: &TenantCx, batch: &mut [Work], settle: &mut Settle<'_>) -> Result<(), LedgerError> {
         let Some(az) = &t.azuga else {
             for w in batch.iter() {

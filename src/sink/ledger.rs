@@ -107,6 +107,27 @@ impl Ledger {
     pub fn extra(&self, tenant: &str, name: &str) -> Result<Option<serde_json::Value>, LedgerError> {
         self.get_json(&extra_key(tenant, name))
     }
+
+    /// How many of `tenant`'s extras under `prefix` satisfy `keep`.
+    pub fn count_extras(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<usize, LedgerError> {
+        let start = extra_key(tenant, prefix);
+        let mut n = 0;
+        for item in self.db.prefix_iterator(&start) {
+            let (k, v) = item.map_err(|e| LedgerError::Io(e.to_string()))?;
+            if !k.starts_with(&start) {
+                break;
+            }
+            if serde_json::from_slice::<serde_json::Value>(&v).is_ok_and(|v| keep(&v)) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,15 @@ impl SinkKind {
         }
     }
 
+    /// The process's component name (dead letters, Kafka client logs).
+    pub fn component(self) -> &'static str {
+        match self {
+            SinkKind::Clock => "sink-clock",
+            SinkKind::Geofence => "sink-geofence",
+            SinkKind::Email => "sink-email",
+        }
+    }
+
     /// Whether this sink carries out `action`.
     pub fn handles(self, action: &Action) -> bool {
         matches!(

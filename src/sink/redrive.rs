@@ -123,7 +123,7 @@ pub fn run(
     if dry_run || report.commands.is_empty() {
         return Ok(report);
     }
-    let producer = SyncProducer::new(&producer_config(brokers, "geoclock-dlq-replay"), catalogue.clone())?;
+    let producer = SyncProducer::new(&producer_config(brokers, "geoclock-dlq-replay"), catalogue.clone(), "dlq")?;
     let records: Vec<(Outgoing, Option<i32>)> = report
         .commands
         .iter()

@@ -10,13 +10,15 @@
 //! about every second, never past an open one.
 //!
 //! Which commands may already have taken effect: a command with an intent
-//! in the ledger and no outcome (a crash mid-call), and every command on a
-//! freshly assigned partition below that partition's end at assignment
-//! that this ledger has not decided — another instance may have been
-//! working on it before the partition moved here (a crash, a rebalance, a
-//! scale-out). Those are looked up at the vendor before acting
-//! ([`super::effect`]). So sink instances scale as a consumer group
-//! without doubling effects, and without moving the ledger.
+//! in the ledger and no outcome (a crash mid-call), and — on a partition
+//! whose previous claimant was another instance ([`claim`]: claims are
+//! records on a compacted topic, since not every broker keeps commit
+//! metadata) — every command below the partition's end at the claim that
+//! this ledger has not decided: the other instance may have been working on
+//! it before the partition moved here (a crash, a rebalance, a scale-out).
+//! Those are looked up at the vendor before acting ([`super::effect`]). So
+//! sink instances scale as a consumer group without doubling effects, and
+//! without moving the ledger.
 //!
 //! Rebalances (cooperative-sticky): a revocation stops the workers from
 //! starting calls for the revoked partitions, drops their queued commands,
@@ -161,7 +163,7 @@ impl SinkConfig {
 pub struct Results {
     kind: SinkKind,
     codec: Arc<Codec>,
-    producer: SyncProducer,
+    pub(crate) producer: SyncProducer,
     commands: String,
     component: String,
 }
@@ -236,8 +238,8 @@ struct Shared {
     revoke_wait: Duration,
     commands: String,
     metrics: Metrics,
-    /// This instance's name (kept in its state directory): the commit
-    /// metadata by which a claim tells whose the partition was.
+    /// This instance's name (kept in its state directory), recorded by its
+    /// claims ([`claim`]).
     instance: String,
 }
 
@@ -273,7 +275,15 @@ impl Shared {
 
 struct Ctx(Arc<Shared>);
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client::log_line(self.0.kind.component(), level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::client::error_line(self.0.kind.component(), &error, reason);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -354,8 +364,12 @@ impl Sink {
                 .map_err(|e| SinkError::Codec(e.to_string()))?
                 .with_unknown_grace(config.unknown_schema_grace),
         );
-        let producer = SyncProducer::new(&producer_config(&config.brokers, &component), config.catalogue.clone())
-            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        let producer = SyncProducer::new(
+            &producer_config(&config.brokers, &component),
+            config.catalogue.clone(),
+            kind.component(),
+        )
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
         let commands = config.catalogue.name(Topic::Commands);
         let results = Arc::new(Results {
             kind,
@@ -579,10 +593,11 @@ fn consume(env: ConsumerEnv) -> Result<(), SinkError> {
         // Partitions assigned since the last loop are claimed before any
         // worker may act for them.
         let unclaimed = shared.offsets.lock().unwrap_or_else(|e| e.into_inner()).unclaimed();
-        for p in unclaimed {
-            let c = claim(&consumer, &shared, p)?;
-            shared.offsets.lock().unwrap_or_else(|e| e.into_inner()).set_claim(p, c);
-            shared.fence.assign(&[p]);
+        if !unclaimed.is_empty() {
+            for (p, c) in claim(&consumer, &shared, &results, &config.brokers, &config.catalogue, &group, &unclaimed)? {
+                shared.offsets.lock().unwrap_or_else(|e| e.into_inner()).set_claim(p, c);
+                shared.fence.assign(&[p]);
+            }
         }
         let msg = match consumer.poll(Duration::from_millis(100)) {
             None => {
@@ -599,9 +614,10 @@ fn consume(env: ConsumerEnv) -> Result<(), SinkError> {
         shared.fence.polled();
         let (p, off) = (msg.partition(), msg.offset());
         if shared.offsets.lock().unwrap_or_else(|e| e.into_inner()).claim(p).is_none() {
-            let c = claim(&consumer, &shared, p)?;
-            shared.offsets.lock().unwrap_or_else(|e| e.into_inner()).set_claim(p, c);
-            shared.fence.assign(&[p]);
+            for (p, c) in claim(&consumer, &shared, &results, &config.brokers, &config.catalogue, &group, &[p])? {
+                shared.offsets.lock().unwrap_or_else(|e| e.into_inner()).set_claim(p, c);
+                shared.fence.assign(&[p]);
+            }
         }
         let free = |shared: &Shared| shared.offsets.lock().unwrap_or_else(|e| e.into_inner()).consumed(p, off, false);
         let time = Ts(msg.timestamp().to_millis().unwrap_or(0));
@@ -695,40 +711,54 @@ fn consume(env: ConsumerEnv) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Commit points as a list, each carrying this instance's name.
+/// Commit points as a list.
 fn points_list(shared: &Shared, points: &[(i32, i64)]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     for (p, o) in points {
-        let mut e = tpl.add_partition(&shared.commands, *p);
-        let _ = e.set_offset(Offset::Offset(*o));
-        e.set_metadata(&shared.instance);
+        let _ = tpl.add_partition_offset(&shared.commands, *p, Offset::Offset(*o));
     }
     tpl
 }
 
-/// Claims partition `p` before acting for it: reads who committed it last
-/// (the commit metadata names the instance), then commits its position
-/// with this instance's name. Any instance that acts for a partition has
-/// claimed it first, so a partition whose last claimant was this instance
-/// holds no command another instance may have worked on since.
-fn claim(consumer: &BaseConsumer<Ctx>, shared: &Shared, p: i32) -> Result<Claim, SinkError> {
+/// Claims `partitions` before acting for them: reads which instance
+/// claimed each last (the compacted claims topic, key `{group}/{p}`), then
+/// records this instance as the claimant and waits for the ack. Any
+/// instance that acts for a partition has claimed it first, so a partition
+/// whose last claimant was this instance holds no command another instance
+/// may have worked on since.
+fn claim(
+    consumer: &BaseConsumer<Ctx>,
+    shared: &Shared,
+    results: &Results,
+    brokers: &str,
+    catalogue: &Catalogue,
+    group: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, Claim)>, SinkError> {
     let kafka = |e: rdkafka::error::KafkaError| SinkError::Kafka(e.to_string());
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&shared.commands, p);
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).map_err(kafka)?;
-    let (offset, last) = committed
-        .find_partition(&shared.commands, p)
-        .map(|e| (e.offset(), e.metadata().to_string()))
-        .unwrap_or((Offset::Invalid, String::new()));
-    let was_ours = last.is_empty() || last == shared.instance;
-    let (low, end) = consumer.fetch_watermarks(&shared.commands, p, Duration::from_secs(10)).map_err(kafka)?;
-    let position = match offset {
-        Offset::Offset(o) => o,
-        _ => low,
-    };
-    consumer.commit(&points_list(shared, &[(p, position)]), CommitMode::Sync).map_err(kafka)?;
-    tracing::info!(sink = shared.kind.name(), partition = p, previous = %if last.is_empty() { "none" } else { &last }, was_ours, end, "partition claimed");
-    Ok(Claim { end, was_ours })
+    let topic = catalogue.name(Topic::SinkClaims);
+    let held = crate::kafka::read::read_topic(brokers, &topic, Duration::from_secs(60))
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    let key = |p: i32| format!("{group}/{p}").into_bytes();
+    let mut out = Vec::with_capacity(partitions.len());
+    let mut records = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let k = key(*p);
+        let last = held
+            .iter()
+            .rev()
+            .find(|r| r.key.as_deref() == Some(k.as_slice()))
+            .and_then(|r| r.value.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let was_ours = last.is_empty() || last == shared.instance;
+        let (_, end) = consumer.fetch_watermarks(&shared.commands, *p, Duration::from_secs(10)).map_err(kafka)?;
+        tracing::info!(sink = shared.kind.name(), partition = p, previous = %if last.is_empty() { "none" } else { &last }, was_ours, end, "partition claimed");
+        records.push((Outgoing::new(Topic::SinkClaims, k, Some(shared.instance.clone().into_bytes())), None));
+        out.push((*p, Claim { end, was_ours }));
+    }
+    results.producer.send_all(&records, Duration::from_secs(60)).map_err(|e| SinkError::Kafka(e.to_string()))?;
+    Ok(out)
 }
 
 fn commit(consumer: &BaseConsumer<Ctx>, shared: &Shared, mode: CommitMode) {

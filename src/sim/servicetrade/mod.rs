@@ -221,7 +221,14 @@ impl ServiceTradeSim {
 
     /// Changes data as the office would (admin endpoint); webhooks follow.
     pub fn apply(&self, event: Event, actor: Option<&Id>) -> Result<(), String> {
-        let change = lock(&self.store).apply(event, now_s(), actor)?;
+        self.apply_stamped(event, actor, now_s())
+    }
+
+    /// [`ServiceTradeSim::apply`] with the entity's `updated` stamp set to
+    /// `updated_s`: a change that becomes visible later than it was stamped
+    /// (ServiceTrade's listings and its stamps need not agree in time).
+    pub fn apply_stamped(&self, event: Event, actor: Option<&Id>, updated_s: i64) -> Result<(), String> {
+        let change = lock(&self.store).apply(event, updated_s, actor)?;
         if let Some(c) = change {
             self.notify(c);
         }

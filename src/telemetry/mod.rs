@@ -1,11 +1,14 @@
 //! Process telemetry shared by every command: the `/metrics` endpoint, with
-//! `/healthz` beside it.
+//! `/healthz` beside it, and the typed metrics layer every component builds
+//! its metrics with ([`metrics`]).
 //!
 //! The endpoint runs on its own thread with blocking I/O (never on the async
 //! runtime) and answers `GET /metrics` with whatever `render` returns, and
 //! `GET /healthz` (also `/readyz`) with 200 `ok` or, when `health` reports a
 //! problem (a stalled worker), 503 and the problem; any other request gets
 //! 404. It never echoes the request.
+
+pub mod metrics;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
