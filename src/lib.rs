@@ -3,8 +3,10 @@
 //! `engine` is the pure decision core; `geo` its geometry; `model` the
 //! shared vocabulary; `scenario` runs scenario files through the engine;
 //! `report` derives the Activity Report from engine state; `kafka` holds the
-//! topic catalogue, record codec and broker administration.
+//! topic catalogue, record codec and broker administration; `audit`
+//! re-derives every decision from the topics and explains any one of them.
 
+pub mod audit;
 pub mod config;
 pub mod connect;
 pub mod demo;

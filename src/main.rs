@@ -5,15 +5,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
 use std::time::Duration;
 
+mod cli_audit;
 mod cli_connect;
 mod cli_demo;
 mod cli_dlq;
 mod cli_report;
 
 use cli_connect::shutdown_signal;
-use geoclock::kafka::admin::ensure_topics;
+use geoclock::kafka::admin::{ensure_topics, ensure_topics_with};
+use geoclock::kafka::registry::FileRegistry;
 use geoclock::kafka::topics::Catalogue;
 use geoclock::processor::{Config, Processor, Tenants};
 use geoclock::scenario::kafka::ViaKafka;
@@ -113,24 +116,47 @@ enum Top {
         #[command(subcommand)]
         command: cli_dlq::DlqCmd,
     },
+    /// Re-derive every decision from the topics and compare it with the commands and the sinks' results (exit 0 clean, 1 discrepancies, 2 error; see src/audit/).
+    Audit(cli_audit::AuditArgs),
+    /// Why each decision about one appointment was taken, or what stopped it (from topics or a scenario file).
+    Explain(cli_audit::ExplainArgs),
+}
+
+/// The bench day's broker and shape, shared by every bench.
+#[derive(clap::Args)]
+pub struct BenchDay {
+    #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Technicians (vehicles) in the generated day; each pings every
+    /// `--ping-every-s` for 12 h.
+    #[arg(long, default_value_t = 2000)]
+    techs: usize,
+    /// Seconds between a vehicle's pings (the default, 30, makes a
+    /// 2.88 M-ping day for 2 000 vehicles: drains of a second or more).
+    #[arg(long, default_value_t = 30)]
+    ping_every_s: i64,
+}
+
+impl BenchDay {
+    pub fn day(&self) -> anyhow::Result<geoclock::scenario::generate::Day> {
+        anyhow::ensure!((1..=3600).contains(&self.ping_every_s), "--ping-every-s must be 1 to 3600");
+        Ok(geoclock::scenario::generate::Day {
+            seed: 1,
+            techs: self.techs,
+            appointments_per_tech: 5,
+            ping_every_s: self.ping_every_s,
+        })
+    }
 }
 
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Pings/s through the processor beside the raw consume rate, and ping → command latency.
     Processor {
-        #[arg(long, env = "GEOCLOCK_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
-        /// Technicians (vehicles) in the generated day; each pings every
-        /// `--ping-every-s` for 12 h.
-        #[arg(long, default_value_t = 2000)]
-        techs: usize,
-        /// Seconds between a vehicle's pings (the default, 30, makes a
-        /// 2.88 M-ping day for 2 000 vehicles: drains of a second or more).
-        #[arg(long, default_value_t = 30)]
-        ping_every_s: i64,
+        #[command(flatten)]
+        day: BenchDay,
         /// Pings per second offered in the latency run.
         #[arg(long, default_value_t = 5000)]
         latency_rate: u64,
@@ -139,6 +165,8 @@ enum BenchCmd {
         #[arg(long)]
         timeline: bool,
     },
+    /// `geoclock audit`'s pings/s and CPU per ping on the bench day, read from the broker, beside the raw consume rate.
+    Audit(cli_audit::BenchAuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +184,12 @@ enum TopicsCmd {
         /// Seconds to wait for the broker.
         #[arg(long, default_value_t = 30)]
         timeout_s: u64,
+        /// Days the audit can look back: pings, clock events, ticks, commands and results are kept this long, and every entity version (existing topics are brought to it).
+        #[arg(long, env = "GEOCLOCK_AUDIT_DAYS", default_value_t = geoclock::kafka::topics::Retention::DEFAULT_AUDIT_DAYS)]
+        audit_days: u32,
+        /// The tenants file, to check audit_days against their longest retention_days (default 30).
+        #[arg(long, env = "GEOCLOCK_TENANTS")]
+        tenants: Option<PathBuf>,
     },
 }
 
@@ -178,6 +212,9 @@ enum ScenarioCmd {
         /// Seconds the whole `--via kafka` run may take.
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
+        /// The run's topic prefix (`--via kafka`; default: a fresh one). The topics stay: `geoclock audit --prefix` reads them.
+        #[arg(long)]
+        prefix: Option<String>,
     },
 }
 
@@ -192,7 +229,13 @@ fn main() -> ExitCode {
     // GEOCLOCK_LOG is an EnvFilter (`info`, `geoclock=debug,librdkafka=warn`);
     // the demo's output is its progress lines, so it logs warnings only.
     // GEOCLOCK_LOG_FORMAT=json: one JSON object per line.
-    let default = if matches!(cli.command, Top::Demo(_)) { "warn" } else { "info" };
+    let default = match cli.command {
+        Top::Demo(_) => "warn",
+        Top::Audit(_) | Top::Explain(_) => "warn,geoclock=info",
+        _ => "info",
+    };
+    // A usage or connection error of the audit exits 2 (1 is a discrepancy).
+    let failure = if matches!(cli.command, Top::Audit(_) | Top::Explain(_)) { 2 } else { 1 };
     if let Err(e) = init_logging(default) {
         eprintln!("geoclock: {e}");
         return ExitCode::from(2);
@@ -201,11 +244,15 @@ fn main() -> ExitCode {
         eprintln!("geoclock: {e}");
         return ExitCode::from(2);
     }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.command {
+        Top::Audit(args) => cli_audit::audit(args),
+        command => run(command).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("geoclock: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(failure)
         }
     }
 }
@@ -239,16 +286,29 @@ fn init_logging(default: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Top::Scenario { command: ScenarioCmd::Run { file, compact, via, brokers, partitions, timeout_s } } => {
+fn run(command: Top) -> anyhow::Result<()> {
+    match command {
+        // `main` runs the audit itself, for its exit status.
+        Top::Audit(args) => cli_audit::audit(args).map(drop),
+        Top::Explain(args) => cli_audit::explain(args),
+        Top::Bench { command: BenchCmd::Audit(args) } => cli_audit::bench(args),
+        Top::Scenario { command: ScenarioCmd::Run { file, compact, via, brokers, partitions, timeout_s, prefix } } => {
             let scenario = Scenario::load(&file)?;
             let output = match via {
                 Via::Engine => scenario.run()?,
                 Via::Kafka => {
                     let opts =
                         ViaKafka { brokers, partitions, timeout: Duration::from_secs(timeout_s), state_dir: None };
-                    scenario.run_via_kafka(&opts)?
+                    let prefix = prefix.unwrap_or_else(geoclock::scenario::kafka::fresh_prefix);
+                    eprintln!("topics of this run: --prefix {prefix}");
+                    // The audit judges by the tenants' settings: these are the scenario's.
+                    let tenants = serde_json::json!({ "tenants": { &scenario.tenant: &scenario.settings } });
+                    eprintln!(
+                        "audit them with the scenario's settings: echo '{tenants}' > tenants.yaml; \
+                         geoclock audit --prefix {prefix} --tenants tenants.yaml"
+                    );
+                    let catalogue = Catalogue { prefix, partitions, replication: 1 };
+                    scenario.run_via_kafka_on(&opts, &catalogue, Arc::new(FileRegistry::in_memory()))?
                 }
             };
             if compact {
@@ -305,14 +365,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(!died, "the processor's group thread ended unexpectedly");
             Ok(())
         }
-        Top::Bench {
-            command: BenchCmd::Processor { brokers, partitions, techs, ping_every_s, latency_rate, timeline },
-        } => {
-            anyhow::ensure!((1..=3600).contains(&ping_every_s), "--ping-every-s must be 1 to 3600");
+        Top::Bench { command: BenchCmd::Processor { day, latency_rate, timeline } } => {
             let opts = geoclock::processor::bench::BenchOptions {
-                brokers,
-                partitions,
-                day: geoclock::scenario::generate::Day { seed: 1, techs, appointments_per_tech: 5, ping_every_s },
+                day: day.day()?,
+                brokers: day.brokers,
+                partitions: day.partitions,
                 latency_rate,
                 state_dir: std::env::temp_dir().join(format!("geoclock-bench-{}", std::process::id())),
                 timeline,
@@ -321,17 +378,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Top::Topics { command: TopicsCmd::Create { brokers, prefix, partitions, replication, timeout_s } } => {
+        Top::Topics {
+            command: TopicsCmd::Create { brokers, prefix, partitions, replication, timeout_s, audit_days, tenants },
+        } => {
             let catalogue = Catalogue { prefix, partitions, replication };
+            let tenants = tenants.map(|p| Tenants::load(&p)).transpose()?;
+            let longest = tenants.map_or(geoclock::model::Settings::default().retention_days, |t| {
+                t.tenants.values().chain([&t.default]).map(|s| s.retention_days).max().unwrap_or(30)
+            });
+            let retention = geoclock::kafka::topics::Retention { audit_days };
+            retention.check(longest)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let report =
-                runtime.block_on(ensure_topics(&brokers, &catalogue, std::time::Duration::from_secs(timeout_s)))?;
+            let timeout = std::time::Duration::from_secs(timeout_s);
+            let report = runtime.block_on(ensure_topics_with(&brokers, &catalogue, &retention, true, timeout))?;
+            println!(
+                "audit_days {audit_days}: pings, clock events, ticks, commands and results are kept {audit_days} days; \
+                 entity topics keep every version at least {audit_days} days before compaction"
+            );
             for name in &report.created {
                 println!("created  {name} ({} partitions)", report.partitions.get(name).copied().unwrap_or(0));
             }
             for name in &report.existing {
                 println!("exists   {name} ({} partitions)", report.partitions.get(name).copied().unwrap_or(0));
             }
+            for u in &report.updated {
+                let what: Vec<String> = u
+                    .changes
+                    .iter()
+                    .map(|(k, old, new)| format!("{k} {} -> {new}", old.as_deref().unwrap_or("unset")))
+                    .collect();
+                println!("updated  {}: {} (audit_days {audit_days})", u.topic, what.join(", "));
+            }
+            for n in &report.not_updated {
+                println!("NOT UPDATED {n}");
+            }
+            anyhow::ensure!(
+                report.not_updated.is_empty(),
+                "{} existing topics keep their old retention: the audit cannot look back {audit_days} days until they are changed",
+                report.not_updated.len()
+            );
             Ok(())
         }
         Top::Sim { command } => cli_connect::sim(command),

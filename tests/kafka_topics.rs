@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use geoclock::kafka::admin::{admin_client, ensure_topics, partition_counts, AdminError};
 use geoclock::kafka::topics::{Catalogue, Topic, TopicError};
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -107,6 +107,8 @@ fn cli_creates_topics_and_records_flow_through_them() {
         );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            // The audit computes where the processor's producer puts a key.
+            assert_eq!(m.partition(), geoclock::audit::input::partition_of(key.as_bytes(), 2), "{key}");
             let body = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
             let n: i32 = body.trim_start_matches("ping ").parse().unwrap();
             seen.entry(key).or_default().push(n);
@@ -117,4 +119,95 @@ fn cli_creates_topics_and_records_flow_through_them() {
         assert!(ns.windows(2).all(|w| w[0] < w[1]), "{key}: {ns:?}");
     }
     assert_eq!(seen.len(), 7);
+}
+
+/// A topic's configs as the broker describes them.
+fn configs(rt: &tokio::runtime::Runtime, brokers: &str, topic: &str) -> BTreeMap<String, Option<String>> {
+    let admin = admin_client(brokers).unwrap();
+    let spec = ResourceSpecifier::Topic(topic);
+    let described = rt.block_on(admin.describe_configs([&spec], &AdminOptions::new())).expect("describe");
+    let resource = described.into_iter().next().unwrap().expect("described");
+    resource.entries.into_iter().map(|e| (e.name, e.value)).collect()
+}
+
+fn topics_create(brokers: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_geoclock"))
+        .args(["topics", "create", "--brokers", brokers, "--partitions", "1"])
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn topics_keep_the_audit_horizon_and_an_existing_deployment_is_brought_to_it() {
+    let broker = Broker::start(Storage::Memory);
+    let rt = runtime();
+    let brokers = broker.bootstrap();
+    let days = |n: i64| Some((n * 86_400_000).to_string());
+
+    // New topics are created with it.
+    let out = topics_create(&brokers, &["--prefix", "fresh", "--audit-days", "36"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(configs(&rt, &brokers, "fresh.azuga.pings")["retention.ms"], days(36));
+    let appts = configs(&rt, &brokers, "fresh.servicetrade.appointments");
+    assert_eq!(appts["min.compaction.lag.ms"], days(36));
+    assert_eq!(appts["delete.retention.ms"], days(36));
+    assert_eq!(appts["cleanup.policy"].as_deref(), Some("compact"));
+
+    // An existing deployment, made before audit_days, with an operator's own config.
+    let admin = std::sync::Arc::new(admin_client(&brokers).unwrap());
+    let old = Catalogue { prefix: "old".into(), partitions: 1, replication: 1 };
+    for spec in old.specs() {
+        let policy = if spec.compacted { "compact" } else { "delete" };
+        let t = NewTopic::new(&spec.name, 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", policy)
+            .set("max.message.bytes", "2000000");
+        let r = rt.block_on(admin.create_topics([&t], &AdminOptions::new())).unwrap();
+        assert!(r[0].is_ok(), "{r:?}");
+    }
+    let out = topics_create(&brokers, &["--prefix", "old", "--audit-days", "40"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("audit_days 40: pings, clock events, ticks, commands and results are kept 40 days"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("updated  old.azuga.pings: retention.ms")
+                && l.ends_with("-> 3456000000 (audit_days 40)")),
+        "{stdout}"
+    );
+    for (topic, key) in [
+        ("old.azuga.pings", "retention.ms"),
+        ("old.servicetrade.clock-events", "retention.ms"),
+        ("old.processor.ticks", "retention.ms"),
+        ("old.commands", "retention.ms"),
+        ("old.results", "retention.ms"),
+        ("old.servicetrade.appointments", "min.compaction.lag.ms"),
+        ("old.azuga.pairings", "delete.retention.ms"),
+    ] {
+        let c = configs(&rt, &brokers, topic);
+        assert_eq!(c[key], days(40), "{topic} {key}");
+        assert_eq!(c["max.message.bytes"].as_deref(), Some("2000000"), "{topic}: the operator's config kept");
+    }
+    assert_ne!(
+        configs(&rt, &brokers, "old.processor.appointment-state-changelog")
+            .get("min.compaction.lag.ms")
+            .cloned()
+            .flatten(),
+        days(40)
+    );
+
+    // Again: nothing left to change.
+    let again = topics_create(&brokers, &["--prefix", "old", "--audit-days", "40"]);
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("updated"), "{}", String::from_utf8_lossy(&again.stdout));
+
+    // Shorter than the report's retention: refused, nothing touched.
+    let short = topics_create(&brokers, &["--prefix", "old", "--audit-days", "20"]);
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("retention_days (30)"));
+    assert_eq!(configs(&rt, &brokers, "old.azuga.pings")["retention.ms"], days(40));
 }

@@ -6,13 +6,14 @@
 //! third is started and killed as soon as it is assigned partitions (right
 //! after a rebalance, while it restores), and a fourth takes over the first
 //! one's stale state directory. At the end the commands topic must hold
-//! exactly the commands the pure engine derives from the same input: every
-//! id present, no other id, and every record of an id (duplicates allowed)
-//! with the same content.
+//! exactly the commands the pure engine derives from the same input, as
+//! the audit re-derives them ([`geoclock::audit`]): every id present, no
+//! other id, and every record of an id (duplicates allowed) with the same
+//! content.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -20,12 +21,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use geoclock::engine::{Command as EngineCommand, Engine};
+use geoclock::audit::kafka::{audit, AuditOptions};
+use geoclock::audit::Findings;
+use geoclock::engine::Engine;
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::codec::Codec;
 use geoclock::kafka::registry::FileRegistry;
-use geoclock::kafka::topics::{Catalogue, Topic};
+use geoclock::kafka::topics::Catalogue;
 use geoclock::model::Settings;
+use geoclock::processor::Tenants;
 use geoclock::scenario::generate::Day;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -106,28 +110,15 @@ impl Drop for Proc {
     }
 }
 
-/// Every command record on the topic: id → contents seen (one per record).
-fn read_commands(brokers: &str, topic: &str, codec: &Codec) -> BTreeMap<String, Vec<EngineCommand>> {
-    let mut out: BTreeMap<String, Vec<EngineCommand>> = BTreeMap::new();
-    for (_, value) in support::kafka::read_to_end(brokers, topic, 3, T) {
-        let c = codec.decode_command(&value).unwrap();
-        assert_eq!(c.tenant, TENANT);
-        out.entry(c.command.id.clone()).or_default().push(c.command);
-    }
-    out
-}
-
-/// A broker with a generated day on its topics, and the pure engine's
-/// commands for it (by id).
+/// A broker with a generated day on its topics, and how many commands the
+/// pure engine derives from it.
 struct World {
     /// Kept alive: dropping it stops the broker.
     _broker: Broker,
     brokers: String,
     prefix: String,
-    catalogue: Catalogue,
-    codec: Codec,
     events: usize,
-    expected: BTreeMap<String, EngineCommand>,
+    expected: usize,
 }
 
 /// A fresh state directory root for one test's processes.
@@ -153,8 +144,8 @@ fn world(name: &str, techs: usize) -> World {
     for e in &events {
         engine.handle(e, &mut expected_list).unwrap();
     }
-    let expected: BTreeMap<String, EngineCommand> = expected_list.into_iter().map(|c| (c.id.clone(), c)).collect();
-    assert!(expected.len() >= techs * 5 * 4, "{} commands", expected.len());
+    let expected = expected_list.iter().map(|c| &c.id).collect::<BTreeSet<_>>().len();
+    assert!(expected >= techs * 5 * 4, "{expected} commands");
 
     // Put it all on the broker, in order, stamped in order.
     let producer: FutureProducer = ClientConfig::new()
@@ -184,52 +175,44 @@ fn world(name: &str, techs: usize) -> World {
             d.expect("input produced");
         }
     });
-    World { _broker: broker, brokers, prefix, catalogue, codec, events: events.len(), expected }
+    World { _broker: broker, brokers, prefix, events: events.len(), expected }
 }
 
 impl World {
-    /// Waits until every expected command is on the topic and a few seconds
-    /// pass; then checks: no id missing, none extra, every record of an id
-    /// with the expected content. Returns the duplicate records.
-    fn check(&self, logs: impl Fn() -> String) -> usize {
-        let topic = self.catalogue.name(Topic::Commands);
+    /// The audit of the topics: every command re-derived from the input in
+    /// the processor's order and compared with the commands topic.
+    fn audit(&self) -> Findings {
+        let opts = AuditOptions::everything(&self.brokers, &self.prefix, Tenants::default(), T);
+        audit(&opts).expect("audit").findings
+    }
+
+    /// Waits until no derived command is missing from the topic and a few
+    /// seconds pass; then checks: no id missing, none extra, every record
+    /// of an id with the derived content. Returns the duplicate records.
+    fn check(&self, logs: impl Fn() -> String) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(300);
-        let mut found = read_commands(&self.brokers, &topic, &self.codec);
-        while found.len() < self.expected.len() && Instant::now() < deadline {
+        let mut f = self.audit();
+        while !f.missing.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_secs(2));
-            found = read_commands(&self.brokers, &topic, &self.codec);
+            f = self.audit();
         }
         std::thread::sleep(Duration::from_secs(3));
-        let found = read_commands(&self.brokers, &topic, &self.codec);
-        let want: BTreeSet<&String> = self.expected.keys().collect();
-        let got: BTreeSet<&String> = found.keys().collect();
-        let missing: Vec<_> = want.difference(&got).take(5).collect();
-        let extra: Vec<_> = got.difference(&want).take(5).collect();
-        assert!(missing.is_empty(), "{} commands lost, e.g. {missing:?}\n{}", want.difference(&got).count(), logs());
+        let f = self.audit();
+        let some = |l: &[geoclock::audit::diff::Entry]| l.iter().take(5).map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert!(f.missing.is_empty(), "{} commands lost, e.g. {:?}\n{}", f.missing.len(), some(&f.missing), logs());
+        assert!(f.extra.is_empty(), "{} commands not derived by the engine, e.g. {:?}", f.extra.len(), some(&f.extra));
         assert!(
-            extra.is_empty(),
-            "{} commands not derived by the engine, e.g. {extra:?}",
-            got.difference(&want).count()
+            f.differs.is_empty(),
+            "commands emitted with other content than the engine's:\n{:#?}\n{}",
+            f.differs.iter().take(3).collect::<Vec<_>>(),
+            logs()
         );
-        let mut duplicates = 0;
-        for (id, records) in &found {
-            duplicates += records.len() - 1;
-            for r in records {
-                assert!(
-                    r == &self.expected[id],
-                    "command {id} emitted with other content than the engine's:\nengine: {:?}\non the topic, in order: {records:#?}\n{}",
-                    self.expected[id],
-                    logs()
-                );
-            }
-        }
+        assert_eq!(f.matched as usize, self.expected, "the audit re-derives what the pure engine derives");
         eprintln!(
             "{} distinct commands, {} duplicate records (dropped by sinks by id), {} input records",
-            found.len(),
-            duplicates,
-            self.events
+            f.matched, f.duplicate_records, self.events
         );
-        duplicates
+        f.duplicate_records
     }
 }
 

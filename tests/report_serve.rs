@@ -160,6 +160,7 @@ fn engine_columns(mut got: Value) -> Value {
             "trackme_url",
             "clock_events_posted",
             "quick_link",
+            "explain",
         ] {
             assert!(m.remove(k).is_some(), "column {k}");
         }
@@ -305,6 +306,28 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert!(page.contains("Azuga rejected geofence: HTTP 422: radius 5 m, minimum 50 m"));
     assert_eq!(page.matches("<tr").count(), 1 + 2);
 
+    // Behind every row, its explanation, from the replica's state: linked
+    // from the HTML row and the JSON row, with the same facts.
+    assert_eq!(ann["explain"], "/report/acme/explain/7001?tech=11");
+    assert!(page.contains("<a class=\"keep-token\" href=\"/report/acme/explain/7001?tech=11\">why</a>"), "{page}");
+    let why = format!("{}/report/acme/explain/7001?tech=11", live.url());
+    let facts = http.json(&format!("{why}&format=json"));
+    assert_eq!(facts["technicians"][0]["arrival"], ann["arrival"], "{facts}");
+    assert_eq!(facts["technicians"][0]["decisions"][0]["rule"], "arrival");
+    assert_eq!(facts["technicians"].as_array().map(Vec::len), Some(1), "only the asked technician");
+    let (status, ctype, text) = http.get(&format!("{why}&format=text"), Some(TOKEN));
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/plain") && text.contains("arrival       fired    [arrival]"), "{text}");
+    // The page's signed link (scope report:2026-11-28) opens its explanations.
+    let signed = page_url.split_once('?').map(|(_, q)| q.to_string()).unwrap();
+    let (status, ctype, html) = http.get(&format!("{why}&{signed}"), None);
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/html") && html.contains("<pre>Appointment 7001"), "{html}");
+    let bob_why = http.json(&format!("{}/report/acme/explain/7001?tech=12&format=json", live.url()));
+    assert_eq!(bob_why["technicians"][0]["decisions"][0]["rule"], "tech_not_found_in_azuga");
+    assert_eq!(http.get(&why, None).0, 401, "the report's token rules");
+    assert_eq!(http.get(&format!("{}/report/acme/explain/9999", live.url()), Some(TOKEN)).0, 404);
+
     // Access: token, tenant, format and day rules.
     let status = |url: &str, bearer: Option<&str>| http.get(url, bearer).0;
     assert_eq!(status(&format!("{base}?format=json"), None), 401, "no token");
@@ -379,6 +402,14 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
             assert_eq!(dom.matches("<tr").count(), 1 + 2);
             let (bob_at, ann_at) = (dom.find("Bob Ray").unwrap(), dom.find("Ann Lee").unwrap());
             assert!(bob_at < ann_at, "sorted by technician, descending");
+            // The row's "why" link keeps the page's token, and the page it opens shows the explanation.
+            let sig = signed.split("sig=").nth(1).unwrap().split('&').next().unwrap();
+            let link = "/report/acme/explain/7001?tech=11&amp;expires=";
+            assert!(dom.contains(link) && dom.contains(sig), "the why link carries the signed link: {dom}");
+            assert!(dom.contains("&amp;day=2026-11-28\">why</a>") && !dom.contains(TOKEN), "{dom}");
+            let why_dom = dump_dom(&browser, &format!("{why}&{signed}"));
+            assert!(why_dom.contains("<pre>Appointment 7001"), "{why_dom}");
+            assert!(why_dom.contains("arrival       fired    [arrival]"), "{why_dom}");
         }
     }
 

@@ -188,7 +188,7 @@ fn email_sink_mails_service_links_with_trackme_and_the_local_window() {
         assert!(m.text.contains(&url) && m.html.contains(&url), "the TrackMe link is in both parts");
         assert!(
             m.text.contains("Sat 28 Nov 2026, 9:00 AM – 11:00 AM EST"),
-            "window in the location's zone: {}",
+            "window in the location's zone, else the tenant's: {}",
             m.text
         );
         assert!(m.from.contains("service@acme.example"));

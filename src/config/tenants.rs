@@ -23,7 +23,7 @@
 //! smtp_url = { env = "ACME_SMTP_URL" }    # optional: smtp://user:pass@host:587?tls=required
 //! report_recipients = ["ops@acme.example"]
 //! report_token = { env = "ACME_REPORT_TOKEN" }
-//! servicetrade_web_url = "https://app.servicetrade.com"
+//! servicetrade_web_url = "https://app.servicetrade.com"   # Quick Links' base (this is the default)
 //! [tenants.map]                            # the live map (all optional; MapSettings)
 //! tile_url = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"   # "": plain background
 //! ```
@@ -271,6 +271,18 @@ pub struct Tenant {
     pub map: MapSettings,
 }
 
+/// Where a report's Quick Link points when the tenant names no
+/// `email.servicetrade_web_url`: ServiceTrade's own web app.
+pub const DEFAULT_SERVICETRADE_WEB_URL: &str = "https://app.servicetrade.com";
+
+impl Tenant {
+    /// The base of the report's Quick Links to jobs (`{base}/job/{id}`):
+    /// the configured one, else ServiceTrade's web app.
+    pub fn servicetrade_web_url(&self) -> &str {
+        self.email.as_ref().and_then(|e| e.servicetrade_web_url.as_deref()).unwrap_or(DEFAULT_SERVICETRADE_WEB_URL)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TenantsError {
     #[error("cannot read tenants file {path}: {message}")]
@@ -513,6 +525,14 @@ rate_limit_ms = 100
             assert!(!shown.contains(s), "{shown}");
         }
         assert_eq!(t[0].azuga.as_ref().unwrap().rate_limit_ms, 100);
+    }
+
+    #[test]
+    fn quick_links_default_to_servicetrade_web_app() {
+        let t = parse(FILE, "t.toml").unwrap();
+        assert_eq!(t[0].servicetrade_web_url(), "https://app.servicetrade.com");
+        let own = format!("{FILE}[tenants.email]\nfrom = \"a@b.example\"\nservicetrade_web_url = \"https://st.example/\"\n");
+        assert_eq!(parse(&own, "t.toml").unwrap()[0].servicetrade_web_url(), "https://st.example");
     }
 
     #[test]

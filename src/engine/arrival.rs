@@ -9,6 +9,10 @@
 //!   `Assignment::arrival` is set nothing here emits arrival clocks again,
 //!   and the commands' ids name only (appointment, technician, activity,
 //!   action), so even a replay yields the same ids.
+//! - Exit (with `auto_clock_out_on_exit`) is decided by a vehicle's newest
+//!   pings only: a run of them beyond the exit buffer spanning
+//!   `min_exit_dwell_s` clocks On Site out once, at the run's first ping;
+//!   a ping back inside the buffer ends the run.
 //! - Decisions use the ping's time only. Pings are kept as samples (sorted,
 //!   distinct times) until they decide, so a late ping, a late En Route
 //!   clock-in or a dwell completed out of order all decide at the earliest
@@ -19,7 +23,7 @@
 
 use super::command::{assignment_command_id, Action, ClockCause, ClockChange, Command};
 use super::persist::RowKey;
-use super::state::{keep_earliest, Assignment, Crossing, Evidence, Sample, State, Watch};
+use super::state::{keep_closest, keep_earliest, Assignment, Crossing, Evidence, Sample, State, Watch};
 use super::{Ctx, EngineError};
 use crate::geo::LatLon;
 use crate::model::{Activity, ClockAction, Id, Ping, Ts};
@@ -53,20 +57,32 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
         if hot.done || !hot.paired_may_cover(p.time) {
             continue;
         }
-        let in_box = hot.bbox.contains(point);
+        // `near` contains `bbox`: a ping far from the fence costs one test.
+        let near = hot.near.contains(point);
+        let in_box = near && hot.bbox.contains(point);
         let segment = prev.filter(|(t0, p0)| {
             p.time.millis() - t0.millis() <= MAX_SEGMENT_GAP_MS && hot.bbox.meets_segment(*p0, point)
         });
-        if !in_box && !wants_outside && segment.is_none() {
+        if !near && !wants_outside && segment.is_none() {
             continue;
         }
         let w = &vw.cold[i];
         if !hot.single_pairing && !w.paired_at(p.time) {
             continue;
         }
-        let inside = in_box && w.fence.contains(point);
         let a = &mut assignments[w.slot];
+        if !in_box && !wants_outside && segment.is_none() {
+            // Near the fence only: the closest approach may change.
+            if note_closest(w, a, p, point) {
+                dirty.mark(|| RowKey::Appointment(w.appointment.clone()));
+            }
+            continue;
+        }
+        let inside = in_box && w.fence.contains(point);
         dirty.mark(|| RowKey::Appointment(w.appointment.clone()));
+        if near {
+            note_closest(w, a, p, point);
+        }
         if let (Some((t0, p0)), false) = (segment, inside) {
             note_pass_through(w, a, p, t0, p0, point);
         }
@@ -81,6 +97,18 @@ pub fn on_ping(ctx: &Ctx, st: &mut State, p: &Ping, out: &mut Vec<Command>) -> R
 
 /// Fixes further apart than this are a gap in the data, not a path.
 pub const MAX_SEGMENT_GAP_MS: i64 = 15 * 60_000;
+
+/// The closest approach is kept among pings within this many metres of a
+/// fence (its box grown by this): a vehicle never this near has none.
+pub const NEAR_M: f64 = 2_000.0;
+
+/// Keeps the ping as the assignment's closest approach if it is nearer the
+/// fence centre than the one kept, within the window and before an arrival
+/// was decided; whether it did.
+fn note_closest(w: &Watch, a: &mut Assignment, p: &Ping, point: LatLon) -> bool {
+    let in_window = w.earliest <= p.time && p.time <= w.latest;
+    in_window && a.arrival.is_none() && keep_closest(&mut a.closest, &evidence(w, p, point))
+}
 
 /// Records (earliest first) that the straight path from the previous ping
 /// `(t0, p0)` to this one, both outside, crossed the fence in the window.
@@ -118,6 +146,9 @@ fn observe(
 ) {
     let in_window = w.earliest <= p.time && p.time <= w.latest;
     if inside {
+        if newest {
+            a.leaving = None;
+        }
         let ev = evidence(w, p, point);
         if !in_window {
             keep_earliest(&mut a.inside_outside_window, &ev);
@@ -135,26 +166,30 @@ fn observe(
         }
         return;
     }
-    if ctx.settings.auto_clock_out_on_exit
-        && newest
-        && a.exited.is_none()
-        && a.onsite.open_at(p.time)
-        && !w.fence.within_buffer(point)
-    {
-        let ev = evidence(w, p, point);
-        a.onsite.insert(p.time, ClockAction::Out);
-        out.push(clock(
-            ctx,
-            &w.appointment,
-            &w.user,
-            a.generation,
-            Activity::Onsite,
-            ClockAction::Out,
-            &ev,
-            ClockCause::Exit,
-        ));
-        a.exited = Some(ev);
+    if !ctx.settings.auto_clock_out_on_exit || !newest || a.exited.is_some() {
+        return;
     }
+    if w.fence.within_buffer(point) {
+        // Back within the buffer: whatever looked like leaving was jitter.
+        a.leaving = None;
+        return;
+    }
+    if !a.onsite.open_at(p.time) {
+        return;
+    }
+    let start = a.leaving.get_or_insert_with(|| evidence(w, p, point));
+    if !a.onsite.open_at(start.time) {
+        // On Site opened (a late clock event) after the run began.
+        *start = evidence(w, p, point);
+    }
+    let ev = start.clone();
+    if p.time.millis() - ev.time.millis() < ctx.settings.min_exit_dwell_ms() {
+        return;
+    }
+    a.leaving = None;
+    a.onsite.insert(ev.time, ClockAction::Out);
+    out.push(clock(ctx, &w.appointment, &w.user, a.generation, Activity::Onsite, ClockAction::Out, &ev, ClockCause::Exit));
+    a.exited = Some(ev);
 }
 
 /// The earliest sample that decides arrival: the first of a run of inside

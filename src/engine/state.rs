@@ -43,6 +43,40 @@ pub enum Reason {
     NoLocationEmail,
 }
 
+impl Reason {
+    /// The reason's code (its JSON form).
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::NotScheduled => "not_scheduled",
+            Reason::NoJob => "no_job",
+            Reason::NoLocationCoordinates => "no_location_coordinates",
+            Reason::NoTechAssigned => "no_tech_assigned",
+            Reason::TechNotFoundInAzuga => "tech_not_found_in_azuga",
+            Reason::TechNotPaired => "tech_not_paired",
+            Reason::NoEnrouteClockIn => "no_enroute_clock_in",
+            Reason::VehicleDidNotArrive => "vehicle_did_not_arrive",
+            Reason::ArrivedOutsideWindow => "arrived_outside_window",
+            Reason::NoLocationEmail => "no_location_email",
+        }
+    }
+
+    /// The reason in words.
+    pub fn text(self) -> &'static str {
+        match self {
+            Reason::NotScheduled => "Appointment not scheduled",
+            Reason::NoJob => "Appointment has no job",
+            Reason::NoLocationCoordinates => "Job location has no coordinates",
+            Reason::NoTechAssigned => "No technician assigned",
+            Reason::TechNotFoundInAzuga => "Technician's email not found among Azuga drivers",
+            Reason::TechNotPaired => "Technician not paired with a vehicle",
+            Reason::NoEnrouteClockIn => "Arrived without an En Route clock-in: not clocked On Site",
+            Reason::VehicleDidNotArrive => "Vehicle never arrived",
+            Reason::ArrivedOutsideWindow => "Arrived outside the appointment window",
+            Reason::NoLocationEmail => "Service Link not sent: the location has no valid email",
+        }
+    }
+}
+
 /// A ping that decided something (or would have), for the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -99,10 +133,20 @@ pub struct Assignment {
     pub inside_outside_window: Option<Evidence>,
     /// On Site clock-out sent on exit.
     pub exited: Option<Evidence>,
+    /// After arrival, the first of the newest pings beyond the exit buffer
+    /// with none back within it since: the start of a possible exit, decided
+    /// once pings stay out `min_exit_dwell_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaving: Option<Evidence>,
     /// First pair of consecutive outside pings whose straight path crossed
     /// the fence within the window (sparse GPS skipping over it).
     pub passed_through: Option<Crossing>,
     pub link: LinkState,
+    /// The ping nearest the fence centre within the window, among those
+    /// within [`super::arrival::NEAR_M`] of the fence, until an arrival is
+    /// decided (ties: the earlier ping): why a vehicle did not arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closest: Option<Evidence>,
     /// How many times the appointment was revived after retirement when
     /// this assignment began ([`super::retention`]); part of its command ids.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -170,6 +214,12 @@ impl Assignment {
                 self.passed_through = Some(c.clone());
             }
         }
+        if let Some(e) = &o.closest {
+            keep_closest(&mut self.closest, e);
+        }
+        if self.leaving.is_none() && self.exited.is_none() && o.exited.is_none() {
+            self.leaving = o.leaving.clone();
+        }
         if self.arrival.is_some() {
             self.samples = Vec::new();
         }
@@ -181,6 +231,16 @@ pub fn keep_earliest(slot: &mut Option<Evidence>, e: &Evidence) {
     if slot.as_ref().is_none_or(|x| e.time < x.time) {
         *slot = Some(e.clone());
     }
+}
+
+/// Remember the evidence nearest the fence centre (the earlier of equals);
+/// whether it replaced what was there.
+pub fn keep_closest(slot: &mut Option<Evidence>, e: &Evidence) -> bool {
+    let closer = slot.as_ref().is_none_or(|x| (e.distance_m, e.time) < (x.distance_m, x.time));
+    if closer {
+        *slot = Some(e.clone());
+    }
+    closer
 }
 
 /// What is kept of a retired appointment.
@@ -231,6 +291,9 @@ pub struct Watch {
 pub struct HotWatch {
     /// Copy of `fence.bbox()`.
     pub bbox: BBox,
+    /// `bbox` grown by [`super::arrival::NEAR_M`]: pings in it may be the
+    /// closest approach (contains `bbox`).
+    pub near: BBox,
     /// Hull of `paired`; exact when there is one interval (the usual case).
     pub paired_hull: Interval,
     pub single_pairing: bool,
@@ -253,8 +316,10 @@ impl VehicleWatches {
     pub fn push(&mut self, w: Watch, done: bool) {
         let from = w.paired.iter().map(|i| i.0).min().unwrap_or(Ts::MAX);
         let to = w.paired.iter().map(|i| i.1).max().unwrap_or(Ts::MIN);
+        let bbox = w.fence.bbox();
         self.hot.push(HotWatch {
-            bbox: w.fence.bbox(),
+            bbox,
+            near: bbox.grown_by_m(super::arrival::NEAR_M),
             paired_hull: (from, to),
             single_pairing: w.paired.len() == 1,
             done,

@@ -152,6 +152,47 @@ impl PairingBook {
     }
 }
 
+/// A driver with no vehicle during a span: the pairings on either side of
+/// it (evidence for "technician not paired").
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PairingGap {
+    pub driver: Id,
+    /// The span no pairing of the driver covers.
+    pub from: Ts,
+    pub to: Ts,
+    /// The driver's last pairing that ended before the span.
+    pub before: Option<PairedSpan>,
+    /// The driver's first pairing that began after it.
+    pub after: Option<PairedSpan>,
+}
+
+/// A pairing with its effective interval (`to`: `None` when open-ended).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PairedSpan {
+    pub vehicle: Id,
+    pub from: Ts,
+    pub to: Option<Ts>,
+}
+
+impl PairingBook {
+    /// The gap around `[from, to]` when no pairing of `driver` overlaps it
+    /// (as [`PairingBook::vehicles_during`] sees it); `None` when one does.
+    pub fn gap(&self, driver: &Id, from: Ts, to: Ts) -> Option<PairingGap> {
+        let spans = self.effective(driver);
+        if spans.iter().any(|(_, (f, t))| *f <= to && *t > from) {
+            return None;
+        }
+        let span = |(v, (f, t)): &(&Id, Interval)| PairedSpan {
+            vehicle: (*v).clone(),
+            from: *f,
+            to: (*t != Ts::MAX).then_some(*t),
+        };
+        let before = spans.iter().filter(|(_, (_, t))| *t <= from).max_by_key(|(_, (_, t))| *t).map(span);
+        let after = spans.iter().filter(|(_, (f, _))| *f > to).min_by_key(|(_, (f, _))| *f).map(span);
+        Some(PairingGap { driver: driver.clone(), from, to, before, after })
+    }
+}
+
 /// When pairing `p` of a driver's sorted `list` ends: its own `to`, or the
 /// start of the driver's next pairing, whichever is first.
 fn effective_end(list: &[Pairing], p: &Pairing) -> Ts {
@@ -192,5 +233,19 @@ mod tests {
         let during = b.vehicles_during(&d, t(50), t(150));
         assert_eq!(during.len(), 2);
         assert_eq!(during[0].1, vec![(t(0), t(100))]);
+    }
+
+    #[test]
+    fn a_gap_names_the_pairings_on_either_side() {
+        let mut b = PairingBook::default();
+        let d = Id::text("d1");
+        b.upsert(&Pairing { driver: d.clone(), vehicle: Id::text("v1"), from: t(0), to: Some(t(10)) });
+        b.upsert(&Pairing { driver: d.clone(), vehicle: Id::text("v2"), from: t(100), to: None });
+        assert_eq!(b.gap(&d, t(5), t(50)), None, "v1 covers the start");
+        let g = b.gap(&d, t(20), t(50)).unwrap();
+        assert_eq!(g.before, Some(PairedSpan { vehicle: Id::text("v1"), from: t(0), to: Some(t(10)) }));
+        assert_eq!(g.after, Some(PairedSpan { vehicle: Id::text("v2"), from: t(100), to: None }));
+        let none = b.gap(&Id::text("d9"), t(20), t(50)).unwrap();
+        assert!(none.before.is_none() && none.after.is_none());
     }
 }

@@ -1,4 +1,5 @@
 pub mod admin;
+pub mod alter;
 pub mod client;
 pub mod codec;
 pub mod produce;

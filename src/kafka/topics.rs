@@ -10,6 +10,12 @@
 //! - Entity topics and changelogs are compacted (latest value per key wins;
 //!   a null value is a delete); pings, clock events, commands, results and
 //!   dead letters are time-retained logs.
+//! - What an audit re-derives from is kept for `audit_days` ([`Retention`]):
+//!   pings, clock events, ticks, commands and results by time retention;
+//!   the entity topics keep every version that long before compaction may
+//!   remove it (`min.compaction.lag.ms`, and `delete.retention.ms` for
+//!   deletes), and the latest version of each key after (why, in
+//!   [`crate::audit`]).
 //! - Keys are `tenant/id` in UTF-8. Tenant names are restricted to
 //!   `[A-Za-z0-9_.-]`, so the first `/` always ends the tenant; ids may
 //!   contain anything.
@@ -109,6 +115,17 @@ impl Topic {
         )
     }
 
+    /// Kept for the audit horizon by time ([`Retention`]): the inputs the
+    /// audit replays that are not entities, and what it compares with.
+    pub fn time_audited(self) -> bool {
+        matches!(self, Topic::Pings | Topic::ClockEvents | Topic::Ticks | Topic::Commands | Topic::Results)
+    }
+
+    /// An entity topic: compacted, every version kept for the audit horizon.
+    pub fn entity(self) -> bool {
+        self.compacted() && !matches!(self, Topic::AppointmentStateChangelog | Topic::VehicleStateChangelog)
+    }
+
     pub fn co_partition(self) -> Option<CoPartition> {
         match self {
             Topic::Pings | Topic::FenceRoutes | Topic::VehicleStateChangelog => Some(CoPartition::Vehicle),
@@ -132,12 +149,54 @@ pub struct TopicSpec {
 
 impl TopicSpec {
     /// Topic configs to create it with.
-    pub fn configs(&self) -> Vec<(&'static str, &'static str)> {
-        if self.compacted {
-            vec![("cleanup.policy", "compact")]
+    pub fn configs(&self, retention: &Retention) -> Vec<(&'static str, String)> {
+        let mut c = vec![("cleanup.policy", if self.compacted { "compact" } else { "delete" }.to_string())];
+        c.extend(self.retention_configs(retention));
+        c
+    }
+
+    /// The configs [`Retention`] decides (what `topics create` brings
+    /// existing topics to).
+    pub fn retention_configs(&self, retention: &Retention) -> Vec<(&'static str, String)> {
+        let ms = retention.ms().to_string();
+        if self.topic.time_audited() {
+            vec![("retention.ms", ms)]
+        } else if self.topic.entity() {
+            vec![("min.compaction.lag.ms", ms.clone()), ("delete.retention.ms", ms)]
         } else {
-            vec![("cleanup.policy", "delete")]
+            Vec::new()
         }
+    }
+}
+
+/// How long the topics keep what an audit needs: one setting,
+/// `audit_days`, at least the longest `retention_days` of the tenants (the
+/// span the Activity Report covers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub audit_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { audit_days: Retention::DEFAULT_AUDIT_DAYS }
+    }
+}
+
+impl Retention {
+    pub const DEFAULT_AUDIT_DAYS: u32 = 35;
+
+    pub fn ms(&self) -> i64 {
+        i64::from(self.audit_days) * 86_400_000
+    }
+
+    /// Refuses a horizon shorter than the tenants' longest
+    /// `retention_days` or outside 1 to 3650 days.
+    pub fn check(&self, longest_retention_days: u32) -> Result<(), TopicError> {
+        if !(1..=3650).contains(&self.audit_days) || self.audit_days < longest_retention_days {
+            return Err(TopicError::AuditDays { audit_days: self.audit_days, retention_days: longest_retention_days });
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +224,8 @@ pub enum TopicError {
     InvalidTenant(String),
     #[error("key {0:?} is not `tenant/id`")]
     InvalidKey(String),
+    #[error("audit_days = {audit_days} must be 1 to 3650 and at least the tenants' longest retention_days ({retention_days}): the audit must reach as far back as the report")]
+    AuditDays { audit_days: u32, retention_days: u32 },
 }
 
 impl Catalogue {
@@ -258,6 +319,25 @@ mod tests {
         existing.insert(c.name(Topic::VehicleStateChangelog), 3);
         let err = check(&c, &existing).unwrap_err().to_string();
         assert!(err.contains("geoclock.processor.vehicle-state-changelog=3"), "{err}");
+    }
+
+    #[test]
+    fn retention_keeps_the_audit_horizon() {
+        let c = Catalogue::default();
+        let r = Retention { audit_days: 35 };
+        let spec = |t: Topic| c.specs().into_iter().find(|s| s.topic == t).unwrap();
+        let ms = (35i64 * 86_400_000).to_string();
+        for t in [Topic::Pings, Topic::ClockEvents, Topic::Ticks, Topic::Commands, Topic::Results] {
+            assert_eq!(spec(t).configs(&r), vec![("cleanup.policy", "delete".into()), ("retention.ms", ms.clone())]);
+        }
+        let appts = spec(Topic::Appointments).configs(&r);
+        assert_eq!(appts[0], ("cleanup.policy", "compact".into()));
+        assert!(appts.contains(&("min.compaction.lag.ms", ms.clone())) && appts.contains(&("delete.retention.ms", ms)));
+        assert_eq!(spec(Topic::AppointmentStateChangelog).configs(&r), vec![("cleanup.policy", "compact".into())]);
+        assert!(spec(Topic::FenceRoutes).retention_configs(&r).is_empty());
+        assert!(r.check(30).is_ok());
+        assert!(Retention { audit_days: 20 }.check(30).unwrap_err().to_string().contains("retention_days (30)"));
+        assert!(Retention { audit_days: 0 }.check(0).is_err());
     }
 
     #[test]

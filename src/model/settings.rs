@@ -24,6 +24,11 @@ pub struct Settings {
     pub arrival_requires_enroute: bool,
     /// Clock On Site out when the vehicle leaves the (buffered) fence.
     pub auto_clock_out_on_exit: bool,
+    /// Exit dwell: the vehicle's pings must stay beyond the exit buffer for
+    /// this long (by ping time) before an automatic On Site clock-out, so a
+    /// one-ping GPS jump does not end a visit; the clock-out is at the first
+    /// of those pings. 0 clocks out on the first ping beyond the buffer.
+    pub min_exit_dwell_s: u64,
     /// Ignore pings whose reported accuracy is worse than this (metres).
     pub max_accuracy_m: Option<f64>,
     /// Days an appointment's state (fence record, technicians' evidence) is
@@ -42,6 +47,7 @@ impl Default for Settings {
             service_link: true,
             arrival_requires_enroute: true,
             auto_clock_out_on_exit: false,
+            min_exit_dwell_s: 120,
             max_accuracy_m: None,
             retention_days: 30,
         }
@@ -78,6 +84,7 @@ impl Settings {
             "0 to 16093.44",
         )?;
         check("min_dwell_s", self.min_dwell_s as f64, self.min_dwell_s <= 86_400, "0 to 86400")?;
+        check("min_exit_dwell_s", self.min_exit_dwell_s as f64, self.min_exit_dwell_s <= 86_400, "0 to 86400")?;
         let days = self.retention_days;
         check("retention_days", days as f64, (1..=3650).contains(&days), "1 to 3650")?;
         if let Some(a) = self.max_accuracy_m {
@@ -96,6 +103,10 @@ impl Settings {
 
     pub fn min_dwell_ms(&self) -> i64 {
         self.min_dwell_s as i64 * 1000
+    }
+
+    pub fn min_exit_dwell_ms(&self) -> i64 {
+        self.min_exit_dwell_s as i64 * 1000
     }
 }
 

@@ -154,7 +154,7 @@ fn e(what: &str, err: impl std::fmt::Display) -> ProcessorError {
 
 /// User + system CPU seconds of this process so far (Linux `/proc`, whose
 /// clock ticks are always 1/100 s); `None` elsewhere.
-fn cpu_seconds() -> Option<f64> {
+pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields of the line.
@@ -175,7 +175,7 @@ fn now_ms() -> i64 {
 const T: Duration = Duration::from_secs(60);
 
 /// How many events come before the day's first ping (its entities).
-fn entity_count(events: &[Event]) -> usize {
+pub(crate) fn entity_count(events: &[Event]) -> usize {
     events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len())
 }
 
@@ -317,7 +317,7 @@ fn every_task(tasks: &[super::TaskStatus], partitions: i32, test: impl Fn(&super
 
 /// Waits until every task of both stages has taken records and all have
 /// been idle for half a second (the appointment stage's routes applied).
-fn wait_settled(proc: &Processor, partitions: i32) -> Result<(), ProcessorError> {
+pub(crate) fn wait_settled(proc: &Processor, partitions: i32) -> Result<(), ProcessorError> {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut since: Option<Instant> = None;
     while since.is_none_or(|s| s.elapsed() < Duration::from_millis(500)) {
@@ -345,13 +345,17 @@ fn timeline(tasks: &[super::TaskStatus]) -> String {
     line
 }
 
-fn config(opts: &BenchOptions, catalogue: &Catalogue, dir: PathBuf) -> Config {
+pub(crate) fn config(opts: &BenchOptions, catalogue: &Catalogue, dir: PathBuf) -> Config {
     let mut c = Config::new(&opts.brokers, catalogue.clone(), dir, Arc::new(FileRegistry::in_memory()));
     c.group_id = format!("{}-group", catalogue.prefix);
     c
 }
 
-fn fresh(runtime: &tokio::runtime::Runtime, opts: &BenchOptions, what: &str) -> Result<Catalogue, ProcessorError> {
+pub(crate) fn fresh(
+    runtime: &tokio::runtime::Runtime,
+    opts: &BenchOptions,
+    what: &str,
+) -> Result<Catalogue, ProcessorError> {
     let catalogue = Catalogue {
         prefix: format!("bench-{what}-{}-{}", std::process::id(), now_ms()),
         partitions: opts.partitions,
@@ -363,7 +367,7 @@ fn fresh(runtime: &tokio::runtime::Runtime, opts: &BenchOptions, what: &str) -> 
 
 /// Produces the events in order, each stamped with its produce time; at
 /// `rate` pings per second when given (entities go first, unpaced).
-fn produce(
+pub(crate) fn produce(
     runtime: &tokio::runtime::Runtime,
     brokers: &str,
     catalogue: &Catalogue,
@@ -428,7 +432,11 @@ struct Counter(AtomicU64);
 /// returns the records read, the time from the first record to the last
 /// (connection set-up excluded, as the processor's group join is), and the
 /// drain's progress sampled every millisecond.
-fn raw_consume(brokers: &str, topic: &str, partitions: i32) -> Result<(u64, Duration, Samples), ProcessorError> {
+pub(crate) fn raw_consume(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(u64, Duration, Samples), ProcessorError> {
     let first: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let counters: Vec<Arc<Counter>> = (0..partitions).map(|_| Arc::default()).collect();
     let handles: Vec<_> = (0..partitions)

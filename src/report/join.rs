@@ -106,34 +106,12 @@ impl ReportLine {
 
 /// The engine's code for a reason (its JSON form).
 pub fn reason_code(r: Reason) -> &'static str {
-    match r {
-        Reason::NotScheduled => "not_scheduled",
-        Reason::NoJob => "no_job",
-        Reason::NoLocationCoordinates => "no_location_coordinates",
-        Reason::NoTechAssigned => "no_tech_assigned",
-        Reason::TechNotFoundInAzuga => "tech_not_found_in_azuga",
-        Reason::TechNotPaired => "tech_not_paired",
-        Reason::NoEnrouteClockIn => "no_enroute_clock_in",
-        Reason::VehicleDidNotArrive => "vehicle_did_not_arrive",
-        Reason::ArrivedOutsideWindow => "arrived_outside_window",
-        Reason::NoLocationEmail => "no_location_email",
-    }
+    r.code()
 }
 
 /// A reason in words.
 pub fn reason_text(r: Reason) -> &'static str {
-    match r {
-        Reason::NotScheduled => "Appointment not scheduled",
-        Reason::NoJob => "Appointment has no job",
-        Reason::NoLocationCoordinates => "Job location has no coordinates",
-        Reason::NoTechAssigned => "No technician assigned",
-        Reason::TechNotFoundInAzuga => "Technician's email not found among Azuga drivers",
-        Reason::TechNotPaired => "Technician not paired with a vehicle",
-        Reason::NoEnrouteClockIn => "Arrived without an En Route clock-in: not clocked On Site",
-        Reason::VehicleDidNotArrive => "Vehicle never arrived",
-        Reason::ArrivedOutsideWindow => "Arrived outside the appointment window",
-        Reason::NoLocationEmail => "Service Link not sent: the location has no valid email",
-    }
+    r.text()
 }
 
 /// What did not happen when a command of `kind` failed, and the openings

@@ -13,7 +13,13 @@
 //!   `failure_reason` is the first of them, plus the sink columns
 //!   (`fence_in_azuga`, `geomark_id`, `service_link_delivered`,
 //!   `trackme_url`, `clock_events_posted`, `sink_failures`,
-//!   `failure_texts`, `quick_link`);
+//!   `failure_texts`, `quick_link`) and `explain`, the path of the row's
+//!   explanation (`/report/{tenant}/explain/{appointment}?tech={tech}`);
+//!   the evidence of each failure is in the engine row's fields
+//!   (`closest_approach`, `outside_window_ping`, `inside_before_enroute`,
+//!   `pairing_gap`; see [`super::rows`]);
+//! - CSV and HTML show that evidence as a sentence (`evidence`), and HTML
+//!   links each row to its explanation (`Why`), after the other columns;
 //! - CSV is RFC 4180 (header row, CRLF, quotes doubled); a text cell that a
 //!   spreadsheet would run as a formula (leading `=`, `+`, `-`, `@`, tab or
 //!   CR, and not a number) is prefixed with `'`;
@@ -74,9 +80,63 @@ fn yes_no(b: bool) -> &'static str {
 
 // ------------------------------------------------------------------ JSON
 
-fn json_line(l: &ReportLine) -> Value {
+/// `%`-encodes everything but unreserved characters (RFC 3986).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The path of a row's explanation on the report server.
+pub fn explain_path(tenant: &str, row: &ReportRow) -> String {
+    let tech = row.tech.as_ref().map(|t| format!("?tech={}", encode(t.as_str()))).unwrap_or_default();
+    format!("/report/{}/explain/{}{tech}", encode(tenant), encode(row.appointment.as_str()))
+}
+
+/// The evidence behind a row's failures, as a sentence (empty when none).
+pub fn evidence_text(r: &ReportRow, tz: Tz) -> String {
+    let ping = |e: &crate::engine::Evidence| {
+        format!("{} {} m from the centre ({})", local_time(e.time, tz), e.distance_m, e.vehicle)
+    };
+    let mut parts = Vec::new();
+    if let Some(e) = &r.closest_approach {
+        parts.push(format!("closest approach {}", ping(e)));
+    }
+    if let Some(e) = &r.outside_window_ping {
+        parts.push(format!("inside only outside the window: {}", ping(e)));
+    }
+    if let Some(e) = &r.inside_before_enroute {
+        parts.push(format!("inside without an open En Route clock-in: {}", ping(e)));
+    }
+    if let Some(g) = &r.pairing_gap {
+        let mut s = format!(
+            "driver {} had no vehicle from {} to {}",
+            g.driver,
+            at(g.from, tz).format("%b %-d %H:%M"),
+            at(g.to, tz).format("%b %-d %H:%M")
+        );
+        if let Some(b) = &g.before {
+            s.push_str(&format!(
+                "; before: {} until {}",
+                b.vehicle,
+                b.to.map_or("open".to_string(), |t| at(t, tz).format("%b %-d %H:%M").to_string())
+            ));
+        }
+        if let Some(a) = &g.after {
+            s.push_str(&format!("; after: {} from {}", a.vehicle, at(a.from, tz).format("%b %-d %H:%M")));
+        }
+        parts.push(s);
+    }
+    parts.join("; ")
+}
+
+fn json_line(tenant: &str, l: &ReportLine) -> Value {
     let mut v = serde_json::to_value(&l.row).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
+        m.insert("explain".into(), json!(explain_path(tenant, &l.row)));
         let failures = l.failures();
         m.insert("failure_reason".into(), failures.first().map_or(Value::Null, |f| Value::String(f.clone())));
         m.insert("failures".into(), json!(failures));
@@ -92,16 +152,16 @@ fn json_line(l: &ReportLine) -> Value {
     v
 }
 
-/// The lines as a JSON array (see the module docs).
-pub fn json(lines: &[ReportLine]) -> String {
-    let all = Value::Array(lines.iter().map(json_line).collect());
+/// The lines of `tenant` as a JSON array (see the module docs).
+pub fn json(tenant: &str, lines: &[ReportLine]) -> String {
+    let all = Value::Array(lines.iter().map(|l| json_line(tenant, l)).collect());
     serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
 }
 
 // ------------------------------------------------------------------- CSV
 
 /// The CSV header, in column order.
-pub const CSV_COLUMNS: [&str; 34] = [
+pub const CSV_COLUMNS: [&str; 35] = [
     "appointment",
     "job",
     "job_number",
@@ -136,13 +196,14 @@ pub const CSV_COLUMNS: [&str; 34] = [
     "passed_through",
     "failure_reason",
     "failures",
+    "evidence",
 ];
 
 fn csv_time(t: Option<Ts>, tz: Tz) -> String {
     t.map(|t| at(t, tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)).unwrap_or_default()
 }
 
-fn csv_record(l: &ReportLine, tz: Tz) -> [String; 34] {
+fn csv_record(l: &ReportLine, tz: Tz) -> [String; 35] {
     let r = &l.row;
     let a = r.arrival.as_ref();
     let texts = l.failure_texts();
@@ -184,6 +245,7 @@ fn csv_record(l: &ReportLine, tz: Tz) -> [String; 34] {
             .unwrap_or_default(),
         texts.first().cloned().unwrap_or_default(),
         texts.join("; "),
+        evidence_text(r, tz),
     ]
 }
 
@@ -218,7 +280,7 @@ pub use crate::sink::render::escape_html as escape;
 
 /// `(key, heading)` of the HTML table's columns, in order. The key is what
 /// `#sort=KEY` (or `#sort=-KEY`, descending) in the page URL sorts by.
-pub const HTML_COLUMNS: [(&str, &str); 23] = [
+pub const HTML_COLUMNS: [(&str, &str); 25] = [
     ("appointment", "Appointment"),
     ("job", "Job"),
     ("job_number", "Job no."),
@@ -242,6 +304,8 @@ pub const HTML_COLUMNS: [(&str, &str); 23] = [
     ("clock_events_posted", "Clock events posted"),
     ("arrival", "Arrival evidence"),
     ("failures", "Failures"),
+    ("evidence", "Evidence"),
+    ("explain", "Why"),
 ];
 
 /// One table cell: its text, and optionally a sort key, a tooltip and a link.
@@ -252,6 +316,9 @@ struct Cell {
     title: Option<String>,
     link: Option<String>,
     class: Option<&'static str>,
+    /// The link is on this server and needs the page's token (the script
+    /// adds it).
+    keep_token: bool,
 }
 
 fn text(s: impl Into<String>) -> Cell {
@@ -272,7 +339,7 @@ fn time_cell(t: Option<Ts>, day: NaiveDate, tz: Tz) -> Cell {
     }
 }
 
-fn html_cells(l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 23] {
+fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 25] {
     let r = &l.row;
     let mut job = text(opt(r.job.as_ref()));
     job.link = l.quick_link.clone().filter(|_| r.job.is_some());
@@ -348,6 +415,8 @@ fn html_cells(l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 23] {
         text(l.clock_events_posted.to_string()),
         arrival,
         failures,
+        text(evidence_text(r, tz)),
+        Cell { link: Some(explain_path(tenant, r)), keep_token: true, ..text("why") },
     ]
 }
 
@@ -369,6 +438,9 @@ fn push_cell(out: &mut String, c: &Cell) {
     out.push('>');
     let body = escape(&c.text).replace('\n', "<br>");
     match &c.link {
+        Some(href) if c.keep_token => {
+            out.push_str(&format!("<a class=\"keep-token\" href=\"{}\">{body}</a>", escape(href)))
+        }
         Some(href) => out.push_str(&format!(
             "<a href=\"{}\" rel=\"noreferrer noopener\" target=\"_blank\">{body}</a>",
             escape(href)
@@ -422,11 +494,13 @@ const SCRIPT: &str = r#"(function () {
   });
   var only = document.getElementById('only-failed');
   only.addEventListener('change', function () { table.classList.toggle('only-failed', only.checked); });
-  var token = new URLSearchParams(location.search).get('token');
-  if (token) {
+  // A page opened by a signed link carries it (and its day) to its links.
+  var here = new URLSearchParams(location.search);
+  if (here.get('sig')) {
     document.querySelectorAll('a.keep-token').forEach(function (a) {
       var u = new URL(a.getAttribute('href'), location.href);
-      u.searchParams.set('token', token);
+      ['expires', 'sig'].forEach(function (k) { u.searchParams.set(k, here.get(k)); });
+      if (!u.searchParams.get('day') && here.get('day')) u.searchParams.set('day', here.get('day'));
       a.href = u.toString();
     });
   }
@@ -486,7 +560,7 @@ Click a heading to sort. <label><input type=\"checkbox\" id=\"only-failed\"> onl
     out.push_str("</tr></thead>\n<tbody>\n");
     for l in lines {
         out.push_str(if l.has_failures() { "<tr class=\"failed\">" } else { "<tr>" });
-        for c in html_cells(l, day, tz).iter() {
+        for c in html_cells(tenant, l, day, tz).iter() {
             push_cell(&mut out, c);
         }
         out.push_str("</tr>\n");
@@ -499,6 +573,53 @@ Click a heading to sort. <label><input type=\"checkbox\" id=\"only-failed\"> onl
     out.push_str(SCRIPT);
     out.push_str("</script>\n</body></html>\n");
     out
+}
+
+/// Carries the page's signed link (`expires`, `sig`, `day`) over to its
+/// links (as the report page's script does).
+const EXPLAIN_SCRIPT: &str = r#"(function () {
+  'use strict';
+  var here = new URLSearchParams(location.search);
+  if (!here.get('sig')) return;
+  document.querySelectorAll('a.keep-token').forEach(function (a) {
+    var u = new URL(a.getAttribute('href'), location.href);
+    ['expires', 'sig'].forEach(function (k) { u.searchParams.set(k, here.get(k)); });
+    if (!u.searchParams.get('day') && here.get('day')) u.searchParams.set('day', here.get('day'));
+    a.href = u.toString();
+  });
+})();"#;
+
+/// The `Content-Security-Policy` of [`explain_html`] pages: their own
+/// inline script (by hash), nothing else.
+pub fn explain_security_policy() -> String {
+    format!(
+        "default-src 'none'; script-src {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        sha256_source(EXPLAIN_SCRIPT)
+    )
+}
+
+/// An explanation as a page: its text, and links to its JSON and to the
+/// report of the appointment's day.
+pub fn explain_html(tenant: &str, e: &crate::audit::Explanation) -> String {
+    let day = e.window.as_ref().map(|w| at(w.start, chrono_tz::UTC).date_naive().to_string());
+    let back = day
+        .map(|d| format!("<a class=\"keep-token\" href=\"/report/{}?day={d}\">report of {d}</a> · ", encode(tenant)));
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"referrer\" content=\"no-referrer\">\
+<title>Why · appointment {a} · {t}</title></head>\n<body>\n\
+<h1>Appointment {a}: why</h1>\n<p>{back}<a class=\"keep-token\" href=\"?{tech}format=json\">JSON</a> · \
+<a class=\"keep-token\" href=\"?{tech}format=text\">text</a></p>\n\
+<pre>{body}</pre>\n<script>{EXPLAIN_SCRIPT}</script>\n</body></html>\n",
+        tech = match e.technicians.as_slice() {
+            [one] => format!("tech={}&amp;", encode(one.user.as_str())),
+            _ => String::new(),
+        },
+        a = escape(e.appointment.as_str()),
+        t = escape(tenant),
+        back = back.unwrap_or_default(),
+        body = escape(&e.text()),
+    )
 }
 
 #[cfg(test)]
@@ -575,7 +696,7 @@ mod tests {
             command_time: Ts(0),
         };
         let l = join(rows.clone(), &[failed], &HashMap::new(), None);
-        let v: Value = serde_json::from_str(&json(&l)).unwrap();
+        let v: Value = serde_json::from_str(&json("acme", &l)).unwrap();
         let got = v.as_array().unwrap();
         assert_eq!(got.len(), rows.len());
         let mut engine = serde_json::to_value(&rows[0]).unwrap();
@@ -597,6 +718,7 @@ mod tests {
             "trackme_url",
             "clock_events_posted",
             "quick_link",
+            "explain",
         ] {
             row.as_object_mut().unwrap().remove(k);
             engine.as_object_mut().unwrap().remove(k);

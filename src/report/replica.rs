@@ -37,14 +37,15 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::join::{join, CommandInfo, ReportLine};
-use super::state::{engines_from_state, rows_from_state, StateRowsError};
+use super::state::{engine_holding, engines_from_state, rows_from_state, StateRowsError};
 use super::ReportRow;
+use crate::audit::Explanation;
 use crate::engine::{Action, Command, Engine};
 use crate::kafka::client::{consumer_config, Logged};
 use crate::kafka::codec::Codec;
 use crate::kafka::records::SinkResult;
 use crate::kafka::topics::{Catalogue, Topic};
-use crate::model::Settings;
+use crate::model::{Id, Settings};
 use crate::processor::{Stage, STATE_STORES};
 use crate::store::changelog::{self, Restore};
 use crate::store::rocks::{RocksConfig, RocksStore};
@@ -172,6 +173,20 @@ impl Replica {
     /// The tenant's report rows as the replica holds them now. Blocking.
     pub fn rows(&self, tenant: &str, settings: &Settings) -> Result<Vec<ReportRow>, ReplicaError> {
         Ok(rows_from_state(self.store.as_ref(), self.partitions, tenant, settings)?)
+    }
+
+    /// Why each decision about `appointment` was taken, from the state the
+    /// replica holds (no replay: no timeline). `None`: no task holds it.
+    /// Blocking.
+    pub fn explanation(
+        &self,
+        tenant: &str,
+        settings: &Settings,
+        appointment: &Id,
+        tech: Option<&Id>,
+    ) -> Result<Option<Explanation>, ReplicaError> {
+        let engine = engine_holding(self.store.as_ref(), self.partitions, tenant, settings, appointment)?;
+        Ok(engine.map(|e| Explanation::build(&e, appointment, tech, None)))
     }
 
     /// The sinks' results for `appointments` of `tenant`, with the infos of

@@ -7,11 +7,20 @@
 //! only outside the window. `failures` lists every reason found, in pipeline
 //! order (fence, Azuga match, pairing, arrival, Service Link);
 //! `failure_reason` is the first.
+//!
+//! Every failure of the vehicle's part carries its evidence, after the
+//! original columns (each absent when it does not apply):
+//! `closest_approach` for `vehicle_did_not_arrive` (the in-window ping
+//! nearest the fence, within 2 km of it), `outside_window_ping` for
+//! `arrived_outside_window`, `inside_before_enroute` for an inside ping
+//! that did not clock (no open En Route clock-in), `pairing_gap` for
+//! `tech_not_paired` (the driver's pairings before and after the window).
 
 use serde::Serialize;
 
 use crate::engine::state::Crossing;
 use crate::engine::state::{Assignment, State};
+use crate::engine::timeline::PairingGap;
 use crate::engine::watches::dedup_in_order;
 use crate::engine::{Engine, Evidence, LinkState, Reason};
 use crate::model::{Appointment, AppointmentStatus, ClockAction, Id, Ts};
@@ -54,6 +63,19 @@ pub struct ReportRow {
     pub passed_through: Option<Crossing>,
     pub failure_reason: Option<Reason>,
     pub failures: Vec<Reason>,
+    /// Not arrived: the in-window ping nearest the fence centre.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closest_approach: Option<Evidence>,
+    /// Arrived outside the window: the first inside ping, outside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside_window_ping: Option<Evidence>,
+    /// Inside within the window but not clocked: the first such ping
+    /// (before an En Route clock-in, or a dwell not completed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inside_before_enroute: Option<Evidence>,
+    /// Not paired: the driver's pairings around the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairing_gap: Option<PairingGap>,
 }
 
 impl ReportRow {
@@ -148,6 +170,10 @@ fn base_row(st: &State, id: &Id, appt: &Appointment) -> ReportRow {
         passed_through: None,
         failure_reason: None,
         failures,
+        closest_approach: None,
+        outside_window_ping: None,
+        inside_before_enroute: None,
+        pairing_gap: None,
     }
 }
 
@@ -192,6 +218,13 @@ fn tech_row(st: &State, id: &Id, appt: &Appointment, tech: &Id, w: i64, requires
     };
     row.arrival = a.arrival.clone();
     row.passed_through = a.passed_through.clone();
+    match row.fence_result {
+        FenceResult::NotArrived => row.closest_approach = a.closest.clone(),
+        FenceResult::ArrivedOutsideWindow => row.outside_window_ping = a.inside_outside_window.clone(),
+        FenceResult::Arrived if a.arrival.is_none() => row.inside_before_enroute = a.inside_in_window.clone(),
+        _ => {}
+    }
+    row.pairing_gap = driver.filter(|_| appt.window().is_some()).and_then(|d| st.pairings.gap(d, from, to));
 
     let f = &mut row.failures;
     let live_status = matches!(appt.status, AppointmentStatus::Scheduled | AppointmentStatus::Completed);

@@ -3,6 +3,10 @@
 //! - `GET /report/{tenant}?day=YYYY-MM-DD&format=html|csv|json` (also
 //!   `/report/{tenant}.csv`, `.json`, `.html`): the tenant's report for its
 //!   local day (default: today in the tenant's zone; format default html).
+//! - `GET /report/{tenant}/explain/{appointment}?tech=ID&format=html|text|json`:
+//!   why each decision about the appointment was taken, or what stopped it
+//!   ([`crate::audit::explain`], from the replica's state); every report
+//!   row links to it. Same access rules as the report.
 //! - `GET /map/{tenant}`, `/map/{tenant}/geojson`, `/map/{tenant}/events`:
 //!   the live dispatch map ([`super::map::routes`]).
 //! - `GET /healthz` (alive), `GET /readyz` (the replicas caught up once),
@@ -41,11 +45,13 @@ use axum::Router;
 use chrono::NaiveDate;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use super::access::{plain, refusal, Access, Format};
+use super::access::{plain, refusal, Access, Format, Refused};
 use super::map::live::{Hub, LiveMap, MapData};
 use super::map::positions::{Positions, PositionsError};
 use super::map::routes::{router as map_router, MapMetrics};
-use super::render::{content_security_policy, csv, for_day, html, json, local_day, zone};
+use super::render::{
+    content_security_policy, csv, explain_html, explain_security_policy, for_day, html, json, local_day, zone,
+};
 use super::replica::{Replica, ReplicaError};
 use crate::config::link;
 use crate::config::tenants::Tenant;
@@ -53,7 +59,7 @@ use crate::http::server::{serve, Running};
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::SchemaRegistry;
 use crate::kafka::topics::Catalogue;
-use crate::model::Ts;
+use crate::model::{Id, Ts};
 use crate::telemetry::metrics::{counter, registered};
 
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +205,7 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
     let requests = counter(
         &registry,
         "geoclock_report_requests_total",
-        "Report requests by format (html, csv, json, other) and HTTP status.",
+        "Report requests by format (html, csv, json, other; explain: an explanation page) and HTTP status.",
         &["format", "status"],
     );
     let ready = IntGauge::new("geoclock_report_replica_ready", "1 once the report replica has caught up.")?;
@@ -249,6 +255,7 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
     });
     let router = Router::new()
         .route("/report/{tenant}", get(report))
+        .route("/report/{tenant}/explain/{appointment}", get(explain))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.render_metrics() }))
@@ -343,11 +350,92 @@ async fn answer(
     (response, Some(format))
 }
 
+/// `GET /report/{tenant}/explain/{appointment}` (module docs).
+async fn explain(
+    State(app): State<Arc<App>>,
+    Path((tenant, appointment)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    // The header, or a link for the day's report the explanation was
+    // opened from (`day=D`, scope `report:D`) or for the map.
+    let scope = link::report_scope(q.get("day").map_or("", String::as_str));
+    let scopes = [scope.as_str(), link::MAP_SCOPE];
+    let now_s = chrono::Utc::now().timestamp();
+    let checked = app.access.authorize(&app.tenants, &tenant, &scopes, &headers, &q, client.ip(), Instant::now(), now_s);
+    // The tenant exactly, without a format suffix (`acme.csv` is no tenant here).
+    let authorized = match checked {
+        Ok((t, None)) => Ok(t.clone()),
+        Ok((_, Some(_))) => Err(Refused::Unauthorized),
+        Err((refused, _)) => Err(refused),
+    };
+    let tenant = match authorized {
+        Ok(t) => t,
+        Err(refused) => {
+            let r = refusal(refused);
+            app.requests.with_label_values(&["explain", r.status().as_str()]).inc();
+            return r;
+        }
+    };
+    let format = q.get("format").map(String::as_str).unwrap_or("html").to_string();
+    if !matches!(format.as_str(), "html" | "text" | "json") {
+        return plain(StatusCode::BAD_REQUEST, "format must be html, text or json\n");
+    }
+    if !app.replica.ready() {
+        let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "the report is catching up; try again shortly\n");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return r;
+    }
+    let tech = q.get("tech").filter(|t| !t.is_empty()).map(|t| Id::from(t.as_str()));
+    let appt = Id::from(appointment.as_str());
+    let a = app.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        a.replica.explanation(&tenant.name, &tenant.settings, &appt, tech.as_ref()).map(|e| (e, tenant))
+    })
+    .await;
+    let common = [
+        (header::CACHE_CONTROL, "no-store".to_string()),
+        (header::REFERRER_POLICY, "no-referrer".to_string()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+    ];
+    let response = match built {
+        Ok(Ok((Some(e), tenant))) => match format.as_str() {
+            "json" => (
+                common,
+                [(header::CONTENT_TYPE, "application/json".to_string())],
+                serde_json::to_string_pretty(&e).unwrap_or_default(),
+            )
+                .into_response(),
+            "text" => {
+                (common, [(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string())], e.text()).into_response()
+            }
+            _ => (
+                common,
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+                    (header::CONTENT_SECURITY_POLICY, explain_security_policy()),
+                ],
+                explain_html(&tenant.name, &e),
+            )
+                .into_response(),
+        },
+        Ok(Ok((None, _))) => plain(StatusCode::NOT_FOUND, "no such appointment in the report's state\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "explanation not built");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "report state not readable\n")
+        }
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "explanation not built\n"),
+    };
+    app.requests.with_label_values(&["explain", response.status().as_str()]).inc();
+    response
+}
+
 /// The report of `tenant` for `day` in `format`. Blocking.
 fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<Response, ReplicaError> {
     let tz = zone(tenant.timezone.as_deref());
     let rows = for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz);
-    let web = tenant.email.as_ref().and_then(|e| e.servicetrade_web_url.as_deref());
+    let web = Some(tenant.servicetrade_web_url());
     let lines = app.replica.lines(&tenant.name, rows, web)?;
     let common = [
         (header::CACHE_CONTROL, "no-store".to_string()),
@@ -376,8 +464,7 @@ fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<R
             csv(&lines, tz),
         )
             .into_response(),
-        Format::Json => {
-            (common, [(header::CONTENT_TYPE, "application/json".to_string())], json(&lines)).into_response()
-        }
+        Format::Json => (common, [(header::CONTENT_TYPE, "application/json".to_string())], json(&tenant.name, &lines))
+            .into_response(),
     })
 }

@@ -89,6 +89,30 @@ pub fn rows_from_state(
     Ok(rows_of_engines(&engines_from_state(store, partitions, tenant, settings)?))
 }
 
+/// The appointment-stage engine holding `appointment` (the first task's
+/// that does), having absorbed every vehicle task's evidence: the state an
+/// explanation of it reads ([`crate::audit::explain`]). `None`: no task
+/// holds it.
+pub fn engine_holding(
+    store: &dyn StateStore,
+    partitions: i32,
+    tenant: &str,
+    settings: &Settings,
+    appointment: &Id,
+) -> Result<Option<Engine>, StateRowsError> {
+    for p in 0..partitions {
+        let mut engine = engine_of(store, Stage::Appointments, p, tenant, settings)?;
+        if !engine.state().appointments.contains_key(appointment) {
+            continue;
+        }
+        for q in 0..partitions {
+            engine.absorb_assignments(&engine_of(store, Stage::Vehicles, q, tenant, settings)?);
+        }
+        return Ok(Some(engine));
+    }
+    Ok(None)
+}
+
 /// Merges the tasks' rows (see the module docs).
 pub fn merge_rows(per_task: Vec<Vec<ReportRow>>) -> Vec<ReportRow> {
     let mut out: Vec<ReportRow> = Vec::new();

@@ -53,15 +53,16 @@ fn err(what: &str, e: impl std::fmt::Display) -> ScenarioError {
     ScenarioError::Kafka(format!("{what}: {e}"))
 }
 
+/// A topic prefix no other run uses.
+pub fn fresh_prefix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("scenario-{}-{nanos}", std::process::id())
+}
+
 impl Scenario {
     /// Runs the scenario through the broker and the processor.
     pub fn run_via_kafka(&self, opts: &ViaKafka) -> Result<Output, ScenarioError> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let catalogue = Catalogue {
-            prefix: format!("scenario-{}-{nanos}", std::process::id()),
-            partitions: opts.partitions,
-            replication: 1,
-        };
+        let catalogue = Catalogue { prefix: fresh_prefix(), partitions: opts.partitions, replication: 1 };
         self.run_via_kafka_on(opts, &catalogue, Arc::new(FileRegistry::in_memory()))
     }
 

@@ -162,9 +162,13 @@ impl EmailSink {
         w: &mut Work,
         listed: &RefCell<Option<Result<Vec<Value>, Fault>>>,
     ) -> Result<Verdict, LedgerError> {
-        let Action::SendServiceLink(link) = w.command.action.clone() else {
+        let Action::SendServiceLink(mut link) = w.command.action.clone() else {
             return Ok(w.failed(SinkKind::Email, "not a send_service_link command".into()));
         };
+        // The location's zone, else the tenant's, else UTC (named as such).
+        if link.timezone.is_none() {
+            link.timezone = t.tenant.timezone.clone();
+        }
         let Some(cfg) = &t.tenant.email else {
             return Ok(w.failed(SinkKind::Email, "no [tenants.email] in the tenants file".into()));
         };

@@ -1,7 +1,8 @@
 //! The Service Link email, rendered from the command: pure, no clock.
 //!
 //! Invariants: the window is shown in the location's IANA timezone when the
-//! command names a valid one, else in UTC (and says so); every value that
+//! command names a valid one (the email sink fills in the tenant's zone when
+//! the location has none), else in UTC (and says so); every value that
 //! came from outside is HTML-escaped in the HTML part; the same command and
 //! link always render the same bytes.
 

@@ -1,6 +1,8 @@
 #[allow(dead_code)]
 pub mod broker;
 #[allow(dead_code)]
+pub mod compaction;
+#[allow(dead_code)]
 pub mod browser;
 #[allow(dead_code)]
 pub mod connect;

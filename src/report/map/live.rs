@@ -269,7 +269,7 @@ impl LiveMap {
             })?);
         }
         let rows = for_day(rows_of_engines(&engines), day, tz);
-        let web = tenant.email.as_ref().and_then(|e| e.servicetrade_web_url.as_deref());
+        let web = Some(tenant.servicetrade_web_url());
         let lines = self.replica.lines(&tenant.name, rows, web)?;
         let states: Vec<_> = engines.iter().map(|e| e.state()).collect();
         let fences = fences_of(&states);

@@ -106,9 +106,14 @@ pub fn trackme_request(link: &ServiceLink, now: Ts) -> Value {
 
 /// Whether a TrackMe link Azuga holds (`vehicleId`, `destLatitude`,
 /// `destLongitude`, `expiresAt` ms, `createdAt` ms) is the one made for
-/// `link`: same vehicle and destination, made after the technician went
-/// En Route, and expiring when this link would (within five minutes) —
-/// or, without a window, made within a day of going En Route.
+/// `link`: same vehicle and destination, and expiring when this link would
+/// (an hour after the window, within five minutes, or an hour after it was
+/// made when that is later) — or, without a window, made within a day of
+/// going En Route (not more than [`CLOCK_SKEW_MS`] before it).
+///
+/// With a window, Azuga's `createdAt` is not compared with ServiceTrade's
+/// En Route time: the two come from different clocks, and a vendor clock
+/// running behind ours would hide a link we made and double it.
 pub fn trackme_matches(item: &Value, link: &ServiceLink) -> bool {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
@@ -118,17 +123,23 @@ pub fn trackme_matches(item: &Value, link: &ServiceLink) -> bool {
     let close = |k: &str, want: f64| item[k].as_f64().is_some_and(|v| (v - want).abs() < 1e-7);
     let same_destination = close("destLatitude", link.destination.lat) && close("destLongitude", link.destination.lon);
     let created = item["createdAt"].as_i64().unwrap_or(i64::MIN);
-    let after_enroute = created >= link.enroute_at.millis() - 60_000;
     let expiry_fits = match (link.window_end, item["expiresAt"].as_i64()) {
         (Some(end), Some(exp)) => {
             let want = end.millis() + 3_600_000;
             (exp - want).abs() <= 300_000 || (exp > want && exp - created <= 3_600_000 + 300_000)
         }
-        (None, _) => created <= link.enroute_at.millis() + 86_400_000,
+        (None, _) => {
+            let enroute = link.enroute_at.millis();
+            created >= enroute - CLOCK_SKEW_MS && created <= enroute + 86_400_000
+        }
         (Some(_), None) => false,
     };
-    same_vehicle && same_destination && after_enroute && expiry_fits
+    same_vehicle && same_destination && expiry_fits
 }
+
+/// How far Azuga's clock may be from the one that stamped the En Route
+/// clock event when a link without a window is matched by its `createdAt`.
+pub const CLOCK_SKEW_MS: i64 = 10 * 60_000;
 
 #[cfg(test)]
 mod tests {
@@ -195,8 +206,21 @@ mod tests {
         other["vehicleId"] = json!("v2");
         assert!(!trackme_matches(&other, &l));
         let mut earlier = held.clone();
-        earlier["createdAt"] = json!(l.enroute_at.millis() - 3_600_000);
-        assert!(!trackme_matches(&earlier, &l), "a link from an earlier trip is not this one");
+        earlier["createdAt"] = json!(l.enroute_at.millis() - 86_400_000);
+        earlier["expiresAt"] = json!(l.window_end.unwrap().millis() + 3_600_000 - 86_400_000);
+        assert!(!trackme_matches(&earlier, &l), "a link for yesterday's window is not this one");
+        // Azuga's clock four minutes behind the one that stamped En Route.
+        let mut skewed = held.clone();
+        skewed["createdAt"] = json!(now.millis() - 240_000);
+        skewed["expiresAt"] = json!(now.millis() - 240_000 + req["ttl"].as_i64().unwrap() * 1000);
+        assert!(trackme_matches(&skewed, &l), "found whatever Azuga's clock says");
+        let mut open = l.clone();
+        open.window_end = None;
+        let mut made = held.clone();
+        made["createdAt"] = json!(l.enroute_at.millis() - 5 * 60_000);
+        assert!(trackme_matches(&made, &open), "no window: made within the skew of En Route");
+        made["createdAt"] = json!(l.enroute_at.millis() - 3_600_000);
+        assert!(!trackme_matches(&made, &open), "no window: an earlier trip's link is not this one");
         // An hour at least: created after the window closed.
         let late = Ts::parse("2026-11-28T18:00:00Z").unwrap();
         assert_eq!(trackme_request(&l, late)["ttl"].as_i64(), Some(3600));
