@@ -363,7 +363,8 @@ async fn explain(
     let scope = link::report_scope(q.get("day").map_or("", String::as_str));
     let scopes = [scope.as_str(), link::MAP_SCOPE];
     let now_s = chrono::Utc::now().timestamp();
-    let checked = app.access.authorize(&app.tenants, &tenant, &scopes, &headers, &q, client.ip(), Instant::now(), now_s);
+    let checked =
+        app.access.authorize(&app.tenants, &tenant, &scopes, &headers, &q, client.ip(), Instant::now(), now_s);
     // The tenant exactly, without a format suffix (`acme.csv` is no tenant here).
     let authorized = match checked {
         Ok((t, None)) => Ok(t.clone()),
