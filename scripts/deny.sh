@@ -33,10 +33,10 @@ elif compgen -G "$GEOCLOCK_ADVISORY_DBS/advisory-db-*/.git" >/dev/null || compge
     db=$(ls -d "$GEOCLOCK_ADVISORY_DBS"/advisory-db-* | head -1)
     echo "== advisory database not reachable; using the cached copy in $db ($(git -C "$db" log -1 --format=%cs 2>/dev/null || echo 'date unknown'))"
     checks+=(advisories)
-    fetch=(--disable-fetch)
+    fetch=(--offline)
 else
     echo "== SKIPPED advisories: no advisory database reachable or cached in $GEOCLOCK_ADVISORY_DBS"
-    fetch=(--disable-fetch)
+    fetch=(--offline)
 fi
 echo "== cargo deny check ${checks[*]}"
-exec "$DENY" check "${fetch[@]}" "${checks[@]}"
+exec "$DENY" "${fetch[@]}" check "${checks[@]}"
