@@ -25,9 +25,12 @@ use std::time::{Duration, Instant};
 
 use browser::{cpu_seconds, Browser};
 use chrono::NaiveDate;
+use geoclock::config::link;
+use geoclock::config::secret::Secret;
 use geoclock::config::tenants::{self, Tenant};
 use geoclock::geo::{LatLon, Shape};
 use geoclock::model::{Id, Ts};
+use geoclock::report::access::Access;
 use geoclock::report::map::eta::{Basis, Eta};
 use geoclock::report::map::geojson::{feature_collection, Trail};
 use geoclock::report::map::live::{Hub, MapData, MapError};
@@ -229,9 +232,14 @@ fn main() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let running = rt
-        .block_on(geoclock::http::server::serve(router(data.clone(), Arc::new(tenants), metrics), "127.0.0.1:0"))
+        .block_on(geoclock::http::server::serve(
+            router(data.clone(), Arc::new(tenants), Arc::new(Access::default()), metrics),
+            "127.0.0.1:0",
+        ))
         .expect("server");
-    let url = format!("{}/map/bench?token={TOKEN}", running.url());
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    let signed = link::query(&Secret::new(TOKEN), "bench", link::MAP_SCOPE, expires);
+    let url = format!("{}/map/bench?{signed}", running.url());
 
     let b = Browser::start(1600, 1000);
     b.goto(&url);

@@ -151,9 +151,12 @@ pub enum ConnectCmd {
 pub struct ConnectArgs {
     #[command(flatten)]
     pipeline: PipelineArgs,
-    /// Webhook inbox and /metrics.
+    /// The webhook inbox (POST /webhook/TENANT, with the secret in a header).
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: String,
+    /// Serve Prometheus metrics (and /healthz) at http://ADDR/metrics, a listener of its own that can stay private.
+    #[arg(long, env = "GEOCLOCK_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
     /// Base URL the vendors reach the inbox at (default: http://LISTEN).
     #[arg(long)]
     public_url: Option<String>,
@@ -260,6 +263,7 @@ pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
     let tenants = a.pipeline.tenants()?;
     let catalogue = a.pipeline.catalogue(None);
     let registry = a.pipeline.registry()?;
+    let metrics_addr = a.metrics;
     let opts = Options {
         brokers: a.pipeline.brokers().to_string(),
         catalogue,
@@ -276,11 +280,13 @@ pub fn connect(cmd: ConnectCmd) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let c = connect::start(vendor, opts, &tenants).await.context("starting the connector")?;
-        println!(
-            "{} connector on {} (webhooks at /webhook/TENANT/SECRET, metrics at /metrics)",
-            vendor.name(),
-            c.url()
-        );
+        println!("{} connector on {} (webhooks at /webhook/TENANT)", vendor.name(), c.url());
+        if let Some(addr) = metrics_addr {
+            let m = c.metrics.clone();
+            let bound = geoclock::telemetry::serve_metrics(addr, move || m.render(), geoclock::telemetry::healthy)
+                .with_context(|| format!("metrics listener on {addr}"))?;
+            println!("metrics at http://{bound}/metrics");
+        }
         let died = tokio::select! {
             _ = shutdown_signal() => None,
             name = c.died() => Some(name),

@@ -61,8 +61,9 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         };
         println!("geoclock demo: {} technicians, {}x time", opts.technicians, opts.speed);
         println!("  broker         {broker}");
-        println!("  report         {}?token={}   (also &format=csv, &format=json)", e.report, e.report_token);
-        println!("  map            {}", e.map);
+        println!("  report         {}   (a signed link; also &format=csv, &format=json)", e.report_link);
+        println!("                 or: curl -H 'Authorization: Bearer {}' '{}?format=csv'", e.report_token, e.report);
+        println!("  map            {}   (a signed link)", e.map);
         println!("  metrics        {}", e.metrics);
         println!("  mailbox        {}", e.mailbox);
         println!("  servicetrade   {}/admin/state", e.servicetrade);

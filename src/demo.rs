@@ -64,8 +64,13 @@ pub struct Endpoints {
     pub brokers: String,
     pub embedded_broker: bool,
     pub report: String,
+    /// For `Authorization: Bearer` (the report takes no token in its URL).
     pub report_token: String,
-    /// The live map of the demo tenant, token included.
+    /// A signed link to the simulated day's HTML report, valid for
+    /// [`crate::config::link::LINK_TTL_S`].
+    pub report_link: String,
+    /// A signed link to the demo tenant's live map, valid for
+    /// [`crate::config::link::LINK_TTL_S`].
     pub map: String,
     pub metrics: String,
     pub mailbox: String,
@@ -309,7 +314,19 @@ impl Demo {
             brokers,
             report: format!("{}/report/{TENANT}", report.url()),
             report_token: REPORT_TOKEN.into(),
-            map: format!("{}/map/{TENANT}?token={REPORT_TOKEN}", report.url()),
+            report_link: {
+                let day = Ts::from_secs(today).to_rfc3339()[..10].to_string();
+                let expires = chrono::Utc::now().timestamp() + crate::config::link::LINK_TTL_S;
+                let token = crate::config::secret::Secret::new(REPORT_TOKEN);
+                let q = crate::config::link::query(&token, TENANT, &crate::config::link::report_scope(&day), expires);
+                format!("{}/report/{TENANT}?day={day}&{q}", report.url())
+            },
+            map: {
+                let expires = chrono::Utc::now().timestamp() + crate::config::link::LINK_TTL_S;
+                let token = crate::config::secret::Secret::new(REPORT_TOKEN);
+                let q = crate::config::link::query(&token, TENANT, crate::config::link::MAP_SCOPE, expires);
+                format!("{}/map/{TENANT}?{q}", report.url())
+            },
             metrics: format!("http://{metrics_addr}/metrics"),
             mailbox: format!("{}/messages", smtp.http.url()),
             servicetrade: st_run.url(),

@@ -9,6 +9,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use geoclock::config::webhook;
 use geoclock::engine::{EntityRef, Event};
 use geoclock::kafka::admin::ensure_topics;
 use geoclock::kafka::codec::Codec;
@@ -284,7 +285,7 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
     assert!(azs.calls().count("GET", "/v1/location-history") > 0);
     let dead = seen.lock().unwrap().iter().filter(|(t, _, _)| *t == Topic::DeadLetters).count();
     assert_eq!(dead, 0, "a clean day has no dead letters");
-    let metrics = ureq::get(&format!("{}/metrics", c_az.url())).call().unwrap().body_mut().read_to_string().unwrap();
+    let metrics = c_az.metrics.render();
     assert!(
         metrics.contains(
             "geoclock_connector_records_published_total{connector=\"azuga\",tenant=\"acme\",topic=\"e2e.azuga.pings\"}"
@@ -294,7 +295,7 @@ fn a_day_for_50_technicians_arrives_exactly_once_across_restart_and_webhook_faul
     assert!(!metrics.contains("az-hook-secret") && !metrics.contains("azuga-key"));
     // Reconciliation keeps passing: its lag is seconds, though the newest
     // change the simulator holds is hours old.
-    let metrics = ureq::get(&format!("{}/metrics", c_st.url())).call().unwrap().body_mut().read_to_string().unwrap();
+    let metrics = c_st.metrics.render();
     let lag: f64 = metrics
         .lines()
         .find(|l| l.starts_with("geoclock_connector_reconcile_cursor_lag_seconds{"))
@@ -346,14 +347,35 @@ fn malformed_and_unauthenticated_webhooks_are_refused_and_dead_lettered() {
     let dir = std::env::temp_dir().join(format!("geoclock-e2e-bad-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (c_st, c_az) = rt.block_on(both(&broker.bootstrap(), &catalogue, &dir, &t, ("127.0.0.1:0", "127.0.0.1:0")));
-    let st_hook = format!("{}/webhook/acme/st-hook-secret", c_st.url());
-    let az_hook = format!("{}/webhook/acme/az-hook-secret", c_az.url());
+    let st_hook = format!("{}/webhook/acme", c_st.url());
+    let az_hook = format!("{}/webhook/acme", c_az.url());
+    let az_auth = webhook::basic("acme", "az-hook-secret");
+    let az_auth = Some(("Authorization", az_auth.as_str()));
+    let st_post = |body: Vec<u8>| {
+        let sig = webhook::sign("st-hook-secret", &body);
+        post(&st_hook, body, Some(("X-Geoclock-Signature", &sig)))
+    };
 
     // Unauthenticated: 401, nothing published.
-    assert_eq!(post(&format!("{}/webhook/acme/wrong", c_st.url()), b"{}".to_vec(), None), 401);
-    assert_eq!(post(&format!("{}/webhook/nobody/st-hook-secret", c_st.url()), b"{}".to_vec(), None), 401);
-    assert_eq!(post(&format!("{}/webhook/acme", c_az.url()), b"[]".to_vec(), None), 401);
-    assert_eq!(post(&format!("{}/webhook/acme", c_az.url()), b"[]".to_vec(), Some(("X-Geoclock-Key", "nope"))), 401);
+    let wrong_sig = webhook::sign("wrong", b"{}");
+    assert_eq!(post(&st_hook, b"{}".to_vec(), Some(("X-Geoclock-Signature", &wrong_sig))), 401);
+    assert_eq!(post(&st_hook, b"{}".to_vec(), Some(("X-Geoclock-Key", "st-hook-secret"))), 401, "key not configured");
+    let sig = webhook::sign("st-hook-secret", b"{}");
+    assert_eq!(
+        post(&format!("{}/webhook/nobody", c_st.url()), b"{}".to_vec(), Some(("X-Geoclock-Signature", &sig))),
+        401
+    );
+    assert_eq!(post(&az_hook, b"[]".to_vec(), None), 401);
+    assert_eq!(post(&az_hook, b"[]".to_vec(), Some(("X-Geoclock-Key", "nope"))), 401);
+    // The secret in the path is refused once header auth is configured.
+    assert_eq!(post(&format!("{}/webhook/acme/st-hook-secret", c_st.url()), b"{}".to_vec(), None), 401);
+    assert_eq!(post(&format!("{}/webhook/acme/az-hook-secret", c_az.url()), b"[]".to_vec(), None), 401);
+    // Metrics are not on the public inbox.
+    let status = |u: String| {
+        let a: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        a.get(&u).call().map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    assert_eq!(status(format!("{}/metrics", c_az.url())), 404);
 
     let huge = format!("{{\"messageId\":\"m\",\"data\":[],\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024)).into_bytes();
     let st_bad: Vec<(&str, Vec<u8>)> = vec![
@@ -366,10 +388,13 @@ fn malformed_and_unauthenticated_webhooks_are_refused_and_dead_lettered() {
         ),
     ];
     for (what, body) in &st_bad {
-        let s = post(&st_hook, body.clone(), None);
+        let s = st_post(body.clone());
         assert_eq!(s, 400, "servicetrade {what}");
     }
-    let s = post(&st_hook, huge.clone(), None);
+    // Too large to be authenticated by its signature: 413, no dead letter.
+    let s = st_post(huge.clone());
+    assert!(s == 413, "huge body: {s}");
+    let s = post(&az_hook, huge.clone(), az_auth);
     assert!(s == 413, "huge body: {s}");
     let az_bad: Vec<(&str, Vec<u8>)> = vec![
         ("invalid JSON", b"[{".to_vec()),
@@ -378,7 +403,7 @@ fn malformed_and_unauthenticated_webhooks_are_refused_and_dead_lettered() {
         ("not objects", b"[1, true]".to_vec()),
     ];
     for (what, body) in &az_bad {
-        assert_eq!(post(&az_hook, body.clone(), Some(("X-Geoclock-Key", "az-hook-secret"))), 400, "azuga {what}");
+        assert_eq!(post(&az_hook, body.clone(), az_auth), 400, "azuga {what}");
     }
     // Well-formed but impossible fixes: accepted (the body is fine), each dead-lettered with its reason.
     let now = chrono::Utc::now().timestamp_millis();
@@ -388,7 +413,7 @@ fn malformed_and_unauthenticated_webhooks_are_refused_and_dead_lettered() {
         {"eventType":"GPS_MESSAGE","vehicleId":"veh-000","latitude":35.0,"longitude":-80.1,"speed":3,"locationTime":1000},
         {"eventType":"GPS_MESSAGE","vehicleId":"veh-000","latitude":35.0,"longitude":-80.1,"speed":3,"locationTime":now - 5000},
     ]);
-    assert_eq!(post(&az_hook, fixes.to_string().into_bytes(), None), 200);
+    assert_eq!(post(&az_hook, fixes.to_string().into_bytes(), az_auth), 200);
 
     let want_dead = st_bad.len() + 1 + az_bad.len() + 3;
     wait_for("dead letters", 20, || {
@@ -425,7 +450,7 @@ fn malformed_and_unauthenticated_webhooks_are_refused_and_dead_lettered() {
     let ok = |u: String| ureq::get(&u).call().map(|r| r.status().as_u16()).unwrap_or(0);
     assert_eq!(ok(format!("{}/healthz", c_st.url())), 200);
     assert_eq!(ok(format!("{}/healthz", c_az.url())), 200);
-    let metrics = ureq::get(&format!("{}/metrics", c_st.url())).call().unwrap().body_mut().read_to_string().unwrap();
+    let metrics = c_st.metrics.render();
     assert!(metrics.contains("outcome=\"unauthorized\""), "{metrics}");
     assert!(!metrics.contains("st-hook-secret"));
     rt.block_on(async { tokio::join!(c_st.stop(), c_az.stop(), st_run.stop(), az_run.stop()) });

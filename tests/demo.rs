@@ -50,8 +50,9 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
     let ep: Value = serde_json::from_str(&first).expect("endpoints JSON");
     assert_eq!(ep["embedded_broker"], true, "no broker needed");
     let map = ep["map"].as_str().expect("the map's URL").to_string();
-    let (map_base, map_token) = map.split_once("?token=").expect("the token in the map URL");
-    assert!(map_base.ends_with("/map/acme") && map_token == ep["report_token"], "{map}");
+    let (map_base, map_link) = map.split_once('?').expect("a signed link to the map");
+    assert!(map_base.ends_with("/map/acme") && map_link.starts_with("expires=") && map_link.contains("&sig="), "{map}");
+    assert!(!map.contains(ep["report_token"].as_str().unwrap()), "no token in the map's URL: {map}");
     let screenshot = std::env::var_os("GEOCLOCK_MAP_SCREENSHOT").map(std::path::PathBuf::from);
 
     // Progress until the simulated day is over and effects have landed.
@@ -107,8 +108,17 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
     // is an arrival row, with its evidence.
     let token = ep["report_token"].as_str().unwrap();
     let base = ep["report"].as_str().unwrap();
-    let rows_json =
-        get_json(&format!("{base}?format=json&token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]));
+    let day = &last["sim_time"].as_str().unwrap()[..10];
+    let rows_json: Value = serde_json::from_str(
+        &ureq::get(&format!("{base}?format=json&day={day}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("GET with the token in a header")
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .expect("JSON");
     let rows =
         rows_json.as_array().cloned().unwrap_or_else(|| rows_json["rows"].as_array().cloned().unwrap_or_default());
     assert!(!rows.is_empty(), "report rows: {rows_json}");
@@ -123,7 +133,9 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
         assert!(row["arrival"]["distance_m"].is_number(), "arrival evidence in {row}");
         assert!(row["onsite_clock_in"].is_string());
     }
-    let page = format!("{base}?token={token}&day={}", &last["sim_time"].as_str().unwrap()[..10]);
+    // The printed signed link opens the day's HTML report (no token in it).
+    let page = ep["report_link"].as_str().unwrap().to_string();
+    assert!(page.contains(&format!("day={day}")) && !page.contains(token), "{page}");
     let html = get(&page);
     assert!(html.contains("<table"), "HTML report");
     // In a real browser: the page loads, its sorting script runs, every row is there.
@@ -136,12 +148,12 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
     assert!(dom.contains("data-sortable=\"ready\""), "the page's script ran in the browser: {dom}");
     assert_eq!(dom.matches("<tr").count(), rows.len() + 1, "header and one row per report line");
     assert_eq!(
-        ureq::get(&format!("{base}?format=json")).call().map(|_| 200).unwrap_or_else(|e| match e {
+        ureq::get(&format!("{base}?format=json&token={token}")).call().map(|_| 200).unwrap_or_else(|e| match e {
             ureq::Error::StatusCode(s) => s,
             _ => 0,
         }),
         401,
-        "the report needs the token"
+        "the report takes no token in its URL"
     );
 
     // The live map: its data is the state's, its page shows all of it.
@@ -153,7 +165,8 @@ fn demo_runs_a_day_fences_clocks_mails_and_reports() {
     };
     assert_eq!(status_of(map_base), 401, "the map needs the token");
     assert_eq!(status_of(&format!("{map_base}/events")), 401, "so does its stream");
-    let fc = get_json(&format!("{map_base}/geojson?token={token}&breadcrumbs=all"));
+    assert_eq!(status_of(&format!("{map_base}/geojson?token={token}")), 401, "no token in its URL");
+    let fc = get_json(&format!("{map_base}/geojson?{map_link}&breadcrumbs=all"));
     assert_eq!(fc["type"], "FeatureCollection");
     let kinds: BTreeSet<&str> =
         fc["features"].as_array().unwrap().iter().filter_map(|f| f["properties"]["kind"].as_str()).collect();

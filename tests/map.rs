@@ -9,13 +9,19 @@
 //! every fence and vehicle of the state (the report's fenced appointments),
 //! move Ann's marker within 2 s of a ping being produced, turn
 //! Plant 7 green when her arrival is decided, keep the stream going across
-//! a report server restart, and refuse a missing token.
+//! a report server restart, and go through the report's access check: the
+//! page opens with a signed link (whose script signs its own requests with
+//! it), the data with the token in a header; no token, a token in the URL,
+//! a wrong token, a report link and an unknown tenant are the same 401,
+//! and the 11th failure within a minute is throttled.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use geoclock::config::link;
+use geoclock::config::secret::Secret;
 use geoclock::config::tenants;
 use geoclock::engine::Event;
 use geoclock::kafka::codec::Codec;
@@ -151,13 +157,32 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
     let base = server.url();
     let map_url = format!("{base}/map/acme");
 
-    // Without the token: 401 for the page, the data and the stream.
-    for path in ["", "/geojson", "/events"] {
-        assert_eq!(status(&format!("{map_url}{path}"), None), 401, "{path} without a token");
-        assert_eq!(status(&format!("{map_url}{path}?token=wrong"), None), 401, "{path} with a wrong token");
-        assert_eq!(status(&format!("{map_url}{path}"), Some("wrong")), 401);
+    // The access check (9 failures here, under the throttle's 10 a minute):
+    // without the token, or with it in the URL, 401 for the page, the data
+    // and the stream; a wrong token, a link for a report (not the map) and
+    // an unknown tenant get the same 401.
+    let now_s = epoch_ms() / 1000;
+    let map_link = link::query(&Secret::new(TOKEN), "acme", link::MAP_SCOPE, now_s + 3600);
+    let report_link = link::query(&Secret::new(TOKEN), "acme", &link::report_scope("2026-11-28"), now_s + 3600);
+    let refused = |url: &str, bearer: Option<&str>| {
+        let mut req = http().get(url);
+        if let Some(b) = bearer {
+            req = req.header("Authorization", &format!("Bearer {b}"));
+        }
+        let mut r = req.call().expect("GET");
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+    };
+    let unauthorized = refused(&format!("{map_url}/geojson"), None);
+    assert_eq!(unauthorized.0, 401);
+    for path in ["", "/events"] {
+        assert_eq!(refused(&format!("{map_url}{path}"), None), unauthorized, "{path} without a token");
     }
-    assert_eq!(status(&format!("{base}/map/nobody"), Some(TOKEN)), 404);
+    for path in ["", "/geojson", "/events"] {
+        assert_eq!(refused(&format!("{map_url}{path}?token={TOKEN}"), None), unauthorized, "{path}: token in the URL");
+    }
+    assert_eq!(refused(&format!("{map_url}/geojson"), Some("wrong")), unauthorized, "a wrong token");
+    assert_eq!(refused(&format!("{map_url}/geojson?{report_link}"), None), unauthorized, "a report link");
+    assert_eq!(refused(&format!("{base}/map/nobody"), Some(TOKEN)), unauthorized, "an unknown tenant");
     assert_eq!(status(&format!("{map_url}?day=28.11.2026"), Some(TOKEN)), 400);
 
     // The day so far: entities, En Route clock-ins, ten minutes of driving.
@@ -183,6 +208,7 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
                 .then_some(fc)
         },
     );
+    assert_eq!(status(&format!("{map_url}/geojson?{map_link}"), None), 200, "a map link opens the data");
     let fence = |fc: &Value, appt: &str| -> Value {
         let id = |f: &&Value| f["properties"]["appointment"].to_string().trim_matches('"') == appt;
         features(fc, "fence").into_iter().find(id).cloned().unwrap()
@@ -208,7 +234,7 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
     let pinged: BTreeSet<&str> = pings.iter().map(|p| p.vehicle.as_str()).collect();
 
     let browser = Browser::start(1400, 900);
-    browser.goto(&format!("{map_url}?token={TOKEN}"));
+    browser.goto(&format!("{map_url}?{map_link}"));
     browser.wait_for("the first render", Duration::from_secs(30), "return document.body.dataset.rendered === '1';");
     let counts = browser.eval("return window.geoclockMap.counts();");
     assert_eq!(counts["fences"], fenced.len(), "every fence of the state: {counts}");
@@ -286,7 +312,26 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
         format!("var v = window.geoclockMap.vehicle('v2'); return v && v.t === {} && v.drawnAt;", later.time.millis());
     browser.wait_for("Bob's marker to move after the restart", Duration::from_secs(30), &script);
 
+    // The page's report link carries the map's link, which opens the report.
+    let report_href = browser.eval("return document.getElementById('report-link').href;");
+    let report_href = report_href.as_str().unwrap();
+    assert!(report_href.contains(&map_link) && !report_href.contains(TOKEN), "{report_href}");
+    // (503 while the restarted server's report replica catches up.)
+    wait_until("the page's report link to open the report", Duration::from_secs(60), || {
+        let s = status(report_href, None);
+        assert!(s == 200 || s == 503, "the page's report link: {s}");
+        (s == 200).then_some(())
+    });
     browser.close();
+
+    // Failed attempts from one address: the 11th within a minute is 429,
+    // even with the right token, on the map as on the report.
+    for attempt in 1..=10 {
+        assert_eq!(status(&format!("{map_url}/geojson"), Some("wrong")), 401, "attempt {attempt}");
+    }
+    assert_eq!(status(&format!("{map_url}/geojson"), Some(TOKEN)), 429);
+    assert_eq!(status(&format!("{base}/report/acme"), Some(TOKEN)), 429, "the report shares the throttle");
+
     rt.block_on(server.stop());
     proc.stop().expect("processor stops");
     let _ = std::fs::remove_dir_all(&scratch);

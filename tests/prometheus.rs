@@ -35,7 +35,10 @@ fn query(prom: &str, expr: &str) -> Value {
 
 /// Grafana's variables as the test evaluates them.
 fn concrete(expr: &str) -> String {
-    expr.replace("$tenant", ".*").replace("$__rate_interval", "30s").replace("$__range", "10m").replace("$__interval", "5s")
+    expr.replace("$tenant", ".*")
+        .replace("$__rate_interval", "30s")
+        .replace("$__range", "10m")
+        .replace("$__interval", "5s")
 }
 
 fn panel_queries(file: &Path) -> Vec<(String, String)> {
@@ -52,10 +55,10 @@ fn panel_queries(file: &Path) -> Vec<(String, String)> {
 }
 
 fn alert_rules(file: &Path) -> Vec<(String, String)> {
-    let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let v: Value = geoclock::config::yaml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let mut out = Vec::new();
-    for g in v["groups"].as_sequence().unwrap() {
-        for r in g["rules"].as_sequence().unwrap() {
+    for g in v["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
             if let (Some(a), Some(e)) = (r["alert"].as_str(), r["expr"].as_str()) {
                 out.push((a.to_string(), e.to_string()));
             }

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use geoclock::config::link;
+use geoclock::config::secret::Secret;
 use geoclock::config::tenants;
 use geoclock::engine::Action;
 use geoclock::kafka::codec::Codec;
@@ -291,7 +293,10 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert!(csv27.contains(",\"Depot, North\","), "{csv27}");
 
     // HTML: the table, the quick link, the highlighted failures.
-    let page_url = format!("{base}?day=2026-11-28&token={TOKEN}");
+    // A signed, expiring link opens the page (the token is not in the URL).
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    let page_url =
+        format!("{base}?day=2026-11-28&{}", link::query(&Secret::new(TOKEN), "acme", "report:2026-11-28", expires));
     let (status, ctype, page) = http.get(&page_url, None);
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/html"));
@@ -313,7 +318,9 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     let (status, ctype, text) = http.get(&format!("{why}&format=text"), Some(TOKEN));
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/plain") && text.contains("arrival       fired    [arrival]"), "{text}");
-    let (status, ctype, html) = http.get(&format!("{why}&token={TOKEN}"), None);
+    // The page's signed link (scope report:2026-11-28) opens its explanations.
+    let signed = page_url.split_once('?').map(|(_, q)| q.to_string()).unwrap();
+    let (status, ctype, html) = http.get(&format!("{why}&{signed}"), None);
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/html") && html.contains("<pre>Appointment 7001"), "{html}");
     let bob_why = http.json(&format!("{}/report/acme/explain/7001?tech=12&format=json", live.url()));
@@ -325,18 +332,55 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     let status = |url: &str, bearer: Option<&str>| http.get(url, bearer).0;
     assert_eq!(status(&format!("{base}?format=json"), None), 401, "no token");
     assert_eq!(status(&format!("{base}?format=json"), Some("wrong")), 401, "wrong token");
-    assert_eq!(status(&format!("{base}?format=json&token=wrong"), None), 401);
+    assert_eq!(status(&format!("{base}?format=json&token={TOKEN}"), None), 401, "no token in the URL");
     assert_eq!(status(&format!("{base}?format=json&day=2026-11-28"), Some(TOKEN)), 200);
-    assert_eq!(status(&format!("{}/report/nobody?format=json", live.url()), Some(TOKEN)), 404);
-    assert_eq!(status(&format!("{}/report/quiet?format=json", live.url()), Some(TOKEN)), 403, "no token configured");
+    let other_day = page_url.replace("day=2026-11-28", "day=2026-11-27");
+    assert_eq!(status(&other_day, None), 401, "a link opens its own day only");
+    let expired = format!(
+        "{base}?day=2026-11-28&{}",
+        link::query(&Secret::new(TOKEN), "acme", "report:2026-11-28", chrono::Utc::now().timestamp() - 1)
+    );
+    assert_eq!(status(&expired, None), 401, "an expired link");
     assert_eq!(status(&format!("{base}?format=pdf"), Some(TOKEN)), 400);
     assert_eq!(status(&format!("{base}?day=28.11.2026"), Some(TOKEN)), 400);
-    let (_, _, body) = http.get(&format!("{}/report/nobody", live.url()), None);
-    assert!(!body.contains("nobody") && !body.contains("acme"), "a 404 names no tenant: {body}");
+    // Unknown tenant, tenant without a token, wrong token: one answer.
+    let answer = |url: &str, bearer: Option<&str>| {
+        let mut req = http.0.get(url);
+        if let Some(t) = bearer {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut r = req.call().unwrap();
+        let mut headers: Vec<String> = r
+            .headers()
+            .iter()
+            .filter(|(k, _)| *k != "date")
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("")))
+            .collect();
+        headers.sort();
+        (r.status().as_u16(), headers, r.body_mut().read_to_string().unwrap_or_default())
+    };
+    let wrong = answer(&format!("{base}?format=json"), Some("wrong"));
+    assert_eq!(wrong.0, 401);
+    assert_eq!(answer(&format!("{}/report/nobody?format=json", live.url()), Some(TOKEN)), wrong, "unknown tenant");
+    assert_eq!(answer(&format!("{}/report/quiet?format=json", live.url()), Some(TOKEN)), wrong, "no token configured");
+    assert!(!wrong.2.contains("acme"), "{wrong:?}");
+    // The 11th failure within a minute from one address is throttled, the
+    // right token included; other addresses are not.
+    let addr: std::net::SocketAddr = live.url().trim_start_matches("http://").parse().unwrap();
+    for i in 1..=10 {
+        let (code, _) = rt.block_on(get_from("127.0.0.3", addr, "/report/acme?format=json", Some("guess")));
+        assert_eq!(code, 401, "bad token #{i}");
+    }
+    let (code, head) = rt.block_on(get_from("127.0.0.3", addr, "/report/acme?format=json&day=2026-11-28", Some(TOKEN)));
+    assert_eq!(code, 429, "the 11th attempt: {head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: "), "{head}");
+    let (code, _) = rt.block_on(get_from("127.0.0.4", addr, "/report/acme?format=json&day=2026-11-28", Some(TOKEN)));
+    assert_eq!(code, 200, "another address");
     assert_eq!(http.get(&format!("{}/healthz", live.url()), None).0, 200);
     let (_, _, metrics) = http.get(&format!("{}/metrics", live.url()), None);
     assert!(metrics.contains("geoclock_report_requests_total{format=\"json\",status=\"200\"}"), "{metrics}");
-    assert!(metrics.contains("geoclock_report_requests_total{format=\"json\",status=\"401\"} 3"), "{metrics}");
+    assert!(metrics.contains("geoclock_report_requests_total{format=\"json\",status=\"401\"} 16"), "{metrics}");
+    assert!(metrics.contains("geoclock_report_requests_total{format=\"json\",status=\"429\"} 1"), "{metrics}");
     assert!(metrics.contains("geoclock_report_replica_ready 1"), "{metrics}");
     assert!(!metrics.contains(TOKEN) && !metrics.contains("wrong"));
 
@@ -359,9 +403,11 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
             let (bob_at, ann_at) = (dom.find("Bob Ray").unwrap(), dom.find("Ann Lee").unwrap());
             assert!(bob_at < ann_at, "sorted by technician, descending");
             // The row's "why" link keeps the page's token, and the page it opens shows the explanation.
-            let link = format!("/report/acme/explain/7001?tech=11&amp;token={TOKEN}");
-            assert!(dom.contains(&link), "the why link carries the token: {dom}");
-            let why_dom = dump_dom(&browser, &format!("{why}&token={TOKEN}"));
+            let sig = signed.split("sig=").nth(1).unwrap().split('&').next().unwrap();
+            let link = "/report/acme/explain/7001?tech=11&amp;expires=";
+            assert!(dom.contains(link) && dom.contains(sig), "the why link carries the signed link: {dom}");
+            assert!(dom.contains("&amp;day=2026-11-28\">why</a>") && !dom.contains(TOKEN), "{dom}");
+            let why_dom = dump_dom(&browser, &format!("{why}&{signed}"));
             assert!(why_dom.contains("<pre>Appointment 7001"), "{why_dom}");
             assert!(why_dom.contains("arrival       fired    [arrival]"), "{why_dom}");
         }
@@ -370,6 +416,24 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     rt.block_on(live.stop());
     rt.block_on(late.stop());
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// GET `path` from the local address `from` (loopback, any of 127/8):
+/// the status and the response head.
+async fn get_from(from: &str, to: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(to).await.unwrap();
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: report\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head)
 }
 
 fn chromium() -> Option<PathBuf> {

@@ -12,8 +12,10 @@ use geoclock::engine::command::command_id;
 use geoclock::engine::{Action, Command, FenceChange};
 use geoclock::geo::{LatLon, Shape};
 use geoclock::kafka::records::Outcome;
+use geoclock::kafka::topics::{self, Topic};
 use geoclock::sink::runner::Sink;
 use geoclock::sink::SinkKind;
+use support::kafka::produce;
 use support::sinks::*;
 
 #[test]
@@ -30,6 +32,15 @@ fn clock_sink_posts_each_change_once_and_dead_letters_refusals() {
     // Every command twice: the second is a duplicate.
     rig.send(&commands);
     rig.send(&commands[..60]);
+    // A command for a tenant the tenants file does not list (a producer with
+    // topic access making one up): failed and dead-lettered, no effect.
+    let mut stranger = commands[1].clone();
+    stranger.id = command_id(&["intruder", "clock", "made-up"]);
+    let record = (
+        topics::key("intruder", stranger.appointment.as_str()).expect("key"),
+        rig.codec.encode_command("intruder", &stranger).expect("encode"),
+    );
+    produce(rig.broker.brokers(), &rig.catalogue.name(Topic::Commands), &[record]);
     // ServiceTrade fails for a while: eight 500s, then three 429s.
     let st_url = rig.st_url().to_string();
     chaos(&st_url, 500, 8);
@@ -40,8 +51,14 @@ fn clock_sink_posts_each_change_once_and_dead_letters_refusals() {
         std::thread::sleep(Duration::from_millis(20));
     }
     chaos(&st_url, 429, 3);
-    let results = rig.wait_results(&ids(&commands), Duration::from_secs(120));
+    let mut all = ids(&commands);
+    all.insert(stranger.id.clone());
+    let results = rig.wait_results(&all, Duration::from_secs(120));
     sink.stop().expect("clean stop");
+    let r = &results[&stranger.id];
+    assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
+    assert!(r.reason.contains("intruder") && r.reason.contains("not in the tenants file"), "{}", r.reason);
+    assert!(rig.dead_letters().iter().any(|d| d.contains("not in the tenants file")), "dead-lettered");
     let good = &commands[..120];
     for c in good {
         assert_eq!(results[&c.id].outcome, Outcome::Done, "{:?}", results[&c.id]);

@@ -48,7 +48,7 @@ impl Overrides {
     }
 
     pub fn parse(text: &str) -> Result<Overrides, String> {
-        let v: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let v: Value = crate::config::yaml::from_str(text).map_err(|e| e.to_string())?;
         let Value::Object(mut top) = v else { return Err("expected a map of settings".into()) };
         let object = |v: Value, what: &str| match v {
             Value::Object(m) => Ok(m),

@@ -1,32 +1,61 @@
 //! Credentials that never show: [`Secret`]'s `Debug` and `Display` print
 //! `***`, so a secret inside a config, an error or a log field stays hidden.
 //! The value is read only through [`Secret::expose`], at the point of use
-//! (an HTTP header, a comparison).
+//! (an HTTP header, a signature).
+//!
+//! Comparing a candidate with a secret ([`Secret::matches`]) takes time
+//! independent of the secret: the secret's SHA-256 digest is computed once,
+//! when it is made; a comparison hashes the candidate (time that depends
+//! only on the candidate, which the caller already knows) and compares the
+//! two 32-byte digests with `subtle`'s constant-time equality. So neither
+//! where a guess differs nor how long the secret is shows in the answer's
+//! timing.
 
 use std::fmt;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+#[derive(Clone)]
+pub struct Secret {
+    value: String,
+    digest: [u8; 32],
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.digest.ct_eq(&other.digest).into()
+    }
+}
+
+impl Eq for Secret {}
+
+/// The SHA-256 digest of `bytes`.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+        let value = value.into();
+        let digest = digest(value.as_bytes());
+        Secret { value, digest }
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
     }
 
-    /// Compares without stopping at the first differing byte.
+    /// Whether `candidate` is this secret, in time independent of the
+    /// secret's contents and length (see the module docs).
     pub fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0)) as usize;
-        }
-        diff == 0
+        self.matches_digest(&digest(candidate.as_bytes()))
+    }
+
+    /// [`Secret::matches`] for a candidate already hashed with [`digest`].
+    pub fn matches_digest(&self, candidate: &[u8; 32]) -> bool {
+        self.digest.ct_eq(candidate).into()
     }
 }
 
@@ -54,7 +83,7 @@ pub enum SecretSource {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        String::deserialize(d).map(Secret::new)
     }
 }
 
@@ -92,7 +121,7 @@ impl SecretSource {
         if value.is_empty() {
             return Err(SecretError::Empty(self.clone()));
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }
 

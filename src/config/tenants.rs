@@ -11,10 +11,12 @@
 //! username = "geoclock-admin"
 //! password = { env = "ACME_ST_PASSWORD" } # or { file = "..." } or { value = "..." }
 //! webhook_secret = { env = "ACME_ST_HOOK" }
+//! webhook_auth = "hmac"                    # or "key"; see config::webhook
 //! [tenants.azuga]
 //! base_url = "http://127.0.0.1:8082"
 //! api_key = { file = "/run/secrets/acme-azuga" }
 //! webhook_secret = { env = "ACME_AZ_HOOK" }
+//! webhook_auth = "basic"                   # or "key"
 //! rate_limit_ms = 60000
 //! [tenants.email]                          # Service Links and the daily report
 //! from = "Acme Field Service <service@acme.example>"
@@ -28,13 +30,18 @@
 //!
 //! Invariants: tenant names are valid key prefixes and unique; every secret
 //! is resolved when the file is loaded (a missing env var fails the load,
-//! naming the variable, never a value); unknown keys are errors.
+//! naming the variable, never a value); unknown keys are errors. No error
+//! shows a secret: a malformed file's error gives the line and column and
+//! the parser's message with every string the file holds as a value
+//! replaced by `***` (serde's messages quote offending values, e.g.
+//! ``unknown variant `hunter2` ``), never the offending line.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
 use super::secret::{Secret, SecretError, SecretSource};
+use super::webhook::{self, WebhookAuth};
 use crate::kafka::topics::valid_tenant;
 use crate::model::{MapSettings, MapSettingsError, Settings, SettingsError};
 
@@ -77,6 +84,7 @@ struct RawServiceTrade {
     username: String,
     password: SecretSource,
     webhook_secret: SecretSource,
+    webhook_auth: Option<WebhookAuth>,
     #[serde(default = "d_reconcile")]
     reconcile_interval_ms: u64,
     #[serde(default = "d_sweep")]
@@ -97,6 +105,7 @@ struct RawAzuga {
     base_url: String,
     api_key: SecretSource,
     webhook_secret: SecretSource,
+    webhook_auth: Option<WebhookAuth>,
     #[serde(default = "d_rate")]
     rate_limit_ms: u64,
     #[serde(default = "d_poll")]
@@ -161,6 +170,9 @@ pub struct ServiceTradeTenant {
     pub username: String,
     pub password: Secret,
     pub webhook_secret: Secret,
+    /// How the webhooks prove the secret (`None`: any header scheme, or the
+    /// deprecated path secret; see [`webhook`]).
+    pub webhook_auth: Option<WebhookAuth>,
     pub reconcile_interval_ms: u64,
     /// Every n-th reconciliation lists everything (finds deletes whose
     /// webhook was lost); the others ask only for `updatedAfter`.
@@ -189,6 +201,30 @@ pub struct EmailTenant {
     pub servicetrade_web_url: Option<String>,
 }
 
+impl ServiceTradeTenant {
+    /// What the inbox checks `tenant`'s ServiceTrade webhooks against.
+    pub fn webhook_policy(&self, tenant: &str) -> webhook::Policy {
+        webhook::Policy {
+            tenant: tenant.to_string(),
+            secret: self.webhook_secret.clone(),
+            configured: self.webhook_auth,
+            allowed: webhook::SERVICETRADE,
+        }
+    }
+}
+
+impl AzugaTenant {
+    /// What the inbox checks `tenant`'s Azuga webhooks against.
+    pub fn webhook_policy(&self, tenant: &str) -> webhook::Policy {
+        webhook::Policy {
+            tenant: tenant.to_string(),
+            secret: self.webhook_secret.clone(),
+            configured: self.webhook_auth,
+            allowed: webhook::AZUGA,
+        }
+    }
+}
+
 impl EmailTenant {
     /// The display name of `from`, for the email body.
     pub fn company(&self) -> &str {
@@ -204,6 +240,8 @@ pub struct AzugaTenant {
     pub base_url: String,
     pub api_key: Secret,
     pub webhook_secret: Secret,
+    /// As for ServiceTrade (Basic or key).
+    pub webhook_auth: Option<WebhookAuth>,
     pub rate_limit_ms: u64,
     pub poll_interval_ms: u64,
     pub entity_sync_interval_ms: u64,
@@ -276,10 +314,100 @@ fn share(tenant: &str, v: f64) -> Result<f64, TenantsError> {
     }
 }
 
+fn auth(tenant: &str, vendor: &str, a: Option<WebhookAuth>, allowed: &[WebhookAuth]) -> Result<(), TenantsError> {
+    match a {
+        Some(a) if !allowed.contains(&a) => Err(TenantsError::Invalid {
+            tenant: tenant.to_string(),
+            message: format!(
+                "{vendor}.webhook_auth {:?} is not one of {}",
+                a.as_str(),
+                allowed.iter().map(|a| format!("{:?}", a.as_str())).collect::<Vec<_>>().join(", ")
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A TOML error as `line L, column C: message`, with every string value
+/// of the file replaced by `***` in the message (see the module docs).
+fn parse_error(text: &str, path: &str, e: &toml::de::Error) -> TenantsError {
+    let at = e.span().map(|s| {
+        let before = &text.as_bytes()[..s.start.min(text.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        format!("line {line}, column {column}: ")
+    });
+    let values = string_values(text);
+    TenantsError::Parse {
+        path: path.into(),
+        message: format!("{}{}", at.unwrap_or_default(), redact(e.message(), &values)),
+    }
+}
+
+/// Every string the text holds as a value: from the parsed document when
+/// it parses, else every quoted run of each line (a rough lexer, enough
+/// to know what to hide).
+fn string_values(text: &str) -> Vec<String> {
+    fn walk(v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::String(s) => out.push(s.clone()),
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            toml::Value::Table(t) => t.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match text.parse::<toml::Table>() {
+        Ok(t) => t.values().for_each(|v| walk(v, &mut out)),
+        Err(_) => {
+            for line in text.lines() {
+                let mut rest = line;
+                while let Some(i) = rest.find(['"', '\'']) {
+                    let q = rest[i..].chars().next().unwrap_or('"');
+                    let after = &rest[i + 1..];
+                    let end = after.find(q).unwrap_or(after.len());
+                    out.push(after[..end].to_string());
+                    rest = after.get(end + 1..).unwrap_or("");
+                }
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// `message` with each quoted part (`"…"`, `` `…` ``, `'…'`) that holds,
+/// or is part of, one of `values` replaced by `***`.
+fn redact(message: &str, values: &[String]) -> String {
+    let hides = |part: &str| {
+        !part.is_empty() && values.iter().any(|v| part.contains(v.as_str()) || (part.len() >= 3 && v.contains(part)))
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(['"', '`', '\'']) {
+        let q = rest[i..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=i]);
+        let after = &rest[i + 1..];
+        match after.find(q) {
+            Some(end) => {
+                let part = &after[..end];
+                out.push_str(if hides(part) { "***" } else { part });
+                out.push(q);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(if hides(after) { "***" } else { after });
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Parses and resolves a tenants file's text.
 pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
-    let file: File =
-        toml::from_str(text).map_err(|e| TenantsError::Parse { path: path.into(), message: e.to_string() })?;
+    let file: File = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
     let mut out: Vec<Tenant> = Vec::new();
     for t in file.tenants {
         let invalid = |message: &str| TenantsError::Invalid { tenant: t.name.clone(), message: message.into() };
@@ -296,12 +424,19 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 return Err(invalid(&format!("timezone {z:?} is not an IANA zone name")));
             }
         }
+        if let Some(s) = &t.servicetrade {
+            auth(&t.name, "servicetrade", s.webhook_auth, webhook::SERVICETRADE)?;
+        }
+        if let Some(a) = &t.azuga {
+            auth(&t.name, "azuga", a.webhook_auth, webhook::AZUGA)?;
+        }
         let servicetrade = match &t.servicetrade {
             Some(s) => Some(ServiceTradeTenant {
                 base_url: s.base_url.trim_end_matches('/').to_string(),
                 username: s.username.clone(),
                 password: resolve(&t.name, "servicetrade.password", &s.password)?,
                 webhook_secret: resolve(&t.name, "servicetrade.webhook_secret", &s.webhook_secret)?,
+                webhook_auth: s.webhook_auth,
                 reconcile_interval_ms: s.reconcile_interval_ms.max(10),
                 full_sweep_every: s.full_sweep_every.max(1),
                 page_limit: s.page_limit.clamp(1, 1000),
@@ -316,6 +451,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 base_url: a.base_url.trim_end_matches('/').to_string(),
                 api_key: resolve(&t.name, "azuga.api_key", &a.api_key)?,
                 webhook_secret: resolve(&t.name, "azuga.webhook_secret", &a.webhook_secret)?,
+                webhook_auth: a.webhook_auth,
                 rate_limit_ms: a.rate_limit_ms,
                 poll_interval_ms: a.poll_interval_ms.max(10),
                 entity_sync_interval_ms: a.entity_sync_interval_ms.max(10),
@@ -414,5 +550,33 @@ rate_limit_ms = 100
         let e = parse(&FILE.replace("window_hours = 4", "window_hours = -1"), "t.toml").unwrap_err().to_string();
         assert!(e.contains("window_hours"), "{e}");
         assert!(parse(&FILE.replace("rate_limit_ms", "rate_limt_ms"), "t.toml").is_err());
+        let e = parse(&FILE.replace("rate_limit_ms = 100", "rate_limit_ms = 100\nwebhook_auth = \"hmac\""), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("azuga.webhook_auth \"hmac\""), "Azuga does not sign: {e}");
+    }
+
+    #[test]
+    fn malformed_files_never_show_a_secret() {
+        let cases = [
+            // A secret where a source table belongs: serde quotes it as an unknown variant.
+            FILE.replace(r#"password = { value = "pw-123" }"#, r#"password = "pw-123""#),
+            // A secret where a number belongs.
+            FILE.replace("rate_limit_ms = 100", r#"rate_limit_ms = "key-789""#),
+            // Syntax errors on the line that holds a secret.
+            FILE.replace(r#"{ value = "hook-456" }"#, r#"{ value = "hook-456" "#),
+            FILE.replace(r#"{ value = "hook-456" }"#, r#"{ value = "hook-456" } trailing"#),
+            FILE.replace(r#"{ value = "key-789" }"#, r#"{ value = 'key-789 }"#),
+            FILE.replace(r#"{ value = "key-789" }"#, r#"{ value = "key\q-789" }"#),
+        ];
+        for bad in cases {
+            let e = parse(&bad, "t.toml").unwrap_err().to_string();
+            for s in ["pw-123", "hook-456", "key-789", "hook-000", "key\\q"] {
+                assert!(!e.contains(s), "{s} in {e}");
+            }
+            assert!(e.contains("line "), "{e}");
+        }
+        let e = parse(&FILE.replace("rate_limit_ms", "rate_limt_ms"), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("rate_limt_ms"), "a misspelt key is named: {e}");
     }
 }

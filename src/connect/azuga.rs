@@ -31,14 +31,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use super::inbox::QueueRx;
 use super::ledger::{Entry, Ledger};
 use super::out::{Item, Out};
 use super::sweep::{self, Sweep};
 use super::validate::PingLimits;
 use super::{ConnectError, Work};
 use crate::config::tenants::AzugaTenant;
+use crate::config::webhook::Registration;
 use crate::engine::{EntityRef, Event};
 use crate::kafka::records::{key_id, parse_pairing_key_id};
 use crate::model::Id;
@@ -51,7 +53,7 @@ pub struct Task {
     ledger: Ledger,
     out: Out,
     cfg: AzugaTenant,
-    hook_url: Option<String>,
+    hook: Option<Registration>,
     stop: Stop,
 }
 
@@ -59,11 +61,11 @@ const HOOK_CURSOR: &str = "webhook_registered";
 const HISTORY_CURSOR: &str = "location_history";
 
 impl Task {
-    pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook_url: Option<String>, policy: Policy) -> Task {
+    pub fn new(cfg: AzugaTenant, ledger: Ledger, out: Out, hook: Option<Registration>, policy: Policy) -> Task {
         let stop = Stop::new();
         let observer = Arc::new(out.call_metrics("azuga"));
         let client = Client::new(cfg.clone(), Duration::from_secs(30), policy, stop.clone(), observer);
-        Task { client: Arc::new(client), ledger, out, cfg, hook_url, stop }
+        Task { client: Arc::new(client), ledger, out, cfg, hook, stop }
     }
 
     /// Runs `f` with the client on tokio's blocking pool (vendor calls
@@ -88,18 +90,19 @@ impl Task {
     }
 
     async fn start(&mut self) -> Result<(), ConnectError> {
-        if let Some(url) = self.hook_url.clone() {
-            // Remembered per URL: a new public URL registers again.
-            let name = format!("{HOOK_CURSOR}_{:016x}", super::ledger::fingerprint(url.as_bytes()));
+        if let Some(hook) = self.hook.clone() {
+            // Remembered per URL and scheme: a new public URL or scheme registers again.
+            let seen = format!("{} {}", hook.url, hook.scheme.as_str());
+            let name = format!("{HOOK_CURSOR}_{:016x}", super::ledger::fingerprint(seen.as_bytes()));
             if self.ledger.state().cursor(&name).is_none() {
-                self.vendor(move |c| c.add_webhook(&url)).await?;
+                self.vendor(move |c| c.add_webhook(&hook)).await?;
                 self.ledger.record(vec![Entry::Cursor { name, at: 1 }])?;
             }
         }
         self.sync_entities().await
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut rx: QueueRx, mut shutdown: watch::Receiver<bool>) {
         let tenant = self.out.tenant.clone();
         super::stop_on(shutdown.clone(), self.stop.clone());
         let jobs = self.out.metrics.jobs.clone();

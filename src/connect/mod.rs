@@ -4,8 +4,9 @@
 //! file ([`crate::config::tenants`]). Per tenant, one task ([`servicetrade::Task`],
 //! [`azuga::Task`]) owns that tenant's API client and ledger and does all of
 //! its publishing, in order; the shared HTTP server ([`inbox`]) only
-//! authenticates, parses and queues webhook bodies for it, and serves
-//! `/metrics`.
+//! authenticates, parses and queues webhook bodies for it. The connector's
+//! metrics ([`Connector::metrics`]) are served on a listener of their own
+//! (the CLI's `--metrics`), never on the inbox's public port.
 //!
 //! Records are the engine's events encoded with the shared Avro codec
 //! (Confluent framing), keyed `tenant/id`, on the catalogue's topics
@@ -32,10 +33,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::tenants::Tenant;
+use crate::config::webhook::Registration;
 use crate::http::server::{serve, Running as Server};
 use crate::kafka::codec::{Codec, CodecError};
 use crate::kafka::registry::SchemaRegistry;
@@ -89,7 +91,7 @@ pub struct Options {
     pub brokers: String,
     pub catalogue: Catalogue,
     pub registry: Arc<dyn SchemaRegistry>,
-    /// The inbox and `/metrics` listen here (`127.0.0.1:0`: any port).
+    /// The inbox listens here (`127.0.0.1:0`: any port).
     pub listen: String,
     /// Base URL the vendors reach the inbox at; default `http://{listen}`.
     /// `None` with `register_webhooks` false: no webhook is registered.
@@ -159,6 +161,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
 
     let mut inboxes = HashMap::new();
     let mut tasks = Vec::new();
+    let total = inbox::total_budget();
     let topics: Vec<String> = match vendor {
         Vendor::ServiceTrade => [Topic::Users, Topic::Locations, Topic::Jobs, Topic::Appointments, Topic::ClockEvents]
             .iter()
@@ -174,7 +177,8 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
     }
     // Whether each tenant's fleet should be driving now, kept current.
     {
-        let (metrics, zones) = (metrics.clone(), tenants.iter().map(|t| (t.name.clone(), t.timezone.clone())).collect::<Vec<_>>());
+        let (metrics, zones) =
+            (metrics.clone(), tenants.iter().map(|t| (t.name.clone(), t.timezone.clone())).collect::<Vec<_>>());
         let mut stop = shutdown_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -199,28 +203,26 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
             watermark: Default::default(),
         };
         let ledger_path = opts.state_dir.join(format!("{}-{}.ledger.jsonl", vendor.name(), t.name));
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = inbox::queue(&total);
         match (vendor, &t.servicetrade, &t.azuga) {
             (Vendor::ServiceTrade, Some(cfg), _) => {
                 let ledger = Ledger::open(&ledger_path, keep_pings_from)?;
-                let hook = opts
-                    .register_webhooks
-                    .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
+                let policy = cfg.webhook_policy(&t.name);
+                let hook = opts.register_webhooks.then(|| Registration::new(&public, &policy));
                 let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
                 tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
-                inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
+                inboxes.insert(t.name.clone(), TenantInbox::new(policy, tx, out));
             }
             (Vendor::Azuga, _, Some(cfg)) => {
                 let ledger = Ledger::open(
                     &ledger_path,
                     keep_pings_from.min(chrono::Utc::now().timestamp_millis() - cfg.max_ping_age_s * 1000),
                 )?;
-                let hook = opts
-                    .register_webhooks
-                    .then(|| format!("{public}/webhook/{}/{}", t.name, cfg.webhook_secret.expose()));
+                let policy = cfg.webhook_policy(&t.name);
+                let hook = opts.register_webhooks.then(|| Registration::new(&public, &policy));
                 let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
                 tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
-                inboxes.insert(t.name.clone(), TenantInbox { secret: cfg.webhook_secret.clone(), tx, out });
+                inboxes.insert(t.name.clone(), TenantInbox::new(policy, tx, out));
             }
             _ => {}
         }
@@ -228,7 +230,7 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
     if inboxes.is_empty() {
         return Err(ConnectError::Setup(format!("no tenant configures {}", vendor.name())));
     }
-    let inbox = Arc::new(Inbox { vendor, tenants: inboxes, metrics: metrics.clone() });
+    let inbox = Arc::new(Inbox::new(vendor, inboxes, metrics.clone()));
     let server =
         serve(inbox::router(inbox), &addr.to_string()).await.map_err(|e| ConnectError::Setup(e.to_string()))?;
     tracing::info!(connector = vendor.name(), addr = %server.addr, tenants = tenants.len(), "connector listening");

@@ -32,13 +32,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use super::inbox::QueueRx;
 use super::ledger::{Entry, Ledger};
 use super::out::{Item, Out};
 use super::sweep::{self, Sweep};
 use super::{ConnectError, Work};
 use crate::config::tenants::ServiceTradeTenant;
+use crate::config::webhook::Registration;
 use crate::engine::{EntityRef, Event};
 use crate::kafka::records::key_id;
 use crate::model::Id;
@@ -79,7 +81,7 @@ pub struct Task {
     pub ledger: Ledger,
     pub out: Out,
     pub cfg: ServiceTradeTenant,
-    pub hook_url: Option<String>,
+    pub hook: Option<Registration>,
     stop: Stop,
     reconciles: u64,
     /// Wall-clock start (s) of the last pass that completed, or of the task.
@@ -87,7 +89,7 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook_url: Option<String>, policy: Policy) -> Task {
+    pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook: Option<Registration>, policy: Policy) -> Task {
         let stop = Stop::new();
         let observer = Arc::new(out.call_metrics("servicetrade"));
         let client = Client::new(cfg.clone(), Duration::from_secs(30), policy, stop.clone(), observer);
@@ -96,7 +98,7 @@ impl Task {
             ledger,
             out,
             cfg,
-            hook_url,
+            hook,
             stop,
             reconciles: 0,
             reconciled_at: chrono::Utc::now().timestamp(),
@@ -114,15 +116,15 @@ impl Task {
 
     async fn start(&mut self) -> Result<(), ConnectError> {
         self.vendor(|c| c.login_retrying()).await?;
-        if let Some(url) = self.hook_url.clone() {
-            self.vendor(move |c| c.ensure_webhook(&url)).await?;
+        if let Some(hook) = self.hook.clone() {
+            self.vendor(move |c| c.ensure_webhook(&hook)).await?;
         }
         let first = TYPES.iter().any(|k| self.ledger.state().cursor(k).is_none());
         self.reconcile(first).await
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut rx: QueueRx, mut shutdown: watch::Receiver<bool>) {
         let tenant = self.out.tenant.clone();
         super::stop_on(shutdown.clone(), self.stop.clone());
         // Declared before the first sync: a tenant whose vendor never

@@ -55,7 +55,7 @@ impl Tenants {
             return Ok(Tenants { tenants, ..Tenants::default() });
         }
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let t: Tenants = serde_yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let t: Tenants = crate::config::yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         t.validate()?;
         if t.tenants.is_empty() && !t.any_tenant {
             tracing::warn!(path = %path.display(), "the tenants file lists no tenant: every record will be dead-lettered");

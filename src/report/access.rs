@@ -1,21 +1,47 @@
-//! Who may see a tenant's report and map: the one access check of the
+//! Who may see a tenant's report (and map): the one access check of the
 //! report server, used by every route that shows a tenant's data.
 //!
-//! Checked in this order before anything else is looked at: a tenant not
-//! in the tenants file → 404 (the answer names no tenant); a tenant
-//! without `email.report_token` → 403 (its report and map are disabled);
-//! no token or a wrong one → 401. The token is `Authorization: Bearer
-//! TOKEN` or `?token=TOKEN`; both are compared through their SHA-256
-//! digests, in time independent of where they differ and of their
-//! lengths. Tokens never reach logs, metrics or error texts.
+//! A request is let in when it presents, for a tenant of the tenants file
+//! that has `email.report_token`, either
+//! - the token in a header, `Authorization: Bearer TOKEN`, or
+//! - a short-lived signed link for the resource it asks for (`expires` and
+//!   `sig` in the query, see [`crate::config::link`]): a day's report takes
+//!   a link of scope `report:{day}` or `map`, the map (page, GeoJSON,
+//!   stream) one of scope `map` only. A map link opens the reports too
+//!   because the map already shows every day's report rows, and its page
+//!   links to them.
+//!
+//! A token in the URL (`?token=`) is not accepted: URLs land in browser
+//! history, proxy logs and `Referer` headers.
+//!
+//! Every refusal is the same 401 (same body, same headers), whether the
+//! tenant does not exist, has no token configured, or the token or link is
+//! wrong or expired, so an answer never tells which tenants exist; and an
+//! unknown tenant is checked against a stand-in token, so it costs the
+//! same time. A client address (an IPv6 /64) that fails
+//! [`MAX_FAILURES`] times within [`FAILURE_WINDOW`] gets 429 with
+//! `Retry-After` for every request until the oldest failure leaves the
+//! window ([`crate::http::throttle`]). Tokens never reach logs, metrics or
+//! error texts.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
+use crate::config::link;
+use crate::config::secret::Secret;
 use crate::config::tenants::Tenant;
+use crate::http::throttle::Throttle;
+
+/// Failed attempts an address may make within [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: usize = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at most.
+const MAX_ADDRESSES: usize = 100_000;
 
 /// The report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,20 +81,16 @@ pub fn resolve_tenant<'a, T>(tenants: &'a HashMap<String, T>, segment: &str) -> 
     Some((tenants.get(stem)?, Some(Format::parse(suffix)?)))
 }
 
-/// The token a request presents: the `Authorization: Bearer` header, else
-/// the `token` query parameter.
-pub fn presented_token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    bearer.or(query.get("token").map(String::as_str)).filter(|t| !t.is_empty())
-}
-
-/// Compares two tokens in time independent of their contents and lengths.
-pub fn token_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(expected.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token a request presents in `Authorization: Bearer`.
+pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
 }
 
 /// A short plain-text answer that no cache keeps.
@@ -76,46 +98,97 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], text).into_response()
 }
 
-/// Why a request was refused, as [`refusal`] answers it.
+/// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    NoSuchTenant,
-    Disabled,
-    BadToken,
+    /// Unknown tenant, no token configured, or a wrong token or link: one
+    /// answer for all.
+    Unauthorized,
+    /// Too many failures from this address lately.
+    Throttled { retry_after_s: u64 },
 }
 
 /// The answer to a refused request (see the module docs).
 pub fn refusal(r: Refused) -> Response {
     match r {
-        Refused::NoSuchTenant => plain(StatusCode::NOT_FOUND, "no such report\n"),
-        Refused::Disabled => plain(StatusCode::FORBIDDEN, "report disabled for this tenant\n"),
-        Refused::BadToken => {
-            let mut r = plain(StatusCode::UNAUTHORIZED, "a valid report token is required\n");
+        Refused::Unauthorized => {
+            let mut r = plain(StatusCode::UNAUTHORIZED, "a valid report token or link is required\n");
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"geoclock-report\""));
+            r
+        }
+        Refused::Throttled { retry_after_s } => {
+            let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "too many failed attempts; try again later\n");
+            if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
             r
         }
     }
 }
 
-/// The access check: the tenant `segment` names (with the format its
-/// suffix asks for) when the request presents its token.
-pub fn authorize<'a>(
-    tenants: &'a HashMap<String, Tenant>,
-    segment: &str,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<(&'a Tenant, Option<Format>), (Refused, Option<Format>)> {
-    let Some((tenant, suffix)) = resolve_tenant(tenants, segment) else {
-        return Err((Refused::NoSuchTenant, None));
-    };
-    let Some(expected) = tenant.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
-        return Err((Refused::Disabled, suffix));
-    };
-    if !presented_token(headers, query).is_some_and(|given| token_matches(given, expected.expose())) {
-        return Err((Refused::BadToken, suffix));
+/// The access check, with its memory of failed attempts.
+pub struct Access {
+    throttle: Mutex<Throttle>,
+    stand_in: Secret,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access::new(MAX_FAILURES, FAILURE_WINDOW)
     }
-    Ok((tenant, suffix))
+}
+
+impl Access {
+    pub fn new(max_failures: usize, window: Duration) -> Access {
+        Access {
+            throttle: Mutex::new(Throttle::new(max_failures, window, MAX_ADDRESSES)),
+            stand_in: Secret::new(format!("stand-in-report-token-{:x}", std::process::id())),
+        }
+    }
+
+    /// The tenant `segment` names (with the format its suffix asks for),
+    /// when the request from `client` may see it: the token in the header,
+    /// or a link for one of `scopes` (`report:{day}`, `map`). `now` for
+    /// the throttle, `now_s` (unix seconds) for links.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize<'a>(
+        &self,
+        tenants: &'a HashMap<String, Tenant>,
+        segment: &str,
+        scopes: &[&str],
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+        client: IpAddr,
+        now: Instant,
+        now_s: i64,
+    ) -> Result<(&'a Tenant, Option<Format>), (Refused, Option<Format>)> {
+        let resolved = resolve_tenant(tenants, segment);
+        let suffix = resolved.and_then(|(_, s)| s);
+        if let Err(wait) = self.throttle.lock().unwrap_or_else(|e| e.into_inner()).check(client, now) {
+            return Err((Refused::Throttled { retry_after_s: wait.as_secs().max(1) }, suffix));
+        }
+        let configured = resolved.and_then(|(t, _)| t.email.as_ref()?.report_token.as_ref().map(|k| (t, k)));
+        let (name, token) = match configured {
+            Some((t, k)) => (t.name.as_str(), k),
+            None => ("", &self.stand_in),
+        };
+        let by_header = presented_token(headers).is_some_and(|given| token.matches(given));
+        let by_link = match (query.get("expires"), query.get("sig")) {
+            // Every scope is checked, so the time does not tell which matched.
+            (Some(e), Some(s)) => {
+                scopes.iter().fold(false, |ok, scope| link::verify(token, name, scope, e, s, now_s).is_ok() | ok)
+            }
+            _ => false,
+        };
+        match configured {
+            Some((t, _)) if by_header || by_link => Ok((t, suffix)),
+            _ => {
+                self.throttle.lock().unwrap_or_else(|e| e.into_inner()).failed(client, now);
+                Err((Refused::Unauthorized, suffix))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,30 +208,16 @@ mod tests {
     }
 
     #[test]
-    fn tokens_come_from_the_bearer_header_or_the_query() {
+    fn tokens_come_from_the_bearer_header_only() {
         let mut h = HeaderMap::new();
-        let mut q = HashMap::new();
-        assert_eq!(presented_token(&h, &q), None);
-        q.insert("token".to_string(), "from-query".to_string());
-        assert_eq!(presented_token(&h, &q), Some("from-query"));
+        assert_eq!(presented_token(&h), None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  from-header "));
-        assert_eq!(presented_token(&h, &q), Some("from-header"));
+        assert_eq!(presented_token(&h), Some("from-header"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
-        assert_eq!(presented_token(&h, &q), Some("from-query"), "other schemes are not tokens");
-        q.insert("token".to_string(), String::new());
-        assert_eq!(presented_token(&h, &q), None, "an empty token is none");
+        assert_eq!(presented_token(&h), None, "other schemes are not tokens");
     }
 
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(token_matches("s3cret", "s3cret"));
-        assert!(!token_matches("s3cre", "s3cret"));
-        assert!(!token_matches("s3creT", "s3cret"));
-        assert!(!token_matches("", "s3cret"));
-    }
-
-    #[test]
-    fn the_check_runs_tenant_then_token_configured_then_token() {
+    fn tenants() -> HashMap<String, Tenant> {
         let text = r#"
 [[tenants]]
 name = "acme"
@@ -168,15 +227,71 @@ report_token = { value = "t0ken" }
 [[tenants]]
 name = "quiet"
 "#;
-        let tenants: HashMap<String, Tenant> =
-            crate::config::tenants::parse(text, "t.toml").unwrap().into_iter().map(|t| (t.name.clone(), t)).collect();
+        crate::config::tenants::parse(text, "t.toml").unwrap().into_iter().map(|t| (t.name.clone(), t)).collect()
+    }
+
+    #[test]
+    fn header_or_link_let_in_and_every_refusal_is_the_same() {
+        let tenants = tenants();
+        let access = Access::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let (now, now_s) = (Instant::now(), 1_800_000_000);
+        let none = HashMap::new();
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0ken"));
+        let check = |seg: &str, scope: &str, h: &HeaderMap, q: &HashMap<String, String>| {
+            access.authorize(&tenants, seg, &[scope], h, q, ip, now, now_s)
+        };
+        assert!(matches!(check("acme", "report:x", &bearer, &none), Ok((t, None)) if t.name == "acme"));
+        assert!(matches!(check("acme.csv", "report:x", &bearer, &none), Ok((_, Some(Format::Csv)))));
+        let token = Secret::new("t0ken");
+        let exp = now_s + 3600;
+        let link = |scope: &str| {
+            HashMap::from([
+                ("expires".to_string(), exp.to_string()),
+                ("sig".to_string(), link::sign(&token, "acme", scope, exp)),
+            ])
+        };
+        assert!(check("acme", "report:2026-11-27", &HeaderMap::new(), &link("report:2026-11-27")).is_ok());
+        let report_or_map = ["report:2026-11-27", link::MAP_SCOPE];
+        let by_map_link =
+            access.authorize(&tenants, "acme", &report_or_map, &HeaderMap::new(), &link("map"), ip, now, now_s);
+        assert!(by_map_link.is_ok(), "a map link opens the report");
         let h = HeaderMap::new();
-        let q = |t: &str| HashMap::from([("token".to_string(), t.to_string())]);
-        assert!(matches!(authorize(&tenants, "acme", &h, &q("t0ken")), Ok((t, None)) if t.name == "acme"));
-        assert!(matches!(authorize(&tenants, "acme.csv", &h, &q("t0ken")), Ok((_, Some(Format::Csv)))));
-        assert_eq!(authorize(&tenants, "acme", &h, &q("nope")).err(), Some((Refused::BadToken, None)));
-        assert_eq!(authorize(&tenants, "quiet", &h, &q("t0ken")).err(), Some((Refused::Disabled, None)));
-        assert_eq!(authorize(&tenants, "nobody", &h, &q("t0ken")).err(), Some((Refused::NoSuchTenant, None)));
-        assert_eq!(refusal(Refused::BadToken).status(), StatusCode::UNAUTHORIZED);
+        let refused = [
+            check("acme", "report:2026-11-28", &h, &link("report:2026-11-27")),
+            check("acme", "map", &h, &link("report:2026-11-27")),
+            check("acme", "map", &h, &HashMap::from([("token".to_string(), "t0ken".to_string())])),
+            check("quiet", "report:x", &bearer, &none),
+            check("nobody", "report:x", &bearer, &none),
+        ];
+        for r in refused {
+            assert_eq!(r.err().map(|e| e.0), Some(Refused::Unauthorized));
+        }
+        let a = refusal(Refused::Unauthorized);
+        assert_eq!(a.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn the_eleventh_failure_in_a_minute_is_throttled() {
+        let tenants = tenants();
+        let access = Access::default();
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let now = Instant::now();
+        let mut wrong = HeaderMap::new();
+        wrong.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer nope"));
+        let mut right = HeaderMap::new();
+        right.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0ken"));
+        let q = HashMap::new();
+        for i in 0..10 {
+            let r = access.authorize(&tenants, "acme", &["map"], &wrong, &q, ip, now + Duration::from_secs(i), 0);
+            assert_eq!(r.err().map(|e| e.0), Some(Refused::Unauthorized), "attempt {}", i + 1);
+        }
+        let r = access.authorize(&tenants, "acme", &["map"], &right, &q, ip, now + Duration::from_secs(10), 0);
+        assert!(matches!(r, Err((Refused::Throttled { retry_after_s: 50 }, _))), "{r:?}");
+        let other: IpAddr = "198.51.100.10".parse().unwrap();
+        assert!(access.authorize(&tenants, "acme", &["map"], &right, &q, other, now, 0).is_ok());
+        let later = now + Duration::from_secs(61);
+        assert!(access.authorize(&tenants, "acme", &["map"], &right, &q, ip, later, 0).is_ok());
     }
 }

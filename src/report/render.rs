@@ -494,11 +494,13 @@ const SCRIPT: &str = r#"(function () {
   });
   var only = document.getElementById('only-failed');
   only.addEventListener('change', function () { table.classList.toggle('only-failed', only.checked); });
-  var token = new URLSearchParams(location.search).get('token');
-  if (token) {
+  // A page opened by a signed link carries it (and its day) to its links.
+  var here = new URLSearchParams(location.search);
+  if (here.get('sig')) {
     document.querySelectorAll('a.keep-token').forEach(function (a) {
       var u = new URL(a.getAttribute('href'), location.href);
-      u.searchParams.set('token', token);
+      ['expires', 'sig'].forEach(function (k) { u.searchParams.set(k, here.get(k)); });
+      if (!u.searchParams.get('day') && here.get('day')) u.searchParams.set('day', here.get('day'));
       a.href = u.toString();
     });
   }
@@ -573,15 +575,16 @@ Click a heading to sort. <label><input type=\"checkbox\" id=\"only-failed\"> onl
     out
 }
 
-/// Carries the page's `?token=` over to its links (as the report page's
-/// script does).
+/// Carries the page's signed link (`expires`, `sig`, `day`) over to its
+/// links (as the report page's script does).
 const EXPLAIN_SCRIPT: &str = r#"(function () {
   'use strict';
-  var token = new URLSearchParams(location.search).get('token');
-  if (!token) return;
+  var here = new URLSearchParams(location.search);
+  if (!here.get('sig')) return;
   document.querySelectorAll('a.keep-token').forEach(function (a) {
     var u = new URL(a.getAttribute('href'), location.href);
-    u.searchParams.set('token', token);
+    ['expires', 'sig'].forEach(function (k) { u.searchParams.set(k, here.get(k)); });
+    if (!u.searchParams.get('day') && here.get('day')) u.searchParams.set('day', here.get('day'));
     a.href = u.toString();
   });
 })();"#;

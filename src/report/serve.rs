@@ -16,11 +16,15 @@
 //!   `geoclock_report_map_streams`,
 //!   `geoclock_report_late_appointments{tenant}`).
 //!
-//! Access to a tenant's report and map is [`super::access`]'s one check
-//! (404, 403, 401 in that order; the token as a Bearer header or
-//! `?token=`). Tokens never reach logs, metrics or error texts; answers are
-//! not cached (`Cache-Control: no-store`) and send no referrer (a `?token=`
-//! URL must not leak to ServiceTrade through the quick links).
+//! Access to a tenant's report and map is [`super::access`]'s one check,
+//! before anything else is looked at: the token as `Authorization: Bearer
+//! TOKEN`, or a short-lived signed link (the report: `?day=D&expires=…&sig=…`,
+//! scope `report:D`; the map: scope `map`); one uniform 401 for every
+//! refusal, 429 for an address with too many recent failures (the report
+//! and the map share that memory). Tokens never reach logs, metrics or
+//! error texts; answers are not cached (`Cache-Control: no-store`) and send
+//! no referrer (a signed link must not leak to ServiceTrade through the
+//! quick links).
 //!
 //! Until the replica has caught up once the report answers 503 with
 //! `Retry-After` rather than a partial report. Building a report reads
@@ -28,10 +32,12 @@
 //! streams first (a graceful stop waits for open requests).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -39,7 +45,7 @@ use axum::Router;
 use chrono::NaiveDate;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use super::access::{authorize, plain, refusal, Format, Refused};
+use super::access::{plain, refusal, Access, Format, Refused};
 use super::map::live::{Hub, LiveMap, MapData};
 use super::map::positions::{Positions, PositionsError};
 use super::map::routes::{router as map_router, MapMetrics};
@@ -47,6 +53,7 @@ use super::render::{
     content_security_policy, csv, explain_html, explain_security_policy, for_day, html, json, local_day, zone,
 };
 use super::replica::{Replica, ReplicaError};
+use crate::config::link;
 use crate::config::tenants::Tenant;
 use crate::http::server::{serve, Running};
 use crate::kafka::codec::Codec;
@@ -88,6 +95,7 @@ struct App {
     positions: Arc<Positions>,
     map: Arc<LiveMap>,
     tenants: Arc<HashMap<String, Tenant>>,
+    access: Arc<Access>,
     registry: Registry,
     requests: IntCounterVec,
     ready: IntGauge,
@@ -234,8 +242,17 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
             return Err(ReportError::Map(e));
         }
     };
-    let app =
-        Arc::new(App { replica, positions, map: map.clone(), tenants: tenants.clone(), registry, requests, ready });
+    let access = Arc::new(Access::default());
+    let app = Arc::new(App {
+        replica,
+        positions,
+        map: map.clone(),
+        tenants: tenants.clone(),
+        access: access.clone(),
+        registry,
+        requests,
+        ready,
+    });
     let router = Router::new()
         .route("/report/{tenant}", get(report))
         .route("/report/{tenant}/explain/{appointment}", get(explain))
@@ -243,7 +260,7 @@ pub fn start(opts: Options, tenants: Vec<Tenant>, runtime: tokio::runtime::Handl
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.render_metrics() }))
         .with_state(app.clone())
-        .merge(map_router(map, tenants, map_metrics));
+        .merge(map_router(map, tenants, access, map_metrics));
     let running = match runtime.block_on(serve(router, &opts.listen)) {
         Ok(r) => r,
         Err(e) => {
@@ -270,10 +287,11 @@ async fn report(
     State(app): State<Arc<App>>,
     Path(segment): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
     let asked = q.get("format").map(String::as_str);
-    let (response, format) = answer(&app, &segment, &q, &headers).await;
+    let (response, format) = answer(&app, &segment, &q, &headers, client).await;
     let label = format.map(Format::as_str).or(asked.and_then(Format::parse).map(Format::as_str)).unwrap_or("other");
     let status = response.status();
     app.requests.with_label_values(&[label, status.as_str()]).inc();
@@ -287,8 +305,13 @@ async fn answer(
     segment: &str,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
+    client: SocketAddr,
 ) -> (Response, Option<Format>) {
-    let (tenant, suffix) = match authorize(&app.tenants, segment, headers, q) {
+    let scope = link::report_scope(q.get("day").map_or("", String::as_str));
+    let now_s = chrono::Utc::now().timestamp();
+    let scopes = [scope.as_str(), link::MAP_SCOPE];
+    let checked = app.access.authorize(&app.tenants, segment, &scopes, headers, q, client.ip(), Instant::now(), now_s);
+    let (tenant, suffix) = match checked {
         Ok(t) => t,
         Err((refused, suffix)) => return (refusal(refused), suffix),
     };
@@ -332,13 +355,21 @@ async fn explain(
     State(app): State<Arc<App>>,
     Path((tenant, appointment)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
+    // The header, or a link for the day's report the explanation was
+    // opened from (`day=D`, scope `report:D`) or for the map.
+    let scope = link::report_scope(q.get("day").map_or("", String::as_str));
+    let scopes = [scope.as_str(), link::MAP_SCOPE];
+    let now_s = chrono::Utc::now().timestamp();
+    let checked =
+        app.access.authorize(&app.tenants, &tenant, &scopes, &headers, &q, client.ip(), Instant::now(), now_s);
     // The tenant exactly, without a format suffix (`acme.csv` is no tenant here).
-    let authorized = match authorize(&app.tenants, &tenant, &headers, &q) {
+    let authorized = match checked {
         Ok((t, None)) => Ok(t.clone()),
-        Ok((_, Some(_))) | Err((_, Some(_))) => Err(Refused::NoSuchTenant),
-        Err((refused, None)) => Err(refused),
+        Ok((_, Some(_))) => Err(Refused::Unauthorized),
+        Err((refused, _)) => Err(refused),
     };
     let tenant = match authorized {
         Ok(t) => t,

@@ -30,7 +30,7 @@ pub struct Scenario {
     #[serde(default)]
     pub azuga: Azuga,
     /// Each event is a one-key map: `- ping: {...}`.
-    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    #[serde(default)]
     pub events: Vec<Event>,
 }
 
@@ -74,7 +74,7 @@ pub enum ScenarioError {
     #[error("cannot read scenario {path}: {error}")]
     Read { path: String, error: std::io::Error },
     #[error("malformed scenario {path}: {error}")]
-    Parse { path: String, error: serde_yaml::Error },
+    Parse { path: String, error: crate::config::yaml::YamlError },
     #[error(transparent)]
     Engine(EngineError),
     #[error("via kafka: {0}")]
@@ -85,7 +85,7 @@ pub enum ScenarioError {
 
 impl Scenario {
     pub fn from_yaml(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-        serde_yaml::from_str(text).map_err(|error| ScenarioError::Parse { path: path.to_string(), error })
+        crate::config::yaml::from_str(text).map_err(|error| ScenarioError::Parse { path: path.to_string(), error })
     }
 
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {

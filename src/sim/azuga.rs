@@ -26,7 +26,7 @@
 //!   destLongitude, vehicleId, userId, ttl, message}` → `{token, url}`;
 //!   `GET /v1/trackme[?vehicleId=]` lists live links (with `createdAt`,
 //!   `expiresAt`); `PUT /v1/trackme/{token}` keeps it alive.
-//! - Webhooks: `POST /v1/webhooks {url, eventTypes, authorization}`; GPS
+//! - Webhooks: `POST /v1/webhooks {url, eventTypes, authorization, headers}`; GPS
 //!   messages go out as a JSON array of `GPS_MESSAGE` objects through an
 //!   [`Outbox`] with the configured faults.
 //! - Time: pings are held with a release time and released by
@@ -58,7 +58,7 @@ use serde_json::{json, Value};
 use super::calls::CallLog;
 use super::rng::Rng;
 use super::server::{admin_error, log_calls, one_or_many, serve, shared_admin, Running};
-use super::webhook::{Faults, Item, Outbox};
+use super::webhook::{Faults, HookAuth, Item, Outbox};
 use super::world::{ScheduledPing, World};
 use super::SimError;
 use crate::engine::{EntityRef, Event};
@@ -688,8 +688,8 @@ async fn add_webhook(State(sim): State<Arc<AzugaSim>>, headers: HeaderMap, body:
         url: String,
         #[serde(default, rename = "eventTypes")]
         event_types: Vec<String>,
-        #[serde(default)]
-        authorization: Option<String>,
+        #[serde(flatten)]
+        auth: HookAuth,
     }
     let Ok(h) = serde_json::from_slice::<Hook>(&body) else {
         return fail(StatusCode::BAD_REQUEST, "expected {url, eventTypes}");
@@ -697,7 +697,7 @@ async fn add_webhook(State(sim): State<Arc<AzugaSim>>, headers: HeaderMap, body:
     if !h.event_types.is_empty() && !h.event_types.iter().any(|t| t == "GPS_MESSAGE") {
         return fail(StatusCode::BAD_REQUEST, "only GPS_MESSAGE webhooks are simulated");
     }
-    let hook = sim.outbox.add_hook(h.url, h.authorization);
+    let hook = sim.outbox.add_hook(h.url, &h.auth);
     data(json!({"id": hook.id, "url": hook.url}))
 }
 

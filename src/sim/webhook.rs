@@ -11,6 +11,11 @@
 //!   to `attempts` times in all (3 for ServiceTrade), then the message is
 //!   dropped for that hook.
 //!
+//! A hook is registered with the headers to send with every delivery (a
+//! shared secret, Basic credentials) and optionally a signing secret: each
+//! body is then signed with HMAC-SHA256 (`X-Geoclock-Signature`, see
+//! [`crate::config::webhook`]), as the connector's registration asks.
+//!
 //! Invariants: the fate of the n-th message (dropped, duplicated, held back)
 //! is a pure function of `(seed, n)` ([`fate`]); how items are grouped into
 //! messages depends on timing. Every message's outcome is recorded
@@ -75,13 +80,50 @@ pub fn fate(faults: &Faults, n: u64) -> Fate {
 }
 
 /// A registered receiver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq)]
 pub struct Hook {
     pub id: u64,
     pub url: String,
-    /// Sent as the `Authorization` header when set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Sent with every delivery (`Authorization`, `X-Geoclock-Key`, ...).
+    pub headers: Vec<(String, String)>,
+    /// Each body is signed with this (`X-Geoclock-Signature`) when set.
+    pub signing_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Hook")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("headers", &names)
+            .field("signed", &self.signing_secret.is_some())
+            .finish()
+    }
+}
+
+/// The delivery settings of a hook registration's JSON: `headers`
+/// (name → value), `signingSecret`, and Azuga's `authorization` (sent as
+/// the `Authorization` header).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookAuth {
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub signing_secret: Option<String>,
+    #[serde(default)]
     pub authorization: Option<String>,
+}
+
+impl HookAuth {
+    fn headers(&self) -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(a) = &self.authorization {
+            h.push(("Authorization".into(), a.clone()));
+        }
+        h
+    }
 }
 
 /// One queued change: a key naming it (for the delivery log) and its JSON.
@@ -160,10 +202,10 @@ impl Outbox {
         }
     }
 
-    pub fn add_hook(&self, url: String, authorization: Option<String>) -> Hook {
+    pub fn add_hook(&self, url: String, auth: &HookAuth) -> Hook {
         let mut hooks = self.shared.hooks.write().unwrap_or_else(|e| e.into_inner());
         let id = hooks.iter().map(|h| h.id).max().unwrap_or(0) + 1;
-        let hook = Hook { id, url, authorization };
+        let hook = Hook { id, url, headers: auth.headers(), signing_secret: auth.signing_secret.clone() };
         hooks.push(hook.clone());
         hook
     }
@@ -302,8 +344,11 @@ async fn post(agent: &ureq::Agent, hook: &Hook, body: &str) -> Option<u16> {
     let (agent, hook, body) = (agent.clone(), hook.clone(), body.to_string());
     tokio::task::spawn_blocking(move || {
         let mut req = agent.post(&hook.url).header("Content-Type", "application/json");
-        if let Some(a) = &hook.authorization {
-            req = req.header("Authorization", a);
+        for (name, value) in &hook.headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        if let Some(secret) = &hook.signing_secret {
+            req = req.header("X-Geoclock-Signature", crate::config::webhook::sign(secret, body.as_bytes()));
         }
         req.send(body).ok().map(|r| r.status().as_u16())
     })

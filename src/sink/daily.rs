@@ -1,7 +1,9 @@
 //! The daily Activity Report email: once a tenant's local day is over (at
 //! 01:00 the next local day), the email sink fetches that day's report from
-//! the report server (CSV and JSON, with the tenant's report token) and
-//! mails a summary with the CSV attached to the tenant's report recipients.
+//! the report server (CSV and JSON, with the tenant's report token in the
+//! `Authorization` header) and mails a summary with the CSV attached to the
+//! tenant's report recipients, with a signed link to the HTML report that
+//! expires after [`LINK_TTL_S`] (the token itself is never in the email).
 //!
 //! Idempotent per tenant and day: the report's id is
 //! `command_id([tenant, "daily_report", day])`, and it goes through the same
@@ -19,6 +21,7 @@ use super::effect::{attempt, Attempt, Cx, Tracked};
 use super::email::{EmailSink, Smtp};
 use super::ledger::{LedgerError, Step};
 use super::{now, Decided, SinkKind, TenantCx};
+use crate::config::link::{self, LINK_TTL_S};
 use crate::engine::command::command_id;
 use crate::http::client::Http;
 use crate::kafka::records::{Outcome, SinkResult};
@@ -138,8 +141,14 @@ pub fn send(
         let (n, arrived, failed) = summary(&rows);
         let subject =
             format!("Activity Report {tenant} {day}: {n} appointments, {arrived} arrived, {failed} with failures");
+        let expires = now().millis().div_euclid(1000) + LINK_TTL_S;
+        let url = format!(
+            "{base}/report/{tenant}?day={day}&format=html&{}",
+            link::query(token, tenant, &link::report_scope(&day.to_string()), expires)
+        );
+        let until = DateTime::<Utc>::from_timestamp(expires, 0).unwrap_or_default().format("%Y-%m-%d %H:%M UTC");
         let text = format!(
-            "Activity Report for {day} ({tenant}).\n\nAppointments and technicians: {n}\nArrived (clocked On Site by GPS): {arrived}\nWith a failure: {failed}\n\nThe full report is attached as CSV.\n"
+            "Activity Report for {day} ({tenant}).\n\nAppointments and technicians: {n}\nArrived (clocked On Site by GPS): {arrived}\nWith a failure: {failed}\n\nThe full report is attached as CSV. View it online until {until}:\n{url}\n"
         );
         let from: Mailbox =
             cfg.from.parse().map_err(|_| NotNow::Fails(format!("invalid sender address {:?}", cfg.from)))?;

@@ -76,6 +76,7 @@ base_url = "{st_url}"
 username = "geoclock-admin"
 password = {{ value = "secret" }}
 webhook_secret = {{ value = "st-hook-secret" }}
+webhook_auth = "hmac"
 reconcile_interval_ms = 700
 full_sweep_every = 3
 {st_extra}
@@ -83,6 +84,7 @@ full_sweep_every = 3
 base_url = "{az_url}"
 api_key = {{ value = "azuga-key" }}
 webhook_secret = {{ value = "az-hook-secret" }}
+webhook_auth = "basic"
 rate_limit_ms = 120
 poll_interval_ms = 400
 entity_sync_interval_ms = 600

@@ -8,6 +8,14 @@
 //! over-long varint, bounds nesting depth, and never reserves more than the
 //! input could hold. apache-avro parses schemas, checks compatibility,
 //! resolves values and encodes.
+//!
+//! Allocation per datum is bounded ([`Budget`]): every array item and map
+//! entry costs its value's size, every string and byte run its length,
+//! against at most [`MAX_DATUM_ALLOC`] bytes; and items that take no input
+//! bytes at all (`null`, empty records: the only way a small datum can
+//! declare many values) are limited to [`MAX_ZERO_SIZE_ITEMS`] per datum,
+//! however many blocks declare them. A crafted datum declaring 2^31 nulls
+//! in a thousand blocks is refused after a few kilobytes.
 
 use std::collections::HashMap;
 
@@ -19,6 +27,50 @@ use crate::kafka::records::wire::Cursor;
 
 /// Nesting limit for the datum decoder (records, arrays, maps, unions).
 const MAX_DEPTH: u32 = 32;
+
+/// The most a datum's decoded values may take, in bytes (roughly: the
+/// size of each array item or map entry plus string and byte lengths).
+pub const MAX_DATUM_ALLOC: usize = 64 * 1024 * 1024;
+
+/// Array items and map entries that took no input bytes, per datum.
+pub const MAX_ZERO_SIZE_ITEMS: usize = 4096;
+
+/// What one datum may still allocate.
+struct Budget {
+    bytes: usize,
+    zero_size: usize,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { bytes: MAX_DATUM_ALLOC, zero_size: MAX_ZERO_SIZE_ITEMS }
+    }
+
+    fn spend(&mut self, bytes: usize, at: usize) -> Result<(), CodecError> {
+        self.bytes = self.bytes.checked_sub(bytes).ok_or_else(|| {
+            CodecError::Decode(format!("datum needs more than {MAX_DATUM_ALLOC} bytes decoded (at byte {at})"))
+        })?;
+        Ok(())
+    }
+
+    /// Accounts for one item that took `consumed` input bytes.
+    fn item(&mut self, consumed: usize, at: usize) -> Result<(), CodecError> {
+        self.spend(std::mem::size_of::<Value>(), at)?;
+        if consumed == 0 {
+            self.zero_size = self.zero_size.checked_sub(1).ok_or_else(|| {
+                CodecError::Decode(format!(
+                    "more than {MAX_ZERO_SIZE_ITEMS} items of no size (at byte {at}): refusing to expand"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// How many items of an `n`-item block to reserve room for at once.
+    fn reserve(&self, n: usize, remaining: usize) -> usize {
+        n.min(remaining.saturating_add(1)).min(self.bytes / std::mem::size_of::<Value>().max(1)).min(1 << 16)
+    }
+}
 
 /// Named types of a schema, by full name, for `Schema::Ref`.
 pub(super) type Names = HashMap<Name, Schema>;
@@ -36,7 +88,8 @@ pub fn read_datum_with(schema: &Schema, datum: &[u8]) -> Result<Value, CodecErro
 
 pub(super) fn read_datum(schema: &Schema, names: &Names, datum: &[u8]) -> Result<Value, CodecError> {
     let mut c = Cursor::new(datum);
-    let v = read_value(&mut c, schema, names, &None, 0)?;
+    let mut budget = Budget::new();
+    let v = read_value(&mut c, schema, names, &None, 0, &mut budget)?;
     c.finish()?;
     Ok(v)
 }
@@ -69,6 +122,7 @@ fn read_value(
     names: &Names,
     ns: &Namespace,
     depth: u32,
+    budget: &mut Budget,
 ) -> Result<Value, CodecError> {
     if depth > MAX_DEPTH {
         return Err(CodecError::Decode(format!("nested deeper than {MAX_DEPTH}")));
@@ -80,8 +134,16 @@ fn read_value(
         Schema::Long => Value::Long(c.long()?),
         Schema::Float => Value::Float(c.float()?),
         Schema::Double => Value::Double(c.double()?),
-        Schema::Bytes => Value::Bytes(c.bytes()?.to_vec()),
-        Schema::String => Value::String(c.str()?.to_string()),
+        Schema::Bytes => {
+            let b = c.bytes()?;
+            budget.spend(b.len(), c.pos())?;
+            Value::Bytes(b.to_vec())
+        }
+        Schema::String => {
+            let s = c.str()?;
+            budget.spend(s.len(), c.pos())?;
+            Value::String(s.to_string())
+        }
         Schema::Date => Value::Date(c.int()?),
         Schema::TimeMillis => Value::TimeMillis(c.int()?),
         Schema::TimeMicros => Value::TimeMicros(c.long()?),
@@ -97,7 +159,7 @@ fn read_value(
         // their physical form.
         Schema::Duration => Value::Fixed(12, c.take(12, "a duration")?.to_vec()),
         Schema::Uuid | Schema::BigDecimal => Value::Bytes(c.bytes()?.to_vec()),
-        Schema::Decimal(d) => read_value(c, &d.inner, names, ns, depth + 1)?,
+        Schema::Decimal(d) => read_value(c, &d.inner, names, ns, depth + 1, budget)?,
         Schema::Enum(e) => {
             let at = c.pos();
             let i = c.long()?;
@@ -110,7 +172,9 @@ fn read_value(
             let at = c.pos();
             let i = c.long()?;
             match usize::try_from(i).ok().and_then(|i| u.variants().get(i)) {
-                Some(variant) => Value::Union(i as u32, Box::new(read_value(c, variant, names, ns, depth + 1)?)),
+                Some(variant) => {
+                    Value::Union(i as u32, Box::new(read_value(c, variant, names, ns, depth + 1, budget)?))
+                }
                 None => return Err(CodecError::Decode(format!("union branch {i} at byte {at} out of range"))),
             }
         }
@@ -121,9 +185,12 @@ fn read_value(
                 if n == 0 {
                     break;
                 }
-                items.reserve(n.min(c.remaining()));
+                items.reserve(budget.reserve(n, c.remaining()));
                 for _ in 0..n {
-                    items.push(read_value(c, &a.items, names, ns, depth + 1)?);
+                    let at = c.pos();
+                    let v = read_value(c, &a.items, names, ns, depth + 1, budget)?;
+                    budget.item(c.pos() - at, at)?;
+                    items.push(v);
                 }
             }
             Value::Array(items)
@@ -136,8 +203,12 @@ fn read_value(
                     break;
                 }
                 for _ in 0..n {
+                    let at = c.pos();
                     let k = c.str()?.to_string();
-                    items.insert(k, read_value(c, &m.types, names, ns, depth + 1)?);
+                    let v = read_value(c, &m.types, names, ns, depth + 1, budget)?;
+                    budget.item(c.pos() - at, at)?;
+                    budget.spend(k.len(), at)?;
+                    items.insert(k, v);
                 }
             }
             Value::Map(items)
@@ -146,14 +217,14 @@ fn read_value(
             let inner_ns = r.name.fully_qualified_name(ns).namespace;
             let mut fields = Vec::with_capacity(r.fields.len());
             for f in &r.fields {
-                fields.push((f.name.clone(), read_value(c, &f.schema, names, &inner_ns, depth + 1)?));
+                fields.push((f.name.clone(), read_value(c, &f.schema, names, &inner_ns, depth + 1, budget)?));
             }
             Value::Record(fields)
         }
         Schema::Ref { name } => {
             let full = name.fully_qualified_name(ns);
             match names.get(&full) {
-                Some(s) => read_value(c, s, names, &full.namespace, depth + 1)?,
+                Some(s) => read_value(c, s, names, &full.namespace, depth + 1, budget)?,
                 None => {
                     return Err(CodecError::Decode(format!("schema refers to unknown type {}", full.fullname(None))))
                 }
@@ -195,5 +266,35 @@ mod tests {
         let mut shallow = vec![2u8; 5];
         shallow.push(0);
         assert!(read_datum_with(&list, &shallow).is_ok());
+    }
+
+    /// 2^31 nulls declared in blocks of 4096 (each block's count fits the
+    /// bytes left, so no single block is absurd).
+    pub(crate) fn nulls_datum(total: u64) -> Vec<u8> {
+        let mut d = Vec::new();
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(4096);
+            records::wire::put_long(&mut d, n as i64);
+            left -= n;
+        }
+        records::wire::put_long(&mut d, 0);
+        d
+    }
+
+    #[test]
+    fn zero_size_items_are_bounded_across_blocks() {
+        let nulls = Schema::parse_str(r#"{"type":"array","items":"null"}"#).unwrap();
+        let e = read_datum_with(&nulls, &nulls_datum(1 << 31)).unwrap_err();
+        assert!(e.to_string().contains("no size"), "{e}");
+        assert_eq!(read_datum_with(&nulls, &nulls_datum(100)).unwrap(), Value::Array(vec![Value::Null; 100]));
+        let empty = Schema::parse_str(r#"{"type":"map","values":{"type":"record","name":"E","fields":[]}}"#).unwrap();
+        let mut d = Vec::new();
+        records::wire::put_long(&mut d, 3);
+        for _ in 0..3 {
+            records::wire::put_long(&mut d, 0); // empty key: takes a byte
+        }
+        records::wire::put_long(&mut d, 0);
+        assert!(read_datum_with(&empty, &d).is_ok());
     }
 }

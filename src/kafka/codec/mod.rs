@@ -120,6 +120,10 @@ pub const UNKNOWN_SCHEMA_GRACE: std::time::Duration = std::time::Duration::from_
 /// (one bad record must not cost a registry round trip each).
 pub const UNKNOWN_SCHEMA_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Unknown writer ids remembered at most (records can carry any of 2^32
+/// ids); past it, the id asked about longest ago is forgotten.
+pub const UNKNOWN_SCHEMA_IDS: usize = 4096;
+
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<(&str, u32)> = self.readers.iter().map(|r| (r.subject.as_str(), r.id)).collect();
@@ -225,6 +229,11 @@ impl Codec {
             Ok(w) => w,
             Err(RegistryError::NotFound(_)) => {
                 let mut u = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+                if u.len() >= UNKNOWN_SCHEMA_IDS && !u.contains_key(&id) {
+                    if let Some(stalest) = u.iter().min_by_key(|(_, (_, asked))| *asked).map(|(k, _)| *k) {
+                        u.remove(&stalest);
+                    }
+                }
                 let e = u.entry(id).or_insert((now, now));
                 e.1 = now;
                 return Err(self.unknown_error(id, e.0));

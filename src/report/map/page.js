@@ -3,7 +3,8 @@
   // The live dispatch map: a Web Mercator canvas renderer for the
   // tenant's fences and vehicles, fed by the GeoJSON and the event stream.
   var cfg = JSON.parse(document.getElementById('geoclock-config').textContent);
-  var token = new URLSearchParams(location.search).get('token') || '';
+  // The signed link (expires, sig) every request of the page carries.
+  var signed = new URLSearchParams(cfg.link || '');
   var body = document.body;
   var $ = function (id) { return document.getElementById(id); };
 
@@ -53,9 +54,9 @@
     if (cls) e.className = cls;
     return e;
   }
-  function withToken(path) {
+  function withLink(path) {
     var u = new URL(path, location.href);
-    if (token) u.searchParams.set('token', token);
+    signed.forEach(function (v, k) { u.searchParams.set(k, v); });
     return u.toString();
   }
   function stale(v) { return now - v.t > cfg.staleAfterS * 1000; }
@@ -109,7 +110,7 @@
     var u = new URL(cfg.base + '/geojson', location.href);
     if (cfg.day) u.searchParams.set('day', cfg.day);
     performance.mark('geoclock-geojson-request');
-    fetch(u.toString(), { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' }).then(function (r) {
+    fetch(withLink(u.toString()), { cache: 'no-store' }).then(function (r) {
       if (r.status === 503) throw new Error('catching up');
       if (!r.ok) throw new Error('HTTP ' + r.status);
       performance.mark('geoclock-geojson-response');
@@ -151,7 +152,7 @@
   var es = null;
   function connect() {
     body.dataset.stream = 'connecting';
-    es = new EventSource(withToken(cfg.base + '/events'));
+    es = new EventSource(withLink(cfg.base + '/events'));
     es.addEventListener('hello', function (e) {
       var d = JSON.parse(e.data);
       connections++;
@@ -465,7 +466,7 @@
       });
       content.appendChild(t);
       var links = el('p', null, 'links');
-      link(links, withToken(cfg.report + '?day=' + encodeURIComponent(loaded.day)), 'Activity Report');
+      link(links, withLink(cfg.report + '?day=' + encodeURIComponent(loaded.day)), 'Activity Report');
       if (p.quick_link) link(links, p.quick_link, 'Job in ServiceTrade');
       content.appendChild(links);
     } else {
@@ -496,7 +497,7 @@
     var u = new URL(cfg.base + '/geojson', location.href);
     u.searchParams.set('breadcrumbs', id);
     if (loaded) u.searchParams.set('day', loaded.day);
-    fetch(u.toString(), { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (fc) {
+    fetch(withLink(u.toString()), { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (fc) {
       var t = fc.features.find(function (f) { return f.properties.kind === 'breadcrumb'; });
       if (!selected || selected.id !== id) return;
       var c = t ? (t.geometry.type === 'Point' ? [t.geometry.coordinates] : t.geometry.coordinates) : [];
@@ -597,7 +598,7 @@
     $('legend').appendChild(item);
   });
   if (cfg.tileUrl) $('attribution').textContent = cfg.attribution; else $('attribution').hidden = true;
-  $('report-link').href = withToken(cfg.report + (cfg.day ? '?day=' + cfg.day : ''));
+  $('report-link').href = withLink(cfg.report + (cfg.day ? '?day=' + cfg.day : ''));
   window.addEventListener('resize', resize);
 
   // For tests and benchmarks: the layers as drawn.

@@ -41,13 +41,15 @@ pub fn content_security_policy(map: &MapSettings) -> String {
     )
 }
 
-/// The page's settings (the JSON data block).
-pub fn config(tenant: &Tenant, day: Option<NaiveDate>) -> serde_json::Value {
+/// The page's settings (the JSON data block); `link` is the signed link's
+/// query (`expires=…&sig=…`) the script adds to its requests.
+pub fn config(tenant: &Tenant, day: Option<NaiveDate>, link: &str) -> serde_json::Value {
     let states: Vec<_> =
         FenceState::ALL.iter().map(|s| json!({"key": s.as_str(), "label": s.label(), "color": s.color()})).collect();
     json!({
         "tenant": tenant.name,
         "day": day.map(|d| d.to_string()),
+        "link": link,
         "base": format!("/map/{}", tenant.name),
         "report": format!("/report/{}", tenant.name),
         "tileUrl": tenant.map.tile_url,
@@ -58,10 +60,11 @@ pub fn config(tenant: &Tenant, day: Option<NaiveDate>) -> serde_json::Value {
     })
 }
 
-/// The page of `tenant`'s map for `day` (`None`: the live day).
-pub fn page(tenant: &Tenant, day: Option<NaiveDate>) -> String {
+/// The page of `tenant`'s map for `day` (`None`: the live day), its
+/// requests signed with `link`.
+pub fn page(tenant: &Tenant, day: Option<NaiveDate>, link: &str) -> String {
     // `<` cannot appear in the block, so neither can `</script>`.
-    let data = config(tenant, day).to_string().replace('<', "\\u003c");
+    let data = config(tenant, day, link).to_string().replace('<', "\\u003c");
     let t = escape(&tenant.name);
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -97,7 +100,7 @@ mod tests {
     #[test]
     fn the_page_is_self_contained_and_its_policy_allows_only_its_own_code_and_the_tiles() {
         let t = test_tenant("");
-        let html = page(&t, Some("2026-11-28".parse().unwrap()));
+        let html = page(&t, Some("2026-11-28".parse().unwrap()), "expires=1&sig=ab");
         assert_eq!(html.matches("<script").count(), 2, "the data block and the script");
         assert!(html.contains(&format!("<script>{SCRIPT}</script>")));
         assert!(html.contains(&format!("<style>{STYLE}</style>")));
@@ -114,6 +117,7 @@ mod tests {
         .unwrap();
         assert_eq!(cfg["day"], "2026-11-28");
         assert_eq!(cfg["base"], "/map/acme");
+        assert_eq!(cfg["link"], "expires=1&sig=ab");
         assert_eq!(cfg["timezone"], "America/New_York");
         assert_eq!(cfg["states"].as_array().unwrap().len(), FenceState::ALL.len());
     }
@@ -124,7 +128,7 @@ mod tests {
             test_tenant("[tenants.map]\ntile_url = \"\"\ntile_attribution = \"</script><script>alert(1)</script>\"\n");
         let csp = content_security_policy(&t.map);
         assert!(csp.contains("img-src 'none'"), "{csp}");
-        let html = page(&t, None);
+        let html = page(&t, None, "");
         assert_eq!(html.matches("</script>").count(), 2);
         assert!(html.contains("\\u003c/script>\\u003cscript>alert(1)"));
     }

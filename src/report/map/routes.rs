@@ -1,6 +1,7 @@
 //! The map's HTTP routes, behind the report's access check
-//! ([`crate::report::access::authorize`], the same tenant, token and
-//! answers as the report):
+//! ([`crate::report::access::Access`], shared with the report: the token in
+//! an `Authorization: Bearer` header or a signed link of scope `map`, one
+//! uniform 401, failures throttled per client address):
 //!
 //! - `GET /map/{tenant}?day=YYYY-MM-DD`: the page (default: the live day);
 //! - `GET /map/{tenant}/geojson?day=&breadcrumbs=all|VEHICLE`: the
@@ -12,14 +13,21 @@
 //! [`MapData`]. Until the data caught up once the GeoJSON answers 503 with
 //! `Retry-After` (the page retries); the stream stays open and starts
 //! sending when views are published. Answers are not cached and send no
-//! referrer (the page's URL carries the token).
+//! referrer (the page's URL carries a signed link).
+//!
+//! The page carries the link its script uses for the GeoJSON, the stream
+//! and the report links (an `EventSource` cannot send headers): the link
+//! the page was opened with, or, when it was opened with the token in a
+//! header, a fresh one valid for [`LINK_TTL_S`]. A link is never extended:
+//! a page opened by link hands out that same link.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -34,8 +42,9 @@ use tokio::sync::broadcast::error::RecvError;
 use super::geojson::feature_collection;
 use super::live::{MapData, MapError};
 use super::page::{content_security_policy, page};
+use crate::config::link::{self, LINK_TTL_S, MAP_SCOPE};
 use crate::config::tenants::Tenant;
-use crate::report::access::{authorize, plain, refusal};
+use crate::report::access::{plain, refusal, Access};
 
 /// The map's metrics (registered by the report server).
 #[derive(Clone)]
@@ -49,12 +58,18 @@ pub struct MapMetrics {
 struct MapApp {
     data: Arc<dyn MapData>,
     tenants: Arc<HashMap<String, Tenant>>,
+    access: Arc<Access>,
     metrics: MapMetrics,
 }
 
-/// The map's routes over `data`.
-pub fn router(data: Arc<dyn MapData>, tenants: Arc<HashMap<String, Tenant>>, metrics: MapMetrics) -> Router {
-    let app = Arc::new(MapApp { data, tenants, metrics });
+/// The map's routes over `data`, behind `access`.
+pub fn router(
+    data: Arc<dyn MapData>,
+    tenants: Arc<HashMap<String, Tenant>>,
+    access: Arc<Access>,
+    metrics: MapMetrics,
+) -> Router {
+    let app = Arc::new(MapApp { data, tenants, access, metrics });
     Router::new()
         .route("/map/{tenant}", get(page_route))
         .route("/map/{tenant}/geojson", get(geojson_route))
@@ -71,11 +86,28 @@ fn access<'a>(
     segment: &str,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
+    client: SocketAddr,
 ) -> Result<&'a Tenant, Response> {
-    match authorize(&app.tenants, segment, headers, q) {
+    let now_s = chrono::Utc::now().timestamp();
+    match app.access.authorize(&app.tenants, segment, &[MAP_SCOPE], headers, q, client.ip(), Instant::now(), now_s) {
         Ok((tenant, None)) => Ok(tenant),
         Ok((_, Some(_))) => Err(plain(StatusCode::NOT_FOUND, "no such map\n")),
         Err((refused, _)) => Err(refusal(refused)),
+    }
+}
+
+/// The link the page hands its script (see the module docs): the request's
+/// own when it is valid, else a fresh one. Both parts are URL-safe (digits,
+/// hex).
+fn page_link(tenant: &Tenant, q: &HashMap<String, String>, now_s: i64) -> String {
+    let Some(token) = tenant.email.as_ref().and_then(|e| e.report_token.as_ref()) else {
+        return String::new();
+    };
+    match (q.get("expires"), q.get("sig")) {
+        (Some(e), Some(s)) if link::verify(token, &tenant.name, MAP_SCOPE, e, s, now_s).is_ok() => {
+            format!("expires={e}&sig={s}")
+        }
+        _ => link::query(token, &tenant.name, MAP_SCOPE, now_s + LINK_TTL_S),
     }
 }
 
@@ -103,9 +135,10 @@ async fn page_route(
     State(app): State<Arc<MapApp>>,
     Path(segment): Path<String>,
     Query(q): Q,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let r = match access(&app, &segment, &headers, &q).and_then(|t| Ok((t, day_param(&q)?))) {
+    let r = match access(&app, &segment, &headers, &q, client).and_then(|t| Ok((t, day_param(&q)?))) {
         Err(r) => r,
         Ok((tenant, day)) => (
             COMMON,
@@ -113,7 +146,7 @@ async fn page_route(
                 (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
                 (header::CONTENT_SECURITY_POLICY, content_security_policy(&tenant.map)),
             ],
-            page(tenant, day),
+            page(tenant, day, &page_link(tenant, &q, chrono::Utc::now().timestamp())),
         )
             .into_response(),
     };
@@ -124,9 +157,10 @@ async fn geojson_route(
     State(app): State<Arc<MapApp>>,
     Path(segment): Path<String>,
     Query(q): Q,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let r = match access(&app, &segment, &headers, &q).and_then(|t| Ok((t.clone(), day_param(&q)?))) {
+    let r = match access(&app, &segment, &headers, &q, client).and_then(|t| Ok((t.clone(), day_param(&q)?))) {
         Err(r) => r,
         Ok((tenant, day)) => {
             let data = app.data.clone();
@@ -172,9 +206,10 @@ async fn events_route(
     State(app): State<Arc<MapApp>>,
     Path(segment): Path<String>,
     Query(q): Q,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let tenant = match access(&app, &segment, &headers, &q) {
+    let tenant = match access(&app, &segment, &headers, &q, client) {
         Ok(t) => t,
         Err(r) => return count(&app, "events", r),
     };

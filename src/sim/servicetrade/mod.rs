@@ -43,7 +43,7 @@ use serde_json::{json, Value};
 use super::calls::CallLog;
 use super::rng::Rng;
 use super::server::{admin_error, log_calls, now_ms, one_or_many, serve, shared_admin, Running};
-use super::webhook::{Faults, Item, Outbox};
+use super::webhook::{Faults, HookAuth, Item, Outbox};
 use super::world::World;
 use super::SimError;
 use crate::engine::Event;
@@ -427,6 +427,10 @@ struct NewHook {
     entity_events: Vec<Value>,
     #[serde(default)]
     include_changesets: Option<bool>,
+    /// Delivery auth: `headers`, `signingSecret` (this simulator's
+    /// extension: real ServiceTrade hooks are unsigned).
+    #[serde(flatten)]
+    auth: HookAuth,
 }
 
 async fn add_webhook(State(sim): State<Arc<ServiceTradeSim>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -452,7 +456,7 @@ async fn add_webhook(State(sim): State<Arc<ServiceTradeSim>>, headers: HeaderMap
         .collect();
     *lock(&sim.hook_types) = types.clone();
     sim.include_changesets.store(h.include_changesets.unwrap_or(true), Ordering::Relaxed);
-    let hook = sim.outbox.add_hook(h.hook_url, None);
+    let hook = sim.outbox.add_hook(h.hook_url, &h.auth);
     ok(
         json!({"id": hook.id, "hookUrl": hook.url, "entityEvents": types, "includeChangesets": h.include_changesets.unwrap_or(true)}),
     )

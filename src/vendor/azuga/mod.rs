@@ -99,10 +99,14 @@ impl Client {
         self.list("GET /v1/location-history", &format!("/v1/location-history?fromDate={from_ms}&toDate={to_ms}"))
     }
 
-    /// Registers a `GPS_MESSAGE` webhook (retrying).
-    pub fn add_webhook(&self, url: &str) -> Result<(), VendorError> {
+    /// Registers a `GPS_MESSAGE` webhook (retrying), with the headers its
+    /// deliveries carry.
+    pub fn add_webhook(&self, hook: &crate::config::webhook::Registration) -> Result<(), VendorError> {
         let api = "POST /v1/webhooks";
-        let body = json!({"url": url, "eventTypes": ["GPS_MESSAGE"]});
+        let mut body = json!({"url": hook.url, "eventTypes": ["GPS_MESSAGE"]});
+        if let Some(b) = body.as_object_mut() {
+            b.extend(hook.json_fields());
+        }
         self.caller
             .retrying(api, || self.caller.once(&self.request(api, "POST", "/v1/webhooks", Some(body.clone()))))?;
         Ok(())

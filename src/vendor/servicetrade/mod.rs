@@ -185,14 +185,18 @@ impl Client {
         }
     }
 
-    /// Registers `hook_url` unless a hook with that URL exists. The URL holds
-    /// the tenant's secret: it is never logged.
-    pub fn ensure_webhook(&self, hook_url: &str) -> Result<(), VendorError> {
+    /// Registers `hook` unless a hook with its URL exists. The URL holds no
+    /// secret; the registration's headers or signing secret do (never
+    /// logged).
+    pub fn ensure_webhook(&self, hook: &crate::config::webhook::Registration) -> Result<(), VendorError> {
         let api = "GET /api/webhook";
         let existing = self.caller.retrying(api, || self.call(self.request(api, "GET", "/webhook", None)))?;
-        let known = existing["webhooks"].as_array().is_some_and(|hs| hs.iter().any(|h| h["hookUrl"] == hook_url));
+        let known = existing["webhooks"].as_array().is_some_and(|hs| hs.iter().any(|h| h["hookUrl"] == hook.url));
         if !known {
-            let body = json!({"hookUrl": hook_url, "entityEvents": TYPES, "includeChangesets": true});
+            let mut body = json!({"hookUrl": hook.url, "entityEvents": TYPES, "includeChangesets": true});
+            if let Some(b) = body.as_object_mut() {
+                b.extend(hook.json_fields());
+            }
             let api = "POST /api/webhook";
             self.caller.retrying(api, || self.call(self.request(api, "POST", "/webhook", Some(body.clone()))))?;
         }
