@@ -266,7 +266,9 @@ fn the_live_map_follows_the_pipeline_in_a_real_browser() {
     let delay = moved["drawnAt"].as_i64().unwrap() - produced_at;
     eprintln!("ping produced -> marker drawn: {delay} ms");
     assert!(delay <= 2_000, "the marker moved {delay} ms after the ping was produced");
-    assert!((moved["lat"].as_f64().unwrap() - next.lat).abs() < 1e-9);
+    // The fix comes by the stream (exact) or by a GeoJSON reload, whose
+    // positions are rounded to 7 decimals (about 1 cm).
+    assert!((moved["lat"].as_f64().unwrap() - next.lat).abs() <= 0.6e-7, "{moved} vs {}", next.lat);
 
     // Ann reaches Plant 7: the arrival is decided and the fence turns.
     let arrived_at = epoch_ms();
