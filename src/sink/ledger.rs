@@ -306,7 +306,13 @@ mod erased {
 fn sweep_forever(sh: &Shared, stop: &AtomicBool) {
     let mut from = Vec::new();
     let mut round = Sizes::default();
-    while !stop.load(Ordering::SeqCst) {
+    loop {
+        // The first slice waits too: nothing is due at open, and a sweep
+        // asked for right after open ([`Ledger::sweep`]) does not race it.
+        std::thread::park_timeout(sh.retention.sweep_every);
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         match sweep_slice(sh, &from) {
             Ok((next, s)) => {
                 round.add(&s);
@@ -322,7 +328,6 @@ fn sweep_forever(sh: &Shared, stop: &AtomicBool) {
             }
             Err(e) => tracing::warn!(ledger = %sh.label, error = %e, "ledger sweep failed; trying again"),
         }
-        std::thread::park_timeout(sh.retention.sweep_every);
     }
 }
 
