@@ -169,30 +169,13 @@ fn vendors(rt: &tokio::runtime::Runtime, dir: &Path, worlds: &[World]) -> Vendor
             rt.block_on(ServiceTradeSim::start(st::Config::default(), w, "127.0.0.1:0")).expect("servicetrade sim");
         let az = azuga::Config { rate_limit_ms: 100, ..azuga::Config::default() };
         let (_, az_run) = rt.block_on(AzugaSim::start(az, w, "127.0.0.1:0")).expect("azuga sim");
-        toml.push_str(&format!(
-            r#"
-[[tenants]]
-name = "{name}"
-timezone = "America/New_York"
-[tenants.servicetrade]
-base_url = "{st}"
-username = "geoclock-admin"
-password = {{ value = "secret" }}
-webhook_secret = {{ value = "unused" }}
-api_interval_ms = 0
-[tenants.azuga]
-base_url = "{az}"
-api_key = {{ value = "azuga-key" }}
-webhook_secret = {{ value = "unused" }}
-rate_limit_ms = 100
-[tenants.email]
-from = "Field Service <service@{name}.example>"
-smtp_url = {{ value = "smtp://{smtp}" }}
-"#,
-            name = w.tenant,
-            st = st_run.url(),
-            az = az_run.url(),
-            smtp = smtp.smtp_addr,
+        toml.push_str(&support::sinks::tenant_toml(
+            w.tenant.as_str(),
+            &st_run.url(),
+            &az_run.url(),
+            &smtp.smtp_addr.to_string(),
+            100,
+            &format!("from = \"Field Service <service@{}.example>\"", w.tenant),
         ));
         servers.push(st_run);
         servers.push(az_run);

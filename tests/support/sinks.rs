@@ -85,31 +85,15 @@ impl Rig {
                 .expect("servicetrade sim");
             let az_config = azuga::Config { rate_limit_ms: azuga_budget_ms, ..azuga::Config::default() };
             let (az, az_run) = rt.block_on(AzugaSim::start(az_config, &world, "127.0.0.1:0")).expect("azuga sim");
-            text.push_str(&format!(
-                r#"
-[[tenants]]
-name = "{t}"
-timezone = "America/New_York"
-[tenants.servicetrade]
-base_url = "{st}"
-username = "geoclock-admin"
-password = {{ value = "secret" }}
-webhook_secret = {{ value = "unused" }}
-api_interval_ms = 0
-[tenants.azuga]
-base_url = "{az}"
-api_key = {{ value = "azuga-key" }}
-webhook_secret = {{ value = "unused" }}
-rate_limit_ms = {azuga_budget_ms}
-[tenants.email]
-from = "Acme Field Service <service@{t}.example>"
-smtp_url = {{ value = "smtp://{smtp}" }}
-report_recipients = ["ops@{t}.example", "owner@{t}.example"]
-report_token = {{ value = "report-token-1" }}
-"#,
-                st = st_run.url(),
-                az = az_run.url(),
-                smtp = smtp.smtp_addr,
+            text.push_str(&tenant_toml(
+                t,
+                &st_run.url(),
+                &az_run.url(),
+                &smtp.smtp_addr.to_string(),
+                azuga_budget_ms,
+                &format!(
+                    "from = \"Acme Field Service <service@{t}.example>\"\nreport_recipients = [\"ops@{t}.example\", \"owner@{t}.example\"]\nreport_token = {{ value = \"report-token-1\" }}"
+                ),
             ));
             vendors.push(Vendors { name: t.to_string(), st, az, st_url: st_run.url(), az_url: az_run.url() });
             servers.push(st_run);
@@ -429,6 +413,33 @@ pub fn chaos_rule(url: &str, rule: serde_json::Value) {
         .header("Content-Type", "application/json")
         .send(rule.to_string())
         .expect("chaos");
+}
+
+/// One tenant of a tenants file against the simulators at `st` and `az`
+/// and the mail receiver at `smtp`; `email` holds the `[tenants.email]`
+/// lines beside its relay (`from = …` at least).
+pub fn tenant_toml(name: &str, st: &str, az: &str, smtp: &str, rate_limit_ms: u64, email: &str) -> String {
+    format!(
+        r#"
+[[tenants]]
+name = "{name}"
+timezone = "America/New_York"
+[tenants.servicetrade]
+base_url = "{st}"
+username = "geoclock-admin"
+password = {{ value = "secret" }}
+webhook_secret = {{ value = "unused" }}
+api_interval_ms = 0
+[tenants.azuga]
+base_url = "{az}"
+api_key = {{ value = "azuga-key" }}
+webhook_secret = {{ value = "unused" }}
+rate_limit_ms = {rate_limit_ms}
+[tenants.email]
+smtp_url = {{ value = "smtp://{smtp}" }}
+{email}
+"#
+    )
 }
 
 pub fn link_commands(w: &World, n: usize) -> Vec<Command> {
