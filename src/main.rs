@@ -227,6 +227,9 @@ enum ScenarioCmd {
         /// The run's topic prefix (`--via kafka`; default: a fresh one). The topics stay: `geoclock audit --prefix` reads them.
         #[arg(long)]
         prefix: Option<String>,
+        /// Print only the report rows of this ServiceTrade office (the commands stay whole).
+        #[arg(long)]
+        office: Option<String>,
     },
 }
 
@@ -304,9 +307,11 @@ fn run(command: Top) -> anyhow::Result<()> {
         Top::Audit(args) => cli_audit::audit(args).map(drop),
         Top::Explain(args) => cli_audit::explain(args),
         Top::Bench { command: BenchCmd::Audit(args) } => cli_audit::bench(args),
-        Top::Scenario { command: ScenarioCmd::Run { file, compact, via, brokers, partitions, timeout_s, prefix } } => {
+        Top::Scenario {
+            command: ScenarioCmd::Run { file, compact, via, brokers, partitions, timeout_s, prefix, office },
+        } => {
             let scenario = Scenario::load(&file)?;
-            let output = match via {
+            let mut output = match via {
                 Via::Engine => scenario.run()?,
                 Via::Kafka => {
                     let opts =
@@ -323,6 +328,8 @@ fn run(command: Top) -> anyhow::Result<()> {
                     scenario.run_via_kafka_on(&opts, &catalogue, Arc::new(FileRegistry::in_memory()))?
                 }
             };
+            let office = office.map(|o| geoclock::model::Id::from(o.as_str()));
+            output.report = geoclock::report::of_office(output.report, office.as_ref());
             if compact {
                 println!("{}", serde_json::to_string(&output)?);
             } else {

@@ -452,6 +452,8 @@ fn parking_day() -> Scenario {
             email: Some(format!("site{i}@customer.example")),
             polygon: None,
             timezone: None,
+            primary_contact: None,
+            offices: Vec::new(),
         });
         s.servicetrade.jobs.push(Job { id: Id::number(300 + i), number: None, location: Some(Id::number(200 + i)) });
         s.servicetrade.appointments.push(Appointment {

@@ -28,6 +28,8 @@ fn expected_entities(sts: &st::Snapshot, azs: &azuga::Snapshot) -> Vec<Event> {
     let mut v: Vec<Event> = Vec::new();
     v.extend(sts.users.iter().cloned().map(Event::User));
     v.extend(sts.locations.iter().cloned().map(Event::Location));
+    v.extend(sts.offices.iter().cloned().map(Event::Office));
+    v.extend(sts.contacts.iter().cloned().map(Event::Contact));
     v.extend(sts.jobs.iter().cloned().map(Event::Job));
     v.extend(sts.appointments.iter().cloned().map(Event::Appointment));
     v.extend(azs.drivers.iter().cloned().map(Event::Driver));

@@ -19,7 +19,7 @@ use crate::model::Ping;
 /// (stage two lists pings first), then stage one's inputs as
 /// [`crate::processor::task`] lists them (own partitions, then the global
 /// tables in [`crate::processor::task::GLOBAL_INPUTS`] order, then ticks).
-pub const INPUTS: [Topic; 10] = [
+pub const INPUTS: [Topic; 12] = [
     Topic::Pings,
     Topic::Appointments,
     Topic::ClockEvents,
@@ -29,6 +29,8 @@ pub const INPUTS: [Topic; 10] = [
     Topic::Drivers,
     Topic::Vehicles,
     Topic::Pairings,
+    Topic::Offices,
+    Topic::Contacts,
     Topic::Ticks,
 ];
 
@@ -161,9 +163,9 @@ mod tests {
 
     #[test]
     fn classes_follow_the_tasks_input_order() {
-        assert_eq!(&INPUTS[3..9], &GLOBAL_INPUTS[..]);
+        assert_eq!(&INPUTS[3..11], &GLOBAL_INPUTS[..]);
         assert_eq!(class(Topic::Pings), Some(0));
-        assert_eq!(class(Topic::Ticks), Some(9));
+        assert_eq!(class(Topic::Ticks), Some(11));
         assert_eq!(class(Topic::Commands), None);
         assert_eq!(pos(0, 2, 0, 0).topic(), Topic::ClockEvents);
     }

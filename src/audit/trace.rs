@@ -92,13 +92,17 @@ impl Tracer {
             | Event::Driver(_)
             | Event::Vehicle(_)
             | Event::Pairing(_)
+            | Event::Office(_)
+            | Event::Contact(_)
             | Event::Delete(
                 EntityRef::User(_)
                 | EntityRef::Location(_)
                 | EntityRef::Job(_)
                 | EntityRef::Driver(_)
                 | EntityRef::Vehicle(_)
-                | EntityRef::Pairing { .. },
+                | EntityRef::Pairing { .. }
+                | EntityRef::Office(_)
+                | EntityRef::Contact(_),
             ) => self.entities.push((n, record_time, event.clone())),
             _ => {}
         }

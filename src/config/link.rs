@@ -5,7 +5,7 @@
 //!
 //! Whoever holds the token (the report server, the email sink) can make
 //! links; a link opens only its tenant and scope (`report:2026-11-27`,
-//! `map`), only until it expires, and never for longer than
+//! `report:2026-11-27/office:12`, `map`), only until it expires, and never for longer than
 //! [`MAX_LINK_TTL_S`] from when it is checked (a link made with a far
 //! expiry is refused). The token never appears in a URL, so a forwarded
 //! email or a proxy log leaks a few days' read access to one report at
@@ -45,6 +45,13 @@ pub const MAP_SCOPE: &str = "map";
 /// The scope of one day's report.
 pub fn report_scope(day: &str) -> String {
     format!("report:{day}")
+}
+
+/// The scope of one office's rows of one day's report (`?office=`): what a
+/// link mailed to that office's recipients opens. A link of the whole
+/// day's report opens any office's rows too.
+pub fn office_report_scope(day: &str, office: &str) -> String {
+    format!("report:{day}/office:{office}")
 }
 
 /// Why a link is refused.

@@ -21,7 +21,8 @@
 //! [tenants.email]                          # Service Links and the daily report
 //! from = "Acme Field Service <service@acme.example>"
 //! smtp_url = { env = "ACME_SMTP_URL" }    # optional: smtp://user:pass@host:587?tls=required
-//! report_recipients = ["ops@acme.example"]
+//! report_recipients = ["ops@acme.example"]   # the daily report, every office's rows
+//! office_report_recipients = { "101" = ["north@acme.example"] }   # per office id: its rows only
 //! report_token = { env = "ACME_REPORT_TOKEN" }
 //! servicetrade_web_url = "https://app.servicetrade.com"   # Quick Links' base (this is the default)
 //! [tenants.map]                            # the live map (all optional; MapSettings)
@@ -36,6 +37,7 @@
 //! replaced by `***` (serde's messages quote offending values, e.g.
 //! ``unknown variant `hunter2` ``), never the offending line.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -73,6 +75,8 @@ struct RawEmail {
     smtp_url: Option<SecretSource>,
     #[serde(default)]
     report_recipients: Vec<String>,
+    #[serde(default)]
+    office_report_recipients: BTreeMap<String, Vec<String>>,
     report_token: Option<SecretSource>,
     servicetrade_web_url: Option<String>,
 }
@@ -196,6 +200,8 @@ pub struct EmailTenant {
     /// The tenant's own SMTP relay; the sink's `--smtp` when absent.
     pub smtp_url: Option<Secret>,
     pub report_recipients: Vec<String>,
+    /// Per ServiceTrade office id: who gets that office's own daily report.
+    pub office_report_recipients: BTreeMap<String, Vec<String>>,
     pub report_token: Option<Secret>,
     /// Base of the quick links to jobs in the report.
     pub servicetrade_web_url: Option<String>,
@@ -468,6 +474,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 from: e.from.clone(),
                 smtp_url: e.smtp_url.as_ref().map(|s| resolve(&t.name, "email.smtp_url", s)).transpose()?,
                 report_recipients: e.report_recipients.clone(),
+                office_report_recipients: e.office_report_recipients.clone(),
                 report_token: e.report_token.as_ref().map(|s| resolve(&t.name, "email.report_token", s)).transpose()?,
                 servicetrade_web_url: e.servicetrade_web_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
             }),
@@ -533,6 +540,20 @@ rate_limit_ms = 100
         assert_eq!(t[0].servicetrade_web_url(), "https://app.servicetrade.com");
         let own = format!("{FILE}[tenants.email]\nfrom = \"a@b.example\"\nservicetrade_web_url = \"https://st.example/\"\n");
         assert_eq!(parse(&own, "t.toml").unwrap()[0].servicetrade_web_url(), "https://st.example");
+    }
+
+    #[test]
+    fn report_recipients_per_office() {
+        let own = format!(
+            "{FILE}[tenants.email]\nfrom = \"a@b.example\"\nreport_recipients = [\"ops@b.example\"]\n[tenants.email.office_report_recipients]\n\"101\" = [\"north@b.example\"]\n\"O-2\" = [\"south@b.example\", \"boss@b.example\"]\n"
+        );
+        let t = parse(&own, "t.toml").unwrap();
+        let e = t[0].email.as_ref().unwrap();
+        assert_eq!(e.report_recipients, vec!["ops@b.example".to_string()]);
+        assert_eq!(e.office_report_recipients["101"], vec!["north@b.example".to_string()]);
+        assert_eq!(e.office_report_recipients["O-2"].len(), 2);
+        let none = format!("{FILE}[tenants.email]\nfrom = \"a@b.example\"\n");
+        assert!(parse(&none, "t.toml").unwrap()[0].email.as_ref().unwrap().office_report_recipients.is_empty());
     }
 
     #[test]

@@ -163,10 +163,18 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
     let mut tasks = Vec::new();
     let total = inbox::total_budget();
     let topics: Vec<String> = match vendor {
-        Vendor::ServiceTrade => [Topic::Users, Topic::Locations, Topic::Jobs, Topic::Appointments, Topic::ClockEvents]
-            .iter()
-            .map(|t| opts.catalogue.name(*t))
-            .collect(),
+        Vendor::ServiceTrade => [
+            Topic::Users,
+            Topic::Locations,
+            Topic::Jobs,
+            Topic::Appointments,
+            Topic::ClockEvents,
+            Topic::Offices,
+            Topic::Contacts,
+        ]
+        .iter()
+        .map(|t| opts.catalogue.name(*t))
+        .collect(),
         Vendor::Azuga => [Topic::Drivers, Topic::Vehicles, Topic::Pairings, Topic::Pings, Topic::Ticks]
             .iter()
             .map(|t| opts.catalogue.name(*t))

@@ -26,6 +26,10 @@
 //!   interrupts its waits.
 //! - Clock events are published on the clock-event topic keyed by
 //!   appointment; they are facts and are never tombstoned.
+//! - Offices are the locations ServiceTrade marks `isVendor`: listed with
+//!   the locations, published on the offices topic (ledger key `office|id`);
+//!   a location that disappears is tombstoned as whichever it was.
+//!   Contacts are a resource of their own (`GET /contact`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,12 +53,15 @@ use crate::vendor::retry::Policy;
 use crate::vendor::servicetrade::{map, webhook, Client, Listing, TYPES};
 
 /// Maps one API item of `kind` to its record (ledger key, event, payload).
+/// A vendor location is an office (ledger key `office|id`, offices topic).
 fn to_event(kind: &str, v: &Value) -> Result<Item, String> {
-    let e = match kind {
-        "user" => Event::User(map::user(v)?),
-        "location" => Event::Location(map::location(v)?),
-        "job" => Event::Job(map::job(v)?),
-        "appointment" => Event::Appointment(map::appointment(v)?),
+    let (kind, e) = match kind {
+        "user" => (kind, Event::User(map::user(v)?)),
+        "location" if map::is_office(v) => ("office", Event::Office(map::office(v)?)),
+        "location" => (kind, Event::Location(map::location(v)?)),
+        "contact" => (kind, Event::Contact(map::contact(v)?)),
+        "job" => (kind, Event::Job(map::job(v)?)),
+        "appointment" => (kind, Event::Appointment(map::appointment(v)?)),
         _ => {
             let (id, c) = map::clock(v)?;
             return Ok(Item::new(format!("clock|{id}"), Event::Clock(c), Some(v.clone())));
@@ -64,16 +71,33 @@ fn to_event(kind: &str, v: &Value) -> Result<Item, String> {
     Ok(Item::new(format!("{kind}|{id}"), e, Some(v.clone())))
 }
 
-fn tombstone(kind: &str, id: &str) -> Option<Item> {
+/// The tombstones for an entity of `kind` that is gone. A location gone
+/// may have been an office: both are offered, and only what was published
+/// is tombstoned ([`super::out::Out::entities`] skips the other).
+fn tombstone(kind: &str, id: &str) -> Vec<Item> {
     let id = Id::text(id);
-    let r = match kind {
-        "user" => EntityRef::User(id.clone()),
-        "location" => EntityRef::Location(id.clone()),
-        "job" => EntityRef::Job(id.clone()),
-        "appointment" => EntityRef::Appointment(id.clone()),
-        _ => return None,
+    let refs = match kind {
+        "user" => vec![("user", EntityRef::User(id.clone()))],
+        "location" => vec![("location", EntityRef::Location(id.clone())), ("office", EntityRef::Office(id.clone()))],
+        "office" => vec![("office", EntityRef::Office(id.clone()))],
+        "contact" => vec![("contact", EntityRef::Contact(id.clone()))],
+        "job" => vec![("job", EntityRef::Job(id.clone()))],
+        "appointment" => vec![("appointment", EntityRef::Appointment(id.clone()))],
+        _ => Vec::new(),
     };
-    Some(Item::new(format!("{kind}|{id}"), Event::Delete(r), None))
+    refs.into_iter().map(|(k, r)| Item::new(format!("{k}|{id}"), Event::Delete(r), None)).collect()
+}
+
+/// The ledger kinds a resource's items are published under.
+fn ledger_kinds(kind: &'static str) -> &'static [&'static str] {
+    match kind {
+        "location" => &["location", "office"],
+        "user" => &["user"],
+        "contact" => &["contact"],
+        "job" => &["job"],
+        "appointment" => &["appointment"],
+        _ => &[],
+    }
 }
 
 pub struct Task {
@@ -227,14 +251,17 @@ impl Task {
                     Err(why) => self.malformed(kind, &why, v).await,
                 }
             }
-            if full && kind != "clock" {
-                let live = self.ledger.state().live_keys(&format!("{kind}|"));
-                match sweep::plan(&live, &ids, complete, self.cfg.max_delete_share) {
+            let swept: &[&str] = if full { ledger_kinds(kind) } else { &[] };
+            for ledger_kind in swept {
+                let prefix = format!("{ledger_kind}|");
+                let live = self.ledger.state().live_keys(&prefix);
+                let listed: HashSet<String> = ids.iter().filter(|k| k.starts_with(&prefix)).cloned().collect();
+                match sweep::plan(&live, &listed, complete, self.cfg.max_delete_share) {
                     Sweep::Keep if !complete => {
                         tracing::warn!(tenant = %self.out.tenant, kind, "listing without a trustworthy page count; no deletes from this sweep");
                     }
                     Sweep::Keep => {}
-                    Sweep::Delete(keys) => items.extend(keys.iter().filter_map(|k| tombstone_key(kind, k))),
+                    Sweep::Delete(keys) => items.extend(keys.iter().flat_map(|k| tombstone_key(k))),
                     Sweep::Confirm(keys) => items.extend(self.confirm(kind, keys).await?),
                 }
             }
@@ -276,6 +303,8 @@ impl Task {
     }
 }
 
-fn tombstone_key(kind: &str, key: &str) -> Option<Item> {
-    tombstone(kind, key.split_once('|').map(|(_, id)| id).unwrap_or_default())
+/// The tombstone of a ledger key (`kind|id`).
+fn tombstone_key(key: &str) -> Vec<Item> {
+    let (kind, id) = key.split_once('|').unwrap_or_default();
+    tombstone(kind, id)
 }

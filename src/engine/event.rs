@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::timeline::{ClockLine, Interval};
 use crate::geo::Shape;
-use crate::model::{Appointment, ClockEvent, Driver, Id, Job, Location, Pairing, Ping, Ts, User, Vehicle};
+use crate::model::{
+    Appointment, ClockEvent, Contact, Driver, Id, Job, Location, Office, Pairing, Ping, Ts, User, Vehicle,
+};
 
 /// One input to the engine, for one tenant. Entity variants are upserts
 /// (the whole current record); `Delete` removes one; `Tick` advances event
@@ -20,6 +22,8 @@ pub enum Event {
     Driver(Driver),
     Vehicle(Vehicle),
     Pairing(Pairing),
+    Office(Office),
+    Contact(Contact),
     Clock(ClockEvent),
     Ping(Ping),
     Delete(EntityRef),
@@ -39,6 +43,8 @@ pub enum EntityRef {
     Driver(Id),
     Vehicle(Id),
     Pairing { driver: Id, vehicle: Id, from: Ts },
+    Office(Id),
+    Contact(Id),
 }
 
 impl Event {
@@ -52,6 +58,8 @@ impl Event {
             Event::Driver(_) => "driver",
             Event::Vehicle(_) => "vehicle",
             Event::Pairing(_) => "pairing",
+            Event::Office(_) => "office",
+            Event::Contact(_) => "contact",
             Event::Clock(_) => "clock",
             Event::Ping(_) => "ping",
             Event::Delete(_) => "delete",

@@ -31,6 +31,7 @@ pub mod arrival;
 pub mod command;
 pub mod event;
 pub mod fences;
+pub mod offices;
 pub mod persist;
 #[cfg(test)]
 mod properties;
@@ -176,6 +177,8 @@ impl Engine {
                 st.vehicles.insert(v.id.clone(), v.clone());
                 BTreeSet::new()
             }
+            Event::Office(o) => st.put_office(&o.id, Some(o.clone())),
+            Event::Contact(c) => st.put_contact(&c.id, Some(c.clone())),
             Event::Pairing(p) => {
                 if p.to.is_some_and(|to| to <= p.from) {
                     return Err(EngineError::InvalidPairing {
@@ -199,6 +202,8 @@ impl Engine {
                     st.vehicles.remove(id);
                     BTreeSet::new()
                 }
+                EntityRef::Office(id) => st.put_office(id, None),
+                EntityRef::Contact(id) => st.put_contact(id, None),
                 EntityRef::Appointment(id) => match st.appointments.get(id) {
                     Some(a) if a.status != AppointmentStatus::Deleted => {
                         let deleted = state_deleted(a);
@@ -242,6 +247,8 @@ fn mark_entity(st: &mut State, event: &Event) {
         Event::Driver(d) => RowKey::Driver(d.id.clone()),
         Event::Vehicle(v) => RowKey::Vehicle(v.id.clone()),
         Event::Pairing(p) => RowKey::Pairings(p.driver.clone()),
+        Event::Office(o) => RowKey::Office(o.id.clone()),
+        Event::Contact(c) => RowKey::Contact(c.id.clone()),
         Event::Delete(r) => match r {
             EntityRef::User(id) => RowKey::User(id.clone()),
             EntityRef::Location(id) => RowKey::Location(id.clone()),
@@ -249,6 +256,8 @@ fn mark_entity(st: &mut State, event: &Event) {
             EntityRef::Driver(id) => RowKey::Driver(id.clone()),
             EntityRef::Vehicle(id) => RowKey::Vehicle(id.clone()),
             EntityRef::Pairing { driver, .. } => RowKey::Pairings(driver.clone()),
+            EntityRef::Office(id) => RowKey::Office(id.clone()),
+            EntityRef::Contact(id) => RowKey::Contact(id.clone()),
             EntityRef::Appointment(_) => return,
         },
         Event::Appointment(_) | Event::Clock(_) | Event::Ping(_) | Event::Tick(_) | Event::Route(_) => return,

@@ -16,8 +16,8 @@
 //! - Tracking is off unless [`Engine::track_changes`] was called, so pure
 //!   runs and benchmarks pay nothing.
 //!
-//! Key layout (UTF-8, relative to the tenant): `u/`, `l/`, `j/`, `d/`, `v/`
-//! followed by the entity id; `p/` and a driver id (pairing history); `a/`
+//! Key layout (UTF-8, relative to the tenant): `u/`, `l/`, `j/`, `d/`, `v/`,
+//! `o/` (office), `c/` (contact) followed by the entity id; `p/` and a driver id (pairing history); `a/`
 //! and an appointment id; `g/` and a vehicle id (latest ping); `r/` and a
 //! retired appointment id (its last fence revision); `w/` and an
 //! appointment id (stage two: the routes applied for it); `m` (watermark). Values are JSON.
@@ -33,7 +33,7 @@ use super::state::{Assignment, FenceRecord, Generation, Reason, Retired, Routed,
 pub use super::state::RowKey;
 use super::{fences, watches, Ctx, Engine, EngineError};
 use crate::geo::{LatLon, PreparedFence};
-use crate::model::{Appointment, Driver, Id, Job, Location, Pairing, Settings, Ts, User, Vehicle};
+use crate::model::{Appointment, Contact, Driver, Id, Job, Location, Office, Pairing, Settings, Ts, User, Vehicle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -149,6 +149,14 @@ impl Engine {
                         let v: Vehicle = serde_json::from_slice(value).map_err(parse_err)?;
                         st.vehicles.insert(v.id.clone(), v);
                     }
+                    "o/" => {
+                        let o: Office = serde_json::from_slice(value).map_err(parse_err)?;
+                        st.put_office(&o.id.clone(), Some(o));
+                    }
+                    "c/" => {
+                        let c: Contact = serde_json::from_slice(value).map_err(parse_err)?;
+                        st.put_contact(&c.id.clone(), Some(c));
+                    }
                     "p/" => {
                         for p in serde_json::from_slice::<Vec<Pairing>>(value).map_err(parse_err)? {
                             st.pairings.upsert(&p);
@@ -232,6 +240,8 @@ fn row_value(st: &State, key: &RowKey) -> Option<Vec<u8>> {
         RowKey::Job(id) => st.jobs.get(id).map(json),
         RowKey::Driver(id) => st.drivers.get(id).map(json),
         RowKey::Vehicle(id) => st.vehicles.get(id).map(json),
+        RowKey::Office(id) => st.offices.get(id).map(json),
+        RowKey::Contact(id) => st.contacts.get(id).map(json),
         RowKey::Pairings(id) => {
             let list = st.pairings.of_driver(id);
             (!list.is_empty()).then(|| json(&list))

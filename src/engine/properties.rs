@@ -49,6 +49,8 @@ fn world() -> Vec<Event> {
         email: Some("fm@site.example".into()),
         polygon: None,
         timezone: None,
+        primary_contact: None,
+        offices: Vec::new(),
     }));
     ev.push(Event::Location(Location {
         id: Id::number(6),
@@ -68,6 +70,8 @@ fn world() -> Vec<Event> {
             [lat - d, lon + d],
         ]),
         timezone: None,
+        primary_contact: None,
+        offices: Vec::new(),
     }));
     for (j, loc) in [(900, 5), (901, 6)] {
         ev.push(Event::Job(Job {

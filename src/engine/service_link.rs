@@ -1,14 +1,15 @@
 //! Clock events and the Service Link.
 //!
 //! A technician's En Route clock-in for an appointment sends the job's
-//! contact a Service Link with a TrackMe link for the vehicle the technician
-//! drives at that moment, when the tenant enabled it, the appointment is
-//! scheduled, the technician is found in Azuga and paired, and the location
-//! has a valid email. At most once per (appointment, technician); the id
+//! location's primary contact (else the location itself: see
+//! [`super::offices`]) a Service Link with a TrackMe link for the vehicle
+//! the technician drives at that moment, when the tenant enabled it, the
+//! appointment is scheduled, the technician is found in Azuga and paired,
+//! and one of those has a valid email. At most once per (appointment, technician); the id
 //! names only those. A failed attempt is retried when the entities it
 //! depends on change, as long as the technician is still En Route and has
-//! not arrived (topics are not ordered against each other: the driver or
-//! pairing may be mirrored after the clock event).
+//! not arrived (topics are not ordered against each other: the driver,
+//! pairing or contact may be mirrored after the clock event).
 //!
 //! Clock events are facts kept as a set per (appointment, technician,
 //! activity): a duplicate changes nothing. A new one can make buffered
@@ -19,7 +20,7 @@ use super::command::{assignment_command_id, Action, Command, ServiceLink};
 use super::fences::location_point;
 use super::state::{LinkState, Reason, State};
 use super::Ctx;
-use crate::model::{valid_email, Activity, AppointmentStatus, ClockAction, ClockEvent, Id, Ts};
+use crate::model::{Activity, AppointmentStatus, ClockAction, ClockEvent, Id, Ts};
 
 pub fn on_clock(ctx: &Ctx, st: &mut State, c: &ClockEvent, out: &mut Vec<Command>) {
     let slot = st.slot(&c.appointment, &c.user);
@@ -87,15 +88,15 @@ fn build(st: &State, appt: &Id, user: &Id, at: Ts) -> Result<ServiceLink, Reason
     let driver = st.driver_of(user).ok_or(Reason::TechNotFoundInAzuga)?;
     let vehicle = st.pairings.vehicle_at(driver, at).ok_or(Reason::TechNotPaired)?;
     let job = a.job.as_ref().and_then(|j| st.jobs.get(j)).ok_or(Reason::NoJob)?;
-    let loc = job.location.as_ref().and_then(|l| st.locations.get(l)).ok_or(Reason::NoLocationEmail)?;
-    let to = loc.email.as_deref().filter(|e| valid_email(e)).ok_or(Reason::NoLocationEmail)?;
+    let loc = job.location.as_ref().and_then(|l| st.locations.get(l)).ok_or(Reason::NoContactEmail)?;
+    let to = st.link_recipient(loc)?;
     let destination = location_point(loc).ok_or(Reason::NoLocationCoordinates)?;
     Ok(ServiceLink {
         user: user.clone(),
         tech_name: st.users.get(user).map(|u| u.name.clone()).unwrap_or_default(),
         vehicle_name: st.vehicles.get(&vehicle).map(|v| v.name.clone()).unwrap_or_default(),
         vehicle,
-        to: to.trim().to_string(),
+        to,
         location_name: loc.name.clone(),
         job_number: job.number.clone(),
         window_start: a.window_start,

@@ -26,7 +26,7 @@ use super::command::FenceChange;
 use super::event::Route;
 use super::timeline::{ClockLine, Interval, PairingBook};
 use crate::geo::{BBox, PreparedFence};
-use crate::model::{normalize_email, Appointment, Driver, Id, Job, Location, Ts, User, Vehicle};
+use crate::model::{normalize_email, Appointment, Contact, Driver, Id, Job, Location, Office, Ts, User, Vehicle};
 
 /// What part of the engine an `Engine` runs (the stages are the `route` module's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,6 +59,8 @@ pub enum RowKey {
     Driver(Id),
     Vehicle(Id),
     Pairings(Id),
+    Office(Id),
+    Contact(Id),
     Appointment(Id),
     LastPing(Id),
     Retired(Id),
@@ -76,6 +78,8 @@ impl RowKey {
             RowKey::Driver(id) => ("d/", id),
             RowKey::Vehicle(id) => ("v/", id),
             RowKey::Pairings(id) => ("p/", id),
+            RowKey::Office(id) => ("o/", id),
+            RowKey::Contact(id) => ("c/", id),
             RowKey::Appointment(id) => ("a/", id),
             RowKey::LastPing(id) => ("g/", id),
             RowKey::Retired(id) => ("r/", id),
@@ -101,7 +105,11 @@ pub enum Reason {
     NoEnrouteClockIn,
     VehicleDidNotArrive,
     ArrivedOutsideWindow,
+    /// Written by versions before contacts were mirrored (read, never
+    /// decided now: [`Reason::NoContactEmail`] replaced it).
     NoLocationEmail,
+    /// Neither the location's primary contact nor the location has a valid email.
+    NoContactEmail,
 }
 
 impl Reason {
@@ -118,6 +126,7 @@ impl Reason {
             Reason::VehicleDidNotArrive => "vehicle_did_not_arrive",
             Reason::ArrivedOutsideWindow => "arrived_outside_window",
             Reason::NoLocationEmail => "no_location_email",
+            Reason::NoContactEmail => "no_contact_email",
         }
     }
 
@@ -134,6 +143,9 @@ impl Reason {
             Reason::VehicleDidNotArrive => "Vehicle never arrived",
             Reason::ArrivedOutsideWindow => "Arrived outside the appointment window",
             Reason::NoLocationEmail => "Service Link not sent: the location has no valid email",
+            Reason::NoContactEmail => {
+                "Service Link not sent: neither the primary contact nor the location has a valid email"
+            }
         }
     }
 }
@@ -433,6 +445,8 @@ pub struct Index {
     pub appts_by_tech: FxHashMap<Id, BTreeSet<Id>>,
     pub users_by_email: FxHashMap<String, BTreeSet<Id>>,
     pub drivers_by_email: FxHashMap<String, BTreeSet<Id>>,
+    /// contact → the locations naming it their primary contact.
+    pub locations_by_contact: FxHashMap<Id, BTreeSet<Id>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -443,6 +457,8 @@ pub struct State {
     pub appointments: BTreeMap<Id, Appointment>,
     pub drivers: FxHashMap<Id, Driver>,
     pub vehicles: FxHashMap<Id, Vehicle>,
+    pub offices: FxHashMap<Id, Office>,
+    pub contacts: FxHashMap<Id, Contact>,
     pub pairings: PairingBook,
     pub index: Index,
     pub fences: BTreeMap<Id, FenceRecord>,
@@ -612,7 +628,19 @@ impl State {
         };
         let mut out = BTreeSet::new();
         if old.as_ref() != self.locations.get(id) {
+            let new_contact = self.locations.get(id).and_then(|l| l.primary_contact.clone());
+            del(&mut self.index.locations_by_contact, old.and_then(|l| l.primary_contact), id);
+            add(&mut self.index.locations_by_contact, new_contact, id);
             self.appts_of_jobs(self.index.jobs_by_location.get(id).into_iter().flatten(), &mut out);
+        }
+        out
+    }
+
+    /// The appointments of the jobs at `locations`.
+    pub(super) fn appts_at_locations<'a>(&self, locations: impl IntoIterator<Item = &'a Id>) -> BTreeSet<Id> {
+        let mut out = BTreeSet::new();
+        for l in locations {
+            self.appts_of_jobs(self.index.jobs_by_location.get(l).into_iter().flatten(), &mut out);
         }
         out
     }

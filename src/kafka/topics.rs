@@ -29,6 +29,10 @@ pub enum Topic {
     Locations,
     Jobs,
     Appointments,
+    /// ServiceTrade offices (vendor locations).
+    Offices,
+    /// ServiceTrade contacts (a location's primary contact).
+    Contacts,
     Drivers,
     Vehicles,
     Pairings,
@@ -56,11 +60,13 @@ pub enum CoPartition {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 17] = [
+    pub const ALL: [Topic; 19] = [
         Topic::Users,
         Topic::Locations,
         Topic::Jobs,
         Topic::Appointments,
+        Topic::Offices,
+        Topic::Contacts,
         Topic::Drivers,
         Topic::Vehicles,
         Topic::Pairings,
@@ -83,6 +89,8 @@ impl Topic {
             Topic::Locations => "servicetrade.locations",
             Topic::Jobs => "servicetrade.jobs",
             Topic::Appointments => "servicetrade.appointments",
+            Topic::Offices => "servicetrade.offices",
+            Topic::Contacts => "servicetrade.contacts",
             Topic::ClockEvents => "servicetrade.clock-events",
             Topic::Drivers => "azuga.drivers",
             Topic::Vehicles => "azuga.vehicles",
@@ -106,6 +114,8 @@ impl Topic {
                 | Topic::Locations
                 | Topic::Jobs
                 | Topic::Appointments
+                | Topic::Offices
+                | Topic::Contacts
                 | Topic::Drivers
                 | Topic::Vehicles
                 | Topic::Pairings

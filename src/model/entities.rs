@@ -37,6 +37,46 @@ pub struct Location {
     /// IANA zone used when rendering times for this location.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The location's primary contact ([`Contact`]): who the Service Link
+    /// goes to (ServiceTrade's `primaryContactId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_contact: Option<Id>,
+    /// The offices ([`Office`]) serving this location, the first being its
+    /// own (ServiceTrade's `officeIds`): the office of its jobs' report rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offices: Vec<Id>,
+}
+
+impl Location {
+    /// The office this location's appointments belong to: the first of `offices`.
+    pub fn office(&self) -> Option<&Id> {
+        self.offices.first()
+    }
+}
+
+/// A ServiceTrade office: one of the account's own (vendor) locations,
+/// which serve customer locations (`Location::offices`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Office {
+    pub id: Id,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A ServiceTrade contact: a person at customer locations, the recipient
+/// of a Service Link when a location names them its primary contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub id: Id,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The locations the contact belongs to (`GET /contact?locationId=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<Id>,
 }
 
 /// A ServiceTrade job, at one location.

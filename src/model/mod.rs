@@ -15,8 +15,8 @@ mod settings;
 mod time;
 
 pub use entities::{
-    normalize_email, valid_email, Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Driver, Job,
-    Location, Pairing, Ping, User, Vehicle,
+    normalize_email, valid_email, Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Contact, Driver,
+    Job, Location, Office, Pairing, Ping, User, Vehicle,
 };
 pub use id::Id;
 pub use map_settings::{MapSettings, MapSettingsError};

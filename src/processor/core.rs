@@ -44,8 +44,16 @@ use crate::store::{changelog, Batch, StateStore, StoreError};
 
 /// The entity topics every appointment-stage task reads in full (global
 /// tables: they are keyed by their own ids, not by appointment).
-pub const GLOBAL_INPUTS: [Topic; 6] =
-    [Topic::Users, Topic::Locations, Topic::Jobs, Topic::Drivers, Topic::Vehicles, Topic::Pairings];
+pub const GLOBAL_INPUTS: [Topic; 8] = [
+    Topic::Users,
+    Topic::Locations,
+    Topic::Jobs,
+    Topic::Drivers,
+    Topic::Vehicles,
+    Topic::Pairings,
+    Topic::Offices,
+    Topic::Contacts,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {

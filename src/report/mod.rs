@@ -1,7 +1,8 @@
 //! The Activity Report (design §1.6): one row per scheduled appointment and
 //! technician.
 //!
-//! - `rows`: the rows, derived purely from an engine's state;
+//! - `rows`: the rows, derived purely from an engine's state, each with its
+//!   office (`of_office` keeps one office's);
 //! - `state`: the rows of a processor state store (all tasks merged);
 //! - `join`: rows joined with the sinks' results (pure): fence at Azuga,
 //!   Service Link delivered, clock events posted, sink failures in words;
@@ -25,4 +26,4 @@ mod rows;
 pub mod serve;
 pub mod state;
 
-pub use rows::{rows, FenceResult, ReportRow};
+pub use rows::{of_office, rows, FenceResult, ReportRow};

@@ -13,8 +13,9 @@
 //!   `failure_reason` is the first of them, plus the sink columns
 //!   (`fence_in_azuga`, `geomark_id`, `service_link_delivered`,
 //!   `trackme_url`, `clock_events_posted`, `sink_failures`,
-//!   `failure_texts`, `quick_link`) and `explain`, the path of the row's
-//!   explanation (`/report/{tenant}/explain/{appointment}?tech={tech}`);
+//!   `failure_texts`, `quick_link`), `office` and `office_name` (null
+//!   when the appointment has no office) and `explain`, the path of the
+//!   row's explanation (`/report/{tenant}/explain/{appointment}?tech={tech}`);
 //!   the evidence of each failure is in the engine row's fields
 //!   (`closest_approach`, `outside_window_ping`, `inside_before_enroute`,
 //!   `pairing_gap`; see [`super::rows`]);
@@ -137,6 +138,8 @@ fn json_line(tenant: &str, l: &ReportLine) -> Value {
     let mut v = serde_json::to_value(&l.row).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("explain".into(), json!(explain_path(tenant, &l.row)));
+        m.entry("office").or_insert(Value::Null);
+        m.entry("office_name").or_insert(Value::Null);
         let failures = l.failures();
         m.insert("failure_reason".into(), failures.first().map_or(Value::Null, |f| Value::String(f.clone())));
         m.insert("failures".into(), json!(failures));
@@ -161,13 +164,15 @@ pub fn json(tenant: &str, lines: &[ReportLine]) -> String {
 // ------------------------------------------------------------------- CSV
 
 /// The CSV header, in column order.
-pub const CSV_COLUMNS: [&str; 35] = [
+pub const CSV_COLUMNS: [&str; 37] = [
     "appointment",
     "job",
     "job_number",
     "quick_link",
     "location",
     "location_name",
+    "office",
+    "office_name",
     "status",
     "window_start",
     "window_end",
@@ -203,7 +208,7 @@ fn csv_time(t: Option<Ts>, tz: Tz) -> String {
     t.map(|t| at(t, tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)).unwrap_or_default()
 }
 
-fn csv_record(l: &ReportLine, tz: Tz) -> [String; 35] {
+fn csv_record(l: &ReportLine, tz: Tz) -> [String; 37] {
     let r = &l.row;
     let a = r.arrival.as_ref();
     let texts = l.failure_texts();
@@ -214,6 +219,8 @@ fn csv_record(l: &ReportLine, tz: Tz) -> [String; 35] {
         l.quick_link.clone().unwrap_or_default(),
         opt(r.location.as_ref()),
         r.location_name.clone().unwrap_or_default(),
+        opt(r.office.as_ref()),
+        r.office_name.clone().unwrap_or_default(),
         r.status.to_string(),
         csv_time(r.window_start, tz),
         csv_time(r.window_end, tz),
@@ -280,11 +287,12 @@ pub use crate::sink::render::escape_html as escape;
 
 /// `(key, heading)` of the HTML table's columns, in order. The key is what
 /// `#sort=KEY` (or `#sort=-KEY`, descending) in the page URL sorts by.
-pub const HTML_COLUMNS: [(&str, &str); 25] = [
+pub const HTML_COLUMNS: [(&str, &str); 26] = [
     ("appointment", "Appointment"),
     ("job", "Job"),
     ("job_number", "Job no."),
     ("location", "Location"),
+    ("office", "Office"),
     ("status", "Status"),
     ("window_start", "Window start"),
     ("window_end", "Window end"),
@@ -339,7 +347,7 @@ fn time_cell(t: Option<Ts>, day: NaiveDate, tz: Tz) -> Cell {
     }
 }
 
-fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 25] {
+fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 26] {
     let r = &l.row;
     let mut job = text(opt(r.job.as_ref()));
     job.link = l.quick_link.clone().filter(|_| r.job.is_some());
@@ -396,6 +404,7 @@ fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 25
         job,
         text(opt(r.job_number.as_ref())),
         text(r.location_name.clone().unwrap_or_else(|| opt(r.location.as_ref()))),
+        text(r.office_name.clone().unwrap_or_else(|| opt(r.office.as_ref()))),
         text(r.status),
         time_cell(r.window_start, day, tz),
         time_cell(r.window_end, day, tz),
@@ -500,7 +509,9 @@ const SCRIPT: &str = r#"(function () {
     document.querySelectorAll('a.keep-token').forEach(function (a) {
       var u = new URL(a.getAttribute('href'), location.href);
       ['expires', 'sig'].forEach(function (k) { u.searchParams.set(k, here.get(k)); });
-      if (!u.searchParams.get('day') && here.get('day')) u.searchParams.set('day', here.get('day'));
+      ['day', 'office'].forEach(function (k) {
+        if (!u.searchParams.get(k) && here.get(k)) u.searchParams.set(k, here.get(k));
+      });
       a.href = u.toString();
     });
   }
@@ -575,7 +586,7 @@ Click a heading to sort. <label><input type=\"checkbox\" id=\"only-failed\"> onl
     out
 }
 
-/// Carries the page's signed link (`expires`, `sig`, `day`) over to its
+/// Carries the page's signed link (`expires`, `sig`, `day`, `office`) over to its
 /// links (as the report page's script does).
 const EXPLAIN_SCRIPT: &str = r#"(function () {
   'use strict';
@@ -584,7 +595,9 @@ const EXPLAIN_SCRIPT: &str = r#"(function () {
   document.querySelectorAll('a.keep-token').forEach(function (a) {
     var u = new URL(a.getAttribute('href'), location.href);
     ['expires', 'sig'].forEach(function (k) { u.searchParams.set(k, here.get(k)); });
-    if (!u.searchParams.get('day') && here.get('day')) u.searchParams.set('day', here.get('day'));
+    ['day', 'office'].forEach(function (k) {
+      if (!u.searchParams.get(k) && here.get(k)) u.searchParams.set(k, here.get(k));
+    });
     a.href = u.toString();
   });
 })();"#;
@@ -706,6 +719,7 @@ mod tests {
         assert_eq!(got[0]["failures"], Value::Array(codes.clone()));
         assert_eq!(got[0]["failure_reason"], codes[0]);
         assert_eq!(got[0]["fence_in_azuga"], "failed");
+        assert_eq!((&got[0]["office"], &got[0]["office_name"]), (&Value::Null, &Value::Null), "always present");
         let mut row = got[0].clone();
         for k in [
             "failures",
@@ -719,6 +733,8 @@ mod tests {
             "clock_events_posted",
             "quick_link",
             "explain",
+            "office",
+            "office_name",
         ] {
             row.as_object_mut().unwrap().remove(k);
             engine.as_object_mut().unwrap().remove(k);

@@ -41,6 +41,12 @@ pub struct ReportRow {
     pub job_number: Option<Id>,
     pub location: Option<Id>,
     pub location_name: Option<String>,
+    /// The office the appointment belongs to (its job's location's first
+    /// office) and the office's name when mirrored; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office_name: Option<String>,
     pub status: &'static str,
     pub window_start: Option<Ts>,
     pub window_end: Option<Ts>,
@@ -106,6 +112,14 @@ impl ReportRow {
     }
 }
 
+/// Keeps the rows of one office (`None`: every row).
+pub fn of_office(rows: Vec<ReportRow>, office: Option<&Id>) -> Vec<ReportRow> {
+    match office {
+        None => rows,
+        Some(o) => rows.into_iter().filter(|r| r.office.as_ref() == Some(o)).collect(),
+    }
+}
+
 pub fn rows(engine: &Engine) -> Vec<ReportRow> {
     let st = engine.state();
     let w = engine.settings().window_ms();
@@ -144,8 +158,11 @@ fn base_row(st: &State, id: &Id, appt: &Appointment) -> ReportRow {
     if !fenced {
         push(&mut failures, rec.and_then(|r| r.no_fence).unwrap_or(Reason::NotScheduled));
     }
+    let (office, office_name) = st.office_of(id).unzip();
     ReportRow {
         appointment: id.clone(),
+        office,
+        office_name: office_name.flatten(),
         job: appt.job.clone(),
         job_number: job.and_then(|j| j.number.clone()),
         location: location.cloned(),

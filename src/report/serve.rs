@@ -2,7 +2,8 @@
 //!
 //! - `GET /report/{tenant}?day=YYYY-MM-DD&format=html|csv|json` (also
 //!   `/report/{tenant}.csv`, `.json`, `.html`): the tenant's report for its
-//!   local day (default: today in the tenant's zone; format default html).
+//!   local day (default: today in the tenant's zone; format default html);
+//!   `&office=ID` keeps only that office's rows ([`super::of_office`]).
 //! - `GET /report/{tenant}/explain/{appointment}?tech=ID&format=html|text|json`:
 //!   why each decision about the appointment was taken, or what stopped it
 //!   ([`crate::audit::explain`], from the replica's state); every report
@@ -19,7 +20,9 @@
 //! Access to a tenant's report and map is [`super::access`]'s one check,
 //! before anything else is looked at: the token as `Authorization: Bearer
 //! TOKEN`, or a short-lived signed link (the report: `?day=D&expires=…&sig=…`,
-//! scope `report:D`; the map: scope `map`); one uniform 401 for every
+//! scope `report:D`, or with `&office=O` also scope `report:D/office:O`,
+//! which opens only that office's rows and explanations; the map: scope
+//! `map`); one uniform 401 for every
 //! refusal, 429 for an address with too many recent failures (the report
 //! and the map share that memory). Tokens never reach logs, metrics or
 //! error texts; answers are not cached (`Cache-Control: no-store`) and send
@@ -49,6 +52,7 @@ use super::access::{plain, refusal, Access, Format, Refused};
 use super::map::live::{Hub, LiveMap, MapData};
 use super::map::positions::{Positions, PositionsError};
 use super::map::routes::{router as map_router, MapMetrics};
+use super::of_office;
 use super::render::{
     content_security_policy, csv, explain_html, explain_security_policy, for_day, html, json, local_day, zone,
 };
@@ -307,9 +311,9 @@ async fn answer(
     headers: &HeaderMap,
     client: SocketAddr,
 ) -> (Response, Option<Format>) {
-    let scope = link::report_scope(q.get("day").map_or("", String::as_str));
+    let scopes = report_scopes(q);
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let now_s = chrono::Utc::now().timestamp();
-    let scopes = [scope.as_str(), link::MAP_SCOPE];
     let checked = app.access.authorize(&app.tenants, segment, &scopes, headers, q, client.ip(), Instant::now(), now_s);
     let (tenant, suffix) = match checked {
         Ok(t) => t,
@@ -337,8 +341,8 @@ async fn answer(
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         return (r, Some(format));
     }
-    let (app, tenant) = (app.clone(), tenant.clone());
-    let built = tokio::task::spawn_blocking(move || build(&app, &tenant, day, format)).await;
+    let (app, tenant, office) = (app.clone(), tenant.clone(), office_param(q));
+    let built = tokio::task::spawn_blocking(move || build(&app, &tenant, day, office.as_ref(), format)).await;
     let response = match built {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -360,8 +364,8 @@ async fn explain(
 ) -> Response {
     // The header, or a link for the day's report the explanation was
     // opened from (`day=D`, scope `report:D`) or for the map.
-    let scope = link::report_scope(q.get("day").map_or("", String::as_str));
-    let scopes = [scope.as_str(), link::MAP_SCOPE];
+    let scopes = report_scopes(&q);
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let now_s = chrono::Utc::now().timestamp();
     let checked =
         app.access.authorize(&app.tenants, &tenant, &scopes, &headers, &q, client.ip(), Instant::now(), now_s);
@@ -391,7 +395,15 @@ async fn explain(
     let tech = q.get("tech").filter(|t| !t.is_empty()).map(|t| Id::from(t.as_str()));
     let appt = Id::from(appointment.as_str());
     let a = app.clone();
+    let office = office_param(&q);
     let built = tokio::task::spawn_blocking(move || {
+        // Asked within one office (as its signed links are): only its appointments.
+        if let Some(o) = &office {
+            let rows = a.replica.rows(&tenant.name, &tenant.settings)?;
+            if !rows.iter().any(|r| r.appointment == appt && r.office.as_ref() == Some(o)) {
+                return Ok((None, tenant));
+            }
+        }
         a.replica.explanation(&tenant.name, &tenant.settings, &appt, tech.as_ref()).map(|e| (e, tenant))
     })
     .await;
@@ -432,10 +444,32 @@ async fn explain(
     response
 }
 
-/// The report of `tenant` for `day` in `format`. Blocking.
-fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<Response, ReplicaError> {
+/// `?office=ID`, when given and not empty.
+fn office_param(q: &HashMap<String, String>) -> Option<Id> {
+    q.get("office").filter(|o| !o.is_empty()).map(|o| Id::from(o.as_str()))
+}
+
+/// The signed-link scopes that open what `q` asks for: the day's report
+/// (and, for one office's rows, that office's scope), or the map.
+fn report_scopes(q: &HashMap<String, String>) -> Vec<String> {
+    let day = q.get("day").map_or("", String::as_str);
+    let mut scopes = vec![link::report_scope(day), link::MAP_SCOPE.to_string()];
+    if let Some(o) = office_param(q) {
+        scopes.push(link::office_report_scope(day, o.as_str()));
+    }
+    scopes
+}
+
+/// The report of `tenant` for `day` (one office's rows, or all) in `format`. Blocking.
+fn build(
+    app: &App,
+    tenant: &Tenant,
+    day: NaiveDate,
+    office: Option<&Id>,
+    format: Format,
+) -> Result<Response, ReplicaError> {
     let tz = zone(tenant.timezone.as_deref());
-    let rows = for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz);
+    let rows = of_office(for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz), office);
     let web = Some(tenant.servicetrade_web_url());
     let lines = app.replica.lines(&tenant.name, rows, web)?;
     let common = [

@@ -71,6 +71,8 @@ impl Day {
                     email: Some(format!("site{n}@customer.example")),
                     polygon,
                     timezone: Some("America/New_York".into()),
+                    primary_contact: None,
+                    offices: Vec::new(),
                 }));
                 out.push(Event::Job(Job {
                     id: Id::number(n),

@@ -3,7 +3,8 @@
 //!
 //! The file format is a public contract (see README and `tests/scenarios/`).
 //! Entities under `servicetrade` and `azuga` are fed first, in the order
-//! users, locations, jobs, drivers, vehicles, pairings, appointments; then
+//! users, offices, contacts, locations, jobs, drivers, vehicles, pairings,
+//! appointments; then
 //! `events` in the order written. Unknown keys are errors, so a typo never
 //! silently changes a scenario.
 
@@ -15,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Command, Engine, EngineError, Event};
-use crate::model::{Appointment, Driver, Job, Location, Pairing, Settings, User, Vehicle};
+use crate::model::{Appointment, Contact, Driver, Job, Location, Office, Pairing, Settings, User, Vehicle};
 use crate::report::{rows, ReportRow};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +40,12 @@ pub struct Scenario {
 pub struct ServiceTrade {
     #[serde(default)]
     pub users: Vec<User>,
+    /// The account's offices (ServiceTrade vendor locations).
+    #[serde(default)]
+    pub offices: Vec<Office>,
+    /// Contacts at customer locations (a location's `primary_contact`).
+    #[serde(default)]
+    pub contacts: Vec<Contact>,
     #[serde(default)]
     pub locations: Vec<Location>,
     #[serde(default)]
@@ -102,6 +109,8 @@ impl Scenario {
             .iter()
             .cloned()
             .map(Event::User)
+            .chain(st.offices.iter().cloned().map(Event::Office))
+            .chain(st.contacts.iter().cloned().map(Event::Contact))
             .chain(st.locations.iter().cloned().map(Event::Location))
             .chain(st.jobs.iter().cloned().map(Event::Job))
             .chain(az.drivers.iter().cloned().map(Event::Driver))

@@ -21,8 +21,8 @@
 //!   fence radius) inside its window ± 8 h, after that technician's En Route.
 
 use crate::model::{
-    Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Driver, Id, Job, Location, Pairing, Ping, Ts,
-    User, Vehicle,
+    Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Contact, Driver, Id, Job, Location, Office,
+    Pairing, Ping, Ts, User, Vehicle,
 };
 
 use super::rng::Rng;
@@ -114,6 +114,13 @@ pub fn generate(cfg: &FleetConfig) -> World {
         email: Some("office@acme.example".into()),
         tech: false,
     });
+    // Two offices; each technician's sites are served by one of them, and
+    // every other site names a primary contact (the others' Service Links
+    // fall back to the site's own email).
+    let offices = [(101, "North Office"), (102, "South Office")];
+    for (id, name) in offices {
+        w.offices.push(Office { id: Id::number(id), name: name.into() });
+    }
     let day0 = cfg.day_start.millis().div_euclid(1000);
     let mut next_site: i64 = 0;
     let mut pings = Vec::new();
@@ -160,6 +167,15 @@ pub fn generate(cfg: &FleetConfig) -> World {
             let loc_id = Id::number(5000 + next_site);
             let job_id = Id::number(9000 + next_site);
             let appt_id = Id::number(70_000 + next_site);
+            let contact = (next_site % 2 == 0).then(|| Id::number(60_000 + next_site));
+            if let Some(c) = &contact {
+                w.contacts.push(Contact {
+                    id: c.clone(),
+                    name: format!("Facility Manager {next_site}"),
+                    email: Some(format!("manager{next_site}@customer.example")),
+                    locations: vec![loc_id.clone()],
+                });
+            }
             w.locations.push(Location {
                 id: loc_id.clone(),
                 name: format!("Site {next_site}"),
@@ -168,6 +184,8 @@ pub fn generate(cfg: &FleetConfig) -> World {
                 email: Some(format!("fm{next_site}@customer.example")),
                 polygon: None,
                 timezone: None,
+                primary_contact: contact,
+                offices: vec![Id::number(offices[i % offices.len()].0)],
             });
             w.jobs.push(Job {
                 id: job_id.clone(),

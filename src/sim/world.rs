@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{EntityRef, Event};
-use crate::model::{Appointment, ClockEvent, Driver, Job, Location, Pairing, Ping, Ts, User, Vehicle};
+use crate::model::{Appointment, ClockEvent, Contact, Driver, Job, Location, Office, Pairing, Ping, Ts, User, Vehicle};
 use crate::scenario::{Scenario, ScenarioError};
 
 /// A ping and when the tracker hands it to Azuga.
@@ -29,6 +29,10 @@ pub struct World {
     pub tenant: String,
     pub users: Vec<User>,
     pub locations: Vec<Location>,
+    #[serde(default)]
+    pub offices: Vec<Office>,
+    #[serde(default)]
+    pub contacts: Vec<Contact>,
     pub jobs: Vec<Job>,
     pub appointments: Vec<Appointment>,
     pub clocks: Vec<ClockEvent>,
@@ -54,6 +58,8 @@ impl World {
             tenant: s.tenant.clone(),
             users: Vec::new(),
             locations: Vec::new(),
+            offices: Vec::new(),
+            contacts: Vec::new(),
             jobs: Vec::new(),
             appointments: Vec::new(),
             clocks: Vec::new(),
@@ -83,6 +89,8 @@ impl World {
             Event::Appointment(a) => upsert(&mut self.appointments, a, |x, y| x.id == y.id),
             Event::Driver(d) => upsert(&mut self.drivers, d, |a, b| a.id == b.id),
             Event::Vehicle(v) => upsert(&mut self.vehicles, v, |a, b| a.id == b.id),
+            Event::Office(o) => upsert(&mut self.offices, o, |a, b| a.id == b.id),
+            Event::Contact(c) => upsert(&mut self.contacts, c, |a, b| a.id == b.id),
             Event::Pairing(p) => {
                 upsert(&mut self.pairings, p, |a, b| a.driver == b.driver && a.vehicle == b.vehicle && a.from == b.from)
             }
@@ -98,6 +106,8 @@ impl World {
                 EntityRef::Appointment(id) => self.appointments.retain(|x| x.id != id),
                 EntityRef::Driver(id) => self.drivers.retain(|x| x.id != id),
                 EntityRef::Vehicle(id) => self.vehicles.retain(|x| x.id != id),
+                EntityRef::Office(id) => self.offices.retain(|x| x.id != id),
+                EntityRef::Contact(id) => self.contacts.retain(|x| x.id != id),
                 EntityRef::Pairing { driver, vehicle, from } => {
                     self.pairings.retain(|p| !(p.driver == driver && p.vehicle == vehicle && p.from == from))
                 }

@@ -5,8 +5,14 @@
 //! tenant's report recipients, with a signed link to the HTML report that
 //! expires after [`LINK_TTL_S`] (the token itself is never in the email).
 //!
-//! Idempotent per tenant and day: the report's id is
-//! `command_id([tenant, "daily_report", day])`, and it goes through the same
+//! Each office with its own recipients (`email.office_report_recipients`)
+//! gets a report of its own rows only (`&office=ID`), whose link opens only
+//! that office's rows (scope `report:D/office:ID`); the tenant's
+//! `report_recipients` get every row.
+//!
+//! Idempotent per tenant, day and audience: the report's id is
+//! `command_id([tenant, "daily_report", day])` (an office's:
+//! [`office_report_id`]), and it goes through the same
 //! ledger steps as a Service Link (intent, SMTP, done; a restart between the
 //! last two re-sends with the same Message-ID). Its outcome is a result event
 //! of kind `daily_report`.
@@ -22,8 +28,9 @@ use super::email::{EmailSink, Smtp};
 use super::ledger::{LedgerError, Step};
 use super::{now, Decided, SinkKind, TenantCx};
 use crate::config::link::{self, LINK_TTL_S};
+use crate::config::tenants::EmailTenant;
 use crate::engine::command::command_id;
-use crate::http::client::Http;
+use crate::http::client::{urlencode, Http};
 use crate::kafka::records::{Outcome, SinkResult};
 use crate::model::Ts;
 use crate::vendor::call::{Caller, Request, VendorError};
@@ -43,6 +50,32 @@ pub fn due_day(now: Ts, timezone: Option<&str>) -> NaiveDate {
 /// The id of a tenant's report for `day`.
 pub fn report_id(tenant: &str, day: NaiveDate) -> String {
     command_id(&[tenant, "daily_report", &day.to_string()])
+}
+
+/// The id of one office's report for `day`.
+pub fn office_report_id(tenant: &str, day: NaiveDate, office: &str) -> String {
+    command_id(&[tenant, "daily_report", &day.to_string(), "office", office])
+}
+
+/// Who gets one daily report: the tenant's recipients (every row, `office`
+/// none), or one office's (its rows only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audience<'a> {
+    pub office: Option<&'a str>,
+    pub recipients: &'a [String],
+}
+
+/// The tenant's audiences: its report recipients, then each office with
+/// recipients (in office id order); none without any recipient.
+pub fn audiences(cfg: &EmailTenant) -> Vec<Audience<'_>> {
+    let all =
+        (!cfg.report_recipients.is_empty()).then_some(Audience { office: None, recipients: &cfg.report_recipients });
+    let offices = cfg
+        .office_report_recipients
+        .iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(o, r)| Audience { office: Some(o.as_str()), recipients: r.as_slice() });
+    all.into_iter().chain(offices).collect()
 }
 
 /// `(appointments, arrived, with failures)` from the report's JSON rows.
@@ -86,12 +119,14 @@ fn fetch(
     tenant: &str,
     token: &str,
     day: NaiveDate,
+    office: Option<&str>,
     format: &str,
 ) -> Result<String, VendorError> {
+    let office = office.map(|o| format!("&office={}", urlencode(o))).unwrap_or_default();
     let req = Request {
         api: "GET /report",
         method: "GET",
-        url: format!("{base}/report/{tenant}?day={day}&format={format}"),
+        url: format!("{base}/report/{tenant}?day={day}{office}&format={format}"),
         headers: vec![("Authorization", format!("Bearer {token}"))],
         body: None,
     };
@@ -106,9 +141,9 @@ enum NotNow {
     Fails(String),
 }
 
-/// Sends `tenant`'s report for `day` unless it is decided already (a
-/// transient failure waits for the next round, until two days after the
-/// day is over).
+/// Sends `tenant`'s reports for `day` (one per [`audiences`]) unless each
+/// is decided already (a transient failure waits for the next round, until
+/// two days after the day is over).
 pub fn send(
     cx: &Cx,
     sink: &EmailSink,
@@ -116,11 +151,33 @@ pub fn send(
     t: &TenantCx,
     partition: i32,
     day: NaiveDate,
+) -> Result<Vec<Decided>, LedgerError> {
+    let Some(cfg) = &t.tenant.email else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for audience in audiences(cfg) {
+        out.extend(send_one(cx, sink, base, t, partition, day, &audience)?);
+    }
+    Ok(out)
+}
+
+/// Sends one audience's report for `day` (see [`send`]).
+fn send_one(
+    cx: &Cx,
+    sink: &EmailSink,
+    base: &str,
+    t: &TenantCx,
+    partition: i32,
+    day: NaiveDate,
+    audience: &Audience,
 ) -> Result<Option<Decided>, LedgerError> {
     let Some(cfg) = &t.tenant.email else { return Ok(None) };
-    let (Some(token), false) = (&cfg.report_token, cfg.report_recipients.is_empty()) else { return Ok(None) };
+    let Some(token) = &cfg.report_token else { return Ok(None) };
     let tenant = t.tenant.name.as_str();
-    let id = report_id(tenant, day);
+    let office = audience.office;
+    let id = match office {
+        None => report_id(tenant, day),
+        Some(o) => office_report_id(tenant, day, o),
+    };
     let mut report = Report { tenant: tenant.to_string(), id: id.clone(), partition, unknown: false, attempts: 0 };
     match cx.ledger.step(tenant, &id)? {
         Some(Step::Done { .. }) => return Ok(None),
@@ -131,7 +188,7 @@ pub fn send(
         let smtp_url = sink.smtp_url(t).ok_or(NotNow::Fails("no SMTP relay: set email.smtp_url or --smtp".into()))?;
         let caller = Caller::new(Http::new(cx.timeout), cx.policy, 0, cx.stop.clone(), cx.observer());
         let get = |format| {
-            fetch(&caller, base, tenant, token.expose(), day, format)
+            fetch(&caller, base, tenant, token.expose(), day, office, format)
                 .map_err(|e| NotNow::Later(format!("report server: {e}")))
         };
         let csv = get("csv")?;
@@ -139,16 +196,30 @@ pub fn send(
             .map_err(|e| NotNow::Later(format!("report server answered invalid JSON: {e}")))?;
         let rows = if json.is_array() { json } else { json["rows"].clone() };
         let (n, arrived, failed) = summary(&rows);
-        let subject =
-            format!("Activity Report {tenant} {day}: {n} appointments, {arrived} arrived, {failed} with failures");
+        // One office's: named by the office's name when its rows carry it.
+        let (whose, office_query, scope, file) = match office {
+            None => (String::new(), String::new(), link::report_scope(&day.to_string()), String::new()),
+            Some(o) => {
+                let name = rows.as_array().and_then(|r| r.iter().find_map(|r| r["office_name"].as_str()));
+                (
+                    format!(" - {}", name.unwrap_or(o)),
+                    format!("&office={}", urlencode(o)),
+                    link::office_report_scope(&day.to_string(), o),
+                    format!("-office-{}", urlencode(o)),
+                )
+            }
+        };
+        let subject = format!(
+            "Activity Report {tenant}{whose} {day}: {n} appointments, {arrived} arrived, {failed} with failures"
+        );
         let expires = now().millis().div_euclid(1000) + LINK_TTL_S;
         let url = format!(
-            "{base}/report/{tenant}?day={day}&format=html&{}",
-            link::query(token, tenant, &link::report_scope(&day.to_string()), expires)
+            "{base}/report/{tenant}?day={day}{office_query}&format=html&{}",
+            link::query(token, tenant, &scope, expires)
         );
         let until = DateTime::<Utc>::from_timestamp(expires, 0).unwrap_or_default().format("%Y-%m-%d %H:%M UTC");
         let text = format!(
-            "Activity Report for {day} ({tenant}).\n\nAppointments and technicians: {n}\nArrived (clocked On Site by GPS): {arrived}\nWith a failure: {failed}\n\nThe full report is attached as CSV. View it online until {until}:\n{url}\n"
+            "Activity Report for {day} ({tenant}{whose}).\n\nAppointments and technicians: {n}\nArrived (clocked On Site by GPS): {arrived}\nWith a failure: {failed}\n\nThe full report is attached as CSV. View it online until {until}:\n{url}\n"
         );
         let from: Mailbox =
             cfg.from.parse().map_err(|_| NotNow::Fails(format!("invalid sender address {:?}", cfg.from)))?;
@@ -156,11 +227,11 @@ pub fn send(
             .from(from)
             .subject(subject)
             .message_id(Some(format!("<{id}.{tenant}@geoclock>")));
-        for r in &cfg.report_recipients {
+        for r in audience.recipients {
             b = b.to(r.parse::<Mailbox>().map_err(|_| NotNow::Fails(format!("invalid recipient address {r:?}")))?);
         }
         let ct = ContentType::parse("text/csv; charset=utf-8").map_err(|e| NotNow::Fails(e.to_string()))?;
-        let attachment = Attachment::new(format!("activity-report-{tenant}-{day}.csv")).body(csv, ct);
+        let attachment = Attachment::new(format!("activity-report-{tenant}-{day}{file}.csv")).body(csv, ct);
         let msg = b
             .multipart(MultiPart::mixed().singlepart(SinglePart::plain(text)).singlepart(attachment))
             .map_err(|e| NotNow::Fails(format!("cannot build the message: {e}")))?;
@@ -192,7 +263,10 @@ pub fn send(
         sink: SinkKind::Email.name().into(),
         outcome,
         reason,
-        remote_ref: Some(day.to_string()),
+        remote_ref: Some(match office {
+            None => day.to_string(),
+            Some(o) => link::office_report_scope(&day.to_string(), o).trim_start_matches("report:").to_string(),
+        }),
         attempts: report.attempts,
         executed_at: now(),
         command_time: now(),
@@ -216,6 +290,33 @@ mod tests {
             report_id("acme", due_day(at("2026-11-28T06:30:00Z"), None)),
             report_id("other", due_day(at("2026-11-28T06:30:00Z"), None))
         );
+    }
+
+    #[test]
+    fn each_office_with_recipients_is_an_audience_of_its_own() {
+        let mut cfg = EmailTenant {
+            from: "Acme <s@acme.example>".into(),
+            smtp_url: None,
+            report_recipients: vec!["ops@acme.example".into()],
+            office_report_recipients: [
+                ("102".to_string(), vec!["south@acme.example".to_string()]),
+                ("101".to_string(), vec!["north@acme.example".to_string()]),
+                ("103".to_string(), vec![]),
+            ]
+            .into_iter()
+            .collect(),
+            report_token: None,
+            servicetrade_web_url: None,
+        };
+        let offices: Vec<Option<&str>> = audiences(&cfg).iter().map(|a| a.office).collect();
+        assert_eq!(offices, vec![None, Some("101"), Some("102")]);
+        assert_eq!(audiences(&cfg)[1].recipients, &["north@acme.example".to_string()][..]);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let ids = [report_id("acme", day), office_report_id("acme", day, "101"), office_report_id("acme", day, "102")];
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+        cfg.report_recipients.clear();
+        cfg.office_report_recipients.clear();
+        assert!(audiences(&cfg).is_empty());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub fn tail(brokers: &str, catalogue: &Catalogue) -> Seen {
         Topic::Jobs,
         Topic::Appointments,
         Topic::ClockEvents,
+        Topic::Offices,
+        Topic::Contacts,
         Topic::Drivers,
         Topic::Vehicles,
         Topic::Pairings,

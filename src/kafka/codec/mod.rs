@@ -67,7 +67,7 @@ pub use super::records::{CodecError, RecordType};
 use super::registry::{RegistryError, SchemaRegistry};
 use super::topics::{self, Catalogue, Topic};
 use crate::engine::{Command, Event, Route};
-use crate::model::{Appointment, ClockEvent, Driver, Job, Location, Pairing, Ping, User, Vehicle};
+use crate::model::{Appointment, ClockEvent, Contact, Driver, Job, Location, Office, Pairing, Ping, User, Vehicle};
 use decoder::{names_of, read_datum, Names};
 
 pub use decoder::read_datum_with;
@@ -326,6 +326,8 @@ impl Codec {
             Event::Driver(v) => Some(self.encode(tenant, v)?),
             Event::Vehicle(v) => Some(self.encode(tenant, v)?),
             Event::Pairing(v) => Some(self.encode(tenant, v)?),
+            Event::Office(v) => Some(self.encode(tenant, v)?),
+            Event::Contact(v) => Some(self.encode(tenant, v)?),
             Event::Clock(v) => Some(self.encode(tenant, v)?),
             Event::Ping(v) => Some(self.encode(tenant, v)?),
             Event::Delete(_) => None,
@@ -357,6 +359,8 @@ impl Codec {
             Some(RecordType::Driver) => self.decode::<Driver>(value).map(|(t, v)| (t, Event::Driver(v)))?,
             Some(RecordType::Vehicle) => self.decode::<Vehicle>(value).map(|(t, v)| (t, Event::Vehicle(v)))?,
             Some(RecordType::Pairing) => self.decode::<Pairing>(value).map(|(t, v)| (t, Event::Pairing(v)))?,
+            Some(RecordType::Office) => self.decode::<Office>(value).map(|(t, v)| (t, Event::Office(v)))?,
+            Some(RecordType::Contact) => self.decode::<Contact>(value).map(|(t, v)| (t, Event::Contact(v)))?,
             Some(RecordType::Ping) => self.decode::<Ping>(value).map(|(t, v)| (t, Event::Ping(v)))?,
             Some(RecordType::Tick) => self.decode::<records::Tick>(value).map(|(t, v)| (t, Event::Tick(v.0)))?,
             Some(RecordType::Route) => self.decode::<Route>(value).map(|(t, v)| (t, Event::Route(v)))?,
@@ -454,6 +458,8 @@ typed! {
     Driver: encode_driver, decode_driver;
     Vehicle: encode_vehicle, decode_vehicle;
     Pairing: encode_pairing, decode_pairing;
+    Office: encode_office, decode_office;
+    Contact: encode_contact, decode_contact;
     SinkResult: encode_result, decode_result;
     Route: encode_route, decode_route;
 }

@@ -151,6 +151,57 @@ fn an_older_writer_without_accuracy_decodes_with_the_default() {
 }
 
 #[test]
+fn a_location_of_the_schema_before_contacts_and_offices_decodes_with_the_defaults() {
+    let (reg, c) = codec();
+    let mut v: serde_json::Value = serde_json::from_str(RecordType::Location.schema_json()).unwrap();
+    v["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "primaryContact" && f["name"] != "offices");
+    let null = || Value::Union(0, Box::new(Value::Null));
+    let bytes = framed_with(
+        &reg,
+        "geoclock.servicetrade.locations-value",
+        &v.to_string(),
+        Value::Record(vec![
+            ("tenant".into(), Value::String("acme".into())),
+            ("id".into(), Value::String("5".into())),
+            ("name".into(), Value::String("Plant".into())),
+            ("lat".into(), null()),
+            ("lon".into(), null()),
+            ("email".into(), Value::Union(1, Box::new(Value::String("fm@plant.example".into())))),
+            ("polygon".into(), null()),
+            ("timezone".into(), null()),
+        ]),
+    );
+    let (tenant, l) = c.decode_location(&bytes).unwrap();
+    assert_eq!((tenant.as_str(), l.id.as_str(), l.email.as_deref()), ("acme", "5", Some("fm@plant.example")));
+    assert_eq!((l.primary_contact, l.offices), (None, Vec::new()));
+}
+
+#[test]
+fn offices_and_contacts_travel_on_their_own_topics_and_tombstone_there() {
+    let (_, c) = codec();
+    let office = Office { id: Id::number(2), name: "Charlotte".into() };
+    let contact = Contact {
+        id: Id::number(31),
+        name: "Pat Lee".into(),
+        email: Some("pat@plant.example".into()),
+        locations: vec![Id::number(5), Id::text("L-6")],
+    };
+    for (event, topic) in [(Event::Office(office), Topic::Offices), (Event::Contact(contact), Topic::Contacts)] {
+        let rec = c.encode_event("acme", &event).unwrap();
+        assert_eq!(rec.topic, topic);
+        let back = c.decode_event(topic, &rec.key, rec.value.as_deref()).unwrap();
+        assert_eq!(back, TenantEvent { tenant: "acme".into(), event });
+        let gone = c.decode_event(topic, &rec.key, None).unwrap().event;
+        let again = c.encode_event("acme", &gone).unwrap();
+        assert_eq!((again.topic, again.key, again.value), (topic, rec.key, None));
+    }
+    assert!(matches!(
+        c.decode_event(Topic::Contacts, b"acme/31", None).unwrap().event,
+        Event::Delete(EntityRef::Contact(_))
+    ));
+}
+
+#[test]
 fn a_newer_writer_with_an_extra_field_decodes_and_an_incompatible_one_does_not() {
     let (reg, c) = codec();
     let mut v: serde_json::Value = serde_json::from_str(RecordType::Ping.schema_json()).unwrap();
@@ -304,6 +355,8 @@ fn the_datum_decoder_agrees_with_apache_avro_on_valid_data() {
                 email: None,
                 polygon: Some(vec![[1.0, 2.0]; 3]),
                 timezone: None,
+                primary_contact: None,
+                offices: Vec::new(),
             }
             .to_value("acme")
             .unwrap(),

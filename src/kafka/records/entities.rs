@@ -1,5 +1,5 @@
 //! The entity records (user, location, job, appointment, driver, vehicle,
-//! pairing) and the clock event record.
+//! pairing) and the clock event record (offices and contacts: `offices`).
 
 use apache_avro::types::Value;
 
@@ -45,6 +45,9 @@ impl AvroRecord for Location {
         const R: &str = "Location";
         check_tenant(R, tenant)?;
         check_id(R, "id", &self.id)?;
+        if let Some(c) = &self.primary_contact {
+            check_id(R, "primaryContact", c)?;
+        }
         if let Some(lat) = self.lat {
             check_lat(R, "lat", lat)?;
         }
@@ -70,6 +73,8 @@ impl AvroRecord for Location {
             ("email", opt(self.email.as_deref().map(s))),
             ("polygon", opt(polygon)),
             ("timezone", opt(self.timezone.as_deref().map(s))),
+            ("primaryContact", opt(self.primary_contact.as_ref().map(|c| s(c.as_str())))),
+            ("offices", super::offices::id_list(R, "offices", &self.offices)?),
         ]))
     }
 
@@ -96,7 +101,9 @@ impl AvroRecord for Location {
             other => return Err(r.shape("polygon", "null or array", &other)),
         };
         let timezone = r.opt_string("timezone")?;
-        Ok((tenant, Location { id, name, lat, lon, email, polygon, timezone }))
+        let primary_contact = r.opt_st_id("primaryContact")?;
+        let offices = super::offices::read_id_list(&mut r, R, "offices")?;
+        Ok((tenant, Location { id, name, lat, lon, email, polygon, timezone, primary_contact, offices }))
     }
 }
 

@@ -24,6 +24,8 @@ pub fn topic_of(event: &Event) -> Option<Topic> {
         Event::Driver(_) => Topic::Drivers,
         Event::Vehicle(_) => Topic::Vehicles,
         Event::Pairing(_) => Topic::Pairings,
+        Event::Office(_) => Topic::Offices,
+        Event::Contact(_) => Topic::Contacts,
         Event::Clock(_) => Topic::ClockEvents,
         Event::Ping(_) => Topic::Pings,
         Event::Delete(r) => match r {
@@ -34,6 +36,8 @@ pub fn topic_of(event: &Event) -> Option<Topic> {
             EntityRef::Driver(_) => Topic::Drivers,
             EntityRef::Vehicle(_) => Topic::Vehicles,
             EntityRef::Pairing { .. } => Topic::Pairings,
+            EntityRef::Office(_) => Topic::Offices,
+            EntityRef::Contact(_) => Topic::Contacts,
         },
         Event::Tick(_) => Topic::Ticks,
         Event::Route(_) => Topic::FenceRoutes,
@@ -53,6 +57,8 @@ pub fn key_id(event: &Event) -> Option<String> {
         Event::Driver(d) => d.id.to_string(),
         Event::Vehicle(v) => v.id.to_string(),
         Event::Pairing(p) => pairing_key_id(&p.driver, &p.vehicle, p.from),
+        Event::Office(o) => o.id.to_string(),
+        Event::Contact(c) => c.id.to_string(),
         Event::Clock(c) => c.appointment.to_string(),
         Event::Ping(p) => p.vehicle.to_string(),
         Event::Delete(r) => match r {
@@ -61,7 +67,9 @@ pub fn key_id(event: &Event) -> Option<String> {
             | EntityRef::Job(id)
             | EntityRef::Appointment(id)
             | EntityRef::Driver(id)
-            | EntityRef::Vehicle(id) => id.to_string(),
+            | EntityRef::Vehicle(id)
+            | EntityRef::Office(id)
+            | EntityRef::Contact(id) => id.to_string(),
             EntityRef::Pairing { driver, vehicle, from } => pairing_key_id(driver, vehicle, *from),
         },
         Event::Tick(_) => "tick".to_string(),
@@ -132,6 +140,8 @@ pub fn delete_event(topic: Topic, key_id: &str) -> Result<EntityRef, CodecError>
         Topic::Appointments => EntityRef::Appointment(id()?),
         Topic::Drivers => EntityRef::Driver(id()?),
         Topic::Vehicles => EntityRef::Vehicle(id()?),
+        Topic::Offices => EntityRef::Office(id()?),
+        Topic::Contacts => EntityRef::Contact(id()?),
         Topic::Pairings => {
             let (driver, vehicle, from) = parse_pairing_key_id(key_id)?;
             EntityRef::Pairing { driver, vehicle, from }

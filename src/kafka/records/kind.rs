@@ -75,12 +75,14 @@ pub enum RecordType {
     SinkResult,
     Route,
     RouteProgress,
+    Office,
+    Contact,
 }
 
 impl RecordType {
     /// In declaration order (the codec indexes by it). A topic's main record
     /// type comes before any other it carries ([`RecordType::for_topic`]).
-    pub const ALL: [RecordType; 15] = [
+    pub const ALL: [RecordType; 17] = [
         RecordType::User,
         RecordType::Location,
         RecordType::Job,
@@ -96,6 +98,8 @@ impl RecordType {
         RecordType::SinkResult,
         RecordType::Route,
         RecordType::RouteProgress,
+        RecordType::Office,
+        RecordType::Contact,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -119,6 +123,8 @@ impl RecordType {
             RecordType::Tick => Topic::Ticks,
             RecordType::SinkResult => Topic::Results,
             RecordType::Route | RecordType::RouteProgress => Topic::FenceRoutes,
+            RecordType::Office => Topic::Offices,
+            RecordType::Contact => Topic::Contacts,
         }
     }
 
@@ -162,6 +168,8 @@ impl RecordType {
             RecordType::SinkResult => include_str!("../../../schemas/sink_result.avsc"),
             RecordType::Route => include_str!("../../../schemas/route.avsc"),
             RecordType::RouteProgress => include_str!("../../../schemas/route_progress.avsc"),
+            RecordType::Office => include_str!("../../../schemas/office.avsc"),
+            RecordType::Contact => include_str!("../../../schemas/contact.avsc"),
         }
     }
 
@@ -183,6 +191,8 @@ impl RecordType {
             RecordType::SinkResult => "io.geoclock.v1.SinkResult",
             RecordType::Route => "io.geoclock.v1.Route",
             RecordType::RouteProgress => "io.geoclock.v1.RouteProgress",
+            RecordType::Office => "io.geoclock.v1.Office",
+            RecordType::Contact => "io.geoclock.v1.Contact",
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - `validate`: the range checks every record passes, both ways;
 //! - `value`: building and reading apache-avro [`Value`]s;
 //! - `entities`: the entity and clock event records;
+//! - `offices`: the office and contact records;
 //! - `ping`: the ping record and its hand-written codec;
 //! - `command`: the command record;
 //! - `result`: the sink result record;
@@ -25,6 +26,7 @@ mod command;
 mod entities;
 mod keys;
 mod kind;
+mod offices;
 mod ping;
 mod result;
 mod route;

@@ -33,6 +33,8 @@ fn every_record_type_round_trips_through_apache_avro() {
         email: None,
         polygon: Some(vec![[0.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
         timezone: Some("America/New_York".into()),
+        primary_contact: None,
+        offices: Vec::new(),
     };
     assert_eq!(apache_round_trip(t, &l), (t.to_string(), l));
     let j = Job { id: Id::text("J"), number: Some(Id::number(1001)), location: None };

@@ -105,8 +105,9 @@ pub(crate) fn location_strategy() -> impl Strategy<Value = Location> {
         proptest::option::of("[a-z]{1,8}@[a-z]{1,8}\\.example"),
         proptest::option::of(proptest::collection::vec(point().prop_map(|p| [p.lat, p.lon]), 0..40)),
         proptest::option::of("[A-Za-z_/]{1,30}"),
+        (proptest::option::of(id()), proptest::collection::vec(id(), 0..3)),
     )
-        .prop_map(|(id, name, lat, lon, email, polygon, timezone)| Location {
+        .prop_map(|(id, name, lat, lon, email, polygon, timezone, (primary_contact, offices))| Location {
             id,
             name,
             lat,
@@ -114,6 +115,8 @@ pub(crate) fn location_strategy() -> impl Strategy<Value = Location> {
             email,
             polygon,
             timezone,
+            primary_contact,
+            offices,
         })
 }
 

@@ -4,11 +4,15 @@
 //!   the `PHPSESSID` cookie; `DELETE /api/auth` ends the session. Each user
 //!   has at most `session_cap` sessions: a new one silently drops the oldest.
 //! - Every answer is the envelope `{"messages":{"success":[],"error":[]},"data":…}`.
-//! - `GET /api/{user,location,job,appointment,clock}` pages with `page`
-//!   (1-based) and `limit` (default `default_limit`, at most `max_limit`);
-//!   `data` carries `page`, `totalPages` and the items (`users`,
-//!   `locations`, `jobs`, `appointments`, `clockEvents`); `updatedAfter`
-//!   (unix s) and the resource's filters apply. `GET /api/{kind}/{id}`.
+//! - `GET /api/{user,location,contact,job,appointment,clock}` pages with
+//!   `page` (1-based) and `limit` (default `default_limit`, at most
+//!   `max_limit`); `data` carries `page`, `totalPages` and the items
+//!   (`users`, `locations`, `contacts`, `jobs`, `appointments`,
+//!   `clockEvents`); `updatedAfter` (unix s) and the resource's filters
+//!   apply (`/location?isVendor=true`: the offices; `/contact?locationId=`).
+//!   `GET /api/{kind}/{id}`. Locations carry `primaryContactId`,
+//!   `officeIds` and `isVendor`; a job's `location.primaryContact` is the
+//!   contact with its `email`.
 //! - `POST /api/clock {userId, appointmentId, activity, eventType, eventTime,
 //!   lat, lon}` creates a clock event: account admins for anyone, others for
 //!   themselves only.
@@ -48,6 +52,7 @@ use super::world::World;
 use super::SimError;
 use crate::engine::Event;
 use crate::model::{Activity, ClockAction, ClockEvent, Id, Ts};
+use crate::vendor::servicetrade::plural;
 pub use store::{Change, ClockRec, Snapshot, Store, TYPES};
 
 /// A login the simulator accepts.
@@ -130,16 +135,6 @@ fn fail(status: StatusCode, message: impl Into<String>) -> Response {
     envelope(status, Value::Null, vec![message.into()])
 }
 
-fn plural(kind: &str) -> &'static str {
-    match kind {
-        "user" => "users",
-        "location" => "locations",
-        "job" => "jobs",
-        "appointment" => "appointments",
-        _ => "clockEvents",
-    }
-}
-
 impl ServiceTradeSim {
     /// A simulator holding `world`'s ServiceTrade side. Needs a tokio runtime
     /// (the webhook worker starts on it).
@@ -154,6 +149,8 @@ impl ServiceTradeSim {
         let entities =
             world.users.iter().cloned().map(Event::User).chain(world.locations.iter().cloned().map(Event::Location));
         let entities = entities
+            .chain(world.offices.iter().cloned().map(Event::Office))
+            .chain(world.contacts.iter().cloned().map(Event::Contact))
             .chain(world.jobs.iter().cloned().map(Event::Job))
             .chain(world.appointments.iter().cloned().map(Event::Appointment))
             .chain(world.clocks.iter().cloned().map(Event::Clock));

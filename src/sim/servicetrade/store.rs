@@ -12,6 +12,9 @@
 //!   the changeset listing the top-level fields whose JSON changed.
 //! - Times in the JSON (windows, clock event times) are unix seconds; the
 //!   milliseconds of a model time are dropped.
+//! - Offices are locations with `isVendor: true`: listed, fetched, changed
+//!   and deleted as `location`s (an office and a customer location never
+//!   share an id). Contacts are `GET /contact` (filter `locationId`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,7 +23,7 @@ use serde_json::{json, Value};
 
 use crate::engine::{EntityRef, Event};
 use crate::model::{Appointment, AppointmentStatus};
-use crate::model::{ClockEvent, Id, Job, Location, Ts, User};
+use crate::model::{ClockEvent, Contact, Id, Job, Location, Office, Ts, User};
 
 /// Entity types as they appear in webhook payloads and paths.
 pub use crate::vendor::servicetrade::TYPES;
@@ -47,6 +50,8 @@ pub struct ClockRec {
 pub struct Snapshot {
     pub users: Vec<User>,
     pub locations: Vec<Location>,
+    pub offices: Vec<Office>,
+    pub contacts: Vec<Contact>,
     pub jobs: Vec<Job>,
     pub appointments: Vec<Appointment>,
     pub clocks: Vec<ClockRec>,
@@ -56,6 +61,8 @@ pub struct Snapshot {
 pub struct Store {
     users: HashMap<Id, Rec<User>>,
     locations: HashMap<Id, Rec<Location>>,
+    offices: HashMap<Id, Rec<Office>>,
+    contacts: HashMap<Id, Rec<Contact>>,
     jobs: HashMap<Id, Rec<Job>>,
     appointments: HashMap<Id, Rec<Appointment>>,
     clocks: BTreeMap<i64, Rec<ClockRec>>,
@@ -100,18 +107,40 @@ impl Store {
         json!({
             "id": l.id, "uri": uri("location", &l.id), "name": l.name,
             "address": {"street": "", "city": "", "state": "", "postalCode": ""},
-            "lat": l.lat, "lon": l.lon, "email": l.email, "primaryContactId": null, "officeIds": [],
-            "isVendor": false, "updated": updated,
+            "lat": l.lat, "lon": l.lon, "email": l.email, "primaryContactId": l.primary_contact,
+            "officeIds": l.offices, "isVendor": false, "updated": updated,
+        })
+    }
+
+    /// An office: a vendor location.
+    pub fn office_json(&self, o: &Office, updated: i64) -> Value {
+        json!({
+            "id": o.id, "uri": uri("location", &o.id), "name": o.name,
+            "address": {"street": "", "city": "", "state": "", "postalCode": ""},
+            "lat": null, "lon": null, "email": null, "primaryContactId": null, "officeIds": [],
+            "isVendor": true, "updated": updated,
+        })
+    }
+
+    pub fn contact_json(&self, c: &Contact, updated: i64) -> Value {
+        let (first, last) = split_name(&c.name);
+        let locations: Vec<Value> = c.locations.iter().map(|l| json!({"id": l, "uri": uri("location", l)})).collect();
+        json!({
+            "id": c.id, "uri": uri("contact", &c.id), "firstName": first, "lastName": last,
+            "email": c.email, "locations": locations, "updated": updated,
         })
     }
 
     pub fn job_json(&self, j: &Job, updated: i64) -> Value {
         let location = j.location.as_ref().map(|id| {
             let loc = self.locations.get(id);
+            let contact = loc
+                .and_then(|l| l.value.primary_contact.as_ref())
+                .map(|c| json!({"id": c, "email": self.contacts.get(c).and_then(|r| r.value.email.clone())}));
             json!({
                 "id": id, "uri": uri("location", id),
                 "name": loc.map(|l| l.value.name.clone()),
-                "primaryContact": {"email": loc.and_then(|l| l.value.email.clone())},
+                "primaryContact": contact,
             })
         });
         json!({
@@ -148,7 +177,11 @@ impl Store {
     pub fn get(&self, kind: &str, id: &str) -> Option<Value> {
         match kind {
             "user" => self.users.get(id).map(|r| self.user_json(&r.value, r.updated)),
-            "location" => self.locations.get(id).map(|r| self.location_json(&r.value, r.updated)),
+            "location" => match self.locations.get(id) {
+                Some(r) => Some(self.location_json(&r.value, r.updated)),
+                None => self.offices.get(id).map(|r| self.office_json(&r.value, r.updated)),
+            },
+            "contact" => self.contacts.get(id).map(|r| self.contact_json(&r.value, r.updated)),
             "job" => self.jobs.get(id).map(|r| self.job_json(&r.value, r.updated)),
             "appointment" => self.appointments.get(id).map(|r| self.appointment_json(&r.value, r.updated)),
             "clock" => {
@@ -170,10 +203,26 @@ impl Store {
                 .filter(|r| q.get("isTech").is_none_or(|w| (w == "true") == r.value.tech))
                 .map(|r| self.user_json(&r.value, r.updated))
                 .collect(),
-            "location" => sorted(&self.locations)
+            "location" => {
+                let mut all: Vec<(&Id, i64, Value)> = Vec::new();
+                for (id, r) in &self.locations {
+                    all.push((id, r.updated, self.location_json(&r.value, r.updated)));
+                }
+                for (id, r) in &self.offices {
+                    all.push((id, r.updated, self.office_json(&r.value, r.updated)));
+                }
+                let vendor = q.get("isVendor").map(|v| v == "true");
+                all.sort_by(|a, b| a.0.cmp(b.0));
+                all.into_iter()
+                    .filter(|(_, u, v)| fresh(*u) && vendor.is_none_or(|w| v["isVendor"] == w))
+                    .map(|(_, _, v)| v)
+                    .collect()
+            }
+            "contact" => sorted(&self.contacts)
                 .into_iter()
                 .filter(|r| fresh(r.updated))
-                .map(|r| self.location_json(&r.value, r.updated))
+                .filter(|r| q.get("locationId").is_none_or(|l| r.value.locations.iter().any(|x| x.as_str() == l)))
+                .map(|r| self.contact_json(&r.value, r.updated))
                 .collect(),
             "job" => sorted(&self.jobs)
                 .into_iter()
@@ -254,11 +303,15 @@ impl Store {
         match event {
             Event::User(v) => upsert!(users, "user", v, user_json),
             Event::Location(v) => upsert!(locations, "location", v, location_json),
+            Event::Office(v) => upsert!(offices, "location", v, office_json),
+            Event::Contact(v) => upsert!(contacts, "contact", v, contact_json),
             Event::Job(v) => upsert!(jobs, "job", v, job_json),
             Event::Appointment(v) => upsert!(appointments, "appointment", v, appointment_json),
             Event::Clock(c) => Ok(Some(self.add_clock(c, None, None, actor.cloned(), now_s).1)),
             Event::Delete(EntityRef::User(id)) => delete!(users, "user", id),
             Event::Delete(EntityRef::Location(id)) => delete!(locations, "location", id),
+            Event::Delete(EntityRef::Office(id)) => delete!(offices, "location", id),
+            Event::Delete(EntityRef::Contact(id)) => delete!(contacts, "contact", id),
             Event::Delete(EntityRef::Job(id)) => delete!(jobs, "job", id),
             Event::Delete(EntityRef::Appointment(id)) => delete!(appointments, "appointment", id),
             other => Err(format!("{} is not a ServiceTrade entity", other.kind())),
@@ -277,6 +330,8 @@ impl Store {
         Snapshot {
             users: sorted(&self.users).into_iter().map(|r| r.value.clone()).collect(),
             locations: sorted(&self.locations).into_iter().map(|r| r.value.clone()).collect(),
+            offices: sorted(&self.offices).into_iter().map(|r| r.value.clone()).collect(),
+            contacts: sorted(&self.contacts).into_iter().map(|r| r.value.clone()).collect(),
             jobs: sorted(&self.jobs).into_iter().map(|r| r.value.clone()).collect(),
             appointments: sorted(&self.appointments).into_iter().map(|r| r.value.clone()).collect(),
             clocks: self.clocks.values().map(|r| r.value.clone()).collect(),
@@ -323,4 +378,63 @@ fn change(
         "changeset": changeset,
     });
     Change { entity: kind, id: id.to_string(), item }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendor::servicetrade::map;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// What the simulator serves maps back, through the connector's own
+    /// mapping, to what it was given.
+    #[test]
+    fn offices_and_contacts_in_servicetrades_shapes_map_back() {
+        let mut s = Store::default();
+        let office = Office { id: Id::number(101), name: "North Office".into() };
+        let contact = Contact {
+            id: Id::number(31),
+            name: "Pat Green".into(),
+            email: Some("pat@plant.example".into()),
+            locations: vec![Id::number(5)],
+        };
+        let loc = Location {
+            id: Id::number(5),
+            name: "Plant 7".into(),
+            lat: Some(35.2),
+            lon: Some(-80.8),
+            email: Some("fm@plant.example".into()),
+            polygon: None,
+            timezone: None,
+            primary_contact: Some(Id::number(31)),
+            offices: vec![Id::number(101)],
+        };
+        let job = Job { id: Id::number(900), number: None, location: Some(Id::number(5)) };
+        for e in [
+            Event::Office(office.clone()),
+            Event::Contact(contact.clone()),
+            Event::Location(loc.clone()),
+            Event::Job(job),
+        ] {
+            assert!(s.apply(e, 100, None).unwrap().is_some());
+        }
+        let listed = s.list("location", &q(&[])).unwrap();
+        assert_eq!(listed.len(), 2, "the office is a location too");
+        assert_eq!(listed[0]["isVendor"], false);
+        assert_eq!(map::location(&listed[0]).unwrap(), loc);
+        assert!(map::is_office(&listed[1]));
+        assert_eq!(map::office(&listed[1]).unwrap(), office);
+        assert_eq!(s.list("location", &q(&[("isVendor", "true")])).unwrap().len(), 1);
+        assert!(map::is_office(&s.get("location", "101").unwrap()));
+        assert_eq!(map::contact(&s.get("contact", "31").unwrap()).unwrap(), contact);
+        assert_eq!(s.list("contact", &q(&[("locationId", "5")])).unwrap().len(), 1);
+        assert!(s.list("contact", &q(&[("locationId", "6")])).unwrap().is_empty());
+        assert_eq!(s.get("job", "900").unwrap()["location"]["primaryContact"]["email"], "pat@plant.example");
+        let gone = s.apply(Event::Delete(EntityRef::Office(Id::number(101))), 200, None).unwrap().unwrap();
+        assert_eq!((gone.entity, gone.id.as_str()), ("location", "101"), "an office's webhook names a location");
+        assert_eq!(s.snapshot().offices, vec![]);
+    }
 }

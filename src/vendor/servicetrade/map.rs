@@ -7,7 +7,9 @@
 
 use serde_json::Value;
 
-use crate::model::{Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Id, Job, Location, Ts, User};
+use crate::model::{
+    Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Contact, Id, Job, Location, Office, Ts, User,
+};
 
 pub type MapResult<T> = Result<T, String>;
 
@@ -76,7 +78,58 @@ pub fn user(v: &Value) -> MapResult<User> {
     Ok(User { id: id_of(v, "id")?, name, email: opt_str(v, "email")?, tech })
 }
 
+/// Ids from an array of ids or of objects with an `id` (`officeIds: [2]`,
+/// `locations: [{"id": 5}]`); absent or null: none.
+fn id_array(v: &Value, field: &str) -> MapResult<Vec<Id>> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|x| match x {
+                Value::Object(_) => id_of(x, "id").map_err(|e| format!("{field}[].{e}")),
+                _ => serde_json::from_value::<Id>(x.clone()).map_err(|_| format!("{field}[]: expected an id, got {x}")),
+            })
+            .collect(),
+        Some(other) => Err(format!("{field}: expected an array, got {other}")),
+    }
+}
+
+/// Whether a location item is one of the account's offices (`isVendor`).
+pub fn is_office(v: &Value) -> bool {
+    v.get("isVendor").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// An office: a vendor location (see [`is_office`]).
+pub fn office(v: &Value) -> MapResult<Office> {
+    Ok(Office { id: id_of(v, "id")?, name: opt_str(v, "name")?.unwrap_or_default() })
+}
+
+/// A contact (`GET /contact`): its locations from `locations[]` or `locationId`.
+pub fn contact(v: &Value) -> MapResult<Contact> {
+    let name = match opt_str(v, "name")? {
+        Some(n) => n,
+        None => {
+            let first = opt_str(v, "firstName")?.unwrap_or_default();
+            let last = opt_str(v, "lastName")?.unwrap_or_default();
+            format!("{first} {last}").trim().to_string()
+        }
+    };
+    let mut locations = id_array(v, "locations")?;
+    if let Some(l) = opt_id(v, "locationId")? {
+        if !locations.contains(&l) {
+            locations.push(l);
+        }
+    }
+    Ok(Contact { id: id_of(v, "id")?, name, email: opt_str(v, "email")?, locations })
+}
+
 pub fn location(v: &Value) -> MapResult<Location> {
+    let primary_contact = match (opt_id(v, "primaryContactId")?, v.get("primaryContact")) {
+        (Some(id), _) => Some(id),
+        (None, Some(c @ Value::Object(_))) => opt_id(c, "id").map_err(|e| format!("primaryContact.{e}"))?,
+        (None, None | Some(Value::Null)) => None,
+        (None, Some(other)) => return Err(format!("primaryContact: expected an object, got {other}")),
+    };
     Ok(Location {
         id: id_of(v, "id")?,
         name: opt_str(v, "name")?.unwrap_or_default(),
@@ -85,6 +138,8 @@ pub fn location(v: &Value) -> MapResult<Location> {
         email: opt_str(v, "email")?,
         polygon: None,
         timezone: None,
+        primary_contact,
+        offices: id_array(v, "officeIds")?,
     })
 }
 
@@ -166,5 +221,22 @@ mod tests {
             assert!(appointment(&bad).is_err(), "{bad}");
         }
         assert!(location(&json!({"id": 1, "lat": "35"})).is_err());
+    }
+
+    #[test]
+    fn maps_offices_contacts_and_a_locations_primary_contact() {
+        let l = location(&json!({"id": 5, "name": "Plant", "email": "fm@plant.example", "primaryContactId": 31, "officeIds": [2, "3"], "isVendor": false})).unwrap();
+        assert_eq!((l.primary_contact, l.offices), (Some(Id::number(31)), vec![Id::number(2), Id::text("3")]));
+        let inline = location(&json!({"id": 6, "primaryContact": {"id": 32, "email": "x@y.example"}})).unwrap();
+        assert_eq!((inline.primary_contact, inline.offices), (Some(Id::number(32)), vec![]));
+        let o = json!({"id": 2, "name": "Charlotte", "isVendor": true});
+        assert!(is_office(&o) && !is_office(&json!({"id": 5})));
+        assert_eq!(office(&o).unwrap(), Office { id: Id::number(2), name: "Charlotte".into() });
+        let c = contact(&json!({"id": 31, "firstName": "Pat", "lastName": "Lee", "email": "pat@plant.example", "locations": [{"id": 5}], "locationId": 6})).unwrap();
+        assert_eq!((c.name.as_str(), c.email.as_deref()), ("Pat Lee", Some("pat@plant.example")));
+        assert_eq!(c.locations, vec![Id::number(5), Id::number(6)]);
+        assert!(location(&json!({"id": 1, "officeIds": 2})).is_err());
+        assert!(location(&json!({"id": 1, "primaryContactId": [1]})).is_err());
+        assert!(contact(&json!({"name": "no id"})).is_err());
     }
 }

@@ -33,14 +33,16 @@ use crate::config::tenants::ServiceTradeTenant;
 use crate::engine::ClockChange;
 use crate::http::client::{urlencode, Http};
 
-/// The resources geoclock mirrors, as the API names them.
-pub const TYPES: [&str; 5] = ["user", "location", "job", "appointment", "clock"];
+/// The resources geoclock mirrors, as the API names them. Offices are
+/// locations too (`isVendor`: [`map::is_office`]).
+pub const TYPES: [&str; 6] = ["user", "location", "contact", "job", "appointment", "clock"];
 
 /// The key of a resource's items in a list answer.
 pub fn plural(kind: &str) -> &'static str {
     match kind {
         "user" => "users",
         "location" => "locations",
+        "contact" => "contacts",
         "job" => "jobs",
         "appointment" => "appointments",
         _ => "clockEvents",
@@ -237,6 +239,7 @@ fn list_api(kind: &str) -> &'static str {
     match kind {
         "user" => "GET /api/user",
         "location" => "GET /api/location",
+        "contact" => "GET /api/contact",
         "job" => "GET /api/job",
         "appointment" => "GET /api/appointment",
         _ => "GET /api/clock",
@@ -247,6 +250,7 @@ fn get_api(kind: &str) -> &'static str {
     match kind {
         "user" => "GET /api/user/{id}",
         "location" => "GET /api/location/{id}",
+        "contact" => "GET /api/contact/{id}",
         "job" => "GET /api/job/{id}",
         "appointment" => "GET /api/appointment/{id}",
         _ => "GET /api/clock/{id}",
