@@ -160,6 +160,8 @@ fn engine_columns(mut got: Value) -> Value {
             "trackme_url",
             "clock_events_posted",
             "quick_link",
+            "actions",
+            "fence_shape",
             "explain",
         ] {
             assert!(m.remove(k).is_some(), "column {k}");
@@ -284,9 +286,10 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/csv"), "{ctype}");
     let records: Vec<&str> = csv.split_terminator("\r\n").collect();
-    assert_eq!(records[0], render::CSV_COLUMNS.join(","));
+    assert_eq!(records[0], render::csv_columns().join(","));
+    assert!(records[0].starts_with(&render::ARTICLE_COLUMNS.join(",")), "the article's columns lead");
     assert_eq!(records.len(), 1 + 2, "{csv}");
-    assert!(records.iter().skip(1).all(|r| r.starts_with("7001,900,J-1001,https://app.servicetrade.example/job/900,")));
+    assert!(records.iter().skip(1).all(|r| r.starts_with("7001,900,https://app.servicetrade.example/job/900,scheduled,")));
     assert!(csv.contains("2026-11-28T09:00:00-05:00"), "window start in New York time: {csv}");
     assert!(csv.contains("minimum 50 m\""), "a failure with a comma is quoted: {csv}");
     let (_, _, csv27) = http.get(&format!("{base}.csv?day=2026-11-27"), Some(TOKEN));
