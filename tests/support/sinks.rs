@@ -96,7 +96,7 @@ impl Rig {
                 &smtp.smtp_addr.to_string(),
                 azuga_budget_ms,
                 &format!(
-                    "from = \"Acme Field Service <service@{t}.example>\"\nreport_recipients = [\"ops@{t}.example\", \"owner@{t}.example\"]\nreport_token = {{ value = \"report-token-1\" }}"
+                    "from = \"Acme Field Service <service@{t}.example>\"\nadmin_name = \"Dana Whitfield\"\nservice_link_url = \"https://app.servicetrade.com/servicelink/{{appointment}}\"\nreport_recipients = [\"ops@{t}.example\", \"owner@{t}.example\"]\nreport_token = {{ value = \"report-token-1\" }}"
                 ),
             ));
             vendors.push(Vendors { name: t.to_string(), st, az, st_url: st_run.url(), az_url: az_run.url() });
@@ -465,7 +465,9 @@ pub fn link_commands(w: &World, n: usize) -> Vec<Command> {
                     job_number: Some(format!("J-{i}").as_str().into()),
                     window_start: Some(Ts::parse("2026-11-28T14:00:00Z").unwrap()),
                     window_end: Some(Ts::parse("2026-11-28T16:00:00Z").unwrap()),
-                    destination: Some(LatLon::new(35.2271, -80.8431)),
+                    // Every third location has no coordinates: TrackMe
+                    // without a destination.
+                    destination: (i % 3 != 2).then(|| LatLon::new(35.2271, -80.8431)),
                     // Odd links' locations have no zone: the tenant's (also
                     // America/New_York in the rig's tenants file) applies.
                     timezone: (i % 2 == 0).then(|| "America/New_York".into()),
