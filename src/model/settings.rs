@@ -42,6 +42,7 @@ pub struct Settings {
     /// Such a location's appointments are fenced by the polygon, not by
     /// the circle around the location's point; Azuga, whose geomarks are
     /// circles, is sent the circle that covers it (the report says so).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub location_polygons: BTreeMap<String, Vec<[f64; 2]>>,
 }
 
