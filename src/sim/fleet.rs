@@ -1,7 +1,8 @@
 //! The fleet simulator: a deterministic working day for N technicians.
 //!
 //! Pure: no I/O, no wall clock; the day is a function of [`FleetConfig`]
-//! (seed included). For each technician it makes a ServiceTrade user, an
+//! (seed included); addresses are the tenant's own (`@{tenant}.example`,
+//! customers `@{tenant}-customer.example`). For each technician it makes a ServiceTrade user, an
 //! Azuga driver with the same email (case varied, to exercise matching), a
 //! vehicle and a pairing; a depot; 3 to 5 appointments at customer
 //! locations, each on its own job, windows around the planned arrival; and
@@ -133,7 +134,7 @@ pub fn generate(cfg: &FleetConfig) -> World {
     w.users.push(User {
         id: Id::number(1),
         name: "Office Admin".into(),
-        email: Some("office@acme.example".into()),
+        email: Some(format!("office@{}.example", cfg.tenant)),
         tech: false,
     });
     let day0 = cfg.day_start.millis().div_euclid(1000);
@@ -143,7 +144,7 @@ pub fn generate(cfg: &FleetConfig) -> World {
         let mut rng = Rng::stream(cfg.seed, i as u64 + 1);
         let first = FIRST[i % FIRST.len()];
         let last = LAST[(i / FIRST.len()) % LAST.len()];
-        let email = format!("{}.{}{}@acme.example", first.to_lowercase(), last.to_lowercase(), i);
+        let email = format!("{}.{}{}@{}.example", first.to_lowercase(), last.to_lowercase(), i, cfg.tenant);
         let user_id = Id::number(1000 + i as i64);
         let driver_id = Id::text(format!("drv-{i:03}"));
         let vehicle_id = Id::text(format!("veh-{i:03}"));
@@ -197,7 +198,8 @@ pub fn generate(cfg: &FleetConfig) -> World {
                 name: format!("Site {next_site}"),
                 lat: Some(round6(site.0)),
                 lon: Some(round6(site.1)),
-                email: Some(format!("fm{next_site}@customer.example")),
+                // Each tenant's customers are its own.
+                email: Some(format!("fm{next_site}@{}-customer.example", cfg.tenant)),
                 polygon: None,
                 timezone: None,
             });
