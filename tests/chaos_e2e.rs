@@ -19,7 +19,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use geoclock::kafka::admin::ensure_topics;

@@ -24,10 +24,7 @@ pub const ST_PASSWORD: &str = "st-pw-c41e2b";
 pub const AZ_KEY: &str = "az-key-5e2d97";
 pub const KAFKA_PASSWORD: &str = "kafka-pw-31ac08";
 
-fn hook_secret(tenant: &str, vendor: &str) -> String {
-    format!("{tenant}-{vendor}-hook-7f03aa")
-}
-
+/// A tenant's webhook secret for `vendor`.
 pub fn hook_secret(tenant: &str, vendor: &str) -> String {
     format!("{tenant}-{vendor}-hook-7f03aa")
 }
