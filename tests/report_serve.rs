@@ -308,6 +308,11 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert!(page.contains("<tr class=\"failed\">"));
     assert!(page.contains("Azuga rejected geofence: HTTP 422: radius 5 m, minimum 50 m"));
     assert_eq!(page.matches("<tr").count(), 1 + 2);
+    assert!(!page.contains("?day=2026-11-27") && !page.contains("?day=2026-11-29"), "a one-day link offers no other day");
+    let map_link = format!("{base}?day=2026-11-28&{}", link::query(&Secret::new(TOKEN), "acme", link::MAP_SCOPE, expires));
+    let (status, _, page) = http.get(&map_link, None);
+    assert_eq!(status, 200);
+    assert!(page.contains("?day=2026-11-27") && page.contains("?day=2026-11-29"), "a map link opens every day");
 
     // Behind every row, its explanation, from the replica's state: linked
     // from the HTML row and the JSON row, with the same facts.
@@ -472,7 +477,7 @@ fn the_report_page_sorts_in_a_real_browser() {
     }
     let lines = geoclock::report::join::join(rows, &[], &HashMap::new(), Some(WEB));
     let tz = render::zone(Some("America/New_York"));
-    let page = render::html("acme", "2026-11-28".parse().unwrap(), tz, &lines);
+    let page = render::html("acme", "2026-11-28".parse().unwrap(), tz, &lines, true);
     let dir = std::env::temp_dir().join(format!("geoclock-report-page-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("report.html");

@@ -567,13 +567,17 @@ pub fn content_security_policy() -> String {
     )
 }
 
-/// The report page for `tenant` and local `day` (see the module docs).
-pub fn html(tenant: &str, day: NaiveDate, tz: Tz, lines: &[ReportLine]) -> String {
+/// The report page for `tenant` and local `day` (see the module docs);
+/// `other_days`: links to the previous and next day (not for a page opened
+/// by a one-day link, which would not open them).
+pub fn html(tenant: &str, day: NaiveDate, tz: Tz, lines: &[ReportLine], other_days: bool) -> String {
     let e = escape;
     let arrived = lines.iter().filter(|l| l.row.fence_result == super::FenceResult::Arrived).count();
     let failed = lines.iter().filter(|l| l.has_failures()).count();
     let nav_day = |d: Option<NaiveDate>, label: &str| {
-        d.map(|d| format!("<a class=\"keep-token\" href=\"?day={d}\">{label}</a>")).unwrap_or_default()
+        d.filter(|_| other_days)
+            .map(|d| format!("<a class=\"keep-token\" href=\"?day={d}\">{label}</a>"))
+            .unwrap_or_default()
     };
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

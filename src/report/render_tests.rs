@@ -111,7 +111,7 @@ fn html_has_the_sortable_table_links_highlights_and_escapes() {
     l[0].sink_failures.push("Azuga rejected geofence: <b>\"x\"</b>".into());
     l[0].row.tech_name = Some("<script>alert(1)</script>".into());
     let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
-    let page = html("acme", day, ny(), &l);
+    let page = html("acme", day, ny(), &l, true);
     assert!(page.contains("<table id=\"report\" data-sortable=\"pending\">"));
     assert!(page.contains("href=\"https://st.example/job/900\""));
     assert!(page.contains("<tr class=\"failed\">"));
@@ -132,6 +132,8 @@ fn html_has_the_sortable_table_links_highlights_and_escapes() {
     assert!(page.contains(&format!("<script>{SCRIPT}</script>")));
     assert!(page.contains(&format!("<style>{STYLE}</style>")));
     assert!(!SCRIPT.contains("</") && !SCRIPT.contains("<tr"));
-    let empty = html("acme", day, ny(), &[]);
+    let empty = html("acme", day, ny(), &[], true);
+    let one_day = html("acme", day, ny(), &l, false);
+    assert!(!one_day.contains("?day=2026-11-27") && !one_day.contains("?day=2026-11-29"), "a one-day link offers no other day");
     assert!(empty.contains("No appointments start on this day."));
 }

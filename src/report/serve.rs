@@ -337,8 +337,19 @@ async fn answer(
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         return (r, Some(format));
     }
+    // A link for one day's report opens that day only: its page offers no
+    // links to other days (they would answer 401). A token in a header or
+    // a map link opens every day.
+    let other_days = match (q.get("expires"), q.get("sig")) {
+        (Some(exp), Some(sig)) => tenant
+            .email
+            .as_ref()
+            .and_then(|e| e.report_token.as_ref())
+            .is_some_and(|t| link::verify(t, &tenant.name, link::MAP_SCOPE, exp, sig, now_s).is_ok()),
+        _ => true,
+    };
     let (app, tenant) = (app.clone(), tenant.clone());
-    let built = tokio::task::spawn_blocking(move || build(&app, &tenant, day, format)).await;
+    let built = tokio::task::spawn_blocking(move || build(&app, &tenant, day, format, other_days)).await;
     let response = match built {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -433,7 +444,7 @@ async fn explain(
 }
 
 /// The report of `tenant` for `day` in `format`. Blocking.
-fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<Response, ReplicaError> {
+fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format, other_days: bool) -> Result<Response, ReplicaError> {
     let tz = zone(tenant.timezone.as_deref());
     let rows = for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz);
     let web = Some(tenant.servicetrade_web_url());
@@ -450,7 +461,7 @@ fn build(app: &App, tenant: &Tenant, day: NaiveDate, format: Format) -> Result<R
                 (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
                 (header::CONTENT_SECURITY_POLICY, content_security_policy()),
             ],
-            html(&tenant.name, day, tz, &lines),
+            html(&tenant.name, day, tz, &lines, other_days),
         )
             .into_response(),
         Format::Csv => (
