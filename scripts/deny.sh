@@ -8,7 +8,11 @@
 # ~/.cache/geoclock/advisory-dbs when the network allows; otherwise the copy
 # already there is used as is (its date is printed). With no copy at all,
 # the advisories check cannot run: it is reported as skipped, loudly, and
-# the other checks still run.
+# the other checks still run. Where GitHub is out of reach, seed the cache
+# from any clone of https://github.com/rustsec/advisory-db (cargo-deny's
+# directory name for it is fixed):
+#   git clone SNAPSHOT ~/.cache/geoclock/advisory-dbs/advisory-db-3157b0e258782691
+# `fetch db` then updates it from wherever that clone came from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -184,11 +184,8 @@ impl Demo {
             .map_err(|e| start_err("topics")(e.to_string()))?;
         let today = chrono::Utc::now().timestamp().div_euclid(86_400) * 86_400;
         let mut world = generate(&FleetConfig {
-            seed: opts.seed,
             tenant: TENANT.into(),
-            technicians: opts.technicians,
-            day_start: Ts::from_secs(today + 12 * 3600),
-            ..FleetConfig::default()
+            ..FleetConfig::demo(opts.seed, opts.technicians, Ts::from_secs(today + 12 * 3600))
         });
         // En Route presses are released by the driver as simulated time
         // passes; the Azuga simulator holds the fixes until `advance`.

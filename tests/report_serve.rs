@@ -165,6 +165,8 @@ fn engine_columns(mut got: Value) -> Value {
             "trackme_url",
             "clock_events_posted",
             "quick_link",
+            "actions",
+            "fence_shape",
             "explain",
         ] {
             assert!(m.remove(k).is_some(), "column {k}");
@@ -289,9 +291,10 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/csv"), "{ctype}");
     let records: Vec<&str> = csv.split_terminator("\r\n").collect();
-    assert_eq!(records[0], render::CSV_COLUMNS.join(","));
+    assert_eq!(records[0], render::csv_columns().join(","));
+    assert!(records[0].starts_with(&render::ARTICLE_COLUMNS.join(",")), "the article's columns lead");
     assert_eq!(records.len(), 1 + 2, "{csv}");
-    assert!(records.iter().skip(1).all(|r| r.starts_with("7001,900,J-1001,https://app.servicetrade.example/job/900,")));
+    assert!(records.iter().skip(1).all(|r| r.starts_with("7001,900,https://app.servicetrade.example/job/900,scheduled,")));
     assert!(csv.contains("2026-11-28T09:00:00-05:00"), "window start in New York time: {csv}");
     assert!(csv.contains("minimum 50 m\""), "a failure with a comma is quoted: {csv}");
     let (_, _, csv27) = http.get(&format!("{base}.csv?day=2026-11-27"), Some(TOKEN));
@@ -310,6 +313,11 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert!(page.contains("<tr class=\"failed\">"));
     assert!(page.contains("Azuga rejected geofence: HTTP 422: radius 5 m, minimum 50 m"));
     assert_eq!(page.matches("<tr").count(), 1 + 2);
+    assert!(!page.contains("?day=2026-11-27") && !page.contains("?day=2026-11-29"), "a one-day link offers no other day");
+    let map_link = format!("{base}?day=2026-11-28&{}", link::query(&Secret::new(TOKEN), "acme", link::MAP_SCOPE, expires));
+    let (status, _, page) = http.get(&map_link, None);
+    assert_eq!(status, 200);
+    assert!(page.contains("?day=2026-11-27") && page.contains("?day=2026-11-29"), "a map link opens every day");
 
     // Behind every row, its explanation, from the replica's state: linked
     // from the HTML row and the JSON row, with the same facts.
@@ -474,7 +482,7 @@ fn the_report_page_sorts_in_a_real_browser() {
     }
     let lines = geoclock::report::join::join(rows, &[], &HashMap::new(), Some(WEB));
     let tz = render::zone(Some("America/New_York"));
-    let page = render::html("acme", "2026-11-28".parse().unwrap(), tz, &lines);
+    let page = render::html("acme", "2026-11-28".parse().unwrap(), tz, &lines, true);
     let dir = std::env::temp_dir().join(format!("geoclock-report-page-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("report.html");

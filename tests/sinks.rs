@@ -192,6 +192,15 @@ fn email_sink_mails_service_links_with_trackme_and_the_local_window() {
             m.text
         );
         assert!(m.from.contains("service@acme.example"));
+        let from_header = m.raw.lines().find(|l| l.starts_with("From: ")).unwrap_or_default();
+        assert!(
+            from_header.contains("Dana Whitfield") && from_header.contains("<service@acme.example>"),
+            "sent in the activating admin's name: {from_header}"
+        );
+        let st_link = format!("https://app.servicetrade.com/servicelink/{}", c.appointment);
+        assert!(m.text.contains(&st_link) && m.html.contains(&st_link), "ServiceTrade's Service Link: {}", m.text);
+        let held = trackme.iter().find(|t| t["url"] == serde_json::json!(url)).expect("the TrackMe link");
+        assert_eq!(held["destLatitude"].is_null(), l.destination.is_none(), "a destination only when known: {held}");
         assert_eq!(m.message_id, format!("<{}.acme@geoclock>", c.id));
         assert!(trackme
             .iter()

@@ -25,6 +25,8 @@
 //! office_report_recipients = { "101" = ["north@acme.example"] }   # per office id: its rows only
 //! report_token = { env = "ACME_REPORT_TOKEN" }
 //! servicetrade_web_url = "https://app.servicetrade.com"   # Quick Links' base (this is the default)
+//! admin_name = "Dana Whitfield"            # Service Links' sender name (the activating admin)
+//! service_link_url = "https://app.servicetrade.com/servicelink/{appointment}"   # ServiceTrade's own link
 //! [tenants.map]                            # the live map (all optional; MapSettings)
 //! tile_url = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"   # "": plain background
 //! ```
@@ -79,6 +81,8 @@ struct RawEmail {
     office_report_recipients: BTreeMap<String, Vec<String>>,
     report_token: Option<SecretSource>,
     servicetrade_web_url: Option<String>,
+    admin_name: Option<String>,
+    service_link_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +209,14 @@ pub struct EmailTenant {
     pub report_token: Option<Secret>,
     /// Base of the quick links to jobs in the report.
     pub servicetrade_web_url: Option<String>,
+    /// The full name of the ServiceTrade admin who activated the
+    /// integration: the Service Link's sender display name (the address
+    /// stays `from`'s).
+    pub admin_name: Option<String>,
+    /// ServiceTrade's own Service Link URL for an appointment, as a pattern
+    /// with `{appointment}` and `{job_number}`; the Service Link carries it
+    /// beside the TrackMe link.
+    pub service_link_url: Option<String>,
 }
 
 impl ServiceTradeTenant {
@@ -232,6 +244,24 @@ impl AzugaTenant {
 }
 
 impl EmailTenant {
+    /// ServiceTrade's Service Link URL for an appointment, from the
+    /// tenant's pattern (placeholders filled with `%`-encoded values).
+    pub fn service_link_url(&self, appointment: &str, job_number: Option<&str>) -> Option<String> {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let p = self.service_link_url.as_deref()?;
+        if p.contains("{job_number}") && job_number.is_none() {
+            return None;
+        }
+        Some(p.replace("{appointment}", &enc(appointment)).replace("{job_number}", &enc(job_number.unwrap_or(""))))
+    }
+
     /// The display name of `from`, for the email body.
     pub fn company(&self) -> &str {
         match self.from.split_once('<') {
@@ -477,6 +507,17 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
                 office_report_recipients: e.office_report_recipients.clone(),
                 report_token: e.report_token.as_ref().map(|s| resolve(&t.name, "email.report_token", s)).transpose()?,
                 servicetrade_web_url: e.servicetrade_web_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+                admin_name: e.admin_name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
+                service_link_url: match &e.service_link_url {
+                    Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || !u.contains('{') => {
+                        return Err(TenantsError::Invalid {
+                            tenant: t.name.clone(),
+                            message: "email.service_link_url must be an http(s) URL pattern with {appointment} or {job_number}"
+                                .into(),
+                        })
+                    }
+                    other => other.clone(),
+                },
             }),
             None => None,
         };
@@ -532,6 +573,34 @@ rate_limit_ms = 100
             assert!(!shown.contains(s), "{shown}");
         }
         assert_eq!(t[0].azuga.as_ref().unwrap().rate_limit_ms, 100);
+    }
+
+    #[test]
+    fn service_link_sender_and_servicetrade_link_pattern() {
+        let file = format!(
+            "{FILE}[tenants.email]\nfrom = \"Acme <s@acme.example>\"\nadmin_name = \" Dana Whitfield \"\nservice_link_url = \"https://app.servicetrade.com/servicelink/{{appointment}}?job={{job_number}}\"\n"
+        );
+        let t = parse(&file, "t.toml").unwrap();
+        let e = t[0].email.as_ref().unwrap();
+        assert_eq!(e.admin_name.as_deref(), Some("Dana Whitfield"));
+        assert_eq!(
+            e.service_link_url("7001", Some("J 1")).as_deref(),
+            Some("https://app.servicetrade.com/servicelink/7001?job=J%201")
+        );
+        assert_eq!(e.service_link_url("7001", None), None, "a pattern needing the job number, without one");
+        let bad = file.replace("https://app.servicetrade.com/servicelink/{appointment}?job={job_number}", "ftp://x");
+        assert!(parse(&bad, "t.toml").unwrap_err().to_string().contains("service_link_url"));
+    }
+
+    #[test]
+    fn a_polygon_fence_per_location_comes_from_the_settings_table() {
+        let file = FILE.replace("settings = { window_hours = 4 }\n", "")
+            + "[tenants.settings]\nwindow_hours = 4\n[tenants.settings.location_polygons]\n\"5\" = [[35.2266, -80.8480], [35.2276, -80.8480], [35.2276, -80.8380]]\n";
+        let t = parse(&file, "t.toml").unwrap();
+        assert!(t[0].settings.location_polygon("5").is_some(), "{:?}", t[0].settings.location_polygons);
+        let bad = file.replace("[35.2276, -80.8380]]", "[91.0, -80.8380]]");
+        let e = parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("location_polygons.5"), "{e}");
     }
 
     #[test]

@@ -62,8 +62,9 @@ pub struct ServiceLink {
     pub job_number: Option<Id>,
     pub window_start: Option<Ts>,
     pub window_end: Option<Ts>,
-    /// TrackMe destination.
-    pub destination: LatLon,
+    /// TrackMe destination: the location's point; none when the location
+    /// has no coordinates (the TrackMe link is made without one).
+    pub destination: Option<LatLon>,
     pub timezone: Option<String>,
     /// When the technician clocked En Route in.
     pub enroute_at: Ts,

@@ -2,7 +2,8 @@
 //!
 //! Rule: an appointment wants a fence when it is `scheduled`, has a window,
 //! belongs to a known job whose location has coordinates (or its own
-//! polygon), and event time has not passed `window_end + window_hours`.
+//! polygon, or one the tenants file gives it: `location_polygons`, which
+//! wins), and event time has not passed `window_end + window_hours`.
 //! [`reconcile`] compares that wish with what Azuga was last told (`live`)
 //! and emits the one command that closes the gap: create, update (window,
 //! name or geometry changed) or delete. Each command bumps the fence's
@@ -29,7 +30,11 @@ pub fn desired(ctx: &Ctx, st: &State, appt: &Id) -> Result<FenceChange, Reason> 
     let job = st.jobs.get(job_id).ok_or(Reason::NoJob)?;
     let loc_id = job.location.as_ref().ok_or(Reason::NoLocationCoordinates)?;
     let loc = st.locations.get(loc_id).ok_or(Reason::NoLocationCoordinates)?;
-    let shape = location_shape(loc, ctx.settings.fence_radius_m).ok_or(Reason::NoLocationCoordinates)?;
+    let shape = ctx
+        .settings
+        .location_polygon(loc_id.as_str())
+        .or_else(|| location_shape(loc, ctx.settings.fence_radius_m))
+        .ok_or(Reason::NoLocationCoordinates)?;
     let number = job.number.as_ref().unwrap_or(job_id);
     let w = ctx.settings.window_ms();
     Ok(FenceChange {
@@ -58,9 +63,10 @@ pub fn location_shape(loc: &Location, radius_m: f64) -> Option<Shape> {
     })
 }
 
-/// The point a TrackMe link should lead to.
-pub fn location_point(loc: &Location) -> Option<LatLon> {
-    location_shape(loc, 1.0).map(|s| s.center())
+/// The point a TrackMe link should lead to: the centre of the tenants
+/// file's polygon for the location, else of its own shape.
+pub fn location_point(ctx: &Ctx, loc: &Location) -> Option<LatLon> {
+    ctx.settings.location_polygon(loc.id.as_str()).or_else(|| location_shape(loc, 1.0)).map(|s| s.center())
 }
 
 pub fn reconcile(ctx: &Ctx, st: &mut State, appt: &Id, out: &mut Vec<Command>) {

@@ -5,7 +5,9 @@
 //! [`super::offices`]) a Service Link with a TrackMe link for the vehicle
 //! the technician drives at that moment, when the tenant enabled it, the
 //! appointment is scheduled, the technician is found in Azuga and paired,
-//! and one of those has a valid email. At most once per (appointment, technician); the id
+//! and one of those has a valid email — whether or not the location has
+//! coordinates (the link does not depend on the fence; its TrackMe then
+//! has no destination). At most once per (appointment, technician); the id
 //! names only those. A failed attempt is retried when the entities it
 //! depends on change, as long as the technician is still En Route and has
 //! not arrived (topics are not ordered against each other: the driver,
@@ -64,7 +66,7 @@ fn attempt(ctx: &Ctx, st: &mut State, appt: &Id, user: &Id, at: Ts, out: &mut Ve
     if matches!(st.assignments[slot].link, LinkState::Sent { .. }) {
         return;
     }
-    match build(st, appt, user, at) {
+    match build(ctx, st, appt, user, at) {
         Ok(link) => {
             st.assignments[slot].link = LinkState::Sent { at, vehicle: link.vehicle.clone(), to: link.to.clone() };
             out.push(Command {
@@ -80,7 +82,7 @@ fn attempt(ctx: &Ctx, st: &mut State, appt: &Id, user: &Id, at: Ts, out: &mut Ve
     }
 }
 
-fn build(st: &State, appt: &Id, user: &Id, at: Ts) -> Result<ServiceLink, Reason> {
+fn build(ctx: &Ctx, st: &State, appt: &Id, user: &Id, at: Ts) -> Result<ServiceLink, Reason> {
     let a = st.appointments.get(appt).ok_or(Reason::NotScheduled)?;
     if a.status != AppointmentStatus::Scheduled {
         return Err(Reason::NotScheduled);
@@ -90,7 +92,9 @@ fn build(st: &State, appt: &Id, user: &Id, at: Ts) -> Result<ServiceLink, Reason
     let job = a.job.as_ref().and_then(|j| st.jobs.get(j)).ok_or(Reason::NoJob)?;
     let loc = job.location.as_ref().and_then(|l| st.locations.get(l)).ok_or(Reason::NoContactEmail)?;
     let to = st.link_recipient(loc)?;
-    let destination = location_point(loc).ok_or(Reason::NoLocationCoordinates)?;
+    // No coordinates: no fence, but the link still goes, its TrackMe
+    // without a destination.
+    let destination = location_point(ctx, loc);
     Ok(ServiceLink {
         user: user.clone(),
         tech_name: st.users.get(user).map(|u| u.name.clone()).unwrap_or_default(),

@@ -264,12 +264,12 @@ fn circle_fence(lat: f64, lon: f64, r: f64, buffer: f64) -> PreparedFence {
 }
 
 fn geo_haversine(a: LatLon, b: LatLon) -> f64 {
-    Haversine::distance(geo::Point::new(a.lon, a.lat), geo::Point::new(b.lon, b.lat))
+    Haversine.distance(geo::Point::new(a.lon, a.lat), geo::Point::new(b.lon, b.lat))
 }
 
 /// A point at `factor * r` from the centre along `bearing` (degrees), via geo.
 fn geo_destination(center: LatLon, bearing: f64, dist: f64) -> LatLon {
-    let p = Haversine::destination(geo::Point::new(center.lon, center.lat), bearing, dist);
+    let p = Haversine.destination(geo::Point::new(center.lon, center.lat), bearing, dist);
     let mut lon = p.x();
     if lon > 180.0 {
         lon -= 360.0;

@@ -1,8 +1,10 @@
 //! A tenant's engine settings, with the defaults of the integration.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::geo::MAX_RADIUS_M;
+use crate::geo::{LatLon, Shape, MAX_RADIUS_M};
 
 /// Per-tenant rules. Every field has a default, so `{}` is a valid value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,13 @@ pub struct Settings {
     /// kept after `windowEnd + window_hours` + 24 h; the Activity Report
     /// covers this span. Bounds the processor's state as days pass.
     pub retention_days: u32,
+    /// Polygon fences from the tenants file: location id → its ring of
+    /// `[lat, lon]` vertices (3 to 1000, not closed, not self-crossing).
+    /// Such a location's appointments are fenced by the polygon, not by
+    /// the circle around the location's point; Azuga, whose geomarks are
+    /// circles, is sent the circle that covers it (the report says so).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub location_polygons: BTreeMap<String, Vec<[f64; 2]>>,
 }
 
 impl Default for Settings {
@@ -50,6 +59,7 @@ impl Default for Settings {
             min_exit_dwell_s: 120,
             max_accuracy_m: None,
             retention_days: 30,
+            location_polygons: BTreeMap::new(),
         }
     }
 }
@@ -58,6 +68,8 @@ impl Default for Settings {
 pub enum SettingsError {
     #[error("settings.{field} = {value} is out of range ({expected})")]
     OutOfRange { field: &'static str, value: f64, expected: &'static str },
+    #[error("settings.location_polygons.{location}: {reason}")]
+    Polygon { location: String, reason: String },
 }
 
 impl Settings {
@@ -90,7 +102,17 @@ impl Settings {
         if let Some(a) = self.max_accuracy_m {
             check("max_accuracy_m", a, a > 0.0, "above 0")?;
         }
+        for (location, ring) in &self.location_polygons {
+            let shape = Shape::Polygon { ring: ring.iter().map(|[lat, lon]| LatLon::new(*lat, *lon)).collect() };
+            shape.validate().map_err(|e| SettingsError::Polygon { location: location.clone(), reason: e.to_string() })?;
+        }
         Ok(())
+    }
+
+    /// The polygon the tenants file gives `location`, if any (validated).
+    pub fn location_polygon(&self, location: &str) -> Option<Shape> {
+        let ring = self.location_polygons.get(location)?;
+        Some(Shape::Polygon { ring: ring.iter().map(|[lat, lon]| LatLon::new(*lat, *lon)).collect() })
     }
 
     pub fn window_ms(&self) -> i64 {
@@ -121,5 +143,12 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("fence_radius_m"));
         let nan = Settings { window_hours: f64::NAN, ..Settings::default() };
         assert!(nan.validate().is_err());
+        let mut poly = Settings::default();
+        poly.location_polygons.insert("5".into(), vec![[35.0, -80.0], [35.001, -80.0], [35.001, -80.001]]);
+        assert!(poly.validate().is_ok());
+        assert!(poly.location_polygon("5").is_some() && poly.location_polygon("6").is_none());
+        poly.location_polygons.insert("6".into(), vec![[35.0, -80.0], [35.001, -80.0]]);
+        let e = poly.validate().unwrap_err().to_string();
+        assert!(e.starts_with("settings.location_polygons.6: "), "{e}");
     }
 }

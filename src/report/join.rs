@@ -22,12 +22,17 @@
 //! - failure texts are readable sentences; a sink's reason is kept as is
 //!   when it already says what failed ("Azuga rejected geofence: …"), else
 //!   it is prefixed with what did not happen ("Service Link email not sent:
-//!   invalid recipient address").
+//!   invalid recipient address");
+//! - each line carries the status of its automated actions
+//!   ([`super::actions`]): a clock result counts for the action its command
+//!   made ([`CommandInfo::clock`]; a result of a command recorded before
+//!   that field existed counts for none).
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::actions::{self, Actions, ClockOutcome, ClockStep};
 use super::ReportRow;
 use crate::engine::Reason;
 use crate::kafka::records::{Outcome, SinkResult};
@@ -38,6 +43,9 @@ pub struct CommandInfo {
     pub appointment: String,
     /// The technician a clock change or Service Link is for.
     pub user: Option<String>,
+    /// The clock change a clock command makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockStep>,
 }
 
 /// Whether Azuga holds the appointment's geofence, as far as the geofence
@@ -83,6 +91,8 @@ pub struct ReportLine {
     pub sink_failures: Vec<String>,
     /// `{servicetrade_web_url}/job/{job}`.
     pub quick_link: Option<String>,
+    /// What became of the automated actions.
+    pub actions: Actions,
 }
 
 impl ReportLine {
@@ -203,9 +213,15 @@ fn line(
         trackme_url: None,
         clock_events_posted: 0,
         sink_failures: Vec::new(),
+        actions: Actions {
+            fence: actions::ActionStatus::Pending,
+            enroute_clock_out: actions::ActionStatus::Pending,
+            onsite_clock_in: actions::ActionStatus::Pending,
+        },
     };
     // Geofence failures wait here until a later success clears them.
     let mut fence_failures: Vec<String> = Vec::new();
+    let mut clocks: HashMap<ClockStep, ClockOutcome> = HashMap::new();
     for r in results {
         if r.outcome == Outcome::Superseded {
             continue;
@@ -228,7 +244,8 @@ fn line(
             }
             continue;
         }
-        let user = commands.get(&r.command_id).and_then(|c| c.user.as_ref());
+        let info = commands.get(&r.command_id);
+        let user = info.and_then(|c| c.user.as_ref());
         let for_this_row = match user {
             Some(u) => Some(u) == tech.as_ref(),
             // Unknown technician: only its failure is shown (module docs).
@@ -246,10 +263,18 @@ fn line(
             ("send_service_link", false, true) => l.service_link_delivered = Some(false),
             _ => {}
         }
+        if let (Some(step), Some(_)) = (info.and_then(|c| c.clock), user) {
+            clocks.insert(step, if done { Ok(()) } else { Err(sink_failure_text(r)) });
+        }
         if !done {
             l.sink_failures.push(sink_failure_text(r));
         }
     }
+    l.actions = Actions {
+        fence: actions::fence(&l.row, l.fence_in_azuga, fence_failures.last().map(String::as_str)),
+        enroute_clock_out: actions::clock(&l.row, actions::ENROUTE_OUT, clocks.get(&actions::ENROUTE_OUT)),
+        onsite_clock_in: actions::clock(&l.row, actions::ONSITE_IN, clocks.get(&actions::ONSITE_IN)),
+    };
     // Fence failures first: the fence comes first in the pipeline.
     fence_failures.append(&mut l.sink_failures);
     l.sink_failures = fence_failures;
@@ -287,7 +312,37 @@ mod tests {
     }
 
     fn cmd(user: &str) -> CommandInfo {
-        CommandInfo { appointment: "7001".into(), user: Some(user.into()) }
+        CommandInfo { appointment: "7001".into(), user: Some(user.into()), clock: None }
+    }
+
+    #[test]
+    fn clock_results_become_the_action_statuses_of_their_technician() {
+        let engine_rows = rows("arrival_basic.yaml");
+        let id = engine_rows[0].appointment.to_string();
+        let user = engine_rows[0].tech.as_ref().unwrap().to_string();
+        let step = |s: ClockStep| CommandInfo { appointment: id.clone(), user: Some(user.clone()), clock: Some(s) };
+        let commands = HashMap::from([
+            ("out".to_string(), step(actions::ENROUTE_OUT)),
+            ("in".to_string(), step(actions::ONSITE_IN)),
+        ]);
+        let results = vec![
+            result("out", &id, "clock", Outcome::Done, "", 1),
+            result("in", &id, "clock", Outcome::Failed, "HTTP 422: appointment 7001 is locked", 2),
+        ];
+        let lines = join(engine_rows.clone(), &results, &commands, None);
+        let a = &lines[0].actions;
+        assert!(matches!(a.enroute_clock_out, actions::ActionStatus::Done { at: Some(_) }), "{a:?}");
+        assert_eq!(
+            a.onsite_clock_in,
+            actions::ActionStatus::Failed {
+                reason: "ServiceTrade clock event not created: HTTP 422: appointment 7001 is locked".into()
+            }
+        );
+        assert_eq!(a.fence, actions::ActionStatus::Pending, "the fence was commanded; no result yet");
+        // Without results, both clock changes the engine decided are pending.
+        let lines = join(engine_rows, &[], &HashMap::new(), None);
+        assert_eq!(lines[0].actions.enroute_clock_out, actions::ActionStatus::Pending);
+        assert_eq!(lines[0].actions.onsite_clock_in, actions::ActionStatus::Pending);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - `rows`: the rows, derived purely from an engine's state, each with its
 //!   office (`of_office` keeps one office's);
 //! - `state`: the rows of a processor state store (all tasks merged);
+//! - `actions`: the status of each automated action on a line (pure);
 //! - `join`: rows joined with the sinks' results (pure): fence at Azuga,
 //!   Service Link delivered, clock events posted, sink failures in words;
 //! - `render`: HTML, CSV and JSON for one tenant and local day (pure);
@@ -18,6 +19,7 @@
 //! the pure modules, so a scenario's report and the served report agree.
 
 pub mod access;
+pub mod actions;
 pub mod join;
 pub mod map;
 pub mod render;

@@ -13,14 +13,18 @@
 //!   `failure_reason` is the first of them, plus the sink columns
 //!   (`fence_in_azuga`, `geomark_id`, `service_link_delivered`,
 //!   `trackme_url`, `clock_events_posted`, `sink_failures`,
-//!   `failure_texts`, `quick_link`), `office` and `office_name` (null
-//!   when the appointment has no office) and `explain`, the path of the
-//!   row's explanation (`/report/{tenant}/explain/{appointment}?tech={tech}`);
+//!   `failure_texts`, `quick_link`, `actions` and `fence_shape`:
+//!   [`super::actions`]), `office` and `office_name` (null when the
+//!   appointment has no office) and `explain`, the path of the row's
+//!   explanation (`/report/{tenant}/explain/{appointment}?tech={tech}`);
 //!   the evidence of each failure is in the engine row's fields
 //!   (`closest_approach`, `outside_window_ping`, `inside_before_enroute`,
 //!   `pairing_gap`; see [`super::rows`]);
 //! - CSV and HTML show that evidence as a sentence (`evidence`), and HTML
 //!   links each row to its explanation (`Why`), after the other columns;
+//! - CSV and HTML lead with the integration article's eleven columns in
+//!   its order ([`ARTICLE_COLUMNS`]), the three action columns as statuses
+//!   in words; the evidence columns follow;
 //! - CSV is RFC 4180 (header row, CRLF, quotes doubled); a text cell that a
 //!   spreadsheet would run as a formula (leading `=`, `+`, `-`, `@`, tab or
 //!   CR, and not a number) is prefixed with `'`;
@@ -34,6 +38,7 @@ use chrono_tz::Tz;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::actions::fence_shape_text;
 use super::join::ReportLine;
 use super::ReportRow;
 use crate::model::Ts;
@@ -151,6 +156,8 @@ fn json_line(tenant: &str, l: &ReportLine) -> Value {
         m.insert("trackme_url".into(), json!(l.trackme_url));
         m.insert("clock_events_posted".into(), json!(l.clock_events_posted));
         m.insert("quick_link".into(), json!(l.quick_link));
+        m.insert("actions".into(), json!(l.actions));
+        m.insert("fence_shape".into(), json!(l.row.fence_shape.as_ref().map(fence_shape_text)));
     }
     v
 }
@@ -163,29 +170,37 @@ pub fn json(tenant: &str, lines: &[ReportLine]) -> String {
 
 // ------------------------------------------------------------------- CSV
 
-/// The CSV header, in column order.
-pub const CSV_COLUMNS: [&str; 37] = [
-    "appointment",
-    "job",
+/// The integration article's eleven columns, in its order: what every
+/// Activity Report leads with (the action columns: [`super::actions`]).
+pub const ARTICLE_COLUMNS: [&str; 11] = [
+    "Appointment ID",
+    "Appointment Job ID",
+    "Quick Link",
+    "Appointment Status",
+    "Tech Name",
+    "Email",
+    "Tech Found in Azuga",
+    "Fence Created",
+    "Fence Result",
+    "Enroute Clock-Out",
+    "Enroute Clock-In",
+];
+
+/// The evidence columns that follow the article's, in order.
+pub const EVIDENCE_COLUMNS: [&str; 29] = [
     "job_number",
-    "quick_link",
     "location",
     "location_name",
     "office",
     "office_name",
-    "status",
     "window_start",
     "window_end",
     "tech",
-    "tech_name",
-    "tech_email",
-    "tech_found_in_azuga",
     "vehicle",
-    "fence_created",
     "fence_name",
+    "fence_shape",
     "fence_in_azuga",
     "geomark_id",
-    "fence_result",
     "service_link_sent",
     "service_link_delivered",
     "enroute_clock_in",
@@ -204,36 +219,45 @@ pub const CSV_COLUMNS: [&str; 37] = [
     "evidence",
 ];
 
+/// The CSV header, in column order.
+pub fn csv_columns() -> Vec<&'static str> {
+    ARTICLE_COLUMNS.iter().chain(EVIDENCE_COLUMNS.iter()).copied().collect()
+}
+
 fn csv_time(t: Option<Ts>, tz: Tz) -> String {
     t.map(|t| at(t, tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)).unwrap_or_default()
 }
 
-fn csv_record(l: &ReportLine, tz: Tz) -> [String; 37] {
+fn csv_record(l: &ReportLine, tz: Tz) -> [String; 40] {
     let r = &l.row;
     let a = r.arrival.as_ref();
     let texts = l.failure_texts();
     [
         r.appointment.to_string(),
         opt(r.job.as_ref()),
-        opt(r.job_number.as_ref()),
         l.quick_link.clone().unwrap_or_default(),
+        r.status.to_string(),
+        r.tech_name.clone().unwrap_or_default(),
+        r.tech_email.clone().unwrap_or_default(),
+        yes_no(r.tech_found_in_azuga).into(),
+        l.actions.fence.text(tz),
+        code(&r.fence_result),
+        l.actions.enroute_clock_out.text(tz),
+        l.actions.onsite_clock_in.text(tz),
+        // Evidence.
+        opt(r.job_number.as_ref()),
         opt(r.location.as_ref()),
         r.location_name.clone().unwrap_or_default(),
         opt(r.office.as_ref()),
         r.office_name.clone().unwrap_or_default(),
-        r.status.to_string(),
         csv_time(r.window_start, tz),
         csv_time(r.window_end, tz),
         opt(r.tech.as_ref()),
-        r.tech_name.clone().unwrap_or_default(),
-        r.tech_email.clone().unwrap_or_default(),
-        yes_no(r.tech_found_in_azuga).into(),
         opt(r.vehicle.as_ref()),
-        yes_no(r.fence_created).into(),
         r.fence_name.clone().unwrap_or_default(),
+        r.fence_shape.as_ref().map(fence_shape_text).unwrap_or_default(),
         l.fence_in_azuga.as_str().into(),
         l.geomark_id.clone().unwrap_or_default(),
-        code(&r.fence_result),
         csv_time(r.service_link_sent, tz),
         l.service_link_delivered.map(|d| yes_no(d).to_string()).unwrap_or_default(),
         csv_time(r.enroute_clock_in, tz),
@@ -269,7 +293,7 @@ pub fn csv_cell(s: &str) -> String {
 
 /// The lines as CSV (see the module docs).
 pub fn csv(lines: &[ReportLine], tz: Tz) -> String {
-    let mut out = CSV_COLUMNS.join(",");
+    let mut out = csv_columns().join(",");
     out.push_str("\r\n");
     for l in lines {
         let cells: Vec<String> = csv_record(l, tz).iter().map(|c| csv_cell(c)).collect();
@@ -287,23 +311,27 @@ pub use crate::sink::render::escape_html as escape;
 
 /// `(key, heading)` of the HTML table's columns, in order. The key is what
 /// `#sort=KEY` (or `#sort=-KEY`, descending) in the page URL sorts by.
-pub const HTML_COLUMNS: [(&str, &str); 26] = [
-    ("appointment", "Appointment"),
-    ("job", "Job"),
+pub const HTML_COLUMNS: [(&str, &str); 29] = [
+    ("appointment", "Appointment ID"),
+    ("job", "Appointment Job ID"),
+    ("quick_link", "Quick Link"),
+    ("status", "Appointment Status"),
+    ("tech_name", "Tech Name"),
+    ("tech_email", "Email"),
+    ("tech_found_in_azuga", "Tech Found in Azuga"),
+    ("fence_created", "Fence Created"),
+    ("fence_result", "Fence Result"),
+    ("enroute_clock_out_action", "Enroute Clock-Out"),
+    ("onsite_clock_in_action", "Enroute Clock-In"),
+    // Evidence.
     ("job_number", "Job no."),
     ("location", "Location"),
     ("office", "Office"),
-    ("status", "Status"),
     ("window_start", "Window start"),
     ("window_end", "Window end"),
     ("tech", "Tech id"),
-    ("tech_name", "Technician"),
-    ("tech_email", "Email"),
-    ("tech_found_in_azuga", "In Azuga"),
     ("vehicle", "Vehicle"),
-    ("fence_created", "Fence created"),
     ("fence_in_azuga", "Fence at Azuga"),
-    ("fence_result", "Fence result"),
     ("service_link", "Service Link"),
     ("enroute_clock_in", "En Route in"),
     ("enroute_clock_out", "En Route out"),
@@ -347,10 +375,18 @@ fn time_cell(t: Option<Ts>, day: NaiveDate, tz: Tz) -> Cell {
     }
 }
 
-fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 26] {
+fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 29] {
     let r = &l.row;
     let mut job = text(opt(r.job.as_ref()));
     job.link = l.quick_link.clone().filter(|_| r.job.is_some());
+    let quick = match &l.quick_link {
+        Some(url) => Cell { link: Some(url.clone()), ..text("open in ServiceTrade") },
+        None => Cell::default(),
+    };
+    let action = |a: &super::actions::ActionStatus| Cell {
+        class: a.is_failed().then_some("failures"),
+        ..text(a.text(tz))
+    };
     let service_link = match (r.service_link_sent, l.service_link_delivered) {
         (None, _) => Cell::default(),
         (Some(t), delivered) => {
@@ -402,20 +438,24 @@ fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 26
     [
         text(r.appointment.to_string()),
         job,
-        text(opt(r.job_number.as_ref())),
-        text(r.location_name.clone().unwrap_or_else(|| opt(r.location.as_ref()))),
-        text(r.office_name.clone().unwrap_or_else(|| opt(r.office.as_ref()))),
+        quick,
         text(r.status),
-        time_cell(r.window_start, day, tz),
-        time_cell(r.window_end, day, tz),
-        text(opt(r.tech.as_ref())),
         text(r.tech_name.clone().unwrap_or_default()),
         text(r.tech_email.clone().unwrap_or_default()),
         text(yes_no(r.tech_found_in_azuga)),
-        text(opt(r.vehicle.as_ref())),
-        text(yes_no(r.fence_created)),
-        text(l.fence_in_azuga.as_str()),
+        Cell { title: r.fence_shape.as_ref().map(fence_shape_text), ..action(&l.actions.fence) },
         text(code(&r.fence_result).replace('_', " ")),
+        action(&l.actions.enroute_clock_out),
+        action(&l.actions.onsite_clock_in),
+        // Evidence.
+        text(opt(r.job_number.as_ref())),
+        text(r.location_name.clone().unwrap_or_else(|| opt(r.location.as_ref()))),
+        text(r.office_name.clone().unwrap_or_else(|| opt(r.office.as_ref()))),
+        time_cell(r.window_start, day, tz),
+        time_cell(r.window_end, day, tz),
+        text(opt(r.tech.as_ref())),
+        text(opt(r.vehicle.as_ref())),
+        text(l.fence_in_azuga.as_str()),
         service_link,
         time_cell(r.enroute_clock_in, day, tz),
         time_cell(r.enroute_clock_out, day, tz),
@@ -538,13 +578,17 @@ pub fn content_security_policy() -> String {
     )
 }
 
-/// The report page for `tenant` and local `day` (see the module docs).
-pub fn html(tenant: &str, day: NaiveDate, tz: Tz, lines: &[ReportLine]) -> String {
+/// The report page for `tenant` and local `day` (see the module docs);
+/// `other_days`: links to the previous and next day (not for a page opened
+/// by a one-day link, which would not open them).
+pub fn html(tenant: &str, day: NaiveDate, tz: Tz, lines: &[ReportLine], other_days: bool) -> String {
     let e = escape;
     let arrived = lines.iter().filter(|l| l.row.fence_result == super::FenceResult::Arrived).count();
     let failed = lines.iter().filter(|l| l.has_failures()).count();
     let nav_day = |d: Option<NaiveDate>, label: &str| {
-        d.map(|d| format!("<a class=\"keep-token\" href=\"?day={d}\">{label}</a>")).unwrap_or_default()
+        d.filter(|_| other_days)
+            .map(|d| format!("<a class=\"keep-token\" href=\"?day={d}\">{label}</a>"))
+            .unwrap_or_default()
     };
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -636,140 +680,5 @@ pub fn explain_html(tenant: &str, e: &crate::audit::Explanation) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kafka::records::{Outcome, SinkResult};
-    use crate::report::join::join;
-    use crate::scenario::Scenario;
-    use std::collections::HashMap;
-
-    fn lines(file: &str) -> Vec<ReportLine> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(file);
-        let rows = Scenario::load(&path).unwrap().run().unwrap().report;
-        join(rows, &[], &HashMap::new(), Some("https://st.example"))
-    }
-
-    fn ny() -> Tz {
-        zone(Some("America/New_York"))
-    }
-
-    #[test]
-    fn days_are_local_to_the_tenant() {
-        let t = Ts::parse("2026-11-28T03:00:00Z").unwrap();
-        assert_eq!(local_day(t, zone(None)).to_string(), "2026-11-28");
-        assert_eq!(local_day(t, ny()).to_string(), "2026-11-27");
-        assert_eq!(zone(Some("Mars/Olympus")), chrono_tz::UTC);
-        let mut rows: Vec<ReportRow> = lines("arrival_basic.yaml").into_iter().map(|l| l.row).collect();
-        let day = local_day(rows[0].window_start.unwrap(), zone(None));
-        assert_eq!(for_day(rows.clone(), day, zone(None)).len(), rows.len());
-        assert!(for_day(rows.clone(), day.succ_opt().unwrap(), zone(None)).is_empty());
-        // 03:00 UTC is the evening before in New York.
-        rows[0].window_start = Some(t);
-        assert_eq!(for_day(rows.clone(), NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(), ny()).len(), 1);
-        assert!(for_day(rows.clone(), NaiveDate::from_ymd_opt(2026, 11, 28).unwrap(), ny()).is_empty());
-        rows[0].window_start = None;
-        assert!(!starts_on(&rows[0], day, zone(None)), "no window, no day");
-    }
-
-    #[test]
-    fn csv_is_rfc_4180_with_local_times_and_defused_formulas() {
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
-        assert_eq!(csv_cell("=cmd()"), "'=cmd()");
-        assert_eq!(csv_cell("-80.843100"), "-80.843100", "numbers stay numbers");
-        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
-        let mut l = lines("arrival_basic.yaml");
-        l[0].row.tech_name = Some("=HYPERLINK(\"x\")".into());
-        l[0].sink_failures.push("Azuga rejected geofence: radius 5 m, minimum 50 m".into());
-        let text = csv(&l, ny());
-        let records: Vec<&str> = text.split_terminator("\r\n").collect();
-        assert_eq!(records[0], CSV_COLUMNS.join(","));
-        assert_eq!(records.len(), 1 + l.len());
-        assert!(text.ends_with("\r\n"));
-        assert!(records[1].contains("2026-11-28T09:00:00-05:00"), "window start in New York time: {}", records[1]);
-        assert!(records[1].contains("\"'=HYPERLINK(\"\"x\"\")\""), "{}", records[1]);
-        assert!(records[1].contains("minimum 50 m\""), "{}", records[1]);
-    }
-
-    #[test]
-    fn json_is_the_engine_row_plus_the_sink_columns() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/did_not_arrive.yaml");
-        let rows = Scenario::load(&path).unwrap().run().unwrap().report;
-        let failed = SinkResult {
-            command_id: "f1".into(),
-            appointment: rows[0].appointment.to_string(),
-            kind: "create_geofence".into(),
-            sink: "geofence".into(),
-            outcome: Outcome::Failed,
-            reason: "Azuga rejected geofence: HTTP 422".into(),
-            remote_ref: None,
-            attempts: 3,
-            executed_at: Ts(1),
-            command_time: Ts(0),
-        };
-        let l = join(rows.clone(), &[failed], &HashMap::new(), None);
-        let v: Value = serde_json::from_str(&json("acme", &l)).unwrap();
-        let got = v.as_array().unwrap();
-        assert_eq!(got.len(), rows.len());
-        let mut engine = serde_json::to_value(&rows[0]).unwrap();
-        let mut codes = engine["failures"].as_array().unwrap().clone();
-        assert!(!codes.is_empty());
-        codes.push(json!("Azuga rejected geofence: HTTP 422"));
-        assert_eq!(got[0]["failures"], Value::Array(codes.clone()));
-        assert_eq!(got[0]["failure_reason"], codes[0]);
-        assert_eq!(got[0]["fence_in_azuga"], "failed");
-        assert_eq!((&got[0]["office"], &got[0]["office_name"]), (&Value::Null, &Value::Null), "always present");
-        let mut row = got[0].clone();
-        for k in [
-            "failures",
-            "failure_reason",
-            "failure_texts",
-            "sink_failures",
-            "fence_in_azuga",
-            "geomark_id",
-            "service_link_delivered",
-            "trackme_url",
-            "clock_events_posted",
-            "quick_link",
-            "explain",
-            "office",
-            "office_name",
-        ] {
-            row.as_object_mut().unwrap().remove(k);
-            engine.as_object_mut().unwrap().remove(k);
-        }
-        assert_eq!(row, engine, "every engine column unchanged");
-    }
-
-    #[test]
-    fn html_has_the_sortable_table_links_highlights_and_escapes() {
-        let mut l = lines("arrival_basic.yaml");
-        l[0].sink_failures.push("Azuga rejected geofence: <b>\"x\"</b>".into());
-        l[0].row.tech_name = Some("<script>alert(1)</script>".into());
-        let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
-        let page = html("acme", day, ny(), &l);
-        assert!(page.contains("<table id=\"report\" data-sortable=\"pending\">"));
-        assert!(page.contains("href=\"https://st.example/job/900\""));
-        assert!(page.contains("<tr class=\"failed\">"));
-        assert!(page.contains("&lt;b&gt;&quot;x&quot;&lt;/b&gt;") && !page.contains("<b>"));
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert_eq!(page.matches("<script").count(), 1, "only the page's own script");
-        assert_eq!(page.matches("<tr").count(), 1 + l.len(), "one header row and one row per line");
-        assert_eq!(page.matches("<th ").count(), HTML_COLUMNS.len());
-        assert!(page.contains("Times in America/New_York"));
-        assert!(page.contains("href=\"?day=2026-11-27\"") && page.contains("href=\"?day=2026-11-29\""));
-        // The arrival evidence: ping time, position, distance, with a map link.
-        let a = l[0].row.arrival.as_ref().unwrap();
-        assert!(page.contains(&format!("{} m from centre", a.distance_m)), "{page}");
-        assert!(page.contains("openstreetmap.org"));
-        // The policy allows exactly this script and style.
-        let csp = content_security_policy();
-        assert!(csp.contains(&sha256_source(SCRIPT)) && csp.contains("default-src 'none'"));
-        assert!(page.contains(&format!("<script>{SCRIPT}</script>")));
-        assert!(page.contains(&format!("<style>{STYLE}</style>")));
-        assert!(!SCRIPT.contains("</") && !SCRIPT.contains("<tr"));
-        let empty = html("acme", day, ny(), &[]);
-        assert!(empty.contains("No appointments start on this day."));
-    }
-}
+#[path = "render_tests.rs"]
+mod tests;

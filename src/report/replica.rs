@@ -36,6 +36,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::actions::ClockStep;
 use super::join::{join, CommandInfo, ReportLine};
 use super::state::{engine_holding, engines_from_state, rows_from_state, StateRowsError};
 use super::ReportRow;
@@ -271,14 +272,14 @@ pub fn command_key(tenant: &str, id: &str) -> Vec<u8> {
 }
 
 /// What the report keeps of a command: the technician of a clock change or
-/// Service Link; nothing of the others.
+/// Service Link and which clock change; nothing of the others.
 pub fn command_info(c: &Command) -> Option<CommandInfo> {
-    let user = match &c.action {
-        Action::Clock(k) => &k.user,
-        Action::SendServiceLink(l) => &l.user,
+    let (user, clock) = match &c.action {
+        Action::Clock(k) => (&k.user, Some(ClockStep { activity: k.activity, action: k.action })),
+        Action::SendServiceLink(l) => (&l.user, None),
         _ => return None,
     };
-    Some(CommandInfo { appointment: c.appointment.to_string(), user: Some(user.to_string()) })
+    Some(CommandInfo { appointment: c.appointment.to_string(), user: Some(user.to_string()), clock })
 }
 
 /// Follows the processor's changelogs (one per stage) into the replica's

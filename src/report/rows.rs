@@ -23,6 +23,7 @@ use crate::engine::state::{Assignment, State};
 use crate::engine::timeline::PairingGap;
 use crate::engine::watches::dedup_in_order;
 use crate::engine::{Engine, Evidence, LinkState, Reason};
+use crate::geo::Shape;
 use crate::model::{Appointment, AppointmentStatus, ClockAction, Id, Ts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,6 +58,10 @@ pub struct ReportRow {
     pub vehicle: Option<Id>,
     pub fence_created: bool,
     pub fence_name: Option<String>,
+    /// The fence's shape (the report says how Azuga holds it:
+    /// [`super::actions::fence_shape_text`]).
+    #[serde(skip)]
+    pub fence_shape: Option<Shape>,
     pub fence_result: FenceResult,
     pub service_link_sent: Option<Ts>,
     pub enroute_clock_in: Option<Ts>,
@@ -177,6 +182,7 @@ fn base_row(st: &State, id: &Id, appt: &Appointment) -> ReportRow {
         vehicle: None,
         fence_created: fence.is_some(),
         fence_name: fence.map(|f| f.name.clone()),
+        fence_shape: fence.map(|f| f.shape.clone()),
         fence_result: if fenced { FenceResult::NotArrived } else { FenceResult::NoFence },
         service_link_sent: None,
         enroute_clock_in: None,

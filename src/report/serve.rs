@@ -341,8 +341,20 @@ async fn answer(
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         return (r, Some(format));
     }
+    // A link for one day's report opens that day only: its page offers no
+    // links to other days (they would answer 401). A token in a header or
+    // a map link opens every day.
+    let other_days = match (q.get("expires"), q.get("sig")) {
+        (Some(exp), Some(sig)) => tenant
+            .email
+            .as_ref()
+            .and_then(|e| e.report_token.as_ref())
+            .is_some_and(|t| link::verify(t, &tenant.name, link::MAP_SCOPE, exp, sig, now_s).is_ok()),
+        _ => true,
+    };
     let (app, tenant, office) = (app.clone(), tenant.clone(), office_param(q));
-    let built = tokio::task::spawn_blocking(move || build(&app, &tenant, day, office.as_ref(), format)).await;
+    let built =
+        tokio::task::spawn_blocking(move || build(&app, &tenant, day, office.as_ref(), format, other_days)).await;
     let response = match built {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -467,6 +479,7 @@ fn build(
     day: NaiveDate,
     office: Option<&Id>,
     format: Format,
+    other_days: bool,
 ) -> Result<Response, ReplicaError> {
     let tz = zone(tenant.timezone.as_deref());
     let rows = of_office(for_day(app.replica.rows(&tenant.name, &tenant.settings)?, day, tz), office);
@@ -484,7 +497,7 @@ fn build(
                 (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
                 (header::CONTENT_SECURITY_POLICY, content_security_policy()),
             ],
-            html(&tenant.name, day, tz, &lines),
+            html(&tenant.name, day, tz, &lines, other_days),
         )
             .into_response(),
         Format::Csv => (

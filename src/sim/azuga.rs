@@ -23,7 +23,8 @@
 //!   `DELETE /v1/geomarks {ids}`; radius at most
 //!   10 miles; `fenceType` `Circular`.
 //! - TrackMe: `POST /v1/trackme {latitude, longitude, destLatitude,
-//!   destLongitude, vehicleId, userId, ttl, message}` → `{token, url}`;
+//!   destLongitude, vehicleId, userId, ttl, message}` → `{token, url}`
+//!   (coordinates optional: without them the link shows the vehicle only);
 //!   `GET /v1/trackme[?vehicleId=]` lists live links (with `createdAt`,
 //!   `expiresAt`); `PUT /v1/trackme/{token}` keeps it alive.
 //! - Webhooks: `POST /v1/webhooks {url, eventTypes, authorization, headers}`; GPS
@@ -613,15 +614,20 @@ async fn trackme_create(State(sim): State<Arc<AzugaSim>>, headers: HeaderMap, bo
         other => other.to_string(),
     });
     let ttl_ok = t.get("ttl").and_then(Value::as_f64).is_some_and(|x| x > 0.0);
+    // Coordinates are optional (a link without a destination shows the
+    // vehicle only), but each given one is a number and the destination
+    // comes as a pair.
+    let given = |k: &str| t.get(k).is_some_and(|v| !v.is_null());
     let coords = ["latitude", "longitude", "destLatitude", "destLongitude"]
         .iter()
-        .all(|k| t.get(*k).and_then(Value::as_f64).is_some());
+        .all(|k| !given(k) || t.get(*k).and_then(Value::as_f64).is_some())
+        && given("destLatitude") == given("destLongitude");
     let mut d = lock(&sim.data);
     let Some(vehicle) = vehicle.filter(|v| d.vehicles.contains_key(v.as_str())) else {
         return fail(StatusCode::BAD_REQUEST, "vehicleId missing or unknown");
     };
     if !ttl_ok || !coords {
-        return fail(StatusCode::BAD_REQUEST, "ttl and coordinates are required");
+        return fail(StatusCode::BAD_REQUEST, "ttl is required; coordinates must be numbers, the destination a pair");
     }
     let token = {
         let mut r = lock(&sim.rng);

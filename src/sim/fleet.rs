@@ -1,7 +1,8 @@
 //! The fleet simulator: a deterministic working day for N technicians.
 //!
 //! Pure: no I/O, no wall clock; the day is a function of [`FleetConfig`]
-//! (seed included). For each technician it makes a ServiceTrade user, an
+//! (seed included); addresses are the tenant's own (`@{tenant}.example`,
+//! customers `@{tenant}-customer.example`). For each technician it makes a ServiceTrade user, an
 //! Azuga driver with the same email (case varied, to exercise matching), a
 //! vehicle and a pairing; a depot; 3 to 5 appointments at customer
 //! locations, each on its own job, windows around the planned arrival; and
@@ -19,6 +20,17 @@
 //!   time; `World::pings` is sorted by release time;
 //! - every scheduled appointment's location is visited (a fix within the
 //!   fence radius) inside its window ± 8 h, after that technician's En Route.
+//!
+//! With [`FleetConfig::failures`] the day also holds what the Activity
+//! Report exists to explain, each in a few percent of rows, chosen by
+//! position so every day of 24 or more technicians has each one:
+//! technician 4 of every 24 is not paired with a vehicle, technician 9 of
+//! every 24 has an Azuga email that is not their ServiceTrade email (not
+//! found in Azuga), appointment 11 of every 30 has no job, and appointment
+//! 23 of every 30 (of a healthy technician) is locked at ServiceTrade
+//! ([`World::clock_locked`]: its clock POSTs are refused). About one
+//! appointment in ten is not scheduled either way (with failures it keeps
+//! its planned window, so it shows on that day's report).
 
 use crate::model::{
     Activity, Appointment, AppointmentStatus, ClockAction, ClockEvent, Contact, Driver, Id, Job, Location, Office,
@@ -43,6 +55,8 @@ pub struct FleetConfig {
     pub duplicate_rate: f64,
     /// GPS noise standard deviation, metres.
     pub noise_m: f64,
+    /// The failures a real day has (see the module docs).
+    pub failures: bool,
 }
 
 impl Default for FleetConfig {
@@ -57,7 +71,16 @@ impl Default for FleetConfig {
             late_rate: 0.02,
             duplicate_rate: 0.02,
             noise_m: 6.0,
+            failures: false,
         }
+    }
+}
+
+impl FleetConfig {
+    /// The day `geoclock demo` runs: `technicians` from `day_start`, with
+    /// a real day's failures.
+    pub fn demo(seed: u64, technicians: usize, day_start: Ts) -> FleetConfig {
+        FleetConfig { seed, technicians, day_start, failures: true, ..FleetConfig::default() }
     }
 }
 
@@ -111,7 +134,7 @@ pub fn generate(cfg: &FleetConfig) -> World {
     w.users.push(User {
         id: Id::number(1),
         name: "Office Admin".into(),
-        email: Some("office@acme.example".into()),
+        email: Some(format!("office@{}.example", cfg.tenant)),
         tech: false,
     });
     // Two offices; each technician's sites are served by one of them, and
@@ -128,7 +151,7 @@ pub fn generate(cfg: &FleetConfig) -> World {
         let mut rng = Rng::stream(cfg.seed, i as u64 + 1);
         let first = FIRST[i % FIRST.len()];
         let last = LAST[(i / FIRST.len()) % LAST.len()];
-        let email = format!("{}.{}{}@acme.example", first.to_lowercase(), last.to_lowercase(), i);
+        let email = format!("{}.{}{}@{}.example", first.to_lowercase(), last.to_lowercase(), i, cfg.tenant);
         let user_id = Id::number(1000 + i as i64);
         let driver_id = Id::text(format!("drv-{i:03}"));
         let vehicle_id = Id::text(format!("veh-{i:03}"));
@@ -138,15 +161,25 @@ pub fn generate(cfg: &FleetConfig) -> World {
             email: Some(email.clone()),
             tech: true,
         });
-        let driver_email = if i % 3 == 0 { format!(" {} ", email.to_uppercase()) } else { email.clone() };
+        let unpaired = cfg.failures && i % 24 == 4;
+        let unknown_email = cfg.failures && i % 24 == 9;
+        let driver_email = if unknown_email {
+            format!("{}{}.{}@personal.example", first.to_lowercase(), i, last.to_lowercase())
+        } else if i % 3 == 0 {
+            format!(" {} ", email.to_uppercase())
+        } else {
+            email.clone()
+        };
         w.drivers.push(Driver { id: driver_id.clone(), name: format!("{first} {last}"), email: Some(driver_email) });
         w.vehicles.push(Vehicle { id: vehicle_id.clone(), name: format!("Truck {}", i + 1) });
-        w.pairings.push(Pairing {
-            driver: driver_id,
-            vehicle: vehicle_id.clone(),
-            from: Ts::from_secs(day0 - 3600),
-            to: None,
-        });
+        if !unpaired {
+            w.pairings.push(Pairing {
+                driver: driver_id,
+                vehicle: vehicle_id.clone(),
+                from: Ts::from_secs(day0 - 3600),
+                to: None,
+            });
+        }
 
         let depot =
             offset(cfg.center, rng.range_f64(-0.5, 0.5) * cfg.radius_m, rng.range_f64(-0.5, 0.5) * cfg.radius_m);
@@ -172,7 +205,7 @@ pub fn generate(cfg: &FleetConfig) -> World {
                 w.contacts.push(Contact {
                     id: c.clone(),
                     name: format!("Facility Manager {next_site}"),
-                    email: Some(format!("manager{next_site}@customer.example")),
+                    email: Some(format!("manager{next_site}@{}-customer.example", cfg.tenant)),
                     locations: vec![loc_id.clone()],
                 });
             }
@@ -181,7 +214,8 @@ pub fn generate(cfg: &FleetConfig) -> World {
                 name: format!("Site {next_site}"),
                 lat: Some(round6(site.0)),
                 lon: Some(round6(site.1)),
-                email: Some(format!("fm{next_site}@customer.example")),
+                // Each tenant's customers are its own.
+                email: Some(format!("fm{next_site}@{}-customer.example", cfg.tenant)),
                 polygon: None,
                 timezone: None,
                 primary_contact: contact,
@@ -229,12 +263,18 @@ pub fn generate(cfg: &FleetConfig) -> World {
             // Window: the half hour before arrival, two hours long; one in ten unscheduled.
             let ws = arrival - arrival.rem_euclid(1800);
             let scheduled = !rng.chance(0.1);
+            let no_job = cfg.failures && next_site % 30 == 11;
+            if cfg.failures && next_site % 30 == 23 && scheduled && !unpaired && !unknown_email {
+                w.clock_locked.push(appt_id.clone());
+            }
             w.appointments.push(Appointment {
                 id: appt_id,
-                job: Some(job_id),
+                job: (!no_job).then_some(job_id),
                 status: if scheduled { AppointmentStatus::Scheduled } else { AppointmentStatus::Unscheduled },
-                window_start: scheduled.then(|| Ts::from_secs(ws)),
-                window_end: scheduled.then(|| Ts::from_secs(ws + 7200)),
+                // With failures, an unscheduled appointment keeps its planned
+                // window (it shows on that day's report, not scheduled).
+                window_start: (scheduled || cfg.failures).then(|| Ts::from_secs(ws)),
+                window_end: (scheduled || cfg.failures).then(|| Ts::from_secs(ws + 7200)),
                 techs: vec![user_id.clone()],
             });
             // On site.
@@ -357,5 +397,30 @@ mod tests {
         let emails: HashSet<_> =
             w.users.iter().filter(|u| u.tech).map(|u| crate::model::normalize_email(u.email.as_deref())).collect();
         assert!(w.drivers.iter().all(|d| emails.contains(&crate::model::normalize_email(d.email.as_deref()))));
+    }
+
+    #[test]
+    fn a_day_with_failures_has_each_in_a_few_percent_of_rows() {
+        let w = generate(&FleetConfig { technicians: 24, seed: 7, failures: true, ..FleetConfig::default() });
+        let appts = w.appointments.len();
+        assert!(appts >= 72, "{appts}");
+        let paired: HashSet<_> = w.pairings.iter().map(|p| p.driver.clone()).collect();
+        assert_eq!(w.drivers.iter().filter(|d| !paired.contains(&d.id)).count(), 1, "one technician unpaired");
+        let emails: HashSet<_> =
+            w.users.iter().filter(|u| u.tech).map(|u| crate::model::normalize_email(u.email.as_deref())).collect();
+        let unknown = w.drivers.iter().filter(|d| !emails.contains(&crate::model::normalize_email(d.email.as_deref())));
+        assert_eq!(unknown.count(), 1, "one technician's Azuga email is not theirs at ServiceTrade");
+        let no_job = w.appointments.iter().filter(|a| a.job.is_none()).count();
+        assert!((1..=appts / 20).contains(&no_job), "{no_job} of {appts} without a job");
+        assert!((1..=appts / 20).contains(&w.clock_locked.len()), "{:?}", w.clock_locked);
+        for id in &w.clock_locked {
+            let a = w.appointments.iter().find(|a| &a.id == id).unwrap();
+            assert!(a.job.is_some() && a.status == AppointmentStatus::Scheduled, "a locked appointment would be clocked");
+        }
+        let unscheduled = w.appointments.iter().filter(|a| a.status != AppointmentStatus::Scheduled).count();
+        assert!((1..=appts / 5).contains(&unscheduled), "{unscheduled} of {appts} not scheduled");
+        let plain = generate(&FleetConfig { technicians: 24, seed: 7, ..FleetConfig::default() });
+        assert!(plain.clock_locked.is_empty() && plain.appointments.iter().all(|a| a.job.is_some()));
+        assert_eq!(plain.pairings.len(), 24);
     }
 }

@@ -14,7 +14,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{EntityRef, Event};
-use crate::model::{Appointment, ClockEvent, Contact, Driver, Job, Location, Office, Pairing, Ping, Ts, User, Vehicle};
+use crate::model::{
+    Appointment, ClockEvent, Contact, Driver, Id, Job, Location, Office, Pairing, Ping, Ts, User, Vehicle,
+};
 use crate::scenario::{Scenario, ScenarioError};
 
 /// A ping and when the tracker hands it to Azuga.
@@ -40,6 +42,10 @@ pub struct World {
     pub vehicles: Vec<Vehicle>,
     pub pairings: Vec<Pairing>,
     pub pings: Vec<ScheduledPing>,
+    /// Appointments ServiceTrade holds locked (their job was invoiced): it
+    /// refuses clock events on them with a 422.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_locked: Vec<Id>,
 }
 
 fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
@@ -67,6 +73,7 @@ impl World {
             vehicles: Vec::new(),
             pairings: Vec::new(),
             pings: Vec::new(),
+            clock_locked: Vec::new(),
         };
         for e in s.all_events() {
             w.apply(e);
@@ -78,6 +85,28 @@ impl World {
     /// Loads a scenario YAML file as a world.
     pub fn load(path: &Path) -> Result<World, ScenarioError> {
         Ok(World::from_scenario(&Scenario::load(path)?))
+    }
+
+    /// The world as the pipeline would see it, in order: every entity, then
+    /// the clock events and pings merged by when they happen (a clock event
+    /// at its time, a ping at its release; a clock event first on a tie).
+    /// What a pure engine run over the world consumes.
+    pub fn events(&self) -> Vec<Event> {
+        let mut out: Vec<Event> = Vec::new();
+        out.extend(self.users.iter().cloned().map(Event::User));
+        out.extend(self.offices.iter().cloned().map(Event::Office));
+        out.extend(self.contacts.iter().cloned().map(Event::Contact));
+        out.extend(self.locations.iter().cloned().map(Event::Location));
+        out.extend(self.jobs.iter().cloned().map(Event::Job));
+        out.extend(self.appointments.iter().cloned().map(Event::Appointment));
+        out.extend(self.drivers.iter().cloned().map(Event::Driver));
+        out.extend(self.vehicles.iter().cloned().map(Event::Vehicle));
+        out.extend(self.pairings.iter().cloned().map(Event::Pairing));
+        let mut timed: Vec<(Ts, u8, Event)> = self.clocks.iter().map(|c| (c.time, 0, Event::Clock(c.clone()))).collect();
+        timed.extend(self.pings.iter().map(|p| (p.release_at, 1, Event::Ping(p.ping.clone()))));
+        timed.sort_by_key(|(t, order, _)| (*t, *order));
+        out.extend(timed.into_iter().map(|(_, _, e)| e));
+        out
     }
 
     /// Applies one event (see [`World::from_scenario`]).

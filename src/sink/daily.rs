@@ -307,6 +307,8 @@ mod tests {
             .collect(),
             report_token: None,
             servicetrade_web_url: None,
+            admin_name: None,
+            service_link_url: None,
         };
         let offices: Vec<Option<&str>> = audiences(&cfg).iter().map(|a| a.office).collect();
         assert_eq!(offices, vec![None, Some("101"), Some("102")]);

@@ -64,6 +64,15 @@ pub fn message(from: &str, to: &str, message_id: &str, email: &Email) -> Result<
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
+/// The Service Link's sender: the activating admin's full name, when the
+/// tenant gives it, at `from`'s address; else `from` as it is.
+pub fn link_sender(from: &str, admin_name: Option<&str>) -> String {
+    match (admin_name, from.parse::<Mailbox>()) {
+        (Some(name), Ok(m)) => Mailbox::new(Some(name.to_string()), m.email).to_string(),
+        _ => from.to_string(),
+    }
+}
+
 /// Sending one message over SMTP, as an effect the vendor cannot be asked about.
 pub struct Smtp<'a> {
     pub transport: &'a SmtpTransport,
@@ -199,8 +208,10 @@ impl EmailSink {
                 }
             }
         };
-        let email = service_link(&link, &url, cfg.company());
-        let msg = match message(&cfg.from, &link.to, &format!("<{}.{tenant}@geoclock>", w.command.id), &email) {
+        let st_link = cfg.service_link_url(w.command.appointment.as_str(), link.job_number.as_ref().map(|j| j.as_str()));
+        let email = service_link(&link, &url, cfg.company(), st_link.as_deref());
+        let from = link_sender(&cfg.from, cfg.admin_name.as_deref());
+        let msg = match message(&from, &link.to, &format!("<{}.{tenant}@geoclock>", w.command.id), &email) {
             Ok(m) => m,
             Err(why) => return Ok(w.failed(SinkKind::Email, why)),
         };
@@ -232,5 +243,20 @@ impl Executor for EmailSink {
         let Some(base) = &self.report_url else { return Ok(Vec::new()) };
         let day = super::daily::due_day(now(), t.tenant.timezone.as_deref());
         Ok(super::daily::send(cx, self, base, t, partition, day)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_activating_admin_names_the_service_links_sender() {
+        let from = "Acme Field Service <service@acme.example>";
+        assert_eq!(link_sender(from, Some("Dana Whitfield")), "Dana Whitfield <service@acme.example>");
+        assert_eq!(link_sender(from, None), from);
+        let quoted: Mailbox = link_sender("service@acme.example", Some("O'Neil, Pat")).parse().unwrap();
+        assert_eq!(quoted.name.as_deref(), Some("O'Neil, Pat"));
+        assert_eq!(quoted.email.to_string(), "service@acme.example");
     }
 }

@@ -62,19 +62,24 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// The Service Link email for `link`, with the TrackMe `url`.
-pub fn service_link(link: &ServiceLink, url: &str, company: &str) -> Email {
+/// The Service Link email for `link`, with the TrackMe `url` and, when
+/// the tenant gives its pattern, ServiceTrade's own Service Link
+/// (`servicetrade`).
+pub fn service_link(link: &ServiceLink, url: &str, company: &str, servicetrade: Option<&str>) -> Email {
     let window = window_text(link.window_start, link.window_end, link.timezone.as_deref());
     let tech = if link.tech_name.trim().is_empty() { "Your technician" } else { link.tech_name.trim() };
     let job = link.job_number.as_ref().map(|j| format!(" (job {j})")).unwrap_or_default();
     let subject = format!("{tech} is on the way to {}", link.location_name);
+    let st_text = servicetrade.map(|u| format!("Your appointment: {u}\n\n")).unwrap_or_default();
     let text = format!(
-        "Hello,\n\n{tech} from {company} is on the way to {loc}{job}.\n\nAppointment window: {window}\n\nFollow the technician live: {url}\n\nThis link stops working after the appointment.\n",
+        "Hello,\n\n{tech} from {company} is on the way to {loc}{job}.\n\nAppointment window: {window}\n\nFollow the technician live: {url}\n\n{st_text}This link stops working after the appointment.\n",
         loc = link.location_name,
     );
     let e = escape_html;
+    let st_html =
+        servicetrade.map(|u| format!("<p><a href=\"{}\">Your appointment</a></p>\n", e(u))).unwrap_or_default();
     let html = format!(
-        "<!doctype html>\n<html><body style=\"font-family:sans-serif\">\n<p>Hello,</p>\n<p><strong>{tech}</strong> from {company} is on the way to {loc}{job}.</p>\n<p>Appointment window: <strong>{window}</strong></p>\n<p><a href=\"{url}\">Follow the technician live</a></p>\n<p style=\"color:#666\">This link stops working after the appointment.</p>\n</body></html>\n",
+        "<!doctype html>\n<html><body style=\"font-family:sans-serif\">\n<p>Hello,</p>\n<p><strong>{tech}</strong> from {company} is on the way to {loc}{job}.</p>\n<p>Appointment window: <strong>{window}</strong></p>\n<p><a href=\"{url}\">Follow the technician live</a></p>\n{st_html}<p style=\"color:#666\">This link stops working after the appointment.</p>\n</body></html>\n",
         tech = e(tech),
         company = e(company),
         loc = e(&link.location_name),
@@ -109,7 +114,7 @@ mod tests {
             job_number: Some("J-1001".into()),
             window_start: Some(Ts::parse("2026-11-28T14:00:00Z").unwrap()),
             window_end: Some(Ts::parse("2026-11-28T16:00:00Z").unwrap()),
-            destination: LatLon::new(35.2271, -80.8431),
+            destination: Some(LatLon::new(35.2271, -80.8431)),
             timezone: Some("America/New_York".into()),
             enroute_at: Ts::parse("2026-11-28T13:10:00Z").unwrap(),
         }
@@ -135,13 +140,18 @@ mod tests {
 
     #[test]
     fn email_carries_link_window_and_escapes_html() {
-        let m = service_link(&link(), "https://trackme.example/tm1?a=1&b=2", "Acme Field Service");
+        let m = service_link(&link(), "https://trackme.example/tm1?a=1&b=2", "Acme Field Service", None);
         assert_eq!(m.subject, "Ann <Lee> is on the way to Plant 7 & Co");
         assert!(m.text.contains("https://trackme.example/tm1?a=1&b=2"));
         assert!(m.text.contains("9:00 AM – 11:00 AM EST"));
         assert!(m.html.contains("Ann &lt;Lee&gt;") && m.html.contains("Plant 7 &amp; Co"));
         assert!(m.html.contains("href=\"https://trackme.example/tm1?a=1&amp;b=2\""));
-        assert_eq!(m, service_link(&link(), "https://trackme.example/tm1?a=1&b=2", "Acme Field Service"));
+        assert_eq!(m, service_link(&link(), "https://trackme.example/tm1?a=1&b=2", "Acme Field Service", None));
+        assert!(!m.text.contains("Your appointment"));
+        let st = "https://app.servicetrade.com/servicelink/7001?x=1&y=2";
+        let m = service_link(&link(), "https://trackme.example/tm1", "Acme Field Service", Some(st));
+        assert!(m.text.contains(&format!("Your appointment: {st}")), "{}", m.text);
+        assert!(m.html.contains("href=\"https://app.servicetrade.com/servicelink/7001?x=1&amp;y=2\""), "{}", m.html);
     }
 
     #[test]

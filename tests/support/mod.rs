@@ -9,6 +9,8 @@ pub mod connect;
 #[allow(dead_code)]
 pub mod kafka;
 #[allow(dead_code)]
+pub mod pipeline;
+#[allow(dead_code)]
 pub mod sinks;
 
 use std::path::{Path, PathBuf};

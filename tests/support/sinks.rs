@@ -66,12 +66,16 @@ impl Rig {
 
     /// A rig for `tenants`, each with its own ServiceTrade and Azuga.
     pub fn with_tenants(name: &str, azuga_budget_ms: u64, tenants: &[&str]) -> Rig {
+        Rig::with_world(name, azuga_budget_ms, tenants, generate(&FleetConfig { technicians: 30, ..FleetConfig::default() }))
+    }
+
+    /// A rig for `tenants` whose simulators all hold `world`.
+    pub fn with_world(name: &str, azuga_budget_ms: u64, tenants: &[&str], world: World) -> Rig {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let broker = Broker::start(Storage::Memory);
         let catalogue = Catalogue { prefix: format!("sink-{name}"), partitions: PARTITIONS, replication: 1 };
         rt.block_on(ensure_topics(broker.brokers(), &catalogue, Duration::from_secs(30))).expect("topics");
         let codec = Arc::new(Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).expect("codec"));
-        let world = generate(&FleetConfig { technicians: 30, ..FleetConfig::default() });
         let smtp = rt.block_on(SmtpSim::start("127.0.0.1:0", "127.0.0.1:0")).expect("smtp receiver");
         let dir = std::env::temp_dir().join(format!("geoclock-sinks-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -92,7 +96,7 @@ impl Rig {
                 &smtp.smtp_addr.to_string(),
                 azuga_budget_ms,
                 &format!(
-                    "from = \"Acme Field Service <service@{t}.example>\"\nreport_recipients = [\"ops@{t}.example\", \"owner@{t}.example\"]\nreport_token = {{ value = \"report-token-1\" }}"
+                    "from = \"Acme Field Service <service@{t}.example>\"\nadmin_name = \"Dana Whitfield\"\nservice_link_url = \"https://app.servicetrade.com/servicelink/{{appointment}}\"\nreport_recipients = [\"ops@{t}.example\", \"owner@{t}.example\"]\nreport_token = {{ value = \"report-token-1\" }}"
                 ),
             ));
             vendors.push(Vendors { name: t.to_string(), st, az, st_url: st_run.url(), az_url: az_run.url() });
@@ -461,7 +465,9 @@ pub fn link_commands(w: &World, n: usize) -> Vec<Command> {
                     job_number: Some(format!("J-{i}").as_str().into()),
                     window_start: Some(Ts::parse("2026-11-28T14:00:00Z").unwrap()),
                     window_end: Some(Ts::parse("2026-11-28T16:00:00Z").unwrap()),
-                    destination: LatLon::new(35.2271, -80.8431),
+                    // Every third location has no coordinates: TrackMe
+                    // without a destination.
+                    destination: (i % 3 != 2).then(|| LatLon::new(35.2271, -80.8431)),
                     // Odd links' locations have no zone: the tenant's (also
                     // America/New_York in the rig's tenants file) applies.
                     timezone: (i % 2 == 0).then(|| "America/New_York".into()),

@@ -115,7 +115,9 @@ fn link_value(l: &ServiceLink) -> Result<Value, CodecError> {
             check_ts(R, field, t.0)?;
         }
     }
-    check_latlon(R, "destination", l.destination)?;
+    if let Some(d) = l.destination {
+        check_latlon(R, "destination", d)?;
+    }
     check_ts(R, "enroute_at", l.enroute_at.0)?;
     Ok(record(vec![
         ("user", s(l.user.as_str())),
@@ -127,9 +129,12 @@ fn link_value(l: &ServiceLink) -> Result<Value, CodecError> {
         ("job_number", opt(l.job_number.as_ref().map(|n| s(n.as_str())))),
         ("window_start", opt(l.window_start.map(ts))),
         ("window_end", opt(l.window_end.map(ts))),
-        ("destination", latlon(l.destination)),
+        // Without a destination: 0,0 and `destination_known` false
+        // (`destination` is a required field of the first version).
+        ("destination", latlon(l.destination.unwrap_or(LatLon { lat: 0.0, lon: 0.0 }))),
         ("timezone", opt(l.timezone.as_deref().map(s))),
         ("enroute_at", ts(l.enroute_at)),
+        ("destination_known", Value::Boolean(l.destination.is_some())),
     ]))
 }
 
@@ -144,7 +149,10 @@ fn link_from(mut r: Rec) -> Result<ServiceLink, CodecError> {
         job_number: r.opt_st_id("job_number")?,
         window_start: r.opt_ts("window_start")?,
         window_end: r.opt_ts("window_end")?,
-        destination: r.latlon("destination")?,
+        destination: {
+            let d = r.latlon("destination")?;
+            r.boolean("destination_known")?.then_some(d)
+        },
         timezone: r.opt_string("timezone")?,
         enroute_at: r.ts("enroute_at")?,
     })

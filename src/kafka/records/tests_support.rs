@@ -164,7 +164,7 @@ fn link() -> impl Strategy<Value = ServiceLink> {
             proptest::option::of(id()),
             proptest::option::of(ts()),
             proptest::option::of(ts()),
-            point(),
+            proptest::option::of(point()),
             proptest::option::of("[A-Za-z_/]{1,20}"),
             ts(),
         ),

@@ -15,7 +15,9 @@
 //!   contact with its `email`.
 //! - `POST /api/clock {userId, appointmentId, activity, eventType, eventTime,
 //!   lat, lon}` creates a clock event: account admins for anyone, others for
-//!   themselves only.
+//!   themselves only; on an appointment the world holds locked
+//!   ([`World::clock_locked`]) it is refused with a 422, as ServiceTrade
+//!   refuses changes to an invoiced job.
 //! - `POST /api/webhook {hookUrl, entityEvents, includeChangesets}` registers
 //!   a hook; every change is then delivered as
 //!   `{messageId, timestamp, data:[{action, timestamp, userId, entity{type,id,uri}, changeset}]}`
@@ -31,7 +33,7 @@
 
 pub mod store;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -112,6 +114,8 @@ pub struct ServiceTradeSim {
     calls: Arc<CallLog>,
     hook_types: Mutex<Vec<String>>,
     include_changesets: AtomicBool,
+    /// Appointments whose clock POSTs are refused.
+    locked: HashSet<Id>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,6 +170,7 @@ impl ServiceTradeSim {
             calls: Arc::new(CallLog::default()),
             hook_types: Mutex::new(Vec::new()),
             include_changesets: AtomicBool::new(true),
+            locked: world.clock_locked.iter().cloned().collect(),
         })
     }
 
@@ -401,6 +406,12 @@ async fn create_clock(State(sim): State<Arc<ServiceTradeSim>>, headers: HeaderMa
         }
         if store.appointment(c.appointment_id.as_str()).is_none() {
             return fail(StatusCode::NOT_FOUND, format!("appointment {} not found", c.appointment_id));
+        }
+        if sim.locked.contains(&c.appointment_id) {
+            return fail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("appointment {} is locked: its job has been invoiced", c.appointment_id),
+            );
         }
         let event = ClockEvent {
             user: c.user_id,

@@ -96,17 +96,23 @@ pub fn trackme_expiry(link: &ServiceLink, now: Ts) -> Ts {
 /// The TrackMe request for a Service Link made at `now`.
 pub fn trackme_request(link: &ServiceLink, now: Ts) -> Value {
     let ttl_s = (trackme_expiry(link, now).millis() - now.millis()) / 1000;
-    json!({
-        "latitude": link.destination.lat, "longitude": link.destination.lon,
-        "destLatitude": link.destination.lat, "destLongitude": link.destination.lon,
+    let mut body = json!({
         "vehicleId": link.vehicle, "ttl": ttl_s,
         "message": format!("{} is on the way to {}", link.tech_name, link.location_name),
-    })
+    });
+    // Without a destination the page shows the vehicle only.
+    if let Some(d) = link.destination {
+        body["latitude"] = json!(d.lat);
+        body["longitude"] = json!(d.lon);
+        body["destLatitude"] = json!(d.lat);
+        body["destLongitude"] = json!(d.lon);
+    }
+    body
 }
 
 /// Whether a TrackMe link Azuga holds (`vehicleId`, `destLatitude`,
 /// `destLongitude`, `expiresAt` ms, `createdAt` ms) is the one made for
-/// `link`: same vehicle and destination, and expiring when this link would
+/// `link`: same vehicle and destination (or both none), and expiring when this link would
 /// (an hour after the window, within five minutes, or an hour after it was
 /// made when that is later) — or, without a window, made within a day of
 /// going En Route (not more than [`CLOCK_SKEW_MS`] before it).
@@ -121,7 +127,10 @@ pub fn trackme_matches(item: &Value, link: &ServiceLink) -> bool {
     };
     let same_vehicle = text(&item["vehicleId"]) == link.vehicle.as_str();
     let close = |k: &str, want: f64| item[k].as_f64().is_some_and(|v| (v - want).abs() < 1e-7);
-    let same_destination = close("destLatitude", link.destination.lat) && close("destLongitude", link.destination.lon);
+    let same_destination = match link.destination {
+        Some(d) => close("destLatitude", d.lat) && close("destLongitude", d.lon),
+        None => item["destLatitude"].is_null() && item["destLongitude"].is_null(),
+    };
     let created = item["createdAt"].as_i64().unwrap_or(i64::MIN);
     let expiry_fits = match (link.window_end, item["expiresAt"].as_i64()) {
         (Some(end), Some(exp)) => {
@@ -182,7 +191,7 @@ mod tests {
             job_number: None,
             window_start: Some(Ts::parse("2026-11-28T14:00:00Z").unwrap()),
             window_end: Some(Ts::parse("2026-11-28T16:00:00Z").unwrap()),
-            destination: LatLon::new(35.2271, -80.8431),
+            destination: Some(LatLon::new(35.2271, -80.8431)),
             timezone: None,
             enroute_at: Ts::parse("2026-11-28T13:10:00Z").unwrap(),
         }
@@ -224,6 +233,27 @@ mod tests {
         // An hour at least: created after the window closed.
         let late = Ts::parse("2026-11-28T18:00:00Z").unwrap();
         assert_eq!(trackme_request(&l, late)["ttl"].as_i64(), Some(3600));
+    }
+
+    #[test]
+    fn a_link_without_a_destination_is_made_and_found_without_one() {
+        let mut l = link();
+        l.destination = None;
+        let now = Ts::parse("2026-11-28T13:11:00Z").unwrap();
+        let req = trackme_request(&l, now);
+        for k in ["latitude", "longitude", "destLatitude", "destLongitude"] {
+            assert!(req.get(k).is_none(), "{k} in {req}");
+        }
+        let mut held = req.clone();
+        held["createdAt"] = json!(now.millis());
+        held["expiresAt"] = json!(now.millis() + req["ttl"].as_i64().unwrap() * 1000);
+        assert!(trackme_matches(&held, &l));
+        assert!(!trackme_matches(&held, &link()), "a link with a destination is another link");
+        let with = trackme_request(&link(), now);
+        let mut other = with.clone();
+        other["createdAt"] = json!(now.millis());
+        other["expiresAt"] = held["expiresAt"].clone();
+        assert!(!trackme_matches(&other, &l), "and the other way round");
     }
 
     #[test]
