@@ -196,15 +196,24 @@ fn two_tenants_in_two_time_zones_each_see_only_their_own() {
             })
             .collect();
         assert!(links.len() >= 4, "{}: {} Service Links", t.name, links.len());
+        let mut to_contacts = 0;
         for (id, appointment, l) in &links {
             let m = mails
                 .iter()
                 .find(|m| m.message_id == format!("<{id}.{}@geoclock>", t.name))
                 .unwrap_or_else(|| panic!("{}: no email for Service Link {id}", t.name));
-            // The contact: the job's location's email, from this tenant's data.
+            // The contact: the job's location's primary contact (a mirrored
+            // ServiceTrade contact), else the location's own email, from
+            // this tenant's data.
             let job = world.appointments.iter().find(|a| a.id.to_string() == *appointment).and_then(|a| a.job.clone());
             let loc = world.jobs.iter().find(|j| Some(&j.id) == job.as_ref()).and_then(|j| j.location.clone());
-            let contact = world.locations.iter().find(|x| Some(&x.id) == loc.as_ref()).and_then(|x| x.email.clone());
+            let location = world.locations.iter().find(|x| Some(&x.id) == loc.as_ref());
+            let primary = location
+                .and_then(|x| x.primary_contact.as_ref())
+                .and_then(|c| world.contacts.iter().find(|k| &k.id == c))
+                .and_then(|k| k.email.clone());
+            to_contacts += usize::from(primary.is_some());
+            let contact = primary.or_else(|| location.and_then(|x| x.email.clone()));
             assert_eq!(m.to, vec![contact.clone().unwrap()], "{}: the appointment's contact", t.name);
             assert!(m.to[0].ends_with(&format!("@{}-customer.example", t.name)), "{:?}", m.to);
             // The window in the tenant's zone, named.
@@ -226,6 +235,7 @@ fn two_tenants_in_two_time_zones_each_see_only_their_own() {
             let from = m.raw.lines().find(|x| x.starts_with("From: ")).unwrap_or_default();
             assert!(from.contains(&admin(t.name)) && from.contains(&format!("service@{}.example", t.name)), "{from}");
         }
+        assert!(0 < to_contacts && to_contacts < links.len(), "{}: contacts and locations' emails both", t.name);
         // Every email of this tenant is for its own customers.
         let suffix = format!(".{}@geoclock>", t.name);
         let own_mails: Vec<_> = mails.iter().filter(|m| m.message_id.ends_with(&suffix)).collect();
