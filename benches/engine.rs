@@ -94,6 +94,8 @@ fn world(rng: &mut Rng) -> (Engine, Vec<(f64, f64)>) {
                 email: None,
                 polygon: Some(polygon(lat, lon)),
                 timezone: None,
+                primary_contact: None,
+                offices: Vec::new(),
             }));
             feed(Event::Job(Job { id: Id::number(n), number: None, location: Some(Id::number(n)) }));
             let start = DAY0 + (8 + 2 * f as i64) * 3_600_000;
