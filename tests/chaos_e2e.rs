@@ -87,8 +87,7 @@ fn a_day_for_two_tenants_through_vendor_chaos_outages_and_kills_takes_effect_exa
         let mut st_config = st::Config::default();
         st_config.accounts[0].password = ST_PASSWORD.into();
         let (st, st_run) = rt.block_on(ServiceTradeSim::start(st_config, &w, "127.0.0.1:0")).unwrap();
-        let az_config =
-            azuga::Config { rate_limit_ms: 300, api_keys: vec![AZ_KEY.into()], ..azuga::Config::default() };
+        let az_config = azuga::Config { rate_limit_ms: 300, api_keys: vec![AZ_KEY.into()], ..azuga::Config::default() };
         let (az, az_run) = rt.block_on(AzugaSim::start(az_config, &w, "127.0.0.1:0")).unwrap();
         tenants.push(Tenant { name, zone: TENANTS[i].1, st, az, st_url: st_run.url(), az_url: az_run.url() });
         servers.push(st_run);

@@ -28,8 +28,11 @@ fn kafka_properties_from_the_environment_and_a_file_reach_librdkafka() {
     let dir = std::env::temp_dir().join(format!("geoclock-kafka-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let props = dir.join("client.properties");
-    std::fs::write(&props, "# a managed cluster\nsecurity.protocol=SASL_SSL\nsasl.mechanisms=PLAIN\nsasl.username=geoclock\n")
-        .unwrap();
+    std::fs::write(
+        &props,
+        "# a managed cluster\nsecurity.protocol=SASL_SSL\nsasl.mechanisms=PLAIN\nsasl.username=geoclock\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_geoclock"))
         .args(["topics", "create", "--brokers", broker.brokers(), "--timeout-s", "8"])
         .arg("--kafka-config")
@@ -41,7 +44,10 @@ fn kafka_properties_from_the_environment_and_a_file_reach_librdkafka() {
         .expect("geoclock runs");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a TLS client cannot talk to a plaintext broker:\n{log}");
-    assert!(log.contains("properties=[\"security.protocol\", \"sasl.mechanisms\", \"sasl.username\", \"sasl.password\"]"), "{log}");
+    assert!(
+        log.contains("properties=[\"security.protocol\", \"sasl.mechanisms\", \"sasl.username\", \"sasl.password\"]"),
+        "{log}"
+    );
     assert!(log.contains("librdkafka"), "librdkafka's own lines are logged:\n{log}");
     assert!(
         log.contains("SSL") || log.contains("ssl") || log.contains("handshake"),
@@ -100,8 +106,11 @@ fn the_processor_resolves_ids_from_a_confluent_registry() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let tenants = dir.join("tenants.yaml");
-    std::fs::write(&tenants, format!("tenants:\n  {}: {}\n", scenario.tenant, serde_json::to_string(&scenario.settings).unwrap()))
-        .unwrap();
+    std::fs::write(
+        &tenants,
+        format!("tenants:\n  {}: {}\n", scenario.tenant, serde_json::to_string(&scenario.settings).unwrap()),
+    )
+    .unwrap();
     let mut proc = Command::new(env!("CARGO_BIN_EXE_geoclock"))
         .args(["process", "--brokers", broker.brokers(), "--prefix", "reg", "--partitions", "1", "--commit-ms", "100"])
         .args(["--schema-registry", &url, "--group", "reg-processor"])
@@ -126,7 +135,12 @@ fn the_processor_resolves_ids_from_a_confluent_registry() {
     let _ = proc.kill();
     let _ = proc.wait();
     let dead = read_to_end(broker.brokers(), &catalogue.name(Topic::DeadLetters), 1, Duration::from_secs(10));
-    assert!(dead.is_empty(), "nothing dead-lettered: {} records\n{}", dead.len(), std::fs::read_to_string(dir.join("processor.log")).unwrap_or_default());
+    assert!(
+        dead.is_empty(),
+        "nothing dead-lettered: {} records\n{}",
+        dead.len(),
+        std::fs::read_to_string(dir.join("processor.log")).unwrap_or_default()
+    );
     assert_eq!(got, want, "the processor decided the scenario's commands from registry ids");
     let _ = std::fs::remove_dir_all(&dir);
 }

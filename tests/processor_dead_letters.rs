@@ -100,7 +100,10 @@ fn malformed_records_are_dead_lettered_and_processing_goes_on() {
     assert_eq!(dead.len(), 7, "{dead:#?}");
     assert_eq!(of(&pings), vec!["framing", "unknown_schema", "decode", "unknown_tenant"], "{dead:#?}");
     assert_eq!([of(&users), of(&pairings)], [vec!["invalid_value", "unknown_tenant"], vec!["rejected"]], "{dead:#?}");
-    assert!(dead.iter().filter(|d| d.kind == "unknown_tenant").all(|d| d.reason.contains("\"intruder\" is not in the tenants file")));
+    assert!(dead
+        .iter()
+        .filter(|d| d.kind == "unknown_tenant")
+        .all(|d| d.reason.contains("\"intruder\" is not in the tenants file")));
     for d in &dead {
         assert!(!d.reason.is_empty() && d.offset >= 0 && d.partition == 0 && d.component == "processor", "{d:?}");
         assert!(d.value.is_some());

@@ -294,7 +294,10 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert_eq!(records[0], render::csv_columns().join(","));
     assert!(records[0].starts_with(&render::ARTICLE_COLUMNS.join(",")), "the article's columns lead");
     assert_eq!(records.len(), 1 + 2, "{csv}");
-    assert!(records.iter().skip(1).all(|r| r.starts_with("7001,900,https://app.servicetrade.example/job/900,scheduled,")));
+    assert!(records
+        .iter()
+        .skip(1)
+        .all(|r| r.starts_with("7001,900,https://app.servicetrade.example/job/900,scheduled,")));
     assert!(csv.contains("2026-11-28T09:00:00-05:00"), "window start in New York time: {csv}");
     assert!(csv.contains("minimum 50 m\""), "a failure with a comma is quoted: {csv}");
     let (_, _, csv27) = http.get(&format!("{base}.csv?day=2026-11-27"), Some(TOKEN));
@@ -313,8 +316,12 @@ fn report_server_follows_the_pipeline_and_serves_html_csv_json_per_local_day() {
     assert!(page.contains("<tr class=\"failed\">"));
     assert!(page.contains("Azuga rejected geofence: HTTP 422: radius 5 m, minimum 50 m"));
     assert_eq!(page.matches("<tr").count(), 1 + 2);
-    assert!(!page.contains("?day=2026-11-27") && !page.contains("?day=2026-11-29"), "a one-day link offers no other day");
-    let map_link = format!("{base}?day=2026-11-28&{}", link::query(&Secret::new(TOKEN), "acme", link::MAP_SCOPE, expires));
+    assert!(
+        !page.contains("?day=2026-11-27") && !page.contains("?day=2026-11-29"),
+        "a one-day link offers no other day"
+    );
+    let map_link =
+        format!("{base}?day=2026-11-28&{}", link::query(&Secret::new(TOKEN), "acme", link::MAP_SCOPE, expires));
     let (status, _, page) = http.get(&map_link, None);
     assert_eq!(status, 200);
     assert!(page.contains("?day=2026-11-27") && page.contains("?day=2026-11-29"), "a map link opens every day");

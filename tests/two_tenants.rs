@@ -35,7 +35,9 @@ use geoclock::sim::servicetrade::{self as st, ServiceTradeSim};
 use geoclock::sim::smtp::SmtpSim;
 use support::broker::{Broker, Storage};
 use support::kafka::tail;
-use support::pipeline::{check_effects, decided, drive, free_addr, specs, tenants_file, Procs, Tenant, AZ_KEY, ST_PASSWORD};
+use support::pipeline::{
+    check_effects, decided, drive, free_addr, specs, tenants_file, Procs, Tenant, AZ_KEY, ST_PASSWORD,
+};
 
 const PARTITIONS: i32 = 3;
 /// Name, zone, service-area centre, first departure (hours after 00:00 UTC).
@@ -59,8 +61,11 @@ fn st_link(tenant: &str, appointment: &str) -> String {
 
 fn get(url: &str, bearer: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut r =
-        agent.get(url).header("Authorization", &format!("Bearer {bearer}")).call().unwrap_or_else(|e| panic!("{url}: {e}"));
+    let mut r = agent
+        .get(url)
+        .header("Authorization", &format!("Bearer {bearer}"))
+        .call()
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
 }
 
@@ -99,8 +104,7 @@ fn two_tenants_in_two_time_zones_each_see_only_their_own() {
         let mut st_config = st::Config::default();
         st_config.accounts[0].password = ST_PASSWORD.into();
         let (st, st_run) = rt.block_on(ServiceTradeSim::start(st_config, &w, "127.0.0.1:0")).unwrap();
-        let az_config =
-            azuga::Config { rate_limit_ms: 300, api_keys: vec![AZ_KEY.into()], ..azuga::Config::default() };
+        let az_config = azuga::Config { rate_limit_ms: 300, api_keys: vec![AZ_KEY.into()], ..azuga::Config::default() };
         let (az, az_run) = rt.block_on(AzugaSim::start(az_config, &w, "127.0.0.1:0")).unwrap();
         tenants.push(Tenant { name, zone, st, az, st_url: st_run.url(), az_url: az_run.url() });
         servers.push(st_run);
@@ -268,7 +272,9 @@ fn two_tenants_in_two_time_zones_each_see_only_their_own() {
         let (_, text) = get(&format!("http://{metrics}/metrics"), "");
         let counted: f64 = text
             .lines()
-            .filter(|x| x.starts_with("geoclock_processor_commands_total{") && x.contains(&format!("tenant=\"{}\"", t.name)))
+            .filter(|x| {
+                x.starts_with("geoclock_processor_commands_total{") && x.contains(&format!("tenant=\"{}\"", t.name))
+            })
             .filter_map(|x| x.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         let own = commands.keys().filter(|(tn, _)| tn == t.name).count();

@@ -107,10 +107,16 @@ pub fn run(opts: &AuditBenchOptions) -> Result<AuditBenchReport, ProcessorError>
 
     let cpu0 = pbench::cpu_seconds();
     // The processor's own fetch queue, as in `bench processor`'s raw drain.
-    let queue = crate::processor::Config::new(&opts.brokers, catalogue.clone(), dir.clone(), Arc::new(FileRegistry::in_memory()))
-        .limits
-        .fetch_queue_kbytes;
-    let (drained, _, samples) = pbench::raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions, queue)?;
+    let queue = crate::processor::Config::new(
+        &opts.brokers,
+        catalogue.clone(),
+        dir.clone(),
+        Arc::new(FileRegistry::in_memory()),
+    )
+    .limits
+    .fetch_queue_kbytes;
+    let (drained, _, samples) =
+        pbench::raw_consume(&opts.brokers, &catalogue.name(Topic::Pings), opts.partitions, queue)?;
     let mut report = AuditBenchReport {
         pings,
         raw_pings_per_s: samples.sustained(drained),

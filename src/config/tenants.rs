@@ -247,14 +247,7 @@ impl EmailTenant {
     /// ServiceTrade's Service Link URL for an appointment, from the
     /// tenant's pattern (placeholders filled with `%`-encoded values).
     pub fn service_link_url(&self, appointment: &str, job_number: Option<&str>) -> Option<String> {
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
+        let enc = crate::http::client::urlencode;
         let p = self.service_link_url.as_deref()?;
         if p.contains("{job_number}") && job_number.is_none() {
             return None;
@@ -607,7 +600,8 @@ rate_limit_ms = 100
     fn quick_links_default_to_servicetrade_web_app() {
         let t = parse(FILE, "t.toml").unwrap();
         assert_eq!(t[0].servicetrade_web_url(), "https://app.servicetrade.com");
-        let own = format!("{FILE}[tenants.email]\nfrom = \"a@b.example\"\nservicetrade_web_url = \"https://st.example/\"\n");
+        let own =
+            format!("{FILE}[tenants.email]\nfrom = \"a@b.example\"\nservicetrade_web_url = \"https://st.example/\"\n");
         assert_eq!(parse(&own, "t.toml").unwrap()[0].servicetrade_web_url(), "https://st.example");
     }
 

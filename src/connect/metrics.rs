@@ -38,7 +38,8 @@ impl Default for Metrics {
 }
 
 /// Webhook outcomes, as counted.
-pub const WEBHOOK_OUTCOMES: [&str; 6] = ["accepted", "duplicate", "unauthorized", "malformed", "overloaded", "unknown_tenant"];
+pub const WEBHOOK_OUTCOMES: [&str; 6] =
+    ["accepted", "duplicate", "unauthorized", "malformed", "overloaded", "unknown_tenant"];
 
 /// Dead-letter reason classes a connector uses.
 pub const DEAD_LETTER_REASONS: [&str; 6] = ["malformed", "invalid", "position", "speed", "time", "conflict"];
@@ -200,7 +201,9 @@ mod tests {
         assert!(text.contains("status=\"429\""));
         assert!(text.contains("geoclock_connector_reconcile_cursor_lag_seconds"));
         assert!(text.contains("geoclock_connector_webhook_deliveries_total{connector=\"azuga\",outcome=\"unauthorized\",tenant=\"acme\"} 0"));
-        assert!(text.contains("geoclock_connector_job_interval_seconds{connector=\"azuga\",job=\"live_poll\",tenant=\"acme\"} 120"));
+        assert!(text.contains(
+            "geoclock_connector_job_interval_seconds{connector=\"azuga\",job=\"live_poll\",tenant=\"acme\"} 120"
+        ));
     }
 
     #[test]

@@ -187,7 +187,16 @@ fn observe(
     }
     a.leaving = None;
     a.onsite.insert(ev.time, ClockAction::Out);
-    out.push(clock(ctx, &w.appointment, &w.user, a.generation, Activity::Onsite, ClockAction::Out, &ev, ClockCause::Exit));
+    out.push(clock(
+        ctx,
+        &w.appointment,
+        &w.user,
+        a.generation,
+        Activity::Onsite,
+        ClockAction::Out,
+        &ev,
+        ClockCause::Exit,
+    ));
     a.exited = Some(ev);
 }
 

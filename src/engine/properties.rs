@@ -151,7 +151,11 @@ fn settings() -> impl Strategy<Value = Settings> {
     let flags = (any::<bool>(), any::<bool>(), any::<bool>());
     let dwells = (prop_oneof![Just(0u64), Just(180)], prop_oneof![3 => Just(0u64), 1 => Just(120)]);
     (dwells, flags, prop_oneof![Just(1u32), Just(30)]).prop_map(
-        |((min_dwell_s, min_exit_dwell_s), (arrival_requires_enroute, auto_clock_out_on_exit, service_link), retention_days)| Settings {
+        |(
+            (min_dwell_s, min_exit_dwell_s),
+            (arrival_requires_enroute, auto_clock_out_on_exit, service_link),
+            retention_days,
+        )| Settings {
             min_dwell_s,
             min_exit_dwell_s,
             arrival_requires_enroute,

@@ -38,6 +38,8 @@ use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::http::client::urlencode as percent_encode;
+
 /// Content type of the Confluent Schema Registry REST API.
 pub const CONFLUENT_CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -515,19 +517,6 @@ fn base64(bytes: &[u8]) -> String {
             } else {
                 out.push('=');
             }
-        }
-    }
-    out
-}
-
-/// Escapes everything but RFC 3986 unreserved characters.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
         }
     }
     out

@@ -104,7 +104,9 @@ impl Settings {
         }
         for (location, ring) in &self.location_polygons {
             let shape = Shape::Polygon { ring: ring.iter().map(|[lat, lon]| LatLon::new(*lat, *lon)).collect() };
-            shape.validate().map_err(|e| SettingsError::Polygon { location: location.clone(), reason: e.to_string() })?;
+            shape
+                .validate()
+                .map_err(|e| SettingsError::Polygon { location: location.clone(), reason: e.to_string() })?;
         }
         Ok(())
     }

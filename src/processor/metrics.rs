@@ -115,10 +115,13 @@ impl Metrics {
     /// The processor's metrics, with every counter at zero for `tenants`.
     pub fn new<'a>(tenants: impl IntoIterator<Item = &'a str>) -> Metrics {
         let r = m::registry();
-        let plain = |name: &str, help: &str| {
-            Counter(m::registered(&r, name, prometheus::IntCounter::new(name, help)))
-        };
-        let records = Counts(m::counter(&r, "geoclock_processor_records_total", "Input records processed, by topic.", &["topic"]));
+        let plain = |name: &str, help: &str| Counter(m::registered(&r, name, prometheus::IntCounter::new(name, help)));
+        let records = Counts(m::counter(
+            &r,
+            "geoclock_processor_records_total",
+            "Input records processed, by topic.",
+            &["topic"],
+        ));
         let commands = plain("geoclock_processor_commands_produced_total", "Commands produced (all tenants).");
         let dead_letters = plain("geoclock_processor_dead_letters_total", "Records sent to the dead-letter topic.");
         let batches = plain("geoclock_processor_batches_total", "Batches committed.");
@@ -127,10 +130,16 @@ impl Metrics {
             &r,
             name,
             prometheus::Histogram::with_opts(
-                prometheus::HistogramOpts::new(name, "Produce-and-commit time of one batch.").buckets(COMMIT_BUCKETS.to_vec()),
+                prometheus::HistogramOpts::new(name, "Produce-and-commit time of one batch.")
+                    .buckets(COMMIT_BUCKETS.to_vec()),
             ),
         ));
-        let lag = Family(m::gauge(&r, "geoclock_processor_lag_records", "Input records on the broker not yet processed, per task.", &["partition"]));
+        let lag = Family(m::gauge(
+            &r,
+            "geoclock_processor_lag_records",
+            "Input records on the broker not yet processed, per task.",
+            &["partition"],
+        ));
         let restore_remaining = Family(m::gauge(
             &r,
             "geoclock_processor_restore_remaining_records",

@@ -177,9 +177,7 @@ fn not_attempted(row: &ReportRow, concerns: impl Fn(Reason) -> bool) -> ActionSt
 fn lower_first(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
-        Some(f) if !s.starts_with("ServiceTrade") && !s.starts_with("Azuga") => {
-            f.to_lowercase().chain(c).collect()
-        }
+        Some(f) if !s.starts_with("ServiceTrade") && !s.starts_with("Azuga") => f.to_lowercase().chain(c).collect(),
         _ => s.to_string(),
     }
 }

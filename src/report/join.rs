@@ -154,13 +154,7 @@ pub fn sink_failure_text(r: &SinkResult) -> String {
 pub fn quick_link(base: Option<&str>, job: Option<&impl std::fmt::Display>) -> Option<String> {
     let base = base.map(|b| b.trim_end_matches('/')).filter(|b| !b.is_empty())?;
     let job = job?.to_string();
-    let safe: String = job
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let safe = crate::http::client::urlencode(&job);
     Some(format!("{base}/job/{safe}"))
 }
 

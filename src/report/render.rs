@@ -41,6 +41,7 @@ use sha2::{Digest, Sha256};
 use super::actions::fence_shape_text;
 use super::join::ReportLine;
 use super::ReportRow;
+use crate::http::client::urlencode as encode;
 use crate::model::Ts;
 
 /// The zone named `name` (IANA), UTC when absent or unknown (the tenants
@@ -85,16 +86,6 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 // ------------------------------------------------------------------ JSON
-
-/// `%`-encodes everything but unreserved characters (RFC 3986).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// The path of a row's explanation on the report server.
 pub fn explain_path(tenant: &str, row: &ReportRow) -> String {
@@ -383,10 +374,8 @@ fn html_cells(tenant: &str, l: &ReportLine, day: NaiveDate, tz: Tz) -> [Cell; 29
         Some(url) => Cell { link: Some(url.clone()), ..text("open in ServiceTrade") },
         None => Cell::default(),
     };
-    let action = |a: &super::actions::ActionStatus| Cell {
-        class: a.is_failed().then_some("failures"),
-        ..text(a.text(tz))
-    };
+    let action =
+        |a: &super::actions::ActionStatus| Cell { class: a.is_failed().then_some("failures"), ..text(a.text(tz)) };
     let service_link = match (r.service_link_sent, l.service_link_delivered) {
         (None, _) => Cell::default(),
         (Some(t), delivered) => {

@@ -137,6 +137,9 @@ fn html_has_the_sortable_table_links_highlights_and_escapes() {
     assert!(!SCRIPT.contains("</") && !SCRIPT.contains("<tr"));
     let empty = html("acme", day, ny(), &[], true);
     let one_day = html("acme", day, ny(), &l, false);
-    assert!(!one_day.contains("?day=2026-11-27") && !one_day.contains("?day=2026-11-29"), "a one-day link offers no other day");
+    assert!(
+        !one_day.contains("?day=2026-11-27") && !one_day.contains("?day=2026-11-29"),
+        "a one-day link offers no other day"
+    );
     assert!(empty.contains("No appointments start on this day."));
 }

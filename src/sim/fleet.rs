@@ -415,7 +415,10 @@ mod tests {
         assert!((1..=appts / 20).contains(&w.clock_locked.len()), "{:?}", w.clock_locked);
         for id in &w.clock_locked {
             let a = w.appointments.iter().find(|a| &a.id == id).unwrap();
-            assert!(a.job.is_some() && a.status == AppointmentStatus::Scheduled, "a locked appointment would be clocked");
+            assert!(
+                a.job.is_some() && a.status == AppointmentStatus::Scheduled,
+                "a locked appointment would be clocked"
+            );
         }
         let unscheduled = w.appointments.iter().filter(|a| a.status != AppointmentStatus::Scheduled).count();
         assert!((1..=appts / 5).contains(&unscheduled), "{unscheduled} of {appts} not scheduled");

@@ -102,7 +102,8 @@ impl World {
         out.extend(self.drivers.iter().cloned().map(Event::Driver));
         out.extend(self.vehicles.iter().cloned().map(Event::Vehicle));
         out.extend(self.pairings.iter().cloned().map(Event::Pairing));
-        let mut timed: Vec<(Ts, u8, Event)> = self.clocks.iter().map(|c| (c.time, 0, Event::Clock(c.clone()))).collect();
+        let mut timed: Vec<(Ts, u8, Event)> =
+            self.clocks.iter().map(|c| (c.time, 0, Event::Clock(c.clone()))).collect();
         timed.extend(self.pings.iter().map(|p| (p.release_at, 1, Event::Ping(p.ping.clone()))));
         timed.sort_by_key(|(t, order, _)| (*t, *order));
         out.extend(timed.into_iter().map(|(_, _, e)| e));

@@ -208,7 +208,8 @@ impl EmailSink {
                 }
             }
         };
-        let st_link = cfg.service_link_url(w.command.appointment.as_str(), link.job_number.as_ref().map(|j| j.as_str()));
+        let st_link =
+            cfg.service_link_url(w.command.appointment.as_str(), link.job_number.as_ref().map(|j| j.as_str()));
         let email = service_link(&link, &url, cfg.company(), st_link.as_deref());
         let from = link_sender(&cfg.from, cfg.admin_name.as_deref());
         let msg = match message(&from, &link.to, &format!("<{}.{tenant}@geoclock>", w.command.id), &email) {

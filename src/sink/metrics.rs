@@ -206,10 +206,18 @@ mod tests {
     fn counters_start_at_zero_and_failures_are_classed() {
         let m = Metrics::new(&["clock"], ["acme"]);
         let text = m.render();
-        assert!(text.contains("geoclock_sink_commands_total{kind=\"clock\",outcome=\"failed\",sink=\"clock\",tenant=\"acme\"} 0"), "{text}");
+        assert!(
+            text.contains(
+                "geoclock_sink_commands_total{kind=\"clock\",outcome=\"failed\",sink=\"clock\",tenant=\"acme\"} 0"
+            ),
+            "{text}"
+        );
         assert!(text.contains("geoclock_sink_failures_total{reason=\"gave_up\",sink=\"clock\",tenant=\"acme\"} 0"));
         assert_eq!(failure_reason("gave up after 40 attempts: ..."), "gave_up");
-        assert_eq!(failure_reason("ServiceTrade clock event not created: POST /api/clock refused (404): user 9 not found"), "refused");
+        assert_eq!(
+            failure_reason("ServiceTrade clock event not created: POST /api/clock refused (404): user 9 not found"),
+            "refused"
+        );
         assert_eq!(failure_reason("no [tenants.azuga] in the tenants file"), "unconfigured");
         assert_eq!(failure_reason("Azuga would reject the geofence: radius"), "invalid");
     }

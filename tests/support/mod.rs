@@ -1,9 +1,9 @@
 #[allow(dead_code)]
 pub mod broker;
 #[allow(dead_code)]
-pub mod compaction;
-#[allow(dead_code)]
 pub mod browser;
+#[allow(dead_code)]
+pub mod compaction;
 #[allow(dead_code)]
 pub mod connect;
 #[allow(dead_code)]

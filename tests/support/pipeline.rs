@@ -148,11 +148,16 @@ smtp_url = {{ value = "smtp://{smtp}" }}
     std::fs::write(path, text).expect("tenants file");
 }
 
-
 /// The pipeline's processes for the tenants file at `tenants`: both
 /// connectors, the processor, two clock-sink instances in one group, the
 /// geofence and email sinks; state under `dir`.
-pub fn specs(tenants: &Path, brokers: &str, prefix: &str, registry: &str, dir: &Path) -> BTreeMap<&'static str, Vec<String>> {
+pub fn specs(
+    tenants: &Path,
+    brokers: &str,
+    prefix: &str,
+    registry: &str,
+    dir: &Path,
+) -> BTreeMap<&'static str, Vec<String>> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     let tf = tenants.display().to_string();
     let state = |n: &str| dir.join(n).display().to_string();
@@ -341,4 +346,3 @@ pub fn check_effects(
         got.len()
     ))
 }
-

@@ -66,7 +66,12 @@ impl Rig {
 
     /// A rig for `tenants`, each with its own ServiceTrade and Azuga.
     pub fn with_tenants(name: &str, azuga_budget_ms: u64, tenants: &[&str]) -> Rig {
-        Rig::with_world(name, azuga_budget_ms, tenants, generate(&FleetConfig { technicians: 30, ..FleetConfig::default() }))
+        Rig::with_world(
+            name,
+            azuga_budget_ms,
+            tenants,
+            generate(&FleetConfig { technicians: 30, ..FleetConfig::default() }),
+        )
     }
 
     /// A rig for `tenants` whose simulators all hold `world`.

@@ -160,7 +160,11 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Bac
     let gate_shut_s = child.metric("geoclock_processor_gate_shut_seconds");
     tracing::info!(gate_shut_s, "bench backlog: restarted with stage one held");
     let idle = rss_mib(&child.pid()).unwrap_or(0.0);
-    tracing::info!(pings, idle_rss_mib = idle as u64, "bench backlog: restarted with stage one held; producing the pings");
+    tracing::info!(
+        pings,
+        idle_rss_mib = idle as u64,
+        "bench backlog: restarted with stage one held; producing the pings"
+    );
     let sampler = {
         let (pid, metrics) = (child.pid(), child.metrics);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

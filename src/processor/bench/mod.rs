@@ -454,7 +454,11 @@ pub(crate) fn config(opts: &BenchOptions, catalogue: &Catalogue, dir: PathBuf) -
     c
 }
 
-pub(crate) fn fresh(runtime: &tokio::runtime::Runtime, opts: &BenchOptions, what: &str) -> Result<Catalogue, ProcessorError> {
+pub(crate) fn fresh(
+    runtime: &tokio::runtime::Runtime,
+    opts: &BenchOptions,
+    what: &str,
+) -> Result<Catalogue, ProcessorError> {
     let catalogue = Catalogue {
         prefix: format!("bench-{what}-{}-{}", std::process::id(), now_ms()),
         partitions: opts.partitions,
