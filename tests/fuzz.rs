@@ -11,7 +11,8 @@
 //! of extreme values, inserted and deleted runs, splices, token insertions
 //! for the text formats) and keeps as a new seed every input whose outcome
 //! (accepted, or the error's class and first words) was not seen before,
-//! so it walks into the decoders' error paths. Each input must be answered
+//! so it walks into the decoders' error paths (inputs are capped at twice
+//! the largest seed, at least 4 KiB, as libFuzzer's `-max_len`). Each input must be answered
 //! without a panic, and every rejection with a clear error: a dead-letter
 //! class with a message, a non-empty reason, a message naming the problem;
 //! a tenants-file error never shows a secret value of the file.
@@ -563,9 +564,14 @@ fn campaign(t: &Target, inputs: u64, seed: u64) -> u64 {
             std::process::exit(2);
         }
     }
+    // Splices and repeats would otherwise grow inputs without end and the
+    // rate with them; as libFuzzer's -max_len, cap them at twice the
+    // largest seed (at least 4 KiB).
+    let max_len = t.seeds.iter().map(|s| 2 * s.len()).max().unwrap_or(0).max(4096);
     for n in 0..inputs {
         let base = &corpus[rng.below(corpus.len())];
-        let input = if rng.chance(64) { base.clone() } else { mutate(&mut rng, base, &corpus, t.text) };
+        let mut input = if rng.chance(64) { base.clone() } else { mutate(&mut rng, base, &corpus, t.text) };
+        input.truncate(max_len);
         let outcome = catch_unwind(AssertUnwindSafe(|| (t.check)(&input)));
         let failed = match outcome {
             Ok(Ok(class)) => {
