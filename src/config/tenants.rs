@@ -37,7 +37,10 @@
 //! shows a secret: a malformed file's error gives the line and column and
 //! the parser's message with every string the file holds as a value
 //! replaced by `***` (serde's messages quote offending values, e.g.
-//! ``unknown variant `hunter2` ``), never the offending line.
+//! ``unknown variant `hunter2` ``), never the offending line; an invalid
+//! tenant name is named by its place in the file, not echoed; a vendor's
+//! `base_url` is an http(s) URL with a host and no `user:password@` (the
+//! credentials have their own secret fields).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -357,6 +360,26 @@ fn auth(tenant: &str, vendor: &str, a: Option<WebhookAuth>, allowed: &[WebhookAu
     }
 }
 
+/// A vendor's `base_url` is an http(s) URL without credentials (they go
+/// in the secret fields); the error does not echo the URL, which may hold
+/// a password.
+fn base_url(tenant: &str, vendor: &str, url: &str, secret_field: &str) -> Result<(), TenantsError> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    match authority {
+        Some(a) if !a.is_empty() && !a.contains('@') && !a.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Ok(())
+        }
+        _ => Err(TenantsError::Invalid {
+            tenant: tenant.to_string(),
+            message: format!(
+                "{vendor}.base_url must be an http(s) URL with a host and no user:password@ \
+                 (credentials go in {vendor}.{secret_field})"
+            ),
+        }),
+    }
+}
+
 /// A TOML error as `line L, column C: message`, with every string value
 /// of the file replaced by `***` in the message (see the module docs).
 fn parse_error(text: &str, path: &str, e: &toml::de::Error) -> TenantsError {
@@ -438,10 +461,15 @@ fn redact(message: &str, values: &[String]) -> String {
 pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
     let file: File = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
     let mut out: Vec<Tenant> = Vec::new();
-    for t in file.tenants {
+    for (i, t) in file.tenants.into_iter().enumerate() {
         let invalid = |message: &str| TenantsError::Invalid { tenant: t.name.clone(), message: message.into() };
         if !valid_tenant(&t.name) {
-            return Err(invalid("name must use letters, digits, '_', '.', '-'"));
+            // Named by its place, not echoed: an invalid name may be any
+            // text at all, a pasted credential included.
+            return Err(TenantsError::Invalid {
+                tenant: format!("#{} in the file", i + 1),
+                message: format!("name ({} bytes) must use letters, digits, '_', '.', '-'", t.name.len()),
+            });
         }
         if out.iter().any(|o| o.name == t.name) {
             return Err(invalid("listed twice"));
@@ -455,9 +483,11 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Tenant>, TenantsError> {
         }
         if let Some(s) = &t.servicetrade {
             auth(&t.name, "servicetrade", s.webhook_auth, webhook::SERVICETRADE)?;
+            base_url(&t.name, "servicetrade", &s.base_url, "password")?;
         }
         if let Some(a) = &t.azuga {
             auth(&t.name, "azuga", a.webhook_auth, webhook::AZUGA)?;
+            base_url(&t.name, "azuga", &a.base_url, "api_key")?;
         }
         let servicetrade = match &t.servicetrade {
             Some(s) => Some(ServiceTradeTenant {
@@ -569,6 +599,20 @@ rate_limit_ms = 100
     }
 
     #[test]
+    fn an_invalid_name_or_a_base_url_with_credentials_is_refused_without_echoing_it() {
+        let e = parse(&FILE.replace("name = \"acme\"", "name = \"x:pw-123@y\""), "t.toml").unwrap_err().to_string();
+        assert_eq!(e, "tenant \"#1 in the file\": name (10 bytes) must use letters, digits, '_', '.', '-'");
+        for url in ["http://admin:pw-123@st/", "st.example", "http://", "ftp://st", "http://st example/"] {
+            let e = parse(&FILE.replace("http://st/", url), "t.toml").unwrap_err().to_string();
+            assert!(e.contains("servicetrade.base_url must be an http(s) URL"), "{url}: {e}");
+            assert!(!e.contains("pw-123"), "{e}");
+        }
+        let e = parse(&FILE.replace("http://az", "https://k:pw-123@az"), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("azuga.base_url") && e.contains("azuga.api_key") && !e.contains("pw-123"), "{e}");
+        assert!(parse(&FILE.replace("http://st/", "https://st.example:8443/api?x=1"), "t.toml").is_ok());
+    }
+
+    #[test]
     fn service_link_sender_and_servicetrade_link_pattern() {
         let file = format!(
             "{FILE}[tenants.email]\nfrom = \"Acme <s@acme.example>\"\nadmin_name = \" Dana Whitfield \"\nservice_link_url = \"https://app.servicetrade.com/servicelink/{{appointment}}?job={{job_number}}\"\n"
@@ -626,7 +670,7 @@ rate_limit_ms = 100
         let e = parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(e.contains("GEOCLOCK_TEST_UNSET_PW") && e.contains("servicetrade.password"), "{e}");
         let e = parse(&FILE.replace("name = \"acme\"", "name = \"a b\""), "t.toml").unwrap_err().to_string();
-        assert!(e.contains("a b"), "{e}");
+        assert!(e.contains("#1 in the file") && e.contains("name (3 bytes)") && !e.contains("a b"), "{e}");
         let e = parse(&FILE.replace("name = \"acme\"", "name = \"acme\"\ntimezone = \"Mars/Olympus\""), "t.toml")
             .unwrap_err()
             .to_string();
