@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::kafka::{audit, AuditOptions, ReadStats};
-use crate::engine::Event;
 use crate::kafka::codec::Codec;
 use crate::kafka::registry::FileRegistry;
 use crate::kafka::topics::Topic;
@@ -88,19 +87,17 @@ pub fn run(opts: &AuditBenchOptions) -> Result<AuditBenchReport, ProcessorError>
         backlog_pings: 0,
         only_backlog: false,
     };
-    let events = opts.day.events();
-    let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
-    let split = pbench::entity_count(&events);
+    let mut events = opts.day.stream();
+    let (pings, split) = (opts.day.ping_count(), opts.day.entity_count());
     let catalogue = pbench::fresh(&runtime, &popts, "audit")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     let dir = opts.state_dir.join("audit");
     let _ = std::fs::remove_dir_all(&dir);
-    pbench::produce(&runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
+    pbench::produce(&runtime, &opts.brokers, &catalogue, &codec, events.by_ref().take(split), None)?;
     let proc = Processor::start(pbench::config(&popts, &catalogue, dir.clone()))?;
     pbench::wait_settled(&proc, opts.partitions)?;
     tracing::info!(pings, "audit bench: entities settled; producing the pings");
-    pbench::produce(&runtime, &opts.brokers, &catalogue, &codec, &events[split..], None)?;
-    drop(events);
+    pbench::produce(&runtime, &opts.brokers, &catalogue, &codec, events, None)?;
     wait_all_pings(&proc, opts.partitions, pings as u64)?;
     proc.stop()?;
     let _ = std::fs::remove_dir_all(&dir);

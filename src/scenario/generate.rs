@@ -33,96 +33,175 @@ const R_DEG_LAT: f64 = 150.0 / 111_195.0;
 impl Day {
     /// Entities and clock events first, then every ping in time order.
     pub fn events(&self) -> Vec<Event> {
-        let mut rng = Rng::new(self.seed);
-        let mut out = Vec::new();
-        let mut sites = Vec::with_capacity(self.techs * self.appointments_per_tech);
-        for t in 0..self.techs {
-            let email = format!("tech{t}@fleet.example");
-            out.push(Event::User(User {
-                id: Id::number(t as i64 + 1),
-                name: format!("Tech {t}"),
-                email: Some(email.clone()),
-                tech: true,
-            }));
-            out.push(Event::Driver(Driver {
-                id: Id::text(format!("d{t}")),
-                name: format!("Tech {t}"),
-                email: Some(email.to_uppercase()),
-            }));
-            out.push(Event::Vehicle(Vehicle { id: Id::text(format!("v{t}")), name: format!("Truck {t}") }));
-            out.push(Event::Pairing(Pairing {
-                driver: Id::text(format!("d{t}")),
-                vehicle: Id::text(format!("v{t}")),
-                from: Ts(DAY0_MS),
-                to: None,
-            }));
+        self.stream().collect()
+    }
+
+    /// The same events as [`Day::events`], generated as they are taken:
+    /// memory for the sites only (16 bytes per appointment), so a day of
+    /// a million vehicles can be produced without holding it.
+    pub fn stream(&self) -> DayEvents {
+        DayEvents {
+            day: self.clone(),
+            rng: Rng::new(self.seed),
+            sites: Vec::with_capacity(self.techs * self.appointments_per_tech),
+            next: Next::Tech(0),
+            buffer: std::collections::VecDeque::new(),
         }
-        for t in 0..self.techs {
-            for f in 0..self.appointments_per_tech {
-                let n = (t * self.appointments_per_tech + f) as i64 + 1;
-                let (lat, lon) = (35.0 + rng.unit() * 0.54, -81.0 + rng.unit() * 0.66);
-                sites.push((lat, lon));
-                let polygon = (n % 2 == 0).then(|| polygon(lat, lon));
-                out.push(Event::Location(Location {
-                    id: Id::number(n),
-                    name: format!("Site {n}"),
-                    lat: Some(lat),
-                    lon: Some(lon),
-                    email: Some(format!("site{n}@customer.example")),
-                    polygon,
-                    timezone: Some("America/New_York".into()),
-                    primary_contact: None,
-                    offices: Vec::new(),
-                }));
-                out.push(Event::Job(Job {
-                    id: Id::number(n),
-                    number: Some(Id::text(format!("J-{n}"))),
-                    location: Some(Id::number(n)),
-                }));
-                let start = DAY0_MS + (8 + 2 * f as i64) * 3_600_000;
-                out.push(Event::Appointment(Appointment {
-                    id: Id::number(n),
-                    job: Some(Id::number(n)),
-                    status: AppointmentStatus::Scheduled,
-                    window_start: Some(Ts(start)),
-                    window_end: Some(Ts(start + 2 * 3_600_000)),
-                    techs: vec![Id::number(t as i64 + 1)],
-                }));
-                out.push(Event::Clock(ClockEvent {
-                    user: Id::number(t as i64 + 1),
-                    appointment: Id::number(n),
-                    activity: Activity::Enroute,
-                    action: ClockAction::In,
-                    time: Ts(start - 45 * 60_000),
-                }));
+    }
+
+    /// How many events come before the first ping (entities and clock events).
+    pub fn entity_count(&self) -> usize {
+        self.techs * 4 + self.techs * self.appointments_per_tech * 4
+    }
+
+    /// How many pings the day has.
+    pub fn ping_count(&self) -> usize {
+        if self.appointments_per_tech == 0 {
+            return 0;
+        }
+        self.steps() as usize * self.techs
+    }
+
+    fn steps(&self) -> i64 {
+        12 * 3600 / self.ping_every_s.max(1)
+    }
+}
+
+/// Where [`DayEvents`] goes on from.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    Tech(usize),
+    Site(usize),
+    Ping(i64, usize),
+}
+
+/// The events of a [`Day`], in [`Day::events`]' order, generated lazily.
+pub struct DayEvents {
+    day: Day,
+    rng: Rng,
+    sites: Vec<(f64, f64)>,
+    next: Next,
+    buffer: std::collections::VecDeque<Event>,
+}
+
+impl Iterator for DayEvents {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.buffer.pop_front() {
+                return Some(e);
             }
+            let (techs, per) = (self.day.techs, self.day.appointments_per_tech);
+            self.next = match self.next {
+                Next::Tech(t) if t < techs => {
+                    self.tech(t);
+                    Next::Tech(t + 1)
+                }
+                Next::Tech(_) => Next::Site(0),
+                Next::Site(n) if n < techs * per => {
+                    self.site(n / per, n % per);
+                    Next::Site(n + 1)
+                }
+                Next::Site(_) => Next::Ping(0, 0),
+                Next::Ping(step, t) if step < self.day.steps() && t < techs => {
+                    self.ping(step, t);
+                    if t + 1 < techs {
+                        Next::Ping(step, t + 1)
+                    } else {
+                        Next::Ping(step + 1, 0)
+                    }
+                }
+                Next::Ping(..) => return None,
+            };
         }
-        let steps = 12 * 3600 / self.ping_every_s.max(1);
-        for step in 0..steps {
-            let second = step * self.ping_every_s;
-            for t in 0..self.techs {
-                let minute = second / 60;
-                let per = self.appointments_per_tech.max(1) as i64;
-                let f = ((minute - 30).max(0) / 120).min(per - 1) as usize;
-                let into = (minute - 30) - 120 * f as i64;
-                let Some(&(lat, lon)) = sites.get(t * self.appointments_per_tech + f) else { continue };
-                let k = lat.to_radians().cos();
-                let (plat, plon, speed) = if (0..60).contains(&into) {
-                    (lat + (rng.unit() - 0.5) * 0.0004, lon + (rng.unit() - 0.5) * 0.0004 / k, 0.0)
-                } else {
-                    (lat + 0.02 + rng.unit() * 0.1, lon + 0.02 + rng.unit() * 0.1, 35.0)
-                };
-                out.push(Event::Ping(Ping {
-                    vehicle: Id::text(format!("v{t}")),
-                    time: Ts(DAY0_MS + 7 * 3_600_000 + second * 1000 + (t % 60) as i64 * 500),
-                    lat: plat,
-                    lon: plon,
-                    speed_mph: Some(speed),
-                    accuracy_m: Some(8.0),
-                }));
-            }
-        }
-        out
+    }
+}
+
+impl DayEvents {
+    fn tech(&mut self, t: usize) {
+        let email = format!("tech{t}@fleet.example");
+        self.buffer.push_back(Event::User(User {
+            id: Id::number(t as i64 + 1),
+            name: format!("Tech {t}"),
+            email: Some(email.clone()),
+            tech: true,
+        }));
+        self.buffer.push_back(Event::Driver(Driver {
+            id: Id::text(format!("d{t}")),
+            name: format!("Tech {t}"),
+            email: Some(email.to_uppercase()),
+        }));
+        self.buffer.push_back(Event::Vehicle(Vehicle { id: Id::text(format!("v{t}")), name: format!("Truck {t}") }));
+        self.buffer.push_back(Event::Pairing(Pairing {
+            driver: Id::text(format!("d{t}")),
+            vehicle: Id::text(format!("v{t}")),
+            from: Ts(DAY0_MS),
+            to: None,
+        }));
+    }
+
+    fn site(&mut self, t: usize, f: usize) {
+        let n = (t * self.day.appointments_per_tech + f) as i64 + 1;
+        let (lat, lon) = (35.0 + self.rng.unit() * 0.54, -81.0 + self.rng.unit() * 0.66);
+        self.sites.push((lat, lon));
+        let polygon = (n % 2 == 0).then(|| polygon(lat, lon));
+        self.buffer.push_back(Event::Location(Location {
+            id: Id::number(n),
+            name: format!("Site {n}"),
+            lat: Some(lat),
+            lon: Some(lon),
+            email: Some(format!("site{n}@customer.example")),
+            polygon,
+            timezone: Some("America/New_York".into()),
+            primary_contact: None,
+            offices: Vec::new(),
+        }));
+        self.buffer.push_back(Event::Job(Job {
+            id: Id::number(n),
+            number: Some(Id::text(format!("J-{n}"))),
+            location: Some(Id::number(n)),
+        }));
+        let start = DAY0_MS + (8 + 2 * f as i64) * 3_600_000;
+        self.buffer.push_back(Event::Appointment(Appointment {
+            id: Id::number(n),
+            job: Some(Id::number(n)),
+            status: AppointmentStatus::Scheduled,
+            window_start: Some(Ts(start)),
+            window_end: Some(Ts(start + 2 * 3_600_000)),
+            techs: vec![Id::number(t as i64 + 1)],
+        }));
+        self.buffer.push_back(Event::Clock(ClockEvent {
+            user: Id::number(t as i64 + 1),
+            appointment: Id::number(n),
+            activity: Activity::Enroute,
+            action: ClockAction::In,
+            time: Ts(start - 45 * 60_000),
+        }));
+    }
+
+    fn ping(&mut self, step: i64, t: usize) {
+        let second = step * self.day.ping_every_s;
+        let minute = second / 60;
+        let per = self.day.appointments_per_tech.max(1) as i64;
+        let f = ((minute - 30).max(0) / 120).min(per - 1) as usize;
+        let into = (minute - 30) - 120 * f as i64;
+        let Some(&(lat, lon)) = self.sites.get(t * self.day.appointments_per_tech + f) else { return };
+        let k = lat.to_radians().cos();
+        let rng = &mut self.rng;
+        let (plat, plon, speed) = if (0..60).contains(&into) {
+            (lat + (rng.unit() - 0.5) * 0.0004, lon + (rng.unit() - 0.5) * 0.0004 / k, 0.0)
+        } else {
+            (lat + 0.02 + rng.unit() * 0.1, lon + 0.02 + rng.unit() * 0.1, 35.0)
+        };
+        self.buffer.push_back(Event::Ping(Ping {
+            vehicle: Id::text(format!("v{t}")),
+            time: Ts(DAY0_MS + 7 * 3_600_000 + second * 1000 + (t % 60) as i64 * 500),
+            lat: plat,
+            lon: plon,
+            speed_mph: Some(speed),
+            accuracy_m: Some(8.0),
+        }));
     }
 }
 
@@ -147,6 +226,8 @@ mod tests {
         let day = Day { seed: 7, techs: 20, appointments_per_tech: 4, ping_every_s: 120 };
         let events = day.events();
         assert_eq!(events, day.events(), "deterministic");
+        assert_eq!(events.iter().position(|e| matches!(e, Event::Ping(_))), Some(day.entity_count()));
+        assert_eq!(events.len() - day.entity_count(), day.ping_count());
         let mut engine = Engine::new("gen", Settings::default()).unwrap();
         let mut out = Vec::new();
         for e in &events {

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{cpu_seconds_of, e, entity_count, fresh, produce, rss_mib, BenchOptions};
+use super::{cpu_seconds_of, e, fresh, produce, rss_mib, BenchOptions};
 use crate::engine::{Command as EngineCommand, Engine, Event};
 use crate::kafka::codec::Codec;
 use crate::kafka::read::read_topic;
@@ -108,7 +108,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Bac
     let per_vehicle = (opts.backlog_pings / opts.day.techs.max(1)).max(1) as i64;
     let day = Day { ping_every_s: (12 * 3600 / per_vehicle).max(1), ..opts.day.clone() };
     let events = day.events();
-    let split = entity_count(&events);
+    let split = day.entity_count();
     let pings = events.len() - split;
     tracing::info!(pings, "bench backlog: the pure engine's commands");
     let expected = pure_commands(&events)?;
@@ -141,7 +141,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Bac
         Ok(Child_ { child, metrics })
     };
     let child = spawn()?;
-    produce(runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, events[..split].iter().cloned(), None)?;
     wait_idle(&child, split as f64)?;
     // Restart with stage one held: the caught-up claims stage one wrote
     // before the restart are not trusted (see `processor::gate`), and a
@@ -180,7 +180,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Bac
         });
         (stop, handle)
     };
-    produce(runtime, &opts.brokers, &catalogue, &codec, &events[split..], None)?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, events[split..].iter().cloned(), None)?;
     drop(events);
     // The vehicle tasks take what their bound allows, then pause.
     std::thread::sleep(Duration::from_secs(5));

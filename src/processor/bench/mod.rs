@@ -201,11 +201,6 @@ fn now_ms() -> i64 {
 
 const T: Duration = Duration::from_secs(60);
 
-/// How many events come before the day's first ping (its entities).
-pub(crate) fn entity_count(events: &[Event]) -> usize {
-    events.iter().position(|x| matches!(x, Event::Ping(_))).unwrap_or(events.len())
-}
-
 /// The ping spacing of the latency run's day.
 const LATENCY_PING_EVERY_S: i64 = 120;
 
@@ -238,26 +233,25 @@ fn throughput_and_restore(
     runtime: &tokio::runtime::Runtime,
     report: &mut BenchReport,
 ) -> Result<(), ProcessorError> {
-    let events = opts.day.events();
-    let pings = events.iter().filter(|x| matches!(x, Event::Ping(_))).count();
+    let mut events = opts.day.stream();
+    let pings = opts.day.ping_count();
     report.pings = pings;
     // The entities first, and a processor caught up with them and stopped,
     // as in production (where they are mirrored long before the day's
     // pings).
-    let split = entity_count(&events);
+    let split = opts.day.entity_count();
     let catalogue = fresh(runtime, opts, "tput")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     let dir = opts.state_dir.join("tput");
     let _ = std::fs::remove_dir_all(&dir);
     tracing::info!(entities = split, "bench: producing the entities");
-    produce(runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, events.by_ref().take(split), None)?;
     let proc = Processor::start(config(opts, &catalogue, dir.clone()))?;
     wait_settled(&proc, opts.partitions)?;
     proc.stop()?;
     // Then the pings, drained by a bare consumer, then by the processor.
     tracing::info!(pings, "bench: entities settled; producing the pings");
-    produce(runtime, &opts.brokers, &catalogue, &codec, &events[split..], None)?;
-    drop(events);
+    produce(runtime, &opts.brokers, &catalogue, &codec, events, None)?;
     let queue = Config::new(&opts.brokers, catalogue.clone(), dir.clone(), Arc::new(FileRegistry::in_memory()))
         .limits
         .fetch_queue_kbytes;
@@ -381,8 +375,8 @@ fn latency(
 ) -> Result<(), ProcessorError> {
     // Over the day at its usual density (a ping per vehicle every 2 min at
     // most): a denser day only lengthens the run.
-    let events = Day { ping_every_s: opts.day.ping_every_s.max(LATENCY_PING_EVERY_S), ..opts.day.clone() }.events();
-    let split = entity_count(&events);
+    let day = Day { ping_every_s: opts.day.ping_every_s.max(LATENCY_PING_EVERY_S), ..opts.day.clone() };
+    let (mut events, split) = (day.stream(), day.entity_count());
     let catalogue = fresh(runtime, opts, "lat")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     let dir = opts.state_dir.join("lat");
@@ -397,9 +391,9 @@ fn latency(
     };
     // Entities first, and the processor caught up with them, as in
     // production (where they are mirrored long before the day's pings).
-    produce(runtime, &opts.brokers, &catalogue, &codec, &events[..split], None)?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, events.by_ref().take(split), None)?;
     wait_settled(&proc, opts.partitions)?;
-    produce(runtime, &opts.brokers, &catalogue, &codec, &events[split..], Some(opts.latency_rate))?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, events, Some(opts.latency_rate))?;
     let mut lat = reader.join().map_err(|_| e("latency", "reader panicked"))??;
     proc.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -469,13 +463,14 @@ pub(crate) fn fresh(
 }
 
 /// Produces the events in order, each stamped with its produce time; at
-/// `rate` pings per second when given (entities go first, unpaced).
+/// `rate` pings per second when given (entities go first, unpaced). Events
+/// are encoded as they are sent (a generated day is never held whole).
 pub(crate) fn produce(
     runtime: &tokio::runtime::Runtime,
     brokers: &str,
     catalogue: &Catalogue,
     codec: &Codec,
-    events: &[Event],
+    events: impl IntoIterator<Item = Event>,
     rate: Option<u64>,
 ) -> Result<(), ProcessorError> {
     let producer: FutureProducer = crate::kafka::client::base(brokers)
@@ -485,17 +480,14 @@ pub(crate) fn produce(
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .map_err(|x| e("producer", x))?;
-    let mut encoded = Vec::with_capacity(events.len());
-    for ev in events {
-        let r = codec.encode_event("bench", ev).map_err(|x| e("encode", x))?;
-        encoded.push((catalogue.name(r.topic), r.key, r.value, matches!(ev, Event::Ping(_))));
-    }
     let started = Instant::now();
     let mut sent_pings = 0u64;
     runtime.block_on(async {
         let mut pending = Vec::new();
-        for (topic, key, value, is_ping) in &encoded {
-            if let (Some(rate), true) = (rate, *is_ping) {
+        for ev in events {
+            let is_ping = matches!(ev, Event::Ping(_));
+            let r = codec.encode_event("bench", &ev).map_err(|x| e("encode", x))?;
+            if let (Some(rate), true) = (rate, is_ping) {
                 sent_pings += 1;
                 let due = Duration::from_secs_f64(sent_pings as f64 / rate as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -504,11 +496,12 @@ pub(crate) fn produce(
                     }
                 }
             }
-            let mut r = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).key(key).timestamp(now_ms());
-            if let Some(v) = value {
-                r = r.payload(v);
+            let topic = catalogue.name(r.topic);
+            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&topic).key(&r.key).timestamp(now_ms());
+            if let Some(v) = &r.value {
+                record = record.payload(v);
             }
-            match producer.send_result(r) {
+            match producer.send_result(record) {
                 Ok(d) => pending.push(d),
                 Err((err, _)) => return Err(e("produce", err)),
             }
