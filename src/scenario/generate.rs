@@ -104,7 +104,7 @@ impl Iterator for DayEvents {
                     Next::Site(n + 1)
                 }
                 Next::Site(_) => Next::Ping(0, 0),
-                Next::Ping(step, t) if step < self.day.steps() && t < techs => {
+                Next::Ping(step, t) if per > 0 && step < self.day.steps() && t < techs => {
                     self.ping(step, t);
                     if t + 1 < techs {
                         Next::Ping(step, t + 1)

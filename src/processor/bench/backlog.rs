@@ -107,11 +107,9 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Bac
     // A day with about `backlog_pings` pings: 12 h of pings per vehicle.
     let per_vehicle = (opts.backlog_pings / opts.day.techs.max(1)).max(1) as i64;
     let day = Day { ping_every_s: (12 * 3600 / per_vehicle).max(1), ..opts.day.clone() };
-    let events = day.events();
-    let split = day.entity_count();
-    let pings = events.len() - split;
+    let (mut events, split, pings) = (day.stream(), day.entity_count(), day.ping_count());
     tracing::info!(pings, "bench backlog: the pure engine's commands");
-    let expected = pure_commands(&events)?;
+    let expected = pure_commands(day.stream())?;
     let catalogue = fresh(runtime, opts, "backlog")?;
     let codec = Codec::new(Arc::new(FileRegistry::in_memory()), &catalogue).map_err(|x| e("codec", x))?;
     let dir = opts.state_dir.join("backlog");
@@ -141,7 +139,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Bac
         Ok(Child_ { child, metrics })
     };
     let child = spawn()?;
-    produce(runtime, &opts.brokers, &catalogue, &codec, events[..split].iter().cloned(), None)?;
+    produce(runtime, &opts.brokers, &catalogue, &codec, events.by_ref().take(split), None)?;
     wait_idle(&child, split as f64)?;
     // Restart with stage one held: the caught-up claims stage one wrote
     // before the restart are not trusted (see `processor::gate`), and a
@@ -180,8 +178,7 @@ pub fn run(opts: &BenchOptions, runtime: &tokio::runtime::Runtime) -> Result<Bac
         });
         (stop, handle)
     };
-    produce(runtime, &opts.brokers, &catalogue, &codec, events[split..].iter().cloned(), None)?;
-    drop(events);
+    produce(runtime, &opts.brokers, &catalogue, &codec, events, None)?;
     // The vehicle tasks take what their bound allows, then pause.
     std::thread::sleep(Duration::from_secs(5));
     sampler.0.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -237,12 +234,12 @@ fn wait_idle(child: &Child_, records: f64) -> Result<(), ProcessorError> {
     Ok(())
 }
 
-fn pure_commands(events: &[Event]) -> Result<BTreeMap<String, EngineCommand>, ProcessorError> {
+fn pure_commands(events: impl Iterator<Item = Event>) -> Result<BTreeMap<String, EngineCommand>, ProcessorError> {
     // The tenant the bench produces under.
     let mut engine = Engine::new("bench", Settings::default()).map_err(|x| e("engine", x))?;
     let mut out = Vec::new();
     for ev in events {
-        engine.handle(ev, &mut out).map_err(|x| e("engine", x))?;
+        engine.handle(&ev, &mut out).map_err(|x| e("engine", x))?;
     }
     Ok(out.into_iter().map(|c| (c.id.clone(), c)).collect())
 }
