@@ -15,9 +15,13 @@
 //!
 //! Bounded, continuously: pings older than the retention span (the newest
 //! ping's time minus what [`Ledger::open`] was told to keep) are pruned as
-//! pings come in, and the journal is rewritten compacted (one line per live
-//! entry) whenever it has grown to twice that plus a margin, so neither the
-//! memory nor the file grows with time. Sizes go to the
+//! pings come in; webhook message ids are remembered [`MESSAGE_SPAN_MS`]
+//! by the vendor's clock (and at most [`MESSAGE_MEMORY`] of them); a key
+//! published with a date (an appointment's window end) is forgotten by
+//! [`Ledger::forget_before`] once the connector's mirror horizon has passed
+//! it; and the journal is rewritten compacted (one line per live entry)
+//! whenever it has grown to twice that plus [`COMPACT_SLACK`], so neither
+//! the memory nor the file grows with time. Sizes go to the
 //! `geoclock_store_entries` gauges ([`crate::telemetry::metrics::store_entries`]).
 //!
 //! The journal survives torn writes: a last line cut short (a crash in the
@@ -34,19 +38,30 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// How many webhook message ids are remembered.
+/// How many webhook message ids are remembered, at most.
 pub const MESSAGE_MEMORY: usize = 100_000;
+
+/// How long a webhook message id is remembered (vendors retry a delivery
+/// for seconds to hours; ServiceTrade gives up after three attempts).
+pub const MESSAGE_SPAN_MS: i64 = 86_400_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Entry {
-    /// `key` was published with content `hash` (`None`: a tombstone).
+    /// `key` was published with content `hash` (`None`: a tombstone);
+    /// `at`: the entity's own date (an appointment's window end, ms), by
+    /// which [`Ledger::forget_before`] lets it go.
     Published {
         key: String,
         hash: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
     },
+    /// A webhook message handled, `at` the vendor's clock then (ms).
     Message {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
     },
     Ping {
         vehicle: String,
@@ -64,8 +79,11 @@ pub enum Entry {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LedgerState {
     published: HashMap<String, Option<u64>>,
+    /// Published keys with a date (kept for a tombstone of the same key).
+    dated: HashMap<String, i64>,
     messages: HashSet<String>,
-    message_order: VecDeque<String>,
+    /// In the order handled, with the vendor's clock then.
+    message_order: VecDeque<(String, Option<i64>)>,
     /// Per vehicle: ping time → content fingerprint.
     pings: HashMap<String, BTreeMap<i64, u64>>,
     ping_count: usize,
@@ -117,17 +135,26 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 impl LedgerState {
     pub fn apply(&mut self, e: Entry) {
         match e {
-            Entry::Published { key, hash } => {
+            Entry::Published { key, hash, at } => {
+                if let Some(at) = at {
+                    self.dated.insert(key.clone(), at);
+                } else if hash.is_some() {
+                    self.dated.remove(&key);
+                }
                 self.published.insert(key, hash);
             }
-            Entry::Message { id } => {
+            Entry::Message { id, at } => {
                 if self.messages.insert(id.clone()) {
-                    self.message_order.push_back(id);
-                    while self.message_order.len() > MESSAGE_MEMORY {
-                        if let Some(old) = self.message_order.pop_front() {
-                            self.messages.remove(&old);
-                        }
+                    self.message_order.push_back((id, at));
+                }
+                let cutoff = at.map(|t| t - MESSAGE_SPAN_MS);
+                while let Some((old, old_at)) = self.message_order.front() {
+                    let expired = matches!((old_at, cutoff), (Some(a), Some(c)) if *a < c);
+                    if self.message_order.len() <= MESSAGE_MEMORY && !expired {
+                        break;
                     }
+                    self.messages.remove(old);
+                    self.message_order.pop_front();
                 }
             }
             Entry::Ping { vehicle, time, hash } => {
@@ -158,6 +185,21 @@ impl LedgerState {
             Some(h) => *h != hash,
             None => hash.is_some(),
         }
+    }
+
+    /// Whether `key` was published (live or tombstoned) and not forgotten.
+    pub fn knows(&self, key: &str) -> bool {
+        self.published.contains_key(key)
+    }
+
+    /// Forgets the published keys dated before `cutoff` (ms); how many.
+    pub fn forget_before(&mut self, cutoff: i64) -> usize {
+        let old: Vec<String> = self.dated.iter().filter(|(_, at)| **at < cutoff).map(|(k, _)| k.clone()).collect();
+        for k in &old {
+            self.dated.remove(k);
+            self.published.remove(k);
+        }
+        old.len()
     }
 
     /// Keys published with a live value whose key starts with `prefix`.
@@ -223,8 +265,12 @@ impl LedgerState {
         let mut out: Vec<Entry> = Vec::with_capacity(self.sizes().total());
         let mut published: Vec<_> = self.published.iter().collect();
         published.sort();
-        out.extend(published.into_iter().map(|(k, h)| Entry::Published { key: k.clone(), hash: *h }));
-        out.extend(self.message_order.iter().map(|id| Entry::Message { id: id.clone() }));
+        out.extend(published.into_iter().map(|(k, h)| Entry::Published {
+            key: k.clone(),
+            hash: *h,
+            at: self.dated.get(k).copied(),
+        }));
+        out.extend(self.message_order.iter().map(|(id, at)| Entry::Message { id: id.clone(), at: *at }));
         let mut vehicles: Vec<_> = self.pings.iter().collect();
         vehicles.sort_by(|a, b| a.0.cmp(b.0));
         for (v, times) in vehicles {
@@ -302,7 +348,7 @@ pub struct Ledger {
 
 /// Lines a journal may hold beyond twice its live entries before it is
 /// compacted again.
-const COMPACT_SLACK: usize = 10_000;
+pub const COMPACT_SLACK: usize = 10_000;
 
 impl Ledger {
     /// Opens (or creates) the journal at `path`, repairing a torn tail and
@@ -347,6 +393,20 @@ impl Ledger {
         &self.state
     }
 
+    /// Forgets the keys dated before `cutoff` (ms) ([`LedgerState::forget_before`]);
+    /// the journal drops them at its next compaction. How many.
+    pub fn forget_before(&mut self, cutoff: i64) -> Result<usize, LedgerError> {
+        let n = self.state.forget_before(cutoff);
+        if n > 0 {
+            if self.lines > 2 * self.state.sizes().total() + COMPACT_SLACK {
+                self.compact()?;
+            } else {
+                self.report_sizes();
+            }
+        }
+        Ok(n)
+    }
+
     /// Appends entries and makes them durable. A failed append is cut back
     /// off the journal (no partial line stays to glue the next one to).
     pub fn record(&mut self, entries: Vec<Entry>) -> Result<(), LedgerError> {
@@ -371,6 +431,8 @@ impl Ledger {
         }
         if self.lines > 2 * self.state.sizes().total() + COMPACT_SLACK {
             self.compact()?;
+        } else {
+            self.report_sizes();
         }
         Ok(())
     }
@@ -394,6 +456,12 @@ impl Ledger {
         self.out = OpenOptions::new().append(true).open(&self.path).map_err(err)?;
         self.len = len;
         self.lines = entries.len();
+        self.report_sizes();
+        Ok(())
+    }
+
+    /// The sizes, to the `geoclock_store_entries` gauges.
+    fn report_sizes(&self) {
         let s = self.state.sizes();
         for (kind, n) in
             [("published", s.published), ("messages", s.messages), ("pings", s.pings), ("cursors", s.cursors)]
@@ -401,7 +469,6 @@ impl Ledger {
             crate::telemetry::metrics::store_entries(&self.label, kind, n as u64);
         }
         crate::telemetry::metrics::store_entries(&self.label, "journal_lines", self.lines as u64);
-        Ok(())
     }
 
     /// Lines in the journal file now.
@@ -425,7 +492,7 @@ mod tests {
         let mut s = LedgerState::default();
         assert!(s.changed("users|1", Some(7)));
         assert!(!s.changed("users|1", None), "tombstone for something never published");
-        s.apply(Entry::Published { key: "users|1".into(), hash: Some(7) });
+        s.apply(Entry::Published { key: "users|1".into(), hash: Some(7), at: None });
         assert!(!s.changed("users|1", Some(7)));
         assert!(s.changed("users|1", Some(8)));
         assert!(s.changed("users|1", None));
@@ -447,8 +514,8 @@ mod tests {
         {
             let mut l = Ledger::open_with_span(&path, 1_000).unwrap();
             l.record(vec![
-                Entry::Published { key: "a".into(), hash: Some(1) },
-                Entry::Message { id: "m1".into() },
+                Entry::Published { key: "a".into(), hash: Some(1), at: None },
+                Entry::Message { id: "m1".into(), at: None },
                 Entry::Ping { vehicle: "v".into(), time: 1_100, hash: 3 },
                 Entry::Ping { vehicle: "v".into(), time: 5, hash: 3 },
                 Entry::Cursor { name: "user".into(), at: 42 },
@@ -516,5 +583,32 @@ mod tests {
         assert!(a.pings <= b.pings && a.pings >= 12_000, "{a:?} {b:?}");
         assert_eq!(reopened.state().ping("v3", 1199 * 30_000, 3), PingVerdict::Duplicate);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dated_keys_are_forgotten_past_the_horizon_and_message_ids_after_their_span() {
+        let mut s = LedgerState::default();
+        let day = 86_400_000;
+        for (key, at) in [("appointment|1", Some(day)), ("appointment|2", Some(5 * day)), ("job|9", None)] {
+            s.apply(Entry::Published { key: key.into(), hash: Some(1), at });
+        }
+        // A tombstone keeps its key's date.
+        s.apply(Entry::Published { key: "appointment|1".into(), hash: None, at: None });
+        assert_eq!(s.forget_before(2 * day), 1);
+        assert!(!s.changed("appointment|1", None), "forgotten: a tombstone for it changes nothing");
+        assert!(s.changed("appointment|1", Some(1)), "forgotten: listed again, it would be new");
+        assert!(!s.changed("appointment|2", Some(1)) && !s.changed("job|9", Some(1)));
+        assert_eq!(s.forget_before(i64::MAX), 1, "an undated key is never forgotten");
+        assert_eq!(s.sizes().published, 1);
+        let c = s.compacted();
+        assert!(c.iter().all(|e| !matches!(e, Entry::Published { at: Some(_), .. })));
+
+        for (i, at) in [0, day / 2, day, day + 1, 3 * day].into_iter().enumerate() {
+            s.apply(Entry::Message { id: format!("m{i}"), at: Some(at) });
+        }
+        assert!(!s.seen_message("m0") && !s.seen_message("m3"), "older than a day before the newest");
+        assert!(s.seen_message("m4") && s.sizes().messages == 1);
+        s.apply(Entry::Message { id: "old-style".into(), at: None });
+        assert!(s.seen_message("old-style") && s.seen_message("m4"));
     }
 }

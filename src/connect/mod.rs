@@ -217,15 +217,17 @@ pub async fn start(vendor: Vendor, opts: Options, tenants: &[Tenant]) -> Result<
                 let ledger = Ledger::open(&ledger_path, keep_pings_from)?;
                 let policy = cfg.webhook_policy(&t.name);
                 let hook = opts.register_webhooks.then(|| Registration::new(&public, &policy));
-                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);
+                let horizon_ms = t.settings.mirror_horizon_ms();
+                let task = servicetrade::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy, horizon_ms);
                 tasks.push((t.name.clone(), tokio::spawn(task.run(rx, shutdown_rx.clone()))));
                 inboxes.insert(t.name.clone(), TenantInbox::new(policy, tx, out));
             }
             (Vendor::Azuga, _, Some(cfg)) => {
-                let ledger = Ledger::open(
-                    &ledger_path,
-                    keep_pings_from.min(chrono::Utc::now().timestamp_millis() - cfg.max_ping_age_s * 1000),
-                )?;
+                // A ping older than `max_ping_age_s` is refused anyway: it
+                // is remembered that long (and a day for clocks that differ),
+                // so no accepted ping is published twice.
+                let span = (cfg.max_ping_age_s + 86_400) * 1000;
+                let ledger = Ledger::open_with_span(&ledger_path, span)?;
                 let policy = cfg.webhook_policy(&t.name);
                 let hook = opts.register_webhooks.then(|| Registration::new(&public, &policy));
                 let task = azuga::Task::new(cfg.clone(), ledger, out.clone(), hook, opts.policy);

@@ -62,6 +62,17 @@ pub struct Out {
 /// How far event time trails the newest ping in the ticks.
 pub const TICK_LATENESS_MS: i64 = 30 * 60_000;
 
+/// The date by which the mirror forgets an entity ([`Ledger::forget_before`]):
+/// an appointment's window end (or start), a clock event's time; others
+/// are mirrored as long as the vendor has them.
+pub fn horizon_date(event: &Event) -> Option<i64> {
+    match event {
+        Event::Appointment(a) => a.window_end.or(a.window_start).map(|t| t.millis()),
+        Event::Clock(c) => Some(c.time.millis()),
+        _ => None,
+    }
+}
+
 impl Out {
     /// The observer for this tenant's vendor client.
     pub fn call_metrics(&self, connector: &'static str) -> CallMetrics {
@@ -107,7 +118,8 @@ impl Out {
             let hash = rec.value.as_deref().map(fingerprint);
             if ledger.state().changed(key, hash) {
                 records.push(rec);
-                entries.push(Entry::Published { key: key.clone(), hash });
+                let at = horizon_date(event);
+                entries.push(Entry::Published { key: key.clone(), hash, at });
             } else {
                 unchanged += 1;
             }

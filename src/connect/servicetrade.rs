@@ -24,6 +24,12 @@
 //! - Calls go through [`crate::vendor::servicetrade::Client`] (session,
 //!   budget, retries of reads) on tokio's blocking pool; a shutdown
 //!   interrupts its waits.
+//! - Appointments (and clock events) are mirrored up to the tenant's
+//!   horizon ([`crate::model::Settings::mirror_horizon_ms`]) after their
+//!   window ends (their time), by ServiceTrade's clock: past it the ledger
+//!   forgets them (each pass) and one changed or listed again is not
+//!   published, so the ledger does not grow with the account's history and
+//!   an old visit is never revived. Webhook message ids are remembered a day by the same clock.
 //! - Clock events are published on the clock-event topic keyed by
 //!   appointment; they are facts and are never tombstoned.
 //! - Offices are the locations ServiceTrade marks `isVendor`: listed with
@@ -40,7 +46,7 @@ use tokio::sync::watch;
 
 use super::inbox::QueueRx;
 use super::ledger::{Entry, Ledger};
-use super::out::{Item, Out};
+use super::out::{horizon_date, Item, Out};
 use super::sweep::{self, Sweep};
 use super::{ConnectError, Work};
 use crate::config::tenants::ServiceTradeTenant;
@@ -110,10 +116,19 @@ pub struct Task {
     reconciles: u64,
     /// Wall-clock start (s) of the last pass that completed, or of the task.
     reconciled_at: i64,
+    /// How long after its window an appointment is mirrored (ms).
+    horizon_ms: i64,
 }
 
 impl Task {
-    pub fn new(cfg: ServiceTradeTenant, ledger: Ledger, out: Out, hook: Option<Registration>, policy: Policy) -> Task {
+    pub fn new(
+        cfg: ServiceTradeTenant,
+        ledger: Ledger,
+        out: Out,
+        hook: Option<Registration>,
+        policy: Policy,
+        horizon_ms: i64,
+    ) -> Task {
         let stop = Stop::new();
         let observer = Arc::new(out.call_metrics("servicetrade"));
         let client = Client::new(cfg.clone(), Duration::from_secs(30), policy, stop.clone(), observer);
@@ -126,7 +141,16 @@ impl Task {
             stop,
             reconciles: 0,
             reconciled_at: chrono::Utc::now().timestamp(),
+            horizon_ms,
         }
+    }
+
+    /// An appointment whose window ended before the horizon (or a clock
+    /// event from before it), which the ledger no longer (or never) knew:
+    /// not mirrored.
+    fn past_horizon(&self, item: &Item) -> bool {
+        let cutoff = self.client.caller().vendor_now_ms() - self.horizon_ms;
+        horizon_date(&item.event).is_some_and(|t| t < cutoff) && !self.ledger.state().knows(&item.key)
     }
 
     /// Runs `f` with the client on tokio's blocking pool (vendor calls
@@ -212,6 +236,7 @@ impl Task {
             let (kind, id) = (n.kind, n.id.clone());
             match self.vendor(move |c| c.get(kind, &id)).await? {
                 Some(v) => match to_event(n.kind, &v) {
+                    Ok(item) if self.past_horizon(&item) => {}
                     Ok(item) => items.push(item),
                     Err(why) => self.malformed(n.kind, &why, &v).await,
                 },
@@ -219,7 +244,8 @@ impl Task {
             }
         }
         self.out.entities(&mut self.ledger, items).await?;
-        self.ledger.record(vec![Entry::Message { id: m.message_id }])?;
+        let at = Some(self.client.caller().vendor_now_ms());
+        self.ledger.record(vec![Entry::Message { id: m.message_id, at }])?;
         Ok(())
     }
 
@@ -246,7 +272,9 @@ impl Task {
                 match to_event(kind, v) {
                     Ok(item) => {
                         ids.insert(item.key.clone());
-                        items.push(item);
+                        if !self.past_horizon(&item) {
+                            items.push(item);
+                        }
                     }
                     Err(why) => self.malformed(kind, &why, v).await,
                 }
@@ -267,6 +295,10 @@ impl Task {
             }
             self.out.entities(&mut self.ledger, items).await?;
             self.ledger.record(vec![Entry::Cursor { name: kind.to_string(), at: pass_start_s }])?;
+        }
+        let forgotten = self.ledger.forget_before(pass_start_s * 1000 - self.horizon_ms)?;
+        if forgotten > 0 {
+            tracing::debug!(tenant = %self.out.tenant, forgotten, "appointments past the mirror horizon forgotten");
         }
         // Everything changed before this pass started is now published: the
         // lag is how old that guarantee is (it grows while passes fail, and

@@ -125,6 +125,16 @@ impl Settings {
         self.retention_days as i64 * 86_400_000
     }
 
+    /// How long after an appointment's window ends the connectors still
+    /// mirror it: past the engine's retirement of it (`window_hours`, a
+    /// day and `retention_days` after it, [`crate::engine::retention`])
+    /// and its forgetting of the retirement (`retention_days` later). An appointment older
+    /// than that, changed or listed again, is not published (it would be
+    /// revived as a new visit).
+    pub fn mirror_horizon_ms(&self) -> i64 {
+        self.window_ms() + 86_400_000 + 2 * self.retention_ms()
+    }
+
     pub fn min_dwell_ms(&self) -> i64 {
         self.min_dwell_s as i64 * 1000
     }
