@@ -204,6 +204,7 @@ fn every_store_stays_flat_once_retention_kicks_in() {
         sweep_every: Duration::from_secs(3600),
         slice: 10_000,
         now: sim_now,
+        ..Default::default()
     };
     let sink = geoclock::sink::ledger::Ledger::open_with(&dir.join("sink-clock"), false, retention).unwrap();
 

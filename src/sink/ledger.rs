@@ -30,8 +30,8 @@
 //!   outcomes are kept;
 //! - an extra not written for longer than that, and, when it was written
 //!   together with outcomes of an appointment's commands (the geofence
-//!   mapping `fence/{appointment}`), not before a day after the last of
-//!   that appointment's outcomes is gone: it outlives its appointment's
+//!   mapping `fence/{appointment}`), not before [`Retention::extra_margin`]
+//!   (a day) after the last of that appointment's outcomes is gone: it outlives its appointment's
 //!   last command.
 //!
 //! What the sweep needs beside the entries: `m/{tenant}/{name}`, when an
@@ -76,6 +76,8 @@ pub enum Step {
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
     pub keep: Duration,
+    /// How much longer an appointment's extras outlive its last outcome.
+    pub extra_margin: Duration,
     /// How often a slice of keys is swept.
     pub sweep_every: Duration,
     /// Keys looked at per slice.
@@ -91,6 +93,7 @@ impl Default for Retention {
     fn default() -> Self {
         Retention {
             keep: Duration::from_secs(14 * 86_400),
+            extra_margin: Duration::from_secs(86_400),
             sweep_every: Duration::from_secs(1),
             slice: 20_000,
             now: wall_ms,
@@ -107,9 +110,6 @@ struct ExtraMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     appointment: Option<String>,
 }
-
-/// A day: how much longer an appointment's extras outlive its last outcome.
-const EXTRA_MARGIN_MS: i64 = 86_400_000;
 
 struct Shared {
     db: DB,
@@ -410,13 +410,14 @@ fn ms(v: &[u8]) -> Option<i64> {
 /// What retention does with one key (see the module doc).
 fn verdict(sh: &Shared, key: &[u8], value: &[u8], now: i64, cutoff: i64) -> Result<Verdict, LedgerError> {
     let io = |e: rocksdb::Error| LedgerError::Io(e.to_string());
+    let margin = sh.retention.extra_margin.as_millis() as i64;
     Ok(match key.first() {
         Some(b'c') => match serde_json::from_slice::<Step>(value) {
             Ok(Step::Done { result, reported: true }) if result.executed_at.0 < cutoff => Verdict::Delete,
             _ => Verdict::Keep,
         },
         Some(b'a') => match ms(value) {
-            Some(at) if at < cutoff - EXTRA_MARGIN_MS => Verdict::Delete,
+            Some(at) if at < cutoff - margin => Verdict::Delete,
             _ => Verdict::Keep,
         },
         Some(b'x') => {
@@ -436,7 +437,7 @@ fn verdict(sh: &Shared, key: &[u8], value: &[u8], now: i64, cutoff: i64) -> Resu
                 }
                 None => i64::MIN,
             };
-            if meta.at < cutoff && last_outcome < cutoff - EXTRA_MARGIN_MS {
+            if meta.at < cutoff && last_outcome < cutoff - margin {
                 Verdict::Delete
             } else {
                 Verdict::Keep
@@ -508,8 +509,13 @@ mod tests {
         const DAY: i64 = 86_400_000;
         let dir = std::env::temp_dir().join(format!("geoclock-ledger-retention-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let retention =
-            Retention { keep: Duration::from_secs(2 * 86_400), sweep_every: Duration::from_secs(3600), slice: 3, now };
+        let retention = Retention {
+            keep: Duration::from_secs(2 * 86_400),
+            sweep_every: Duration::from_secs(3600),
+            slice: 3,
+            now,
+            ..Retention::default()
+        };
         let l = Ledger::open_with(&dir, false, retention).unwrap();
         NOW.store(10 * DAY, std::sync::atomic::Ordering::SeqCst);
         let mapping = Some(serde_json::json!({"id": 5, "revision": 1}));

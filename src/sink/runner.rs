@@ -106,6 +106,8 @@ pub struct SinkConfig {
     pub batch: usize,
     /// fsync every ledger step (survives a machine crash, not only a process crash).
     pub sync: bool,
+    /// How long the ledger keeps decided commands, and its clock.
+    pub retention: crate::sink::ledger::Retention,
     pub backoff: Backoff,
     /// Vendor call timeout.
     pub http_timeout: Duration,
@@ -147,6 +149,7 @@ impl SinkConfig {
             metrics: None,
             batch: 500,
             sync: true,
+            retention: Default::default(),
             backoff: Backoff::default(),
             http_timeout: Duration::from_secs(30),
             retry_after_cap: Duration::from_secs(600),
@@ -389,7 +392,11 @@ impl Sink {
         };
         let cx = Arc::new(Cx {
             sink: kind,
-            ledger: Ledger::open(&config.state_dir.join(format!("sink-{}", kind.name())), config.sync)?,
+            ledger: Ledger::open_with(
+                &config.state_dir.join(format!("sink-{}", kind.name())),
+                config.sync,
+                config.retention,
+            )?,
             metrics: metrics.clone(),
             stop: stop.clone(),
             policy,
