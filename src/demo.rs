@@ -11,7 +11,15 @@
 //! technician's En Route press (ServiceTrade) and each GPS fix (Azuga) when
 //! simulated time reaches it; the connectors pick them up through webhooks
 //! and polling as they would in production. Nothing in the pipeline reads
-//! the simulated clock: decisions use event time only.
+//! the simulated clock: decisions use event time only. With
+//! [`DemoOptions::retention_days`] set (`geoclock soak`), the sinks' ledger
+//! retention, which is by the wall clock, is scaled to simulated days.
+//!
+//! Days: with [`DemoOptions::days`] > 1 the same fleet works that many days
+//! ([`crate::sim::fleet::generate_days`]); each later day's appointments
+//! are entered at ServiceTrade six simulated hours before its first
+//! departure, as a dispatcher would the evening before, and ServiceTrade
+//! tells time by the simulated clock.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,9 +36,10 @@ use crate::kafka::topics::Catalogue;
 use crate::model::Ts;
 use crate::processor::{self, Processor, Tenants};
 use crate::sim::azuga::{self, AzugaSim};
-use crate::sim::fleet::{generate, FleetConfig};
+use crate::sim::fleet::{generate_days, FleetConfig};
 use crate::sim::servicetrade::{self as st, ServiceTradeSim};
 use crate::sim::smtp::SmtpSim;
+use crate::sim::SimClock;
 use crate::sink::runner::{Sink, SinkConfig};
 use crate::sink::SinkKind;
 
@@ -52,6 +61,13 @@ pub struct DemoOptions {
     /// Simulated seconds per wall-clock second.
     pub speed: f64,
     pub seed: u64,
+    /// Working days simulated (1: the demo's day).
+    pub days: u32,
+    /// Short retention for a multi-day run: the tenant's `retention_days`,
+    /// the sinks' ledger keep (scaled to simulated days) and the Azuga
+    /// connector's ping memory. `None`: the defaults (30 days, 14 days,
+    /// 8 days).
+    pub retention_days: Option<u32>,
     pub state_dir: PathBuf,
     /// Where the report and metrics listen (port 0: any).
     pub report_listen: String,
@@ -90,9 +106,12 @@ pub struct Progress {
     pub clock_changes: usize,
     pub emails: usize,
     pub day_over: bool,
+    /// Simulated day (0-based) of `sim_time`.
+    pub day: u32,
 }
 
 pub const TENANT: &str = "acme";
+const DAY_MS: i64 = 86_400_000;
 const REPORT_TOKEN: &str = "demo-report-token";
 
 pub struct Demo {
@@ -108,15 +127,21 @@ pub struct Demo {
     report: Option<crate::report::serve::Server>,
     driver: tokio::task::JoinHandle<()>,
     progress: Arc<std::sync::Mutex<Progress>>,
+    clock: SimClock,
+    day_start: Ts,
 }
 
-fn tenants_text(st: &str, az: &str, smtp: SocketAddr, azuga_budget_ms: u64) -> String {
+fn tenants_text(st: &str, az: &str, smtp: SocketAddr, azuga_budget_ms: u64, retention_days: Option<u32>) -> String {
+    let (retention, max_ping_age_s) = match retention_days {
+        Some(d) => (format!(", retention_days = {d}"), d as u64 * 86_400),
+        None => (String::new(), 31_536_000),
+    };
     format!(
         r#"
 [[tenants]]
 name = "{TENANT}"
 timezone = "America/New_York"
-settings = {{ window_hours = 2 }}
+settings = {{ window_hours = 2{retention} }}
 [tenants.servicetrade]
 base_url = "{st}"
 username = "geoclock-admin"
@@ -131,7 +156,7 @@ webhook_secret = {{ value = "demo-az-hook" }}
 rate_limit_ms = {azuga_budget_ms}
 poll_interval_ms = 5000
 entity_sync_interval_ms = 10000
-max_ping_age_s = 31536000
+max_ping_age_s = {max_ping_age_s}
 max_ping_future_s = 31536000
 [tenants.email]
 from = "Acme Field Service <service@acme.example>"
@@ -183,17 +208,40 @@ impl Demo {
             .block_on(ensure_topics(&brokers, &catalogue, Duration::from_secs(30)))
             .map_err(|e| start_err("topics")(e.to_string()))?;
         let today = chrono::Utc::now().timestamp().div_euclid(86_400) * 86_400;
-        let mut world = generate(&FleetConfig {
-            tenant: TENANT.into(),
-            ..FleetConfig::demo(opts.seed, opts.technicians, Ts::from_secs(today + 12 * 3600))
-        });
+        let day_start = Ts::from_secs(today + 12 * 3600);
+        let mut days = generate_days(
+            &FleetConfig { tenant: TENANT.into(), ..FleetConfig::demo(opts.seed, opts.technicians, day_start) },
+            opts.days.max(1),
+        );
         // En Route presses are released by the driver as simulated time
-        // passes; the Azuga simulator holds the fixes until `advance`.
-        let clocks = std::mem::take(&mut world.clocks);
+        // passes; the Azuga simulator holds every day's fixes until
+        // `advance`; later days' work is entered by the driver.
+        let mut world = days.remove(0);
+        let mut dispatch: Vec<(Ts, Event)> = Vec::new();
+        for (d, w) in days.into_iter().enumerate() {
+            let at = day_start.plus_millis((d as i64 + 1) * DAY_MS - 6 * 3_600_000);
+            let work = (w.contacts.into_iter().map(Event::Contact))
+                .chain(w.locations.into_iter().map(Event::Location))
+                .chain(w.jobs.into_iter().map(Event::Job))
+                .chain(w.appointments.into_iter().map(Event::Appointment));
+            dispatch.extend(work.map(|e| (at, e)));
+            world.clocks.extend(w.clocks);
+            world.pings.extend(w.pings);
+        }
+        let mut clocks = std::mem::take(&mut world.clocks);
+        clocks.sort_by_key(|c| c.time);
+        world.pings.sort_by_key(|f| f.release_at);
         let fixes = world.pings.clone();
+        let start = fixes.first().map_or(Ts(today * 1000), |f| f.release_at).minus_millis(30 * 60_000);
+        let end = fixes.last().map_or(start, |f| f.release_at).plus_millis(30 * 60_000);
+        // ServiceTrade tells time by the simulated clock in a multi-day run
+        // (its stamps and `Date` date what the connector keeps).
+        let clock = SimClock::default();
+        clock.set(start.millis());
+        let st_cfg = st::Config { clock: (opts.days > 1).then(|| clock.clone()), ..st::Config::default() };
         let azuga_budget_ms = ((60_000.0 / opts.speed.max(1.0)) as u64).max(100);
         let (st, st_run) = runtime
-            .block_on(ServiceTradeSim::start(st::Config::default(), &world, "127.0.0.1:0"))
+            .block_on(ServiceTradeSim::start(st_cfg, &world, "127.0.0.1:0"))
             .map_err(|e| start_err("servicetrade simulator")(e.to_string()))?;
         let az_cfg = azuga::Config { rate_limit_ms: azuga_budget_ms, ..azuga::Config::default() };
         let (az, az_run) = runtime
@@ -202,7 +250,7 @@ impl Demo {
         let smtp = runtime
             .block_on(SmtpSim::start("127.0.0.1:0", "127.0.0.1:0"))
             .map_err(|e| start_err("mail receiver")(e.to_string()))?;
-        let text = tenants_text(&st_run.url(), &az_run.url(), smtp.smtp_addr, azuga_budget_ms);
+        let text = tenants_text(&st_run.url(), &az_run.url(), smtp.smtp_addr, azuga_budget_ms, opts.retention_days);
         let tenants: Vec<Tenant> = tenants::parse(&text, "demo").map_err(|e| start_err("tenants")(e.to_string()))?;
         std::fs::write(opts.state_dir.join("tenants.toml"), &text).map_err(|e| start_err("tenants")(e.to_string()))?;
         let registry: Arc<dyn SchemaRegistry> = Arc::new(FileRegistry::in_memory());
@@ -250,6 +298,13 @@ impl Demo {
             );
             c.sync = false;
             c.metrics = Some(sink_metrics.clone());
+            if let Some(d) = opts.retention_days {
+                // The ledger dates what it keeps by the wall clock (results'
+                // `executed_at`): a simulated day is 86 400 / speed seconds.
+                let sim_day = Duration::from_secs_f64(86_400.0 / opts.speed.max(1.0));
+                c.retention =
+                    crate::sink::ledger::Retention { keep: sim_day * d, extra_margin: sim_day, ..Default::default() };
+            }
             sinks.push(Sink::start(c).map_err(|e| start_err("sink")(e.to_string()))?);
         }
         let report = crate::report::serve::start(
@@ -283,24 +338,31 @@ impl Demo {
         )
         .map_err(|e| start_err("metrics")(e.to_string()))?;
 
-        let start = fixes.first().map_or(Ts(today * 1000), |f| f.release_at).minus_millis(30 * 60_000);
-        let end = fixes.last().map_or(start, |f| f.release_at).plus_millis(30 * 60_000);
         let progress = Arc::new(std::sync::Mutex::new(Progress { fixes_total: fixes.len(), ..Progress::default() }));
         let driver = {
-            let (st, az, progress, speed) = (st.clone(), az.clone(), progress.clone(), opts.speed);
+            let (st, az, progress, speed, clock) =
+                (st.clone(), az.clone(), progress.clone(), opts.speed, clock.clone());
             runtime.spawn(async move {
                 let began = Instant::now();
                 let mut clocks = clocks.into_iter().peekable();
+                let mut dispatch = dispatch.into_iter().peekable();
                 let mut tick = tokio::time::interval(Duration::from_millis(200));
                 loop {
                     tick.tick().await;
                     let now = start.plus_millis((began.elapsed().as_secs_f64() * speed * 1000.0) as i64);
+                    while let Some((_, e)) = dispatch.next_if(|(at, _)| *at <= now) {
+                        if let Err(e) = st.apply(e, None) {
+                            tracing::warn!(error = %e, "demo: the next day's work was refused by the simulator");
+                        }
+                    }
                     while let Some(c) = clocks.next_if(|c| c.time <= now) {
                         let _ = st.apply(Event::Clock(c), None);
                     }
                     let released = az.advance(now.min(end));
+                    clock.set(now.millis());
                     let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
                     p.sim_time = now.min(end).to_rfc3339();
+                    p.day = (now.min(end).millis() - day_start.millis()).div_euclid(DAY_MS).max(0) as u32;
                     p.fixes_released += released;
                     p.day_over = now >= end;
                 }
@@ -343,7 +405,19 @@ impl Demo {
             report: Some(report),
             driver,
             progress,
+            clock,
+            day_start,
         })
+    }
+
+    /// Noon UTC of the first day: technicians leave 0–30 minutes after.
+    pub fn day_start(&self) -> Ts {
+        self.day_start
+    }
+
+    /// The simulated time the driver has reached.
+    pub fn clock(&self) -> &SimClock {
+        &self.clock
     }
 
     /// What the outside world has seen so far.

@@ -20,6 +20,7 @@ pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod sink;
+pub mod soak;
 pub mod store;
 pub mod telemetry;
 pub mod vendor;

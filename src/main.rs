@@ -104,6 +104,8 @@ enum Top {
     },
     /// Everything in one process on a simulated day: embedded broker, simulators, connectors, processor, sinks, report.
     Demo(cli_demo::DemoArgs),
+    /// Many simulated days through the whole pipeline with short retention: every store's size, once a day; exit 1 if one keeps growing.
+    Soak(cli_demo::SoakArgs),
     /// The Activity Report server (see src/report/).
     Report {
         #[command(subcommand)]
@@ -252,12 +254,13 @@ fn main() -> ExitCode {
     // the demo's output is its progress lines, so it logs warnings only.
     // GEOCLOCK_LOG_FORMAT=json: one JSON object per line.
     let default = match cli.command {
-        Top::Demo(_) => "warn",
+        Top::Demo(_) | Top::Soak(_) => "warn",
         Top::Audit(_) | Top::Explain(_) => "warn,geoclock=info",
         _ => "info",
     };
-    // A usage or connection error of the audit exits 2 (1 is a discrepancy).
-    let failure = if matches!(cli.command, Top::Audit(_) | Top::Explain(_)) { 2 } else { 1 };
+    // A usage or connection error of the audit exits 2 (1 is a discrepancy;
+    // for the soak, a store that grew).
+    let failure = if matches!(cli.command, Top::Audit(_) | Top::Explain(_) | Top::Soak(_)) { 2 } else { 1 };
     if let Err(e) = init_logging(default) {
         eprintln!("geoclock: {e}");
         return ExitCode::from(2);
@@ -268,6 +271,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Top::Audit(args) => cli_audit::audit(args),
+        Top::Soak(args) => cli_demo::soak(args),
         command => run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -312,6 +316,7 @@ fn run(command: Top) -> anyhow::Result<()> {
     match command {
         // `main` runs the audit itself, for its exit status.
         Top::Audit(args) => cli_audit::audit(args).map(drop),
+        Top::Soak(args) => cli_demo::soak(args).map(drop),
         Top::Explain(args) => cli_audit::explain(args),
         Top::Bench { command: BenchCmd::Audit(args) } => cli_audit::bench(args),
         Top::Scenario {

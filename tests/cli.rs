@@ -61,9 +61,15 @@ fn the_example_tenants_file_loads_and_the_configuration_reference_is_current() {
     // docs/configuration.md is generated from --help: it names every command's flags.
     let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"))
         .unwrap();
-    for cmd in
-        [vec!["demo"], vec!["process"], vec!["sink", "email"], vec!["report", "serve"], vec!["audit"], vec!["explain"]]
-    {
+    for cmd in [
+        vec!["demo"],
+        vec!["soak"],
+        vec!["process"],
+        vec!["sink", "email"],
+        vec!["report", "serve"],
+        vec!["audit"],
+        vec!["explain"],
+    ] {
         let mut args = cmd.clone();
         args.push("--help");
         let help = String::from_utf8(geoclock(&args).stdout).unwrap();

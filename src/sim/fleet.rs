@@ -311,6 +311,39 @@ pub fn generate(cfg: &FleetConfig) -> World {
     w
 }
 
+/// How far apart the appointment ids of two days of [`generate_days`] are.
+const APPOINTMENTS_PER_DAY: i64 = 1_000_000;
+
+/// `days` working days of the same fleet, one a day from `cfg.day_start`:
+/// recurring work, the same sites, jobs and drives every day (the first
+/// day's [`generate`], moved on a day at a time), each day with its own
+/// appointments (day `d`'s ids are the first day's plus `d × 1 000 000`)
+/// and En Route presses. A later day holds only what is new that day:
+/// appointments, clock events, fixes and locked appointments (the first
+/// day's pairings are open-ended).
+pub fn generate_days(cfg: &FleetConfig, days: u32) -> Vec<World> {
+    (0..days as i64)
+        .map(|d| {
+            let w = generate(&FleetConfig { day_start: cfg.day_start.plus_millis(d * 86_400_000), ..cfg.clone() });
+            if d == 0 {
+                return w;
+            }
+            let id = |a: &Id| match a.as_str().parse::<i64>() {
+                Ok(n) => Id::number(n + d * APPOINTMENTS_PER_DAY),
+                Err(_) => Id::text(format!("{a}-d{d}")),
+            };
+            World {
+                tenant: w.tenant,
+                appointments: w.appointments.into_iter().map(|a| Appointment { id: id(&a.id), ..a }).collect(),
+                clocks: w.clocks.into_iter().map(|c| ClockEvent { appointment: id(&c.appointment), ..c }).collect(),
+                pings: w.pings,
+                clock_locked: w.clock_locked.iter().map(id).collect(),
+                ..World::default()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashSet};
@@ -425,5 +458,31 @@ mod tests {
         let plain = generate(&FleetConfig { technicians: 24, seed: 7, ..FleetConfig::default() });
         assert!(plain.clock_locked.is_empty() && plain.appointments.iter().all(|a| a.job.is_some()));
         assert_eq!(plain.pairings.len(), 24);
+    }
+
+    #[test]
+    fn days_are_the_same_fleet_and_sites_with_new_appointments_each_day() {
+        let cfg = FleetConfig { technicians: 6, seed: 3, ..FleetConfig::default() };
+        let days = generate_days(&cfg, 3);
+        assert_eq!(days.len(), 3);
+        assert_eq!(serde_json::to_string(&days[0]).unwrap(), serde_json::to_string(&generate(&cfg)).unwrap());
+        let mut ids = HashSet::new();
+        for (d, w) in days.iter().enumerate() {
+            if d > 0 {
+                assert!(w.users.is_empty() && w.drivers.is_empty() && w.pairings.is_empty() && w.locations.is_empty());
+                assert!(w.jobs.is_empty() && w.contacts.is_empty() && w.offices.is_empty() && w.vehicles.is_empty());
+                let jobs: HashSet<_> = days[0].jobs.iter().map(|j| Some(j.id.clone())).collect();
+                assert!(w.appointments.iter().all(|a| jobs.contains(&a.job)), "day {d}: the first day's jobs");
+            }
+            assert_eq!(w.appointments.len(), days[0].appointments.len());
+            for a in &w.appointments {
+                assert!(ids.insert(a.id.clone()), "appointment {} again on day {d}", a.id);
+            }
+            let names: HashSet<_> = w.appointments.iter().map(|a| a.id.clone()).collect();
+            assert!(w.clocks.iter().all(|c| names.contains(&c.appointment)), "day {d}: its own En Route presses");
+            let from = cfg.day_start.plus_millis(d as i64 * 86_400_000);
+            let to = from.plus_millis(86_400_000);
+            assert!(w.pings.iter().all(|p| from.minus_millis(3_600_000) <= p.ping.time && p.ping.time < to), "day {d}");
+        }
     }
 }

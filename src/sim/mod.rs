@@ -23,5 +23,27 @@ pub mod smtp;
 pub mod webhook;
 pub mod world;
 
+/// A simulated clock a driver moves (unix ms), for simulators that should
+/// tell time by it instead of the wall clock (`geoclock soak`).
+#[derive(Clone, Debug, Default)]
+pub struct SimClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl SimClock {
+    pub fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The same clock (not the same time).
+impl PartialEq for SimClock {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// Why a simulator could not start.
 pub use crate::http::server::ServeError as SimError;

@@ -51,7 +51,7 @@ use super::rng::Rng;
 use super::server::{admin_error, log_calls, now_ms, one_or_many, serve, shared_admin, Running};
 use super::webhook::{Faults, HookAuth, Item, Outbox};
 use super::world::World;
-use super::SimError;
+use super::{SimClock, SimError};
 use crate::engine::Event;
 use crate::model::{Activity, ClockAction, ClockEvent, Id, Ts};
 use crate::vendor::servicetrade::plural;
@@ -79,6 +79,10 @@ pub struct Config {
     pub default_limit: usize,
     pub max_limit: usize,
     pub faults: Faults,
+    /// ServiceTrade's clock (its `updated` stamps, webhook timestamps and
+    /// `Date` header); `None`: the wall clock.
+    #[serde(skip)]
+    pub clock: Option<SimClock>,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             default_limit: 50,
             max_limit: 500,
             faults: Faults::default(),
+            clock: None,
         }
     }
 }
@@ -122,8 +127,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now_s() -> i64 {
-    now_ms().div_euclid(1000)
+fn clock_ms(clock: &Option<SimClock>) -> i64 {
+    clock.as_ref().map_or_else(now_ms, SimClock::now_ms)
+}
+
+/// Sets the `Date` header from ServiceTrade's clock when it is simulated.
+async fn date_header(
+    State(clock): State<Option<SimClock>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    if let Some(c) = clock {
+        let at = chrono::DateTime::from_timestamp_millis(c.now_ms()).unwrap_or_default();
+        if let Ok(v) = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse() {
+            resp.headers_mut().insert(axum::http::header::DATE, v);
+        }
+    }
+    resp
 }
 
 fn envelope(status: StatusCode, data: Value, errors: Vec<String>) -> Response {
@@ -143,13 +164,16 @@ impl ServiceTradeSim {
     /// A simulator holding `world`'s ServiceTrade side. Needs a tokio runtime
     /// (the webhook worker starts on it).
     pub fn new(config: Config, world: &World) -> Arc<ServiceTradeSim> {
+        let clock = config.clock.clone();
         let outbox = Outbox::start(
             config.faults.clone(),
             "st",
-            Arc::new(|id: &str, items: Vec<Value>| json!({"messageId": id, "timestamp": now_s(), "data": items})),
+            Arc::new(
+                move |id: &str, items: Vec<Value>| json!({"messageId": id, "timestamp": clock_ms(&clock).div_euclid(1000), "data": items}),
+            ),
         );
         let mut store = Store::default();
-        let now = now_s();
+        let now = clock_ms(&config.clock).div_euclid(1000);
         let entities =
             world.users.iter().cloned().map(Event::User).chain(world.locations.iter().cloned().map(Event::Location));
         let entities = entities
@@ -186,6 +210,11 @@ impl ServiceTradeSim {
         Ok((sim, running))
     }
 
+    /// ServiceTrade's clock, unix seconds.
+    fn now_s(&self) -> i64 {
+        clock_ms(&self.config.clock).div_euclid(1000)
+    }
+
     pub fn router(self: &Arc<Self>) -> Router {
         let mut r = Router::new()
             .route("/api/auth", post(login).delete(logout))
@@ -205,6 +234,7 @@ impl ServiceTradeSim {
         r.route("/admin/events", post(admin_events))
             .route("/admin/state", get(|s: State<Arc<Self>>| async move { Json(s.snapshot()) }))
             .layer(axum::middleware::from_fn_with_state(self.calls.clone(), log_calls))
+            .layer(axum::middleware::from_fn_with_state(self.config.clock.clone(), date_header))
             .with_state(self.clone())
             .merge(shared_admin(self.calls.clone(), self.outbox.clone()))
     }
@@ -223,7 +253,7 @@ impl ServiceTradeSim {
 
     /// Changes data as the office would (admin endpoint); webhooks follow.
     pub fn apply(&self, event: Event, actor: Option<&Id>) -> Result<(), String> {
-        self.apply_stamped(event, actor, now_s())
+        self.apply_stamped(event, actor, self.now_s())
     }
 
     /// [`ServiceTradeSim::apply`] with the entity's `updated` stamp set to
@@ -398,7 +428,7 @@ async fn create_clock(State(sim): State<Arc<ServiceTradeSim>>, headers: HeaderMa
     if !account.admin && account.user.as_ref() != Some(&c.user_id) {
         return fail(StatusCode::FORBIDDEN, "only account admins may clock other users");
     }
-    let now = now_s();
+    let now = sim.now_s();
     let (id, change) = {
         let mut store = lock(&sim.store);
         if store.user(c.user_id.as_str()).is_none() {
