@@ -65,8 +65,8 @@ pub struct DemoOptions {
     pub days: u32,
     /// Short retention for a multi-day run: the tenant's `retention_days`,
     /// the sinks' ledger keep (scaled to simulated days) and the Azuga
-    /// connector's ping memory. `None`: the defaults (30 days, 14 days,
-    /// 8 days).
+    /// connector's ping memory. `None`: 30 days, 14 days, and a year of
+    /// ping age (the demo's day may be replayed late).
     pub retention_days: Option<u32>,
     pub state_dir: PathBuf,
     /// Where the report and metrics listen (port 0: any).
@@ -220,11 +220,7 @@ impl Demo {
         let mut dispatch: Vec<(Ts, Event)> = Vec::new();
         for (d, w) in days.into_iter().enumerate() {
             let at = day_start.plus_millis((d as i64 + 1) * DAY_MS - 6 * 3_600_000);
-            let work = (w.contacts.into_iter().map(Event::Contact))
-                .chain(w.locations.into_iter().map(Event::Location))
-                .chain(w.jobs.into_iter().map(Event::Job))
-                .chain(w.appointments.into_iter().map(Event::Appointment));
-            dispatch.extend(work.map(|e| (at, e)));
+            dispatch.extend(w.appointments.into_iter().map(|a| (at, Event::Appointment(a))));
             world.clocks.extend(w.clocks);
             world.pings.extend(w.pings);
         }

@@ -29,7 +29,8 @@
 //!   window ends (their time), by ServiceTrade's clock: past it the ledger
 //!   forgets them (each pass) and one changed or listed again is not
 //!   published, so the ledger does not grow with the account's history and
-//!   an old visit is never revived. Webhook message ids are remembered a day by the same clock.
+//!   an old visit is never revived. Webhook message ids are remembered a
+//!   day by the same clock.
 //! - Clock events are published on the clock-event topic keyed by
 //!   appointment; they are facts and are never tombstoned.
 //! - Offices are the locations ServiceTrade marks `isVendor`: listed with
