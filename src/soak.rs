@@ -57,6 +57,9 @@ pub struct Sample {
     pub rss_bytes: u64,
     /// Clock changes posted to ServiceTrade so far (the days did things).
     pub clock_changes: usize,
+    /// `geoclock_connector_past_horizon_total`, all actions: appointments
+    /// and clock events the connector let go or did not publish so far.
+    pub past_horizon: u64,
     pub emails: usize,
 }
 
@@ -226,6 +229,7 @@ fn sample_days(
             rss_bytes: family_sum(&text, "process_resident_memory_bytes") as u64,
             clock_changes: p.clock_changes,
             emails: p.emails,
+            past_horizon: family_sum(&text, "geoclock_connector_past_horizon_total") as u64,
         };
         each(&s);
         samples.push(s);
@@ -246,6 +250,7 @@ mod tests {
             rss_bytes: 0,
             clock_changes: 0,
             emails: 0,
+            past_horizon: 0,
         }
     }
 

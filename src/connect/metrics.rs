@@ -27,6 +27,7 @@ pub struct Metrics {
     duplicates: IntCounterVec,
     cursor_lag: GaugeVec,
     sweep_confirmations: IntCounterVec,
+    horizon: IntCounterVec,
     working_hours: IntGaugeVec,
     pub jobs: Jobs,
 }
@@ -40,6 +41,10 @@ impl Default for Metrics {
 /// Webhook outcomes, as counted.
 pub const WEBHOOK_OUTCOMES: [&str; 6] =
     ["accepted", "duplicate", "unauthorized", "malformed", "overloaded", "unknown_tenant"];
+
+/// What happens to an entity past the mirror horizon
+/// ([`crate::model::Settings::mirror_horizon_ms`]).
+pub const HORIZON_ACTIONS: [&str; 2] = ["skipped", "forgotten"];
 
 /// Dead-letter reason classes a connector uses.
 pub const DEAD_LETTER_REASONS: [&str; 6] = ["malformed", "invalid", "position", "speed", "time", "conflict"];
@@ -89,6 +94,12 @@ impl Metrics {
             "Entities a full sweep found missing, more than its share at once, confirmed one by one before any tombstone.",
             &["connector", "tenant", "kind"],
         );
+        let horizon = m::counter(
+            &r,
+            "geoclock_connector_past_horizon_total",
+            "Appointments and clock events past the tenant's mirror horizon: not published (skipped) or let go by the ledger (forgotten).",
+            &["connector", "tenant", "action"],
+        );
         let working_hours = m::gauge(
             &r,
             "geoclock_connector_working_hours",
@@ -105,6 +116,7 @@ impl Metrics {
             duplicates,
             cursor_lag,
             sweep_confirmations,
+            horizon,
             working_hours,
             jobs,
         }
@@ -123,6 +135,9 @@ impl Metrics {
         }
         for k in ["ping", "entity"] {
             self.duplicates.with_label_values(&[connector, tenant, k]).inc_by(0);
+        }
+        for a in HORIZON_ACTIONS {
+            self.horizon.with_label_values(&[connector, tenant, a]).inc_by(0);
         }
     }
 
@@ -153,6 +168,11 @@ impl Metrics {
 
     pub fn sweep_confirmations(&self, connector: &str, tenant: &str, kind: &str, n: u64) {
         self.sweep_confirmations.with_label_values(&[connector, tenant, kind]).inc_by(n);
+    }
+
+    /// `action`: one of [`HORIZON_ACTIONS`].
+    pub fn past_horizon(&self, connector: &str, tenant: &str, action: &str, n: u64) {
+        self.horizon.with_label_values(&[connector, tenant, action]).inc_by(n);
     }
 
     pub fn cursor_lag(&self, connector: &str, tenant: &str, seconds: f64) {
@@ -195,10 +215,18 @@ mod tests {
         m.published("azuga", "acme", "geoclock.azuga.pings", 3);
         m.api_call("azuga", "acme", "GET /v1/live-locations", Some(429));
         m.cursor_lag("servicetrade", "acme", 2.5);
+        m.tenant("servicetrade", "acme", &[]);
+        m.past_horizon("servicetrade", "acme", "forgotten", 4);
         m.jobs.declare(&["azuga", "acme", "live_poll"], 120.0);
         let text = m.render();
         assert!(text.contains("geoclock_connector_records_published_total{connector=\"azuga\",tenant=\"acme\",topic=\"geoclock.azuga.pings\"} 3"), "{text}");
         assert!(text.contains("status=\"429\""));
+        assert!(text.contains(
+            "geoclock_connector_past_horizon_total{action=\"forgotten\",connector=\"servicetrade\",tenant=\"acme\"} 4"
+        ));
+        assert!(text.contains(
+            "geoclock_connector_past_horizon_total{action=\"skipped\",connector=\"servicetrade\",tenant=\"acme\"} 0"
+        ));
         assert!(text.contains("geoclock_connector_reconcile_cursor_lag_seconds"));
         assert!(text.contains("geoclock_connector_webhook_deliveries_total{connector=\"azuga\",outcome=\"unauthorized\",tenant=\"acme\"} 0"));
         assert!(text.contains(

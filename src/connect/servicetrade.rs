@@ -151,7 +151,11 @@ impl Task {
     /// not mirrored.
     fn past_horizon(&self, item: &Item) -> bool {
         let cutoff = self.client.caller().vendor_now_ms() - self.horizon_ms;
-        horizon_date(&item.event).is_some_and(|t| t < cutoff) && !self.ledger.state().knows(&item.key)
+        let past = horizon_date(&item.event).is_some_and(|t| t < cutoff) && !self.ledger.state().knows(&item.key);
+        if past {
+            self.out.metrics.past_horizon("servicetrade", &self.out.tenant, "skipped", 1);
+        }
+        past
     }
 
     /// Runs `f` with the client on tokio's blocking pool (vendor calls
@@ -300,6 +304,7 @@ impl Task {
         let forgotten = self.ledger.forget_before(pass_start_s * 1000 - self.horizon_ms)?;
         if forgotten > 0 {
             tracing::debug!(tenant = %self.out.tenant, forgotten, "appointments past the mirror horizon forgotten");
+            self.out.metrics.past_horizon("servicetrade", &self.out.tenant, "forgotten", forgotten as u64);
         }
         // Everything changed before this pass started is now published: the
         // lag is how old that guarantee is (it grows while passes fail, and
