@@ -390,11 +390,7 @@ async fn date_header(
     next: axum::middleware::Next,
 ) -> Response {
     let mut resp = next.run(req).await;
-    let at =
-        chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis() + offset_ms).unwrap_or_default();
-    if let Ok(v) = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse() {
-        resp.headers_mut().insert(header::DATE, v);
-    }
+    super::server::set_date(&mut resp, super::server::now_ms() + offset_ms);
     resp
 }
 

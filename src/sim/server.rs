@@ -168,6 +168,14 @@ pub fn one_or_many<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>
     }
 }
 
+/// Sets a response's `Date` header to `ms` (a simulator's own clock).
+pub fn set_date(resp: &mut axum::response::Response, ms: i64) {
+    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    if let Ok(v) = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse() {
+        resp.headers_mut().insert(axum::http::header::DATE, v);
+    }
+}
+
 /// Wall-clock unix milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

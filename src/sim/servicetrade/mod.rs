@@ -139,10 +139,7 @@ async fn date_header(
 ) -> Response {
     let mut resp = next.run(req).await;
     if let Some(c) = clock {
-        let at = chrono::DateTime::from_timestamp_millis(c.now_ms()).unwrap_or_default();
-        if let Ok(v) = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse() {
-            resp.headers_mut().insert(axum::http::header::DATE, v);
-        }
+        super::server::set_date(&mut resp, c.now_ms());
     }
     resp
 }
